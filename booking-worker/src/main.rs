@@ -1,0 +1,11 @@
+use anyhow::Context;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    proto::runtime::init_tracing("booking-worker");
+    let config = booking_worker::Config::load().context("loading configuration")?;
+    booking_worker::Application::build(config)
+        .await?
+        .run(proto::runtime::shutdown_signal())
+        .await
+}

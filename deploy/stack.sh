@@ -1,0 +1,199 @@
+# shellcheck shell=bash
+# The local stack: Redis, Postgres and a Kafka-protocol broker for every command.
+#
+# Source this file, then call `stack_up <dir> <broker: required|optional>`. It uses
+# REDIS_URL, DATABASE_URL and KAFKA_BROKERS when they are set; for each one that is
+# not, it starts a private instance on a free loopback port with its data under
+# <dir>, waits until it answers, and exports the variable. `stack_down` (installed
+# as an EXIT trap) stops what stack_up started.
+#
+# Missing programs are installed where possible (apt-get as root; cargo install
+# tansu); otherwise stack_up stops and names what to install.
+
+STACK_PIDS=()
+STACK_PG_DATA=""
+STACK_PG_USER=""
+STACK_LOGS=""
+
+say()  { printf '\033[1m[stack]\033[0m %s\n' "$*" >&2; }
+warn() { printf '\033[1;33m[stack] %s\033[0m\n' "$*" >&2; }
+die()  { printf '\033[1;31m[stack] %s\033[0m\n' "$*" >&2; exit 1; }
+
+# A TCP port on 127.0.0.1 that nothing listens on.
+free_port() {
+    if command -v python3 >/dev/null 2>&1; then
+        python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+        return
+    fi
+    local port
+    for _ in $(seq 1 100); do
+        port=$(( 20000 + RANDOM % 30000 ))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+    die "no free port found on 127.0.0.1"
+}
+
+# Waits until something accepts TCP connections on 127.0.0.1:$1, for up to $2 seconds.
+wait_tcp() {
+    local port=$1 seconds=$2 what=$3
+    for _ in $(seq 1 $(( seconds * 10 ))); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    die "$what did not start listening on 127.0.0.1:$port within ${seconds}s (log: $STACK_LOGS)"
+}
+
+apt_install() {
+    local package=$1
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing $package with apt-get"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$package" >&2 \
+            || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$package" >&2; } \
+            || return 1
+        return 0
+    fi
+    return 1
+}
+
+pg_bin() {
+    local name=$1
+    if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return; fi
+    local dir
+    dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    if [ -n "$dir" ] && [ -x "$dir/$name" ]; then echo "$dir/$name"; return; fi
+    return 1
+}
+
+# Runs a command as the unprivileged user that owns the Postgres data directory.
+as_pg() {
+    if [ -n "$STACK_PG_USER" ]; then
+        runuser -u "$STACK_PG_USER" -- "$@"
+    else
+        "$@"
+    fi
+}
+
+start_redis() {
+    local dir=$1
+    if ! command -v redis-server >/dev/null 2>&1; then
+        apt_install redis-server || die "redis-server is missing: install Redis 7 (Debian: apt-get install redis-server) or set REDIS_URL"
+    fi
+    mkdir -p "$dir/redis"
+    local port
+    port=$(free_port)
+    redis-server --bind 127.0.0.1 --port "$port" --dir "$dir/redis" --save '' --appendonly yes \
+        --daemonize no --logfile "$dir/redis/redis.log" >/dev/null 2>&1 &
+    STACK_PIDS+=("$!")
+    STACK_LOGS="$dir/redis/redis.log"
+    wait_tcp "$port" 10 "redis-server"
+    export REDIS_URL="redis://127.0.0.1:$port"
+    say "redis      $REDIS_URL (private, data in $dir/redis)"
+}
+
+start_postgres() {
+    local dir=$1
+    local initdb pg_ctl
+    initdb=$(pg_bin initdb) && pg_ctl=$(pg_bin pg_ctl) || {
+        apt_install postgresql || die "PostgreSQL is missing: install PostgreSQL 15+ (Debian: apt-get install postgresql) or set DATABASE_URL"
+        initdb=$(pg_bin initdb) && pg_ctl=$(pg_bin pg_ctl) || die "PostgreSQL installed but initdb/pg_ctl not found"
+    }
+    if [ "$(id -u)" = 0 ]; then
+        # Postgres refuses to run as root.
+        if id postgres >/dev/null 2>&1; then
+            STACK_PG_USER=postgres
+        else
+            id onsale-pg >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin onsale-pg \
+                || die "cannot create a user to run Postgres as (Postgres refuses to run as root)"
+            STACK_PG_USER=onsale-pg
+        fi
+    fi
+    STACK_PG_DATA="$dir/postgres"
+    mkdir -p "$STACK_PG_DATA"
+    [ -n "$STACK_PG_USER" ] && chown -R "$STACK_PG_USER" "$STACK_PG_DATA"
+    chmod 700 "$STACK_PG_DATA"
+    if [ ! -f "$STACK_PG_DATA/PG_VERSION" ]; then
+        as_pg "$initdb" -D "$STACK_PG_DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+            || as_pg "$initdb" -D "$STACK_PG_DATA" -U postgres --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1 \
+            || die "initdb failed (log: $dir/initdb.log)"
+    fi
+    local port
+    port=$(free_port)
+    STACK_LOGS="$STACK_PG_DATA/postgres.log"
+    as_pg "$pg_ctl" -D "$STACK_PG_DATA" -l "$STACK_PG_DATA/postgres.log" -w -t 30 \
+        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$STACK_PG_DATA -c max_connections=400 -c shared_buffers=256MB" \
+        start >/dev/null || die "postgres did not start (log: $STACK_PG_DATA/postgres.log)"
+    local psql
+    psql=$(pg_bin psql) || die "psql is missing (it comes with PostgreSQL's client package)"
+    as_pg "$psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qtAc \
+        "SELECT 1 FROM pg_database WHERE datname = 'onsale'" | grep -q 1 \
+        || as_pg "$psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qc "CREATE DATABASE onsale" \
+        || die "cannot create database onsale"
+    export DATABASE_URL="postgres://postgres@127.0.0.1:$port/onsale"
+    say "postgres   $DATABASE_URL (private, data in $STACK_PG_DATA)"
+}
+
+ensure_tansu() {
+    command -v tansu >/dev/null 2>&1 && return 0
+    [ -x "$HOME/.cargo/bin/tansu" ] && export PATH="$HOME/.cargo/bin:$PATH" && return 0
+    command -v cargo >/dev/null 2>&1 || return 1
+    say "installing the tansu broker: cargo install tansu --locked --features dynostore"
+    say "(once per machine; about 12 minutes on 2 cores)"
+    cargo install tansu --locked --features dynostore >&2 || return 1
+    export PATH="$HOME/.cargo/bin:$PATH"
+}
+
+start_broker() {
+    local dir=$1 need=$2
+    if ! ensure_tansu; then
+        if [ "$need" = required ]; then
+            die "no Kafka-protocol broker: set KAFKA_BROKERS, or install tansu (cargo install tansu --locked --features dynostore)"
+        fi
+        warn "======================================================================"
+        warn " NO KAFKA BROKER: tansu could not be installed and KAFKA_BROKERS is unset."
+        warn " onsale runs, but domain events wait in the outbox until a broker exists."
+        warn "======================================================================"
+        return 0
+    fi
+    mkdir -p "$dir/tansu"
+    local port
+    port=$(free_port)
+    STACK_LOGS="$dir/tansu/tansu.log"
+    tansu broker --storage-engine memory://tansu/ \
+        --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+        >"$dir/tansu/tansu.log" 2>&1 &
+    STACK_PIDS+=("$!")
+    wait_tcp "$port" 30 "tansu"
+    export KAFKA_BROKERS="127.0.0.1:$port"
+    say "broker     $KAFKA_BROKERS (private tansu, in memory)"
+}
+
+stack_down() {
+    local pid
+    for pid in "${STACK_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${STACK_PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    STACK_PIDS=()
+    if [ -n "$STACK_PG_DATA" ]; then
+        local pg_ctl
+        pg_ctl=$(pg_bin pg_ctl) && as_pg "$pg_ctl" -D "$STACK_PG_DATA" -m fast -w stop >/dev/null 2>&1 || true
+        STACK_PG_DATA=""
+    fi
+}
+
+# stack_up <data dir> <broker: required|optional>
+stack_up() {
+    local dir=$1 broker=$2
+    mkdir -p "$dir"
+    chmod 755 "$dir"
+    trap stack_down EXIT
+    trap 'exit 130' INT TERM
+    if [ -n "${REDIS_URL:-}" ]; then say "redis      $REDIS_URL (given)"; else start_redis "$dir"; fi
+    if [ -n "${DATABASE_URL:-}" ]; then say "postgres   $DATABASE_URL (given)"; else start_postgres "$dir"; fi
+    if [ -n "${KAFKA_BROKERS:-}" ]; then say "broker     $KAFKA_BROKERS (given)"; else start_broker "$dir" "$broker"; fi
+}

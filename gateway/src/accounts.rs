@@ -1,0 +1,291 @@
+//! Accounts in `gateway.users`: registration, password checks, roles, and the
+//! bootstrap admin. Passwords are stored as argon2id PHC strings; hashing runs on
+//! the blocking pool because it is deliberately slow.
+
+use std::sync::LazyLock;
+
+use argon2::Argon2;
+use argon2::password_hash::{
+    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
+};
+use proto::{ErrorBody, ErrorCode, Role, UserId};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::PgPool;
+
+pub const MIN_PASSWORD_CHARS: usize = 10;
+pub const MAX_PASSWORD_CHARS: usize = 128;
+pub const MAX_EMAIL_CHARS: usize = 254;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("an account with this email exists")]
+    EmailTaken,
+    #[error("wrong email or password")]
+    InvalidCredentials,
+    #[error("user {0} not found")]
+    UserNotFound(UserId),
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("password hashing failed: {0}")]
+    Hashing(String),
+}
+
+impl From<AccountError> for ErrorBody {
+    fn from(error: AccountError) -> Self {
+        match error {
+            AccountError::Invalid(message) => ErrorBody::new(ErrorCode::InvalidRequest, message),
+            AccountError::EmailTaken => {
+                ErrorBody::new(ErrorCode::EmailTaken, "an account with this email exists")
+            }
+            AccountError::InvalidCredentials => {
+                ErrorBody::new(ErrorCode::InvalidCredentials, "wrong email or password")
+            }
+            AccountError::UserNotFound(id) => {
+                ErrorBody::new(ErrorCode::UserNotFound, format!("user {id} does not exist"))
+            }
+            AccountError::Database(cause) => {
+                tracing::error!(error = %cause, "account query failed");
+                ErrorBody::new(
+                    ErrorCode::ServiceUnavailable,
+                    "accounts are unavailable, try again shortly",
+                )
+            }
+            AccountError::Hashing(cause) => {
+                tracing::error!(error = %cause, "password hashing failed");
+                ErrorBody::new(ErrorCode::Internal, "internal error")
+            }
+        }
+    }
+}
+
+/// Lower-cases and checks an email address. Deliberately loose: the mail server is
+/// the judge of deliverability, this only refuses what cannot be an address.
+pub fn normalize_email(email: &str) -> Result<String, AccountError> {
+    let email = email.trim().to_lowercase();
+    let valid = email.chars().count() <= MAX_EMAIL_CHARS
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && matches!(email.split_once('@'), Some((local, domain))
+            if !local.is_empty() && domain.contains('.') && !domain.contains('@')
+                && !domain.starts_with('.') && !domain.ends_with('.'));
+    if valid {
+        Ok(email)
+    } else {
+        Err(AccountError::Invalid(format!(
+            "{email:?} is not an email address"
+        )))
+    }
+}
+
+pub fn check_password(password: &str) -> Result<(), AccountError> {
+    let chars = password.chars().count();
+    if (MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars) {
+        Ok(())
+    } else {
+        Err(AccountError::Invalid(format!(
+            "password must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters"
+        )))
+    }
+}
+
+async fn hash_password(password: SecretString) -> Result<String, AccountError> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.expose_secret().as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+            .map_err(|e| AccountError::Hashing(e.to_string()))
+    })
+    .await
+    .map_err(|e| AccountError::Hashing(e.to_string()))?
+}
+
+/// A hash no password matches, checked when the email is unknown so that a wrong
+/// email costs as much time as a wrong password.
+static DECOY_HASH: LazyLock<String> = LazyLock::new(|| {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(uuid::Uuid::new_v4().as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .unwrap_or_default()
+});
+
+async fn verify_password(password: SecretString, hash: String) -> Result<bool, AccountError> {
+    tokio::task::spawn_blocking(move || {
+        let parsed = PasswordHash::new(&hash).map_err(|e| AccountError::Hashing(e.to_string()))?;
+        Ok(Argon2::default()
+            .verify_password(password.expose_secret().as_bytes(), &parsed)
+            .is_ok())
+    })
+    .await
+    .map_err(|e| AccountError::Hashing(e.to_string()))?
+}
+
+/// An account as stored.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct Account {
+    pub user_id: UserId,
+    pub email: String,
+    pub role: String,
+}
+
+impl Account {
+    pub fn role(&self) -> Role {
+        // The column's CHECK constraint admits only the three role names.
+        Role::parse(&self.role).unwrap_or(Role::Fan)
+    }
+}
+
+pub async fn register(
+    pool: &PgPool,
+    email: &str,
+    password: SecretString,
+    role: Role,
+) -> Result<UserId, AccountError> {
+    let email = normalize_email(email)?;
+    check_password(password.expose_secret())?;
+    let hash = hash_password(password).await?;
+    let user_id = UserId::new();
+    sqlx::query(
+        "INSERT INTO gateway.users (user_id, email, password_hash, role) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(user_id)
+    .bind(&email)
+    .bind(&hash)
+    .bind(role.as_str())
+    .execute(pool)
+    .await
+    .map_err(|e| match e {
+        sqlx::Error::Database(ref db) if db.is_unique_violation() => AccountError::EmailTaken,
+        other => AccountError::Database(other),
+    })?;
+    metrics::counter!("onsale_accounts_registered_total").increment(1);
+    tracing::info!(%user_id, role = role.as_str(), "account registered");
+    Ok(user_id)
+}
+
+/// The account whose email and password match.
+pub async fn authenticate(
+    pool: &PgPool,
+    email: &str,
+    password: SecretString,
+) -> Result<Account, AccountError> {
+    let email = email.trim().to_lowercase();
+    let row: Option<(UserId, String, String, String)> = sqlx::query_as(
+        "SELECT user_id, email, role, password_hash FROM gateway.users WHERE email = $1",
+    )
+    .bind(&email)
+    .fetch_optional(pool)
+    .await?;
+    let (account, hash) = match row {
+        Some((user_id, email, role, hash)) => (
+            Some(Account {
+                user_id,
+                email,
+                role,
+            }),
+            hash,
+        ),
+        None => (None, DECOY_HASH.clone()),
+    };
+    match (verify_password(password, hash).await?, account) {
+        (true, Some(account)) => Ok(account),
+        _ => Err(AccountError::InvalidCredentials),
+    }
+}
+
+pub async fn get(pool: &PgPool, user_id: UserId) -> Result<Account, AccountError> {
+    sqlx::query_as("SELECT user_id, email, role FROM gateway.users WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(AccountError::UserNotFound(user_id))
+}
+
+pub async fn set_role(pool: &PgPool, user_id: UserId, role: Role) -> Result<Account, AccountError> {
+    sqlx::query_as(
+        "UPDATE gateway.users SET role = $2 WHERE user_id = $1 RETURNING user_id, email, role",
+    )
+    .bind(user_id)
+    .bind(role.as_str())
+    .fetch_optional(pool)
+    .await?
+    .ok_or(AccountError::UserNotFound(user_id))
+}
+
+/// Makes sure the bootstrap admin exists with this password and the admin role.
+pub async fn ensure_admin(
+    pool: &PgPool,
+    email: &str,
+    password: SecretString,
+) -> Result<UserId, AccountError> {
+    let email = normalize_email(email)?;
+    check_password(password.expose_secret())
+        .map_err(|e| AccountError::Invalid(format!("ONSALE_BOOTSTRAP_ADMIN: {e}")))?;
+    let hash = hash_password(password).await?;
+    let user_id: UserId = sqlx::query_scalar(
+        "INSERT INTO gateway.users (user_id, email, password_hash, role) VALUES ($1, $2, $3, 'admin')
+         ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash, role = 'admin'
+         RETURNING user_id",
+    )
+    .bind(UserId::new())
+    .bind(&email)
+    .bind(&hash)
+    .fetch_one(pool)
+    .await?;
+    tracing::info!(%user_id, "bootstrap admin ready");
+    Ok(user_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_lower_cased_and_checked() {
+        assert_eq!(
+            normalize_email("  Fan@Example.COM ").ok().as_deref(),
+            Some("fan@example.com")
+        );
+        for bad in [
+            "",
+            "fan",
+            "fan@",
+            "@example.com",
+            "fan@example",
+            "fan@@example.com",
+            "f an@example.com",
+            "fan@.com",
+        ] {
+            assert!(normalize_email(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn passwords_have_bounded_length() {
+        assert!(check_password("short").is_err());
+        assert!(check_password(&"x".repeat(MAX_PASSWORD_CHARS + 1)).is_err());
+        assert!(check_password("long enough pass").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_hash_verifies_its_password_only() {
+        let hash = hash_password(SecretString::from("correct horse"))
+            .await
+            .ok()
+            .unwrap_or_default();
+        assert_eq!(
+            verify_password(SecretString::from("correct horse"), hash.clone())
+                .await
+                .ok(),
+            Some(true)
+        );
+        assert_eq!(
+            verify_password(SecretString::from("wrong horse!"), hash)
+                .await
+                .ok(),
+            Some(false)
+        );
+    }
+}

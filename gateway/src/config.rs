@@ -1,0 +1,125 @@
+//! The gateway's configuration: compiled defaults, then `DATABASE_URL`/`REDIS_URL`,
+//! then `ONSALE_*` variables (`ONSALE_AUTH__JWT_SECRET`, `ONSALE_LIMITS__PER_IP_PER_SECOND`,
+//! `ONSALE_BOOTSTRAP_ADMIN=email:password`, ...).
+
+use std::net::SocketAddr;
+
+use proto::auth::TokenSettings;
+use proto::settings::{DatabaseSettings, RedisSettings, SettingsError};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub auth: AuthSettings,
+    pub limits: LimitSettings,
+    /// `email:password` of an admin account created (or reset) at start-up.
+    #[serde(default)]
+    pub bootstrap_admin: Option<SecretString>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct AuthSettings {
+    #[serde(flatten)]
+    pub token: TokenSettings,
+    /// Lifetime of an access token.
+    pub token_ttl_seconds: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct LimitSettings {
+    /// Sustained requests per second from one client address, and its burst.
+    pub per_ip_per_second: u32,
+    pub per_ip_burst: u32,
+    /// Sustained requests per second from one signed-in account, and its burst.
+    pub per_user_per_second: u32,
+    pub per_user_burst: u32,
+    /// Largest request body accepted, in bytes.
+    pub body_bytes: usize,
+    /// How often idle rate-limiter keys are forgotten.
+    pub housekeeping_seconds: u64,
+}
+
+impl Config {
+    pub fn defaults() -> serde_json::Value {
+        serde_json::json!({
+            "listen": "127.0.0.1:8080",
+            "database": { "url": "postgres://postgres@127.0.0.1:5432/onsale", "max_connections": 32 },
+            "redis": { "url": "redis://127.0.0.1:6379", "key_prefix": "onsale" },
+            "auth": { "issuer": "onsale", "audience": "onsale", "token_ttl_seconds": 3600 },
+            "limits": {
+                "per_ip_per_second": 50, "per_ip_burst": 100,
+                "per_user_per_second": 10, "per_user_burst": 20,
+                "body_bytes": 65536, "housekeeping_seconds": 30,
+            },
+        })
+    }
+
+    pub fn load() -> Result<Self, SettingsError> {
+        let config: Self = proto::settings::load(&Self::defaults())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        self.auth.token.validate().map_err(SettingsError::Invalid)?;
+        if self.auth.token_ttl_seconds == 0 {
+            return Err(SettingsError::Invalid(
+                "auth.token_ttl_seconds must be positive".into(),
+            ));
+        }
+        let l = &self.limits;
+        if [
+            l.per_ip_per_second,
+            l.per_ip_burst,
+            l.per_user_per_second,
+            l.per_user_burst,
+        ]
+        .contains(&0)
+        {
+            return Err(SettingsError::Invalid(
+                "limits.* rates and bursts must be positive".into(),
+            ));
+        }
+        if l.body_bytes < 1024 {
+            return Err(SettingsError::Invalid(
+                "limits.body_bytes must be at least 1024".into(),
+            ));
+        }
+        if let Some(admin) = &self.bootstrap_admin {
+            parse_bootstrap_admin(admin.expose_secret()).map_err(SettingsError::Invalid)?;
+        }
+        Ok(())
+    }
+}
+
+/// Splits `ONSALE_BOOTSTRAP_ADMIN` at its first `:` into email and password.
+pub fn parse_bootstrap_admin(value: &str) -> Result<(String, SecretString), String> {
+    match value.split_once(':') {
+        Some((email, password)) if !email.is_empty() && !password.is_empty() => {
+            Ok((email.to_owned(), SecretString::from(password.to_owned())))
+        }
+        _ => Err("ONSALE_BOOTSTRAP_ADMIN must be email:password".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_admin_splits_at_the_first_colon() {
+        let (email, password) = parse_bootstrap_admin("root@example.com:pa:ss").ok().unzip();
+        assert_eq!(email.as_deref(), Some("root@example.com"));
+        assert_eq!(
+            password.map(|p| p.expose_secret().to_owned()).as_deref(),
+            Some("pa:ss")
+        );
+        assert!(parse_bootstrap_admin("no-colon").is_err());
+        assert!(parse_bootstrap_admin(":password").is_err());
+        assert!(parse_bootstrap_admin("root@example.com:").is_err());
+    }
+}

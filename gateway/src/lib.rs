@@ -1,0 +1,301 @@
+//! The gateway: onsale's public HTTP edge.
+//!
+//! It owns accounts and tokens, rate limits, request ids, tracing, metrics, the
+//! OpenAPI document and the static pages, and it mounts the services' routers
+//! in-process (inventory today). The services stay independent crates; the gateway
+//! is the one place that composes them, so the hot path never pays for a proxy hop.
+//!
+//! Layers, outermost first: request id → trace → panic catcher → metrics → per-IP
+//! limit → authentication (a bearer token, when sent, must verify) → per-account
+//! limit → body size limit → routes.
+
+pub mod accounts;
+pub mod config;
+pub mod limits;
+pub mod routes;
+pub mod tokens;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef, MatchedPath, Request, State};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use proto::auth::{Caller, TokenVerifier, bearer_token};
+use proto::{ErrorBody, Keys};
+use redis::aio::ConnectionManager;
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use config::Config;
+
+use crate::limits::RateLimits;
+use crate::tokens::TokenIssuer;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What the gateway's own handlers and middleware need.
+#[derive(Clone, FromRef)]
+pub struct GatewayState {
+    pub pool: PgPool,
+    pub redis: ConnectionManager,
+    pub verifier: Arc<TokenVerifier>,
+    pub issuer: Arc<TokenIssuer>,
+    pub limits: Arc<RateLimits>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "onsale", description = "Flash-sale ticketing: a fair waiting room, seat holds, checkout."),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth", description = "Accounts and tokens"),
+        (name = "inventory", description = "Venues, events and seat maps"),
+        (name = "operations", description = "Operator levers"),
+        (name = "system", description = "Health and metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.bearer_format = Some("JWT".into());
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// The complete OpenAPI document of the public API, without a running server.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(routes::router().into_openapi());
+    doc.merge(inventory::router().into_openapi());
+    doc
+}
+
+/// Builds the gateway's router around live connections.
+pub fn router(
+    config: &Config,
+    pool: PgPool,
+    redis: ConnectionManager,
+) -> (Router, Arc<RateLimits>) {
+    let verifier = Arc::new(TokenVerifier::new(&config.auth.token));
+    let limits = Arc::new(RateLimits::new(&config.limits));
+    let state = GatewayState {
+        pool: pool.clone(),
+        redis: redis.clone(),
+        verifier: verifier.clone(),
+        issuer: Arc::new(TokenIssuer::new(&config.auth)),
+        limits: limits.clone(),
+    };
+    let inventory = inventory::InventoryState {
+        pool,
+        redis,
+        keys: Keys::new(config.redis.key_prefix.clone()),
+        verifier: verifier.clone(),
+    };
+    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::router().with_state(state.clone()))
+        .merge(inventory::router().with_state(inventory))
+        .split_for_parts();
+
+    let metrics = proto::runtime::metrics();
+    let router = api
+        .route("/healthz", get(healthz).with_state(state.clone()))
+        .route("/metrics", get(move || std::future::ready(metrics.render())))
+        .route("/", get(|| async { Html(include_str!("../static/index.html")) }))
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .fallback(proto::http::not_found)
+        .method_not_allowed_fallback(proto::http::method_not_allowed)
+        .layer(DefaultBodyLimit::max(config.limits.body_bytes))
+        .layer(middleware::from_fn_with_state(limits.clone(), limits::per_user))
+        .layer(middleware::from_fn_with_state(verifier, authenticate))
+        .layer(middleware::from_fn_with_state(limits.clone(), limits::per_ip))
+        .layer(middleware::from_fn(record_metrics))
+        .layer(CatchPanicLayer::custom(|_| {
+            ErrorBody::new(proto::ErrorCode::Internal, "internal error").into_response()
+        }))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let request_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id)
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]));
+    (router, limits)
+}
+
+/// A bearer token, when present, must verify; the caller then travels in the
+/// request's extensions for the per-account limit and the handlers.
+async fn authenticate(
+    State(verifier): State<Arc<TokenVerifier>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let caller = match bearer_token(&parts) {
+        Ok(Some(token)) => match verifier.verify(token) {
+            Ok(claims) => Some(Caller::from(claims)),
+            Err(error) => return error.into_response(),
+        },
+        Ok(None) => None,
+        Err(error) => return error.into_response(),
+    };
+    if let Some(caller) = caller {
+        parts.extensions.insert(caller);
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
+
+async fn record_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!("onsale_http_requests_total", &labels).increment(1);
+    metrics::histogram!("onsale_http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Liveness and readiness: Postgres and Redis both answer.
+async fn healthz(State(state): State<GatewayState>) -> (StatusCode, axum::Json<serde_json::Value>) {
+    let deadline = Duration::from_secs(2);
+    let postgres =
+        tokio::time::timeout(deadline, sqlx::query("SELECT 1").execute(&state.pool)).await;
+    let mut redis = state.redis.clone();
+    let redis_ping = tokio::time::timeout(
+        deadline,
+        redis::cmd("PING").query_async::<String>(&mut redis),
+    )
+    .await;
+    let postgres_ok = matches!(postgres, Ok(Ok(_)));
+    let redis_ok = matches!(redis_ping, Ok(Ok(_)));
+    let status = if postgres_ok && redis_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    (
+        status,
+        axum::Json(serde_json::json!({
+            "status": word(postgres_ok && redis_ok),
+            "postgres": word(postgres_ok),
+            "redis": word(redis_ok),
+        })),
+    )
+}
+
+/// The gateway as a running server.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    limits: Arc<RateLimits>,
+    housekeeping: Duration,
+}
+
+impl Application {
+    /// Connects, migrates, creates the bootstrap admin, and binds (port 0 picks one).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        config.validate().context("invalid configuration")?;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(config.database.max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(config.database.url.expose_secret())
+            .await
+            .context("connecting to postgres (database.url)")?;
+        proto::migrations::MIGRATOR
+            .run(&pool)
+            .await
+            .context("running migrations")?;
+        let redis = redis::Client::open(config.redis.url.expose_secret())
+            .context("parsing redis.url")?
+            .get_connection_manager()
+            .await
+            .context("connecting to redis (redis.url)")?;
+        if let Some(admin) = &config.bootstrap_admin {
+            let (email, password) =
+                config::parse_bootstrap_admin(admin.expose_secret()).map_err(anyhow::Error::msg)?;
+            accounts::ensure_admin(&pool, &email, password)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .context("creating the bootstrap admin")?;
+        }
+        let (router, limits) = router(&config, pool, redis);
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        Ok(Self {
+            listener,
+            router,
+            limits,
+            housekeeping: Duration::from_secs(config.limits.housekeeping_seconds),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let stop = CancellationToken::new();
+        let housekeeping = tokio::spawn({
+            let (limits, stop, every) = (self.limits.clone(), stop.clone(), self.housekeeping);
+            async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => limits.housekeep(),
+                        () = stop.cancelled() => break,
+                    }
+                }
+            }
+        });
+        tracing::info!(port = self.port(), "gateway listening");
+        let served = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving http");
+        // Order: the listener has stopped and in-flight requests have finished;
+        // now stop the housekeeping task.
+        stop.cancel();
+        let _ = housekeeping.await;
+        served
+    }
+}

@@ -1,0 +1,196 @@
+//! Rate limits: one GCRA bucket per client address and one per signed-in account.
+//!
+//! A keyed limiter remembers every key it has seen until told to forget, so a flood
+//! of distinct addresses would grow it without bound: [`RateLimits::housekeep`]
+//! drops keys whose buckets are full again, and runs on an interval. Addresses are
+//! the TCP peer's, never a client-supplied `X-Forwarded-For`.
+
+use std::hash::Hash;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter};
+use proto::auth::Caller;
+use proto::{ErrorBody, ErrorCode, UserId};
+
+use crate::config::LimitSettings;
+
+/// A keyed GCRA limiter with its clock, so waits can be told in seconds.
+pub struct KeyedLimiter<K: Hash + Eq + Clone, C: Clock = DefaultClock> {
+    limiter: RateLimiter<K, DashMapStateStore<K>, C, NoOpMiddleware<C::Instant>>,
+    clock: C,
+}
+
+impl<K: Hash + Eq + Clone, C: Clock + Clone> KeyedLimiter<K, C> {
+    pub fn new(per_second: u32, burst: u32, clock: C) -> Self {
+        let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::per_second(rate).allow_burst(burst);
+        Self {
+            limiter: RateLimiter::dashmap_with_clock(quota, clock.clone()),
+            clock,
+        }
+    }
+
+    /// `Err(wait)` when `key` must wait before its next request.
+    pub fn check(&self, key: &K) -> Result<(), Duration> {
+        self.limiter
+            .check_key(key)
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
+    /// Forgets keys whose buckets have refilled; returns how many remain.
+    pub fn housekeep(&self) -> usize {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+        self.limiter.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.limiter.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.limiter.is_empty()
+    }
+}
+
+/// The gateway's limiters.
+pub struct RateLimits {
+    pub per_ip: KeyedLimiter<IpAddr>,
+    pub per_user: KeyedLimiter<UserId>,
+}
+
+impl RateLimits {
+    pub fn new(settings: &LimitSettings) -> Self {
+        Self {
+            per_ip: KeyedLimiter::new(
+                settings.per_ip_per_second,
+                settings.per_ip_burst,
+                DefaultClock::default(),
+            ),
+            per_user: KeyedLimiter::new(
+                settings.per_user_per_second,
+                settings.per_user_burst,
+                DefaultClock::default(),
+            ),
+        }
+    }
+
+    pub fn housekeep(&self) {
+        let ips = self.per_ip.housekeep();
+        let users = self.per_user.housekeep();
+        metrics::gauge!("onsale_rate_limiter_keys", "limiter" => "ip").set(ips as f64);
+        metrics::gauge!("onsale_rate_limiter_keys", "limiter" => "user").set(users as f64);
+    }
+}
+
+/// A 429 telling the client when to come back (whole seconds, at least one).
+pub fn too_many(wait: Duration, whose: &'static str) -> Response {
+    metrics::counter!("onsale_rate_limited_total", "limiter" => whose).increment(1);
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let seconds = seconds.max(1);
+    let mut response = ErrorBody::new(
+        ErrorCode::RateLimited,
+        format!("too many requests from this {whose}; retry in {seconds} s"),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert("retry-after", HeaderValue::from(seconds));
+    response
+}
+
+/// Middleware: one bucket per TCP peer address.
+pub async fn per_ip(
+    State(limits): State<Arc<RateLimits>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match limits.per_ip.check(&peer.ip()) {
+        Ok(()) => next.run(request).await,
+        Err(wait) => too_many(wait, "address"),
+    }
+}
+
+/// Middleware: one bucket per verified account (requests without a token pass;
+/// they are limited by address alone). Runs after authentication.
+pub async fn per_user(
+    State(limits): State<Arc<RateLimits>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(caller) = request.extensions().get::<Caller>() {
+        if let Err(wait) = limits.per_user.check(&caller.user_id) {
+            return too_many(wait, "account");
+        }
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use governor::clock::FakeRelativeClock;
+
+    #[test]
+    fn a_key_past_its_burst_is_told_how_long_to_wait() {
+        let clock = FakeRelativeClock::default();
+        let limiter = KeyedLimiter::new(2, 3, clock.clone());
+        for _ in 0..3 {
+            assert!(limiter.check(&"fan").is_ok());
+        }
+        let wait = limiter.check(&"fan").err();
+        assert_eq!(wait, Some(Duration::from_millis(500)));
+        // Another key has a bucket of its own.
+        assert!(limiter.check(&"other").is_ok());
+        clock.advance(Duration::from_millis(500));
+        assert!(limiter.check(&"fan").is_ok());
+    }
+
+    #[test]
+    fn many_distinct_keys_are_forgotten_once_their_buckets_refill() {
+        let clock = FakeRelativeClock::default();
+        let limiter = KeyedLimiter::new(10, 5, clock.clone());
+        for key in 0..100_000u32 {
+            assert!(limiter.check(&key).is_ok());
+        }
+        assert_eq!(limiter.len(), 100_000);
+        // Still within the refill period: the buckets are not full, nothing goes.
+        assert_eq!(limiter.housekeep(), 100_000);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(limiter.housekeep(), 0);
+        assert!(limiter.is_empty());
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        let response = too_many(Duration::from_millis(1_200), "address");
+        assert_eq!(response.status(), 429);
+        assert_eq!(
+            response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+            Some("2")
+        );
+        let response = too_many(Duration::from_millis(10), "address");
+        assert_eq!(
+            response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
+    }
+}

@@ -1,0 +1,112 @@
+//! Inventory: venues (sections, rows, seats, price tiers), events on them, and each
+//! event's seat map.
+//!
+//! Postgres (`inventory` schema) holds venues and events; the seat state of a sale
+//! lives in Redis for speed and is rebuilt from the Postgres ledger on demand
+//! ([`seatmap::rebuild`]). [`router`] serves the HTTP API; the gateway mounts it,
+//! and [`Application`] serves it on its own.
+
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod routes;
+pub mod seatmap;
+pub mod venues;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::FromRef;
+use proto::Keys;
+use proto::auth::TokenVerifier;
+use redis::aio::ConnectionManager;
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use error::Error;
+pub use routes::router;
+
+/// What inventory's handlers need; every field is a cheap clone.
+#[derive(Clone, FromRef)]
+pub struct InventoryState {
+    pub pool: PgPool,
+    pub redis: ConnectionManager,
+    pub keys: Keys,
+    pub verifier: Arc<TokenVerifier>,
+}
+
+/// Connects to Postgres (running pending migrations) and to Redis.
+pub async fn connect(config: &Config) -> anyhow::Result<(PgPool, ConnectionManager)> {
+    let pool = PgPoolOptions::new()
+        .max_connections(config.database.max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect(config.database.url.expose_secret())
+        .await
+        .context("connecting to postgres (database.url)")?;
+    proto::migrations::MIGRATOR
+        .run(&pool)
+        .await
+        .context("running migrations")?;
+    let redis = redis::Client::open(config.redis.url.expose_secret())
+        .context("parsing redis.url")?
+        .get_connection_manager()
+        .await
+        .context("connecting to redis (redis.url)")?;
+    Ok((pool, redis))
+}
+
+/// The inventory service on its own: its routes plus health and metrics.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let (pool, redis) = connect(&config).await?;
+        let state = InventoryState {
+            pool,
+            redis,
+            keys: Keys::new(config.redis.key_prefix.clone()),
+            verifier: Arc::new(TokenVerifier::new(&config.auth)),
+        };
+        let (router, _api) = router().with_state(state).split_for_parts();
+        let metrics = proto::runtime::metrics();
+        let router = router
+            .route(
+                "/healthz",
+                axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+            )
+            .route(
+                "/metrics",
+                axum::routing::get(move || std::future::ready(metrics.render())),
+            )
+            .fallback(proto::http::not_found)
+            .method_not_allowed_fallback(proto::http::method_not_allowed);
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        Ok(Self { listener, router })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracing::info!(port = self.port(), "inventory listening");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving http")
+    }
+}

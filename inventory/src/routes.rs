@@ -1,0 +1,242 @@
+//! Inventory's HTTP routes: venues, events, seat maps, and the operator's rebuild.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use proto::auth::Caller;
+use proto::http::{Json, Path, Query};
+use proto::wire::inventory::{CreateEvent, CreateVenue, Event, EventCreated, Venue, VenueCreated};
+use proto::wire::seats::SeatView;
+use proto::{ErrorBody, EventId, Role, VenueId};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::Error;
+use crate::seatmap::{self, LoadMode};
+use crate::{InventoryState, events, venues};
+
+pub fn router() -> OpenApiRouter<InventoryState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_venue))
+        .routes(routes!(get_venue))
+        .routes(routes!(create_event, list_events))
+        .routes(routes!(get_event))
+        .routes(routes!(get_seats))
+        .routes(routes!(rebuild_seat_map))
+}
+
+/// Create a venue with its sections, rows and seats.
+#[utoipa::path(
+    post, path = "/v1/venues", tag = "inventory",
+    request_body = CreateVenue,
+    responses(
+        (status = 201, body = VenueCreated, description = "the venue and its seat count"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 422, body = ErrorBody,
+            description = "`venue_has_no_seats`, `duplicate_section`, `duplicate_row_label` or `invalid_request`"),
+    ),
+    security(("bearer" = []))
+)]
+async fn create_venue(
+    State(state): State<InventoryState>,
+    caller: Caller,
+    Json(venue): Json<CreateVenue>,
+) -> Result<(StatusCode, Json<VenueCreated>), ErrorBody> {
+    caller.require(Role::Admin)?;
+    let venue = venues::validate(venue)?;
+    let venue_id = venues::create(&state.pool, &venue).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(VenueCreated {
+            venue_id,
+            seat_count: venue.seat_count,
+        }),
+    ))
+}
+
+/// A venue's sections and rows.
+#[utoipa::path(
+    get, path = "/v1/venues/{venue_id}", tag = "inventory",
+    params(("venue_id" = VenueId, Path)),
+    responses((status = 200, body = Venue), (status = 404, body = ErrorBody))
+)]
+async fn get_venue(
+    State(state): State<InventoryState>,
+    Path(venue_id): Path<VenueId>,
+) -> Result<Json<Venue>, Error> {
+    Ok(Json(venues::get(&state.pool, venue_id).await?))
+}
+
+/// Create an event on a venue; its seat map is loaded into Redis at once.
+#[utoipa::path(
+    post, path = "/v1/events", tag = "inventory",
+    request_body = CreateEvent,
+    responses(
+        (status = 201, body = EventCreated),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "`venue_not_found`"),
+        (status = 422, body = ErrorBody,
+            description = "`onsale_after_start`, `missing_price`, `unknown_price_tier` or `invalid_request`"),
+    ),
+    security(("bearer" = []))
+)]
+async fn create_event(
+    State(mut state): State<InventoryState>,
+    caller: Caller,
+    Json(event): Json<CreateEvent>,
+) -> Result<(StatusCode, Json<EventCreated>), ErrorBody> {
+    caller.require(Role::Admin)?;
+    let event_id = events::create(&state.pool, &event).await?;
+    // The event exists once Postgres has it; if Redis is away now, the first read
+    // of the event loads the seat map instead.
+    if let Err(error) = seatmap::rebuild(
+        &state.pool,
+        &mut state.redis,
+        &state.keys,
+        event_id,
+        LoadMode::IfAbsent,
+    )
+    .await
+    {
+        tracing::warn!(%event_id, %error, "seat map not loaded at event creation; it loads on first read");
+    }
+    Ok((StatusCode::CREATED, Json(EventCreated { event_id })))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    /// At most this many events (1 to 200, default 50).
+    limit: Option<u32>,
+}
+
+/// Events whose show has not started yet, soonest on-sale first.
+#[utoipa::path(
+    get, path = "/v1/events", tag = "inventory",
+    params(ListParams),
+    responses((status = 200, body = Vec<EventSummary>), (status = 400, body = ErrorBody))
+)]
+async fn list_events(
+    State(state): State<InventoryState>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Vec<EventSummary>>, Error> {
+    let limit = params.limit.unwrap_or(50).clamp(1, 200);
+    let rows = events::upcoming(&state.pool, limit.into()).await?;
+    Ok(Json(rows.into_iter().map(EventSummary::from).collect()))
+}
+
+/// An event without live counts, as listed.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EventSummary {
+    pub event_id: EventId,
+    pub venue_id: VenueId,
+    pub name: String,
+    pub starts_at: chrono::DateTime<chrono::Utc>,
+    pub onsale_at: chrono::DateTime<chrono::Utc>,
+    pub seat_count: u32,
+}
+
+impl From<events::EventRow> for EventSummary {
+    fn from(row: events::EventRow) -> Self {
+        Self {
+            event_id: row.event_id,
+            venue_id: row.venue_id,
+            name: row.name,
+            starts_at: row.starts_at,
+            onsale_at: row.onsale_at,
+            seat_count: row.seat_count as u32,
+        }
+    }
+}
+
+/// An event with its available, held and sold seat counts.
+#[utoipa::path(
+    get, path = "/v1/events/{event_id}", tag = "inventory",
+    params(("event_id" = EventId, Path)),
+    responses((status = 200, body = Event), (status = 404, body = ErrorBody))
+)]
+async fn get_event(
+    State(mut state): State<InventoryState>,
+    Path(event_id): Path<EventId>,
+) -> Result<Json<Event>, Error> {
+    let row = events::get(&state.pool, event_id).await?;
+    let prices = events::prices(&state.pool, event_id).await?;
+    let counts =
+        seatmap::ensure_loaded(&state.pool, &mut state.redis, &state.keys, event_id).await?;
+    Ok(Json(Event {
+        event_id,
+        venue_id: row.venue_id,
+        name: row.name,
+        starts_at: row.starts_at,
+        onsale_at: row.onsale_at,
+        max_per_fan: row.max_per_fan as u32,
+        hold_seconds: row.hold_seconds as u32,
+        admission_per_second: row.admission_per_second as u32,
+        prices,
+        seat_count: row.seat_count as u32,
+        available: counts.available,
+        held: counts.held,
+        sold: counts.sold,
+    }))
+}
+
+/// Every seat of the event with its live state.
+#[utoipa::path(
+    get, path = "/v1/events/{event_id}/seats", tag = "inventory",
+    params(("event_id" = EventId, Path)),
+    responses((status = 200, body = Vec<SeatView>), (status = 404, body = ErrorBody))
+)]
+async fn get_seats(
+    State(mut state): State<InventoryState>,
+    Path(event_id): Path<EventId>,
+) -> Result<Json<Vec<SeatView>>, Error> {
+    Ok(Json(
+        seatmap::seat_map(&state.pool, &mut state.redis, &state.keys, event_id).await?,
+    ))
+}
+
+/// The outcome of a seat-map rebuild.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RebuildOutcome {
+    pub event_id: EventId,
+    pub generation: String,
+    pub available: u32,
+    pub held: u32,
+    pub sold: u32,
+}
+
+/// Rebuild the event's Redis seat map from the Postgres ledger, replacing what
+/// Redis holds. Run it with the event's sale paused.
+#[utoipa::path(
+    post, path = "/v1/ops/events/{event_id}/rebuild", tag = "operations",
+    params(("event_id" = EventId, Path)),
+    responses(
+        (status = 200, body = RebuildOutcome),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn rebuild_seat_map(
+    State(mut state): State<InventoryState>,
+    caller: Caller,
+    Path(event_id): Path<EventId>,
+) -> Result<Json<RebuildOutcome>, ErrorBody> {
+    caller.require(Role::Admin)?;
+    let report = seatmap::rebuild(
+        &state.pool,
+        &mut state.redis,
+        &state.keys,
+        event_id,
+        LoadMode::Force,
+    )
+    .await?;
+    tracing::info!(%event_id, user_id = %caller.user_id, "seat map rebuilt by operator");
+    Ok(Json(RebuildOutcome {
+        event_id,
+        generation: report.generation,
+        available: report.counts.available,
+        held: report.counts.held,
+        sold: report.counts.sold,
+    }))
+}

@@ -1,0 +1,176 @@
+//! Verifying bearer tokens, and the verified caller as an extractor.
+//!
+//! The gateway issues tokens (HS256, signed with the deployment's secret) and every
+//! service that serves HTTP verifies them with the same rules: the algorithm is
+//! pinned, and `exp`, `iss` and `aud` are required and checked. A service mounted
+//! behind the gateway finds the caller already verified in the request extensions.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::{ErrorBody, ErrorCode, Role, UserId};
+
+/// The only algorithm onsale signs or accepts.
+pub const ALGORITHM: Algorithm = Algorithm::HS256;
+
+/// Shortest signing secret accepted: HS256 is only as strong as its key.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// What a token says about its bearer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: UserId,
+    pub role: Role,
+    pub iss: String,
+    pub aud: String,
+    /// Seconds since the epoch.
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// The settings a verifier and an issuer must agree on.
+#[derive(Clone, Debug, Deserialize)]
+pub struct TokenSettings {
+    pub jwt_secret: SecretString,
+    pub issuer: String,
+    pub audience: String,
+}
+
+impl TokenSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.jwt_secret.expose_secret().len() < MIN_SECRET_BYTES {
+            return Err(format!(
+                "auth.jwt_secret must be at least {MIN_SECRET_BYTES} bytes"
+            ));
+        }
+        if self.issuer.is_empty() || self.audience.is_empty() {
+            return Err("auth.issuer and auth.audience must not be empty".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// Checks bearer tokens. Cheap to clone behind an `Arc`.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifier").finish_non_exhaustive()
+    }
+}
+
+impl TokenVerifier {
+    pub fn new(settings: &TokenSettings) -> Self {
+        let mut validation = Validation::new(ALGORITHM);
+        validation.set_issuer(&[&settings.issuer]);
+        validation.set_audience(&[&settings.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // Clocks of one deployment agree to within seconds, not a minute.
+        validation.leeway = 5;
+        Self {
+            key: DecodingKey::from_secret(settings.jwt_secret.expose_secret().as_bytes()),
+            validation,
+        }
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, ErrorBody> {
+        jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                let why = match e.kind() {
+                    ErrorKind::ExpiredSignature => "token has expired",
+                    ErrorKind::InvalidSignature => "token signature does not verify",
+                    ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                        "token algorithm is not accepted"
+                    }
+                    ErrorKind::InvalidIssuer => "token issuer is not accepted",
+                    ErrorKind::InvalidAudience => "token audience is not accepted",
+                    ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim",
+                    _ => "token is malformed",
+                };
+                ErrorBody::new(ErrorCode::InvalidToken, why)
+            })
+    }
+}
+
+/// The bearer token of a request, if it sent one.
+pub fn bearer_token(parts: &Parts) -> Result<Option<&str>, ErrorBody> {
+    let Some(value) = parts.headers.get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| {
+        ErrorBody::new(ErrorCode::InvalidToken, "authorization header is not ASCII")
+    })?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(Some(token.trim()))
+        }
+        _ => Err(ErrorBody::new(
+            ErrorCode::InvalidToken,
+            "authorization header must be `Bearer <token>`",
+        )),
+    }
+}
+
+/// A caller whose token verified. As an extractor it rejects requests without a
+/// valid token (401); [`Caller::require`] then checks the role (403).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: UserId,
+    pub role: Role,
+}
+
+impl Caller {
+    pub fn require(self, role: Role) -> Result<Self, ErrorBody> {
+        if self.role.includes(role) {
+            Ok(self)
+        } else {
+            Err(ErrorBody::new(
+                ErrorCode::Forbidden,
+                format!("this needs the {} role", role.as_str()),
+            ))
+        }
+    }
+}
+
+impl From<Claims> for Caller {
+    fn from(claims: Claims) -> Self {
+        Self {
+            user_id: claims.sub,
+            role: claims.role,
+        }
+    }
+}
+
+impl<S> FromRequestParts<S> for Caller
+where
+    Arc<TokenVerifier>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ErrorBody;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(*caller);
+        }
+        let token = bearer_token(parts)?.ok_or_else(|| {
+            ErrorBody::new(ErrorCode::Unauthenticated, "this needs a bearer token")
+        })?;
+        let caller = Caller::from(Arc::<TokenVerifier>::from_ref(state).verify(token)?);
+        parts.extensions.insert(caller);
+        Ok(caller)
+    }
+}

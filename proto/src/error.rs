@@ -1,0 +1,206 @@
+//! The error vocabulary of the public API. Every error response, from every service,
+//! is an [`ErrorBody`]: `{"code": "...", "message": "..."}`. Codes are stable: clients
+//! branch on them, so a code is never renamed or reused for another meaning.
+
+use serde::{Deserialize, Serialize};
+
+/// A stable, machine-readable error code and the HTTP status it travels with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    // 400: the request cannot be read.
+    /// The body is not valid JSON.
+    MalformedJson,
+    /// The body is JSON but not of the expected shape (unknown or missing fields,
+    /// wrong types), or a value is out of range.
+    InvalidRequest,
+    /// A path parameter is not a valid id.
+    InvalidPath,
+    /// A query parameter is not understood.
+    InvalidQuery,
+    /// A venue without a single seat.
+    VenueHasNoSeats,
+    /// Two sections of a venue share a name.
+    DuplicateSection,
+    /// Two rows of a section share a label.
+    DuplicateRowLabel,
+    /// An event whose on-sale time is not before its start.
+    OnsaleAfterStart,
+    /// An event without a price for a tier its venue uses.
+    MissingPrice,
+    /// An event pricing a tier its venue does not have.
+    UnknownPriceTier,
+    /// The `Idempotency-Key` header is not usable.
+    InvalidIdempotencyKey,
+
+    // 401 / 403: who is asking.
+    /// No bearer token was sent.
+    Unauthenticated,
+    /// The bearer token is malformed, forged, expired, or for another audience.
+    InvalidToken,
+    /// Wrong email or password.
+    InvalidCredentials,
+    /// The caller's role does not allow this.
+    Forbidden,
+
+    // 404 / 405 / 409.
+    NotFound,
+    VenueNotFound,
+    EventNotFound,
+    UserNotFound,
+    MethodNotAllowed,
+    /// An account with this email exists.
+    EmailTaken,
+    /// An `Idempotency-Key` reused with a different request.
+    IdempotencyKeyReused,
+    /// A seat is held or sold by someone else.
+    SeatUnavailable,
+
+    // 413 / 415 / 429.
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    /// Too many requests; `Retry-After` says when to come back.
+    RateLimited,
+
+    // 5xx: never the client's fault, never with internal detail.
+    Internal,
+    /// A dependency (Postgres, Redis) is unreachable right now.
+    ServiceUnavailable,
+}
+
+impl ErrorCode {
+    /// The HTTP status this code is sent with.
+    pub fn status(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            MalformedJson | InvalidPath | InvalidQuery | InvalidIdempotencyKey => 400,
+            Unauthenticated | InvalidToken | InvalidCredentials => 401,
+            Forbidden => 403,
+            NotFound | VenueNotFound | EventNotFound | UserNotFound => 404,
+            MethodNotAllowed => 405,
+            EmailTaken | IdempotencyKeyReused | SeatUnavailable => 409,
+            PayloadTooLarge => 413,
+            UnsupportedMediaType => 415,
+            InvalidRequest | VenueHasNoSeats | DuplicateSection | DuplicateRowLabel
+            | OnsaleAfterStart | MissingPrice | UnknownPriceTier => 422,
+            RateLimited => 429,
+            Internal => 500,
+            ServiceUnavailable => 503,
+        }
+    }
+
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            MalformedJson => "malformed_json",
+            InvalidRequest => "invalid_request",
+            InvalidPath => "invalid_path",
+            InvalidQuery => "invalid_query",
+            VenueHasNoSeats => "venue_has_no_seats",
+            DuplicateSection => "duplicate_section",
+            DuplicateRowLabel => "duplicate_row_label",
+            OnsaleAfterStart => "onsale_after_start",
+            MissingPrice => "missing_price",
+            UnknownPriceTier => "unknown_price_tier",
+            InvalidIdempotencyKey => "invalid_idempotency_key",
+            Unauthenticated => "unauthenticated",
+            InvalidToken => "invalid_token",
+            InvalidCredentials => "invalid_credentials",
+            Forbidden => "forbidden",
+            NotFound => "not_found",
+            VenueNotFound => "venue_not_found",
+            EventNotFound => "event_not_found",
+            UserNotFound => "user_not_found",
+            MethodNotAllowed => "method_not_allowed",
+            EmailTaken => "email_taken",
+            IdempotencyKeyReused => "idempotency_key_reused",
+            SeatUnavailable => "seat_unavailable",
+            PayloadTooLarge => "payload_too_large",
+            UnsupportedMediaType => "unsupported_media_type",
+            RateLimited => "rate_limited",
+            Internal => "internal",
+            ServiceUnavailable => "service_unavailable",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The JSON body of every error response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    /// A sentence for humans; its wording may change, the code does not.
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_match_serde() {
+        use ErrorCode::*;
+        for code in [
+            MalformedJson,
+            InvalidRequest,
+            InvalidPath,
+            InvalidQuery,
+            VenueHasNoSeats,
+            DuplicateSection,
+            DuplicateRowLabel,
+            OnsaleAfterStart,
+            MissingPrice,
+            UnknownPriceTier,
+            InvalidIdempotencyKey,
+            Unauthenticated,
+            InvalidToken,
+            InvalidCredentials,
+            Forbidden,
+            NotFound,
+            VenueNotFound,
+            EventNotFound,
+            UserNotFound,
+            MethodNotAllowed,
+            EmailTaken,
+            IdempotencyKeyReused,
+            SeatUnavailable,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            RateLimited,
+            Internal,
+            ServiceUnavailable,
+        ] {
+            assert_eq!(
+                serde_json::to_value(code).ok(),
+                Some(serde_json::json!(code.to_string()))
+            );
+            assert!((400..600).contains(&code.status()));
+        }
+    }
+
+    #[test]
+    fn body_shape_is_code_and_message() {
+        let body = ErrorBody::new(ErrorCode::SeatUnavailable, "seat Floor-A-1 is sold");
+        assert_eq!(
+            serde_json::to_value(&body).ok(),
+            Some(
+                serde_json::json!({"code": "seat_unavailable", "message": "seat Floor-A-1 is sold"})
+            )
+        );
+    }
+}

@@ -1,0 +1,116 @@
+//! HTTP plumbing every service router shares, so an error looks the same whichever
+//! service answers: the error body as a response, and extractors whose rejections
+//! are error bodies with stable codes instead of axum's plain-text defaults.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::{ErrorBody, ErrorCode};
+
+impl IntoResponse for ErrorBody {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, axum::Json(&self)).into_response();
+        if self.code == ErrorCode::Unauthenticated || self.code == ErrorCode::InvalidToken {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+/// `axum::Json`, with rejections as [`ErrorBody`]s.
+#[derive(Debug, Clone, Copy, Default, FromRequest)]
+#[from_request(via(axum::Json), rejection(ErrorBody))]
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+impl From<JsonRejection> for ErrorBody {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonSyntaxError(e) => ErrorBody::new(
+                ErrorCode::MalformedJson,
+                format!("request body is not valid JSON: {}", source_text(&e)),
+            ),
+            JsonRejection::JsonDataError(e) => ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "request body does not match the schema: {}",
+                    source_text(&e)
+                ),
+            ),
+            JsonRejection::MissingJsonContentType(_) => ErrorBody::new(
+                ErrorCode::UnsupportedMediaType,
+                "expected a request body with content-type application/json",
+            ),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ErrorBody::new(
+                ErrorCode::PayloadTooLarge,
+                "request body is larger than this endpoint accepts",
+            ),
+            other => ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!("request body could not be read: {}", other.body_text()),
+            ),
+        }
+    }
+}
+
+/// serde's message without axum's "Failed to deserialize the JSON body" preamble.
+fn source_text(e: &dyn std::error::Error) -> String {
+    let mut inner: &dyn std::error::Error = e;
+    while let Some(source) = inner.source() {
+        inner = source;
+    }
+    inner.to_string()
+}
+
+/// `axum::extract::Path`, with rejections as [`ErrorBody`]s.
+#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ErrorBody))]
+pub struct Path<T>(pub T);
+
+impl From<PathRejection> for ErrorBody {
+    fn from(rejection: PathRejection) -> Self {
+        ErrorBody::new(
+            ErrorCode::InvalidPath,
+            format!("invalid path: {}", source_text(&rejection)),
+        )
+    }
+}
+
+/// `axum::extract::Query`, with rejections as [`ErrorBody`]s.
+#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ErrorBody))]
+pub struct Query<T>(pub T);
+
+impl From<QueryRejection> for ErrorBody {
+    fn from(rejection: QueryRejection) -> Self {
+        ErrorBody::new(
+            ErrorCode::InvalidQuery,
+            format!("invalid query: {}", source_text(&rejection)),
+        )
+    }
+}
+
+/// The answer for a path no route serves.
+pub async fn not_found() -> ErrorBody {
+    ErrorBody::new(ErrorCode::NotFound, "no such resource")
+}
+
+/// The answer for a known path asked with a method it does not serve.
+pub async fn method_not_allowed() -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::MethodNotAllowed,
+        "this resource does not accept that method",
+    )
+}

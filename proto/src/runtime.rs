@@ -1,0 +1,130 @@
+//! Start-up and shutdown pieces every binary uses: the tracing subscriber, the
+//! Prometheus recorder and the shutdown signal.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global tracing subscriber. `RUST_LOG` filters (default `info`);
+/// `ONSALE_LOG_FORMAT=json` switches to one JSON object per line.
+pub fn init_tracing(service: &'static str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("ONSALE_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    let installed = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+    if installed.is_ok() {
+        tracing::info!(service, version = env!("CARGO_PKG_VERSION"), "starting");
+    }
+}
+
+/// Installs tracing for a test binary: silent unless `TEST_LOG=1`.
+pub fn init_test_tracing() {
+    if std::env::var("TEST_LOG").is_ok_and(|v| v == "1") {
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("debug"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// The process's Prometheus recorder, installed on first use. Every application
+/// in the process (tests run several) renders the same registry.
+pub fn metrics() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first; the handle then
+            // renders an empty registry, which /metrics shows honestly.
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("ctrl-c received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+/// A service's operations endpoint: `/healthz` and `/metrics`, nothing else.
+pub struct OpsServer {
+    listener: tokio::net::TcpListener,
+    service: &'static str,
+}
+
+impl OpsServer {
+    pub async fn bind(addr: std::net::SocketAddr, service: &'static str) -> std::io::Result<Self> {
+        Ok(Self {
+            listener: tokio::net::TcpListener::bind(addr).await?,
+            service,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        use axum::routing::get;
+        let metrics = metrics();
+        let service = self.service;
+        let router = axum::Router::new()
+            .route(
+                "/healthz",
+                get(move || async move {
+                    axum::Json(serde_json::json!({"status": "ok", "service": service}))
+                }),
+            )
+            .route(
+                "/metrics",
+                get(move || std::future::ready(metrics.render())),
+            )
+            .fallback(crate::http::not_found);
+        tracing::info!(service, port = self.port(), "operations endpoint listening");
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,112 @@
+//! Venues and events.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{EventId, VenueId};
+
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVenue {
+    #[schema(example = "Riverside Arena")]
+    pub name: String,
+    pub sections: Vec<SectionSpec>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SectionSpec {
+    /// Letters, digits and `_`; unique within the venue.
+    #[schema(example = "Floor")]
+    pub name: String,
+    /// Letters, digits and `_`; events price seats by tier.
+    #[schema(example = "standard")]
+    pub price_tier: String,
+    /// In order from the front; seats in a row are numbered from 1.
+    pub rows: Vec<RowSpec>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RowSpec {
+    /// Letters and digits; unique within the section.
+    #[schema(example = "A")]
+    pub label: String,
+    /// How many seats the row has (1 to 1000).
+    #[schema(example = 20)]
+    pub seats: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct VenueCreated {
+    pub venue_id: VenueId,
+    pub seat_count: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct Venue {
+    pub venue_id: VenueId,
+    pub name: String,
+    pub seat_count: u32,
+    pub sections: Vec<SectionSpec>,
+}
+
+fn default_hold_seconds() -> u32 {
+    600
+}
+
+fn default_admission_per_second() -> u32 {
+    100
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEvent {
+    pub venue_id: VenueId,
+    #[schema(example = "The Midnight Tour")]
+    pub name: String,
+    /// When the show starts (RFC 3339).
+    pub starts_at: DateTime<Utc>,
+    /// When the sale opens (RFC 3339); before `starts_at`.
+    pub onsale_at: DateTime<Utc>,
+    /// Tickets one fan may hold and buy for this event (1 to 50).
+    #[schema(example = 4)]
+    pub max_per_fan: u32,
+    /// How long a hold lasts before it expires (60 to 3600, default 600).
+    #[serde(default = "default_hold_seconds")]
+    #[schema(example = 600)]
+    pub hold_seconds: u32,
+    /// Price in cents for every tier the venue uses.
+    #[schema(example = json!({"standard": 4500, "premium": 9900}))]
+    pub prices: BTreeMap<String, u64>,
+    /// Requests admitted to the booking workers per second (1 to 100000, default 100).
+    #[serde(default = "default_admission_per_second")]
+    pub admission_per_second: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct EventCreated {
+    pub event_id: EventId,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct Event {
+    pub event_id: EventId,
+    pub venue_id: VenueId,
+    pub name: String,
+    pub starts_at: DateTime<Utc>,
+    pub onsale_at: DateTime<Utc>,
+    pub max_per_fan: u32,
+    pub hold_seconds: u32,
+    pub admission_per_second: u32,
+    pub prices: BTreeMap<String, u64>,
+    pub seat_count: u32,
+    /// Seats free right now.
+    pub available: u32,
+    /// Seats held by a fan who has not paid yet.
+    pub held: u32,
+    pub sold: u32,
+}

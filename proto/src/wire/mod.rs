@@ -1,0 +1,6 @@
+//! Wire types of the REST API, version 1. Requests refuse unknown fields where a
+//! typo would silently change meaning; responses only ever gain fields.
+
+pub mod auth;
+pub mod inventory;
+pub mod seats;
