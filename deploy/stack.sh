@@ -23,14 +23,14 @@ die()  { printf '\033[1;31m[stack] %s\033[0m\n' "$*" >&2; exit 1; }
 free_port() {
     if command -v python3 >/dev/null 2>&1; then
         python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-        return
+        return 0
     fi
     local port
     for _ in $(seq 1 100); do
         port=$(( 20000 + RANDOM % 30000 ))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
-            return
+            return 0
         fi
     done
     die "no free port found on 127.0.0.1"
@@ -60,10 +60,10 @@ apt_install() {
 
 pg_bin() {
     local name=$1
-    if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return; fi
+    if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return 0; fi
     local dir
     dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-    if [ -n "$dir" ] && [ -x "$dir/$name" ]; then echo "$dir/$name"; return; fi
+    if [ -n "$dir" ] && [ -x "$dir/$name" ]; then echo "$dir/$name"; return 0; fi
     return 1
 }
 

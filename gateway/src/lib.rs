@@ -238,6 +238,16 @@ impl Application {
             .get_connection_manager()
             .await
             .context("connecting to redis (redis.url)")?;
+        Self::with_connections(config, pool, redis).await
+    }
+
+    /// Like [`Application::build`], on connections the caller made (and migrated).
+    pub async fn with_connections(
+        config: Config,
+        pool: PgPool,
+        redis: ConnectionManager,
+    ) -> anyhow::Result<Self> {
+        config.validate().context("invalid configuration")?;
         if let Some(admin) = &config.bootstrap_admin {
             let (email, password) =
                 config::parse_bootstrap_admin(admin.expose_secret()).map_err(anyhow::Error::msg)?;

@@ -130,10 +130,10 @@ pub async fn per_user(
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(caller) = request.extensions().get::<Caller>() {
-        if let Err(wait) = limits.per_user.check(&caller.user_id) {
-            return too_many(wait, "account");
-        }
+    if let Some(caller) = request.extensions().get::<Caller>()
+        && let Err(wait) = limits.per_user.check(&caller.user_id)
+    {
+        return too_many(wait, "account");
     }
     next.run(request).await
 }

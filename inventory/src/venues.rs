@@ -219,6 +219,16 @@ pub async fn create(pool: &PgPool, venue: &ValidVenue) -> Result<VenueId, Error>
     Ok(venue_id)
 }
 
+/// A section joined with one of its rows (none for a section without rows).
+#[derive(sqlx::FromRow)]
+struct SectionRow {
+    section_index: i32,
+    name: String,
+    price_tier: String,
+    label: Option<String>,
+    seats: Option<i32>,
+}
+
 /// A venue with its sections and rows.
 pub async fn get(pool: &PgPool, venue_id: VenueId) -> Result<Venue, Error> {
     let venue: Option<(String, i32)> =
@@ -227,7 +237,7 @@ pub async fn get(pool: &PgPool, venue_id: VenueId) -> Result<Venue, Error> {
             .fetch_optional(pool)
             .await?;
     let (name, seat_count) = venue.ok_or(Error::VenueNotFound(venue_id))?;
-    let rows: Vec<(i32, String, String, Option<String>, Option<i32>)> = sqlx::query_as(
+    let rows: Vec<SectionRow> = sqlx::query_as(
         "SELECT s.section_index, s.name, s.price_tier, r.label, r.seats
          FROM inventory.sections s
          LEFT JOIN inventory.rows r USING (venue_id, section_index)
@@ -239,7 +249,14 @@ pub async fn get(pool: &PgPool, venue_id: VenueId) -> Result<Venue, Error> {
     .await?;
     let mut sections: Vec<SectionSpec> = Vec::new();
     let mut last_index = None;
-    for (index, section, price_tier, label, seats) in rows {
+    for SectionRow {
+        section_index: index,
+        name: section,
+        price_tier,
+        label,
+        seats,
+    } in rows
+    {
         if last_index != Some(index) {
             sections.push(SectionSpec {
                 name: section,

@@ -51,15 +51,14 @@ pub fn load<T: serde::de::DeserializeOwned>(
         ("REDIS_URL", "redis.url"),
         ("KAFKA_BROKERS", "kafka.brokers"),
     ] {
-        if let Ok(value) = std::env::var(var) {
-            if defaults
-                .pointer(&format!("/{}", key.replace('.', "/")))
-                .is_some()
-            {
-                builder = builder
-                    .set_override(key, value)
-                    .map_err(|e| SettingsError::Source(e.to_string()))?;
-            }
+        // Only services that have the setting take the well-known variable.
+        let wanted = defaults
+            .pointer(&format!("/{}", key.replace('.', "/")))
+            .is_some();
+        if let (true, Ok(value)) = (wanted, std::env::var(var)) {
+            builder = builder
+                .set_override(key, value)
+                .map_err(|e| SettingsError::Source(e.to_string()))?;
         }
     }
     builder

@@ -1,0 +1,225 @@
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use proto::auth::Claims;
+use proto::{Role, UserId};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::helpers::*;
+
+fn claims(role: Role, expires_in: i64) -> Claims {
+    let now = chrono::Utc::now().timestamp();
+    Claims {
+        sub: UserId::new(),
+        role,
+        iss: "onsale".into(),
+        aud: "onsale".into(),
+        iat: now,
+        exp: now + expires_in,
+    }
+}
+
+fn sign(claims: &Claims, algorithm: Algorithm, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &Header::new(algorithm),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign")
+}
+
+/// A token with `alg: none` and no signature, as an attacker would hand-craft it.
+fn unsigned(claims: &Claims) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(serde_json::to_string(claims).expect("claims"))
+    )
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_fan_registers_logs_in_and_sees_itself(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let response = app
+        .post(
+            "/v1/auth/register",
+            None,
+            &json!({"email": "Fan@Example.com", "password": "fan-password-1"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let user_id = response.json::<Value>().await.expect("json")["user_id"]
+        .as_str()
+        .expect("user_id")
+        .to_owned();
+
+    let token = app.login("fan@example.com", "fan-password-1").await;
+    let me: Value = app.get_json("/v1/auth/me", Some(&token)).await;
+    assert_eq!(
+        me,
+        json!({"user_id": user_id, "email": "fan@example.com", "role": "fan"})
+    );
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn registering_an_email_twice_is_a_conflict(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let body = json!({"email": "fan@example.com", "password": "fan-password-1"});
+    assert_eq!(
+        app.post("/v1/auth/register", None, &body).await.status(),
+        StatusCode::CREATED
+    );
+    let again = json!({"email": "FAN@example.com", "password": "other-password-2"});
+    assert_error(
+        app.post("/v1/auth/register", None, &again).await,
+        StatusCode::CONFLICT,
+        "email_taken",
+    )
+    .await;
+    assert_eq!(
+        app.count("gateway.users WHERE email = 'fan@example.com'")
+            .await,
+        1
+    );
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_wrong_password_or_unknown_email_is_refused(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    app.fan_token("fan@example.com").await;
+    for (email, password) in [
+        ("fan@example.com", "not-the-password"),
+        ("nobody@example.com", "fan-password-1"),
+    ] {
+        let response = app
+            .post(
+                "/v1/auth/login",
+                None,
+                &json!({"email": email, "password": password}),
+            )
+            .await;
+        assert_error(response, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    }
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn forged_expired_and_foreign_tokens_are_refused(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let admin = claims(Role::Admin, 600);
+    // The real thing works, so the refusals below are about the token alone.
+    let good = sign(&admin, Algorithm::HS256, SECRET);
+    assert_eq!(
+        app.get("/v1/auth/me", Some(&good)).await.status(),
+        StatusCode::NOT_FOUND,
+        "unknown user, valid token"
+    );
+
+    let mut foreign_audience = admin.clone();
+    foreign_audience.aud = "someone-else".into();
+    let mut foreign_issuer = admin.clone();
+    foreign_issuer.iss = "someone-else".into();
+    let refused = [
+        (
+            "expired",
+            sign(&claims(Role::Admin, -120), Algorithm::HS256, SECRET),
+        ),
+        (
+            "other key",
+            sign(
+                &admin,
+                Algorithm::HS256,
+                "another-secret-another-secret-another-1",
+            ),
+        ),
+        ("other algorithm", sign(&admin, Algorithm::HS512, SECRET)),
+        ("alg none", unsigned(&admin)),
+        (
+            "other audience",
+            sign(&foreign_audience, Algorithm::HS256, SECRET),
+        ),
+        (
+            "other issuer",
+            sign(&foreign_issuer, Algorithm::HS256, SECRET),
+        ),
+        ("garbage", "not.a.token".to_owned()),
+    ];
+    for (what, token) in refused {
+        let response = app.post("/v1/venues", Some(&token), &venue_body()).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{what}");
+        assert_eq!(
+            response
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok()),
+            Some("Bearer")
+        );
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["code"], "invalid_token", "{what}: {body}");
+    }
+    assert_eq!(app.count("inventory.venues").await, 0);
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn admin_endpoints_refuse_fans_and_anonymous_callers(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let fan = app.fan_token("fan@example.com").await;
+    assert_error(
+        app.post("/v1/venues", Some(&fan), &venue_body()).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    assert_error(
+        app.post("/v1/venues", None, &venue_body()).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    )
+    .await;
+    let response = app
+        .client
+        .post(app.url("/v1/venues"))
+        .header("authorization", "Basic abc")
+        .json(&venue_body())
+        .send()
+        .await;
+    assert_error(
+        response.expect("sent"),
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
+    assert_eq!(app.count("inventory.venues").await, 0);
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn an_admin_grants_the_operator_role(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let admin = app.admin_token().await;
+    let fan = app.fan_token("op@example.com").await;
+    let me: Value = app.get_json("/v1/auth/me", Some(&fan)).await;
+    let path = format!("/v1/users/{}/role", me["user_id"].as_str().expect("id"));
+
+    let forbidden = app
+        .client
+        .put(app.url(&path))
+        .bearer_auth(&fan)
+        .json(&json!({"role": "admin"}))
+        .send()
+        .await;
+    assert_error(forbidden.expect("sent"), StatusCode::FORBIDDEN, "forbidden").await;
+
+    let granted = app
+        .client
+        .put(app.url(&path))
+        .bearer_auth(&admin)
+        .json(&json!({"role": "operator"}))
+        .send()
+        .await;
+    let granted: Value = granted.expect("sent").json().await.expect("json");
+    assert_eq!(granted["role"], "operator");
+    let token = app.login("op@example.com", "fan-password-1").await;
+    let me: Value = app.get_json("/v1/auth/me", Some(&token)).await;
+    assert_eq!(me["role"], "operator");
+}

@@ -1,0 +1,240 @@
+use std::net::SocketAddr;
+
+use gateway::config::{AuthSettings, Config, LimitSettings};
+use proto::Keys;
+use proto::auth::TokenSettings;
+use proto::settings::{DatabaseSettings, RedisSettings};
+use redis::aio::ConnectionManager;
+use reqwest::{Response, StatusCode};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL")
+        .expect("REDIS_URL must name a Redis; run the tests through deploy/test")
+}
+
+pub fn config(prefix: &str) -> Config {
+    Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        database: DatabaseSettings {
+            url: SecretString::from("unused: the test passes its pool"),
+            max_connections: 5,
+        },
+        redis: RedisSettings {
+            url: SecretString::from(redis_url()),
+            key_prefix: prefix.to_owned(),
+        },
+        auth: AuthSettings {
+            token: TokenSettings {
+                jwt_secret: SecretString::from(SECRET),
+                issuer: "onsale".into(),
+                audience: "onsale".into(),
+            },
+            token_ttl_seconds: 600,
+        },
+        limits: LimitSettings {
+            per_ip_per_second: 10_000,
+            per_ip_burst: 10_000,
+            per_user_per_second: 10_000,
+            per_user_burst: 10_000,
+            body_bytes: 64 * 1024,
+            housekeeping_seconds: 30,
+        },
+        bootstrap_admin: Some(SecretString::from(format!(
+            "{ADMIN_EMAIL}:{ADMIN_PASSWORD}"
+        ))),
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub pool: PgPool,
+    pub redis: ConnectionManager,
+    pub keys: Keys,
+}
+
+pub async fn spawn_app(pool: PgPool) -> TestApp {
+    spawn_app_with(pool, |_| {}).await
+}
+
+pub async fn spawn_app_with(pool: PgPool, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    proto::runtime::init_test_tracing();
+    let prefix = format!("test:{}", uuid::Uuid::new_v4().simple());
+    let mut config = config(&prefix);
+    adjust(&mut config);
+    let redis = redis::Client::open(redis_url())
+        .expect("redis url")
+        .get_connection_manager()
+        .await
+        .expect("connecting to redis");
+    let app = gateway::Application::with_connections(config, pool.clone(), redis.clone())
+        .await
+        .expect("app builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run(std::future::pending()));
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        pool,
+        redis,
+        keys: Keys::new(prefix),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
+        let mut request = self.client.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let response = self
+            .post(
+                "/v1/auth/login",
+                None,
+                &json!({"email": email, "password": password}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK, "login of {email}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["token_type"], "Bearer");
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
+    pub async fn admin_token(&self) -> String {
+        self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await
+    }
+
+    /// Registers a fan and returns its token.
+    pub async fn fan_token(&self, email: &str) -> String {
+        let response = self
+            .post(
+                "/v1/auth/register",
+                None,
+                &json!({"email": email, "password": "fan-password-1"}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        self.login(email, "fan-password-1").await
+    }
+
+    /// Creates a venue and returns its id.
+    pub async fn create_venue(&self, token: &str, body: &Value) -> String {
+        let response = self.post("/v1/venues", Some(token), body).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.expect("json");
+        body["venue_id"].as_str().expect("venue_id").to_owned()
+    }
+
+    pub async fn create_event(&self, token: &str, venue_id: &str) -> String {
+        let response = self
+            .post("/v1/events", Some(token), &event_body(venue_id))
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.expect("json");
+        body["event_id"].as_str().expect("event_id").to_owned()
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&self.pool)
+            .await
+            .expect("count")
+    }
+}
+
+/// Two sections, two tiers, 3 rows: 10 + 12 + 8 = 30 seats.
+pub fn venue_body() -> Value {
+    json!({
+        "name": "Test Arena",
+        "sections": [
+            {"name": "Floor", "price_tier": "standard", "rows": [{"label": "A", "seats": 10}, {"label": "B", "seats": 12}]},
+            {"name": "Balcony", "price_tier": "premium", "rows": [{"label": "A", "seats": 8}]},
+        ]
+    })
+}
+
+pub fn event_body(venue_id: &str) -> Value {
+    json!({
+        "venue_id": venue_id,
+        "name": "Test Show",
+        "starts_at": "2030-06-01T20:00:00Z",
+        "onsale_at": "2030-05-01T10:00:00Z",
+        "max_per_fan": 4,
+        "hold_seconds": 600,
+        "prices": {"standard": 4500, "premium": 9900},
+    })
+}
+
+/// Asserts an error response's status and code, and returns its body.
+pub async fn assert_error(response: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(response.status(), status);
+    let body: Value = response.json().await.expect("error body is json");
+    assert_eq!(body["code"], code, "body: {body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "body: {body}"
+    );
+    body
+}
+
+impl TestApp {
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        token: Option<&str>,
+    ) -> T {
+        let response = self.get(path, token).await;
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
+        response.json().await.expect("json")
+    }
+}
+
+/// `(available, held, sold)` of an event or rebuild outcome.
+pub fn counts(body: &Value) -> (u64, u64, u64) {
+    let count = |field: &str| {
+        body[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {field} in {body}"))
+    };
+    (count("available"), count("held"), count("sold"))
+}
+
+impl TestApp {
+    /// The admin's token and a new event on a new [`venue_body`] venue.
+    pub async fn seeded_event(&self) -> (String, String) {
+        let admin = self.admin_token().await;
+        let venue_id = self.create_venue(&admin, &venue_body()).await;
+        let event_id = self.create_event(&admin, &venue_id).await;
+        (admin, event_id)
+    }
+}

@@ -1,0 +1,9 @@
+//! The gateway end to end: the real app on port 0 against the real Postgres (a fresh
+//! database per test) and Redis (a key prefix per test).
+
+mod auth;
+mod bad_input;
+mod helpers;
+mod inventory;
+mod limits;
+mod system;

@@ -1,0 +1,102 @@
+//! Health, metrics, the OpenAPI document and its offline Swagger UI, request ids.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::helpers::*;
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn health_reports_postgres_and_redis(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let response = app.get("/healthz", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.json::<Value>().await.expect("json"),
+        json!({"status": "ok", "postgres": "ok", "redis": "ok"})
+    );
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn every_response_carries_a_request_id(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let generated = app.get("/v1/events", None).await;
+    let id = generated
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("x-request-id");
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    let given = app
+        .client
+        .get(app.url("/v1/events"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        given
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("abc-123")
+    );
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn metrics_count_requests_by_route_and_status(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    assert_eq!(app.get("/v1/events", None).await.status(), StatusCode::OK);
+    let text = app.get("/metrics", None).await.text().await.expect("text");
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("onsale_http_requests_total")
+                && l.contains(r#"route="/v1/events""#)
+                && l.contains(r#"status="200""#)
+        })
+        .unwrap_or_else(|| panic!("no request counter for /v1/events in:\n{text}"));
+    let count: f64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("a number");
+    assert!(count >= 1.0, "{line}");
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn the_openapi_document_describes_the_v1_contract(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let doc: Value = app.get_json("/openapi.json", None).await;
+    for path in [
+        "/v1/auth/register",
+        "/v1/auth/login",
+        "/v1/venues",
+        "/v1/events",
+        "/v1/events/{event_id}",
+        "/v1/events/{event_id}/seats",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from openapi.json"
+        );
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(
+        doc,
+        serde_json::to_value(gateway::openapi()).expect("doc"),
+        "served and offline documents differ"
+    );
+
+    let page = app.get("/docs/", None).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.expect("html");
+    assert!(html.contains("swagger-ui"), "{html}");
+    assert!(
+        !html.contains("https://"),
+        "the Swagger UI page must not load anything from the network"
+    );
+}
