@@ -13,6 +13,7 @@
 STACK_PIDS=()
 STACK_PG_DATA=""
 STACK_PG_USER=""
+STACK_PG_TEMP=""
 STACK_LOGS=""
 
 say()  { printf '\033[1m[stack]\033[0m %s\n' "$*" >&2; }
@@ -70,7 +71,7 @@ pg_bin() {
 # Runs a command as the unprivileged user that owns the Postgres data directory.
 as_pg() {
     if [ -n "$STACK_PG_USER" ]; then
-        runuser -u "$STACK_PG_USER" -- "$@"
+        (cd / && runuser -u "$STACK_PG_USER" -- "$@")
     else
         "$@"
     fi
@@ -111,13 +112,20 @@ start_postgres() {
         fi
     fi
     STACK_PG_DATA="$dir/postgres"
+    if [ -n "$STACK_PG_USER" ] && ! runuser -u "$STACK_PG_USER" -- test -x "$dir"; then
+        # A checkout under a private directory (mktemp's 0700, a home directory) is
+        # out of the unprivileged user's reach: keep this instance's data in /tmp.
+        STACK_PG_DATA=$(mktemp -d /tmp/onsale-postgres.XXXXXX)
+        STACK_PG_TEMP=1
+        warn "user $STACK_PG_USER cannot reach $dir; postgres data goes to $STACK_PG_DATA (removed on exit)"
+    fi
     mkdir -p "$STACK_PG_DATA"
     [ -n "$STACK_PG_USER" ] && chown -R "$STACK_PG_USER" "$STACK_PG_DATA"
     chmod 700 "$STACK_PG_DATA"
     if [ ! -f "$STACK_PG_DATA/PG_VERSION" ]; then
         as_pg "$initdb" -D "$STACK_PG_DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
             || as_pg "$initdb" -D "$STACK_PG_DATA" -U postgres --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1 \
-            || die "initdb failed (log: $dir/initdb.log)"
+            || { cat "$dir/initdb.log" >&2; die "initdb failed (log: $dir/initdb.log)"; }
     fi
     local port
     port=$(free_port)
@@ -182,6 +190,7 @@ stack_down() {
     if [ -n "$STACK_PG_DATA" ]; then
         local pg_ctl
         pg_ctl=$(pg_bin pg_ctl) && as_pg "$pg_ctl" -D "$STACK_PG_DATA" -m fast -w stop >/dev/null 2>&1 || true
+        [ -n "$STACK_PG_TEMP" ] && rm -rf "$STACK_PG_DATA"
         STACK_PG_DATA=""
     fi
 }
