@@ -2,7 +2,7 @@
 //!
 //! It owns accounts and tokens, rate limits, request ids, tracing, metrics, the
 //! OpenAPI document and the static pages, and it mounts the services' routers
-//! in-process (inventory today). The services stay independent crates; the gateway
+//! in-process (inventory and the waiting room). The services stay independent crates; the gateway
 //! is the one place that composes them, so the hot path never pays for a proxy hop.
 //!
 //! Layers, outermost first: request id → trace → panic catcher → metrics → per-IP
@@ -66,6 +66,7 @@ pub struct GatewayState {
     tags(
         (name = "auth", description = "Accounts and tokens"),
         (name = "inventory", description = "Venues, events and seat maps"),
+        (name = "waiting room", description = "The line: booking requests, positions, the lottery"),
         (name = "operations", description = "Operator levers"),
         (name = "system", description = "Health and metrics"),
     )
@@ -88,6 +89,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(routes::router().into_openapi());
     doc.merge(inventory::router().into_openapi());
+    doc.merge(waiting_room::router().into_openapi());
     doc
 }
 
@@ -106,15 +108,23 @@ pub fn router(
         issuer: Arc::new(TokenIssuer::new(&config.auth)),
         limits: limits.clone(),
     };
+    let keys = Keys::new(config.redis.key_prefix.clone());
+    let waiting_room = waiting_room::WaitingRoomState {
+        pool: pool.clone(),
+        redis: redis.clone(),
+        keys: keys.clone(),
+        verifier: verifier.clone(),
+    };
     let inventory = inventory::InventoryState {
         pool,
         redis,
-        keys: Keys::new(config.redis.key_prefix.clone()),
+        keys,
         verifier: verifier.clone(),
     };
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::router().with_state(state.clone()))
         .merge(inventory::router().with_state(inventory))
+        .merge(waiting_room::router().with_state(waiting_room))
         .split_for_parts();
 
     let metrics = proto::runtime::metrics();
@@ -223,21 +233,8 @@ impl Application {
     /// Connects, migrates, creates the bootstrap admin, and binds (port 0 picks one).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate().context("invalid configuration")?;
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(config.database.max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect(config.database.url.expose_secret())
-            .await
-            .context("connecting to postgres (database.url)")?;
-        proto::migrations::MIGRATOR
-            .run(&pool)
-            .await
-            .context("running migrations")?;
-        let redis = redis::Client::open(config.redis.url.expose_secret())
-            .context("parsing redis.url")?
-            .get_connection_manager()
-            .await
-            .context("connecting to redis (redis.url)")?;
+        let pool = proto::runtime::connect_postgres(&config.database).await?;
+        let redis = proto::runtime::connect_redis(&config.redis).await?;
         Self::with_connections(config, pool, redis).await
     }
 

@@ -20,9 +20,7 @@ use axum::extract::FromRef;
 use proto::Keys;
 use proto::auth::TokenVerifier;
 use redis::aio::ConnectionManager;
-use secrecy::ExposeSecret;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -40,22 +38,10 @@ pub struct InventoryState {
 
 /// Connects to Postgres (running pending migrations) and to Redis.
 pub async fn connect(config: &Config) -> anyhow::Result<(PgPool, ConnectionManager)> {
-    let pool = PgPoolOptions::new()
-        .max_connections(config.database.max_connections)
-        .acquire_timeout(std::time::Duration::from_secs(5))
-        .connect(config.database.url.expose_secret())
-        .await
-        .context("connecting to postgres (database.url)")?;
-    proto::migrations::MIGRATOR
-        .run(&pool)
-        .await
-        .context("running migrations")?;
-    let redis = redis::Client::open(config.redis.url.expose_secret())
-        .context("parsing redis.url")?
-        .get_connection_manager()
-        .await
-        .context("connecting to redis (redis.url)")?;
-    Ok((pool, redis))
+    Ok((
+        proto::runtime::connect_postgres(&config.database).await?,
+        proto::runtime::connect_redis(&config.redis).await?,
+    ))
 }
 
 /// The inventory service on its own: its routes plus health and metrics.

@@ -9,6 +9,12 @@
 //! - `seat_states_staging(event, generation)`: hash written by one rebuild, then
 //!   renamed over `seat_states` by the `commit_seat_map` script
 //! - `seat_counts(event)`: hash `available`, `held`, `sold`, `generation`
+//! - `row_free(event)`: hash `<section>-<row>` → free seats in the row
+//! - `layout(event)`: hash `section:<name>` → `row:seats,...` front to back,
+//!   `_sections` → section names in order, `tier:<tier>` → its sections
+//!
+//! The rebuild stages all three maps under keys of its own generation and swaps them
+//! in with one script, so the hold script always sees them agree.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -120,6 +126,73 @@ pub async fn ledger_states(
         .collect()
 }
 
+/// The venue's sections and rows in seat-map order: `(section, tier, row, seats)`.
+async fn layout_rows(
+    pool: &PgPool,
+    event_id: EventId,
+) -> Result<Vec<(String, String, String, i32)>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT sec.name, sec.price_tier, r.label, r.seats
+         FROM inventory.events e
+         JOIN inventory.sections sec ON sec.venue_id = e.venue_id
+         JOIN inventory.rows r ON r.venue_id = sec.venue_id AND r.section_index = sec.section_index
+         WHERE e.event_id = $1
+         ORDER BY sec.section_index, r.row_index",
+    )
+    .bind(event_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The layout hash's fields (see the module docs).
+fn layout_fields(rows: &[(String, String, String, i32)]) -> Vec<(String, String)> {
+    let mut sections: Vec<(String, String, Vec<String>)> = Vec::new();
+    for (section, tier, row, seats) in rows {
+        match sections.last_mut() {
+            Some((name, _, list)) if name == section => list.push(format!("{row}:{seats}")),
+            _ => sections.push((
+                section.clone(),
+                tier.clone(),
+                vec![format!("{row}:{seats}")],
+            )),
+        }
+    }
+    let mut tiers: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (section, tier, _) in &sections {
+        tiers
+            .entry(tier.as_str())
+            .or_default()
+            .push(section.as_str());
+    }
+    let mut fields = vec![(
+        "_sections".to_owned(),
+        sections
+            .iter()
+            .map(|(name, _, _)| name.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    )];
+    fields.extend(
+        tiers
+            .into_iter()
+            .map(|(tier, list)| (format!("tier:{tier}"), list.join(","))),
+    );
+    fields.extend(
+        sections
+            .iter()
+            .map(|(name, _, list)| (format!("section:{name}"), list.join(","))),
+    );
+    fields
+}
+
+/// The row key of a seat id: `"Floor-A-12"` → `"Floor-A"`.
+fn row_key(seat: &SeatId) -> &str {
+    seat.as_str()
+        .rsplit_once('-')
+        .map(|(row, _)| row)
+        .unwrap_or_default()
+}
+
 /// Rebuilds the event's Redis seat map from Postgres.
 pub async fn rebuild(
     pool: &PgPool,
@@ -138,8 +211,18 @@ pub async fn rebuild(
         }
     }
 
+    let mut free_per_row: BTreeMap<&str, u32> = BTreeMap::new();
+    for (seat, state) in &seats {
+        if *state == SeatState::Available {
+            *free_per_row.entry(row_key(seat)).or_default() += 1;
+        }
+    }
+    let layout = layout_fields(&layout_rows(pool, event_id).await?);
+
     let generation = uuid::Uuid::now_v7().to_string();
     let staging = keys.seat_states_staging(event_id, &generation);
+    let staging_rows = keys.row_free_staging(event_id, &generation);
+    let staging_layout = keys.layout_staging(event_id, &generation);
     let mut pipe = redis::pipe();
     for chunk in seats.chunks(STAGING_CHUNK) {
         let fields: Vec<(&str, String)> = chunk
@@ -148,13 +231,24 @@ pub async fn rebuild(
             .collect();
         pipe.hset_multiple(&staging, &fields).ignore();
     }
-    pipe.expire(&staging, STAGING_TTL_SECONDS as i64).ignore();
+    let rows: Vec<(&str, u32)> = free_per_row.into_iter().collect();
+    for chunk in rows.chunks(STAGING_CHUNK) {
+        pipe.hset_multiple(&staging_rows, chunk).ignore();
+    }
+    pipe.hset_multiple(&staging_layout, &layout).ignore();
+    for key in [&staging, &staging_rows, &staging_layout] {
+        pipe.expire(key, STAGING_TTL_SECONDS as i64).ignore();
+    }
     pipe.query_async::<()>(redis).await?;
 
     let committed: i64 = proto::scripts::COMMIT_SEAT_MAP
         .key(&staging)
         .key(keys.seat_states(event_id))
         .key(keys.seat_counts(event_id))
+        .key(&staging_rows)
+        .key(keys.row_free(event_id))
+        .key(&staging_layout)
+        .key(keys.layout(event_id))
         .arg(mode.as_str())
         .arg(&generation)
         .arg(counts.available)

@@ -1,37 +1,47 @@
 -- commit_seat_map: swap a fully written staging seat map in as the event's seat map.
 --
--- KEYS[1]  staging hash   (seat id -> encoded state), written by the rebuild
--- KEYS[2]  seat hash      (the live seat map)
--- KEYS[3]  counts hash    (available, held, sold, generation)
+-- KEYS[1]  staging seat hash   (seat id -> encoded state), written by the rebuild
+-- KEYS[2]  seat hash           (the live seat map)
+-- KEYS[3]  counts hash         (available, held, sold, generation)
+-- KEYS[4]  staging rowfree     KEYS[5]  rowfree hash (row -> free seats)
+-- KEYS[6]  staging layout      KEYS[7]  layout hash (sections, rows, tiers)
 -- ARGV[1]  mode: "force" replaces any live map; "if_absent" only loads a map
 --          into an event that has none (after a Redis restart or eviction)
 -- ARGV[2]  generation: an opaque id of this rebuild
 -- ARGV[3]  available count, ARGV[4] held count, ARGV[5] sold count
 --
 -- Returns 1 when the staging map became the live map, 0 when "if_absent" found
--- a live map already (the staging map is then deleted).
+-- a live map already (the staging keys are then deleted).
 --
 -- Atomicity: readers see either the old map with its counts or the new map with
--- its counts, never a mix. All three keys share the event's hash tag.
+-- its counts, never a mix. All keys share the event's hash tag.
 
-local staging, seats, counts = KEYS[1], KEYS[2], KEYS[3]
 local mode, generation = ARGV[1], ARGV[2]
 
 if mode ~= 'force' and mode ~= 'if_absent' then
   return redis.error_reply('ERR commit_seat_map: unknown mode ' .. tostring(mode))
 end
-if redis.call('EXISTS', staging) == 0 then
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('EXISTS', KEYS[6]) == 0 then
   return redis.error_reply('ERR commit_seat_map: staging map is missing or expired')
 end
-if mode == 'if_absent' and redis.call('HEXISTS', counts, 'generation') == 1 then
-  redis.call('DEL', staging)
+if mode == 'if_absent' and redis.call('HEXISTS', KEYS[3], 'generation') == 1 then
+  redis.call('DEL', KEYS[1], KEYS[4], KEYS[6])
   return 0
 end
 
 -- Checks done; from here on only writes.
-redis.call('RENAME', staging, seats)
-redis.call('PERSIST', seats)
-redis.call('DEL', counts)
-redis.call('HSET', counts,
+redis.call('RENAME', KEYS[1], KEYS[2])
+redis.call('PERSIST', KEYS[2])
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('RENAME', KEYS[4], KEYS[5])
+  redis.call('PERSIST', KEYS[5])
+else
+  -- Every row is full: no row has a free seat to count.
+  redis.call('DEL', KEYS[5])
+end
+redis.call('RENAME', KEYS[6], KEYS[7])
+redis.call('PERSIST', KEYS[7])
+redis.call('DEL', KEYS[3])
+redis.call('HSET', KEYS[3],
   'available', ARGV[3], 'held', ARGV[4], 'sold', ARGV[5], 'generation', generation)
 return 1

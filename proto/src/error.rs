@@ -32,6 +32,12 @@ pub enum ErrorCode {
     UnknownPriceTier,
     /// The `Idempotency-Key` header is not usable.
     InvalidIdempotencyKey,
+    /// More tickets than the event allows one fan.
+    OverLimit,
+    /// A seat id the venue does not have.
+    UnknownSeat,
+    /// A section the venue does not have.
+    UnknownSection,
 
     // 401 / 403: who is asking.
     /// No bearer token was sent.
@@ -55,6 +61,15 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     /// A seat is held or sold by someone else.
     SeatUnavailable,
+    RequestNotFound,
+    /// The sale is closed: no more requests.
+    SaleClosed,
+    /// Every seat is sold.
+    SoldOut,
+    /// The fan already has a live request for this event.
+    AlreadyInLine,
+    /// The sale cannot go from its current state to the one asked for.
+    InvalidTransition,
 
     // 413 / 415 / 429.
     PayloadTooLarge,
@@ -76,13 +91,15 @@ impl ErrorCode {
             MalformedJson | InvalidPath | InvalidQuery | InvalidIdempotencyKey => 400,
             Unauthenticated | InvalidToken | InvalidCredentials => 401,
             Forbidden => 403,
-            NotFound | VenueNotFound | EventNotFound | UserNotFound => 404,
+            NotFound | VenueNotFound | EventNotFound | UserNotFound | RequestNotFound => 404,
             MethodNotAllowed => 405,
-            EmailTaken | IdempotencyKeyReused | SeatUnavailable => 409,
+            EmailTaken | IdempotencyKeyReused | SeatUnavailable | SaleClosed | SoldOut
+            | AlreadyInLine | InvalidTransition => 409,
             PayloadTooLarge => 413,
             UnsupportedMediaType => 415,
             InvalidRequest | VenueHasNoSeats | DuplicateSection | DuplicateRowLabel
-            | OnsaleAfterStart | MissingPrice | UnknownPriceTier => 422,
+            | OnsaleAfterStart | MissingPrice | UnknownPriceTier | OverLimit | UnknownSeat
+            | UnknownSection => 422,
             RateLimited => 429,
             Internal => 500,
             ServiceUnavailable => 503,
@@ -104,6 +121,14 @@ impl ErrorCode {
             MissingPrice => "missing_price",
             UnknownPriceTier => "unknown_price_tier",
             InvalidIdempotencyKey => "invalid_idempotency_key",
+            OverLimit => "over_limit",
+            UnknownSeat => "unknown_seat",
+            UnknownSection => "unknown_section",
+            RequestNotFound => "request_not_found",
+            SaleClosed => "sale_closed",
+            SoldOut => "sold_out",
+            AlreadyInLine => "already_in_line",
+            InvalidTransition => "invalid_transition",
             Unauthenticated => "unauthenticated",
             InvalidToken => "invalid_token",
             InvalidCredentials => "invalid_credentials",
@@ -179,6 +204,14 @@ mod tests {
             EmailTaken,
             IdempotencyKeyReused,
             SeatUnavailable,
+            OverLimit,
+            UnknownSeat,
+            UnknownSection,
+            RequestNotFound,
+            SaleClosed,
+            SoldOut,
+            AlreadyInLine,
+            InvalidTransition,
             PayloadTooLarge,
             UnsupportedMediaType,
             RateLimited,

@@ -10,8 +10,29 @@
 //! | `<p>:{ev:<id>}:seats` | hash | seat id → encoded [`SeatState`](crate::wire::seats::SeatState) |
 //! | `<p>:{ev:<id>}:seats:staging:<generation>` | hash | the seat map being rebuilt, renamed over `seats` on commit |
 //! | `<p>:{ev:<id>}:counts` | hash | `available`, `held`, `sold`, and the `generation` of the loaded map |
+//! | `<p>:{ev:<id>}:layout` | hash | section → `row:seats,...` in preference order; `_sections`; `tier:<t>` → sections |
+//! | `<p>:{ev:<id>}:rowfree` | hash | `<section>-<row>` → free seats in that row |
+//! | `<p>:{ev:<id>}:sale` | hash | `state`, `max_per_fan`, `hold_ms`, `admission_per_second`, `served`, `prequeue_size` |
+//! | `<p>:{ev:<id>}:fans` | hash | fan id → the fan's live request id |
+//! | `<p>:{ev:<id>}:fanseats` | hash | fan id → seats the fan holds or bought |
+//! | `<p>:{ev:<id>}:req:<request>` | hash | one request: `fan`, ask, `number`, `state`, `seats`, `expires`, `reason` |
+//! | `<p>:{ev:<id>}:idem:<fan>:<key>` | string | `fingerprint|request id` of an `Idempotency-Key` (24 h) |
+//! | `<p>:{ev:<id>}:prequeue` | set | request ids waiting for the draw |
+//! | `<p>:{ev:<id>}:latecomers` | list | request ids that arrived while the draw ran, in arrival order |
+//! | `<p>:{ev:<id>}:next` | string | the last queue number given out |
+//! | `<p>:{ev:<id>}:requests` | stream | the line, in queue-number order; group `workers` |
+//! | `<p>:{ev:<id>}:dead` | stream | entries that kept failing, with the reason |
+//! | `<p>:{ev:<id>}:changes` | stream | holds released by fans, for the workers to carry into the ledger |
+//! | `<p>:{ev:<id>}:holds` | zset | request id scored by its hold's expiry (ms) |
+//! | `<p>:{ev:<id>}:lease` | string | the worker draining the event, with a TTL |
+//! | `<p>:{ev:<id>}:live` | pub/sub | JSON updates for the realtime service |
+//! | `<p>:request:<request>` | string | the request's event id, for lookups by request id |
+//! | `<p>:active` | set | events whose sale is drawing, open or paused |
 
-use crate::EventId;
+use crate::{EventId, RequestId, UserId};
+
+/// The consumer group of the booking workers on every event stream.
+pub const WORKER_GROUP: &str = "workers";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Keys {
@@ -50,9 +71,99 @@ impl Keys {
         self.event_key(event, &format!("seats:staging:{generation}"))
     }
 
+    /// The row-free counts staged by one rebuild.
+    pub fn row_free_staging(&self, event: EventId, generation: &str) -> String {
+        self.event_key(event, &format!("rowfree:staging:{generation}"))
+    }
+
+    /// The layout staged by one rebuild.
+    pub fn layout_staging(&self, event: EventId, generation: &str) -> String {
+        self.event_key(event, &format!("layout:staging:{generation}"))
+    }
+
     /// Counters of available, held and sold seats, and the loaded generation.
     pub fn seat_counts(&self, event: EventId) -> String {
         self.event_key(event, "counts")
+    }
+
+    pub fn layout(&self, event: EventId) -> String {
+        self.event_key(event, "layout")
+    }
+
+    pub fn row_free(&self, event: EventId) -> String {
+        self.event_key(event, "rowfree")
+    }
+
+    pub fn sale(&self, event: EventId) -> String {
+        self.event_key(event, "sale")
+    }
+
+    pub fn fans(&self, event: EventId) -> String {
+        self.event_key(event, "fans")
+    }
+
+    pub fn fan_seats(&self, event: EventId) -> String {
+        self.event_key(event, "fanseats")
+    }
+
+    pub fn request(&self, event: EventId, request: RequestId) -> String {
+        self.event_key(event, &format!("req:{request}"))
+    }
+
+    /// An `Idempotency-Key` of one fan. The key is hashed by the caller so any
+    /// client string is a safe key name.
+    pub fn idempotency(&self, event: EventId, fan: UserId, key_digest: &str) -> String {
+        self.event_key(event, &format!("idem:{fan}:{key_digest}"))
+    }
+
+    pub fn prequeue(&self, event: EventId) -> String {
+        self.event_key(event, "prequeue")
+    }
+
+    pub fn latecomers(&self, event: EventId) -> String {
+        self.event_key(event, "latecomers")
+    }
+
+    pub fn next_number(&self, event: EventId) -> String {
+        self.event_key(event, "next")
+    }
+
+    pub fn stream(&self, event: EventId) -> String {
+        self.event_key(event, "requests")
+    }
+
+    pub fn dead_letters(&self, event: EventId) -> String {
+        self.event_key(event, "dead")
+    }
+
+    /// Changes made outside the workers (a fan releasing a hold) that the workers
+    /// carry into the ledger.
+    pub fn changes(&self, event: EventId) -> String {
+        self.event_key(event, "changes")
+    }
+
+    pub fn holds(&self, event: EventId) -> String {
+        self.event_key(event, "holds")
+    }
+
+    pub fn lease(&self, event: EventId) -> String {
+        self.event_key(event, "lease")
+    }
+
+    /// The pub/sub channel the realtime service listens on.
+    pub fn live(&self, event: EventId) -> String {
+        self.event_key(event, "live")
+    }
+
+    /// Which event a request belongs to (outside the event's slot on purpose:
+    /// it is read before the event is known).
+    pub fn request_index(&self, request: RequestId) -> String {
+        format!("{}:request:{request}", self.prefix)
+    }
+
+    /// Events the booking workers should look at.
+    pub fn active_events(&self) -> String {
+        format!("{}:active", self.prefix)
     }
 }
 
@@ -75,6 +186,8 @@ mod tests {
         for key in [
             keys.seat_states(event),
             keys.seat_states_staging(event, "g1"),
+            keys.row_free_staging(event, "g1"),
+            keys.layout_staging(event, "g1"),
             keys.seat_counts(event),
         ] {
             assert_eq!(hash_tag(&key), tag, "{key}");

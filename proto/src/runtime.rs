@@ -128,3 +128,37 @@ impl OpsServer {
         Ok(())
     }
 }
+
+/// A Postgres pool for `settings`, with every pending migration applied.
+#[cfg(feature = "sqlx")]
+pub async fn connect_postgres(
+    settings: &crate::settings::DatabaseSettings,
+) -> anyhow::Result<sqlx::PgPool> {
+    use anyhow::Context;
+    use secrecy::ExposeSecret;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect(settings.url.expose_secret())
+        .await
+        .context("connecting to postgres (database.url)")?;
+    crate::migrations::MIGRATOR
+        .run(&pool)
+        .await
+        .context("running migrations")?;
+    Ok(pool)
+}
+
+/// The shared, reconnecting Redis connection for everything that does not block.
+#[cfg(feature = "redis")]
+pub async fn connect_redis(
+    settings: &crate::settings::RedisSettings,
+) -> anyhow::Result<redis::aio::ConnectionManager> {
+    use anyhow::Context;
+    use secrecy::ExposeSecret;
+    redis::Client::open(settings.url.expose_secret())
+        .context("parsing redis.url")?
+        .get_connection_manager()
+        .await
+        .context("connecting to redis (redis.url)")
+}

@@ -8,11 +8,40 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Swaps a rebuilt seat map in atomically (see `lua/commit_seat_map.lua`).
-pub static COMMIT_SEAT_MAP: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/commit_seat_map.lua")));
+macro_rules! scripts {
+    ($($(#[$doc:meta])* $name:ident => $file:literal),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            pub static $name: LazyLock<Script> =
+                LazyLock::new(|| Script::new(include_str!(concat!("../lua/", $file))));
+        )*
 
-/// Every script, by name, for tools that preload or benchmark them.
-pub fn all() -> [(&'static str, &'static Script); 1] {
-    [("commit_seat_map", &COMMIT_SEAT_MAP)]
+        /// Every script with its file name, for tools that preload or benchmark them.
+        pub fn all() -> Vec<(&'static str, &'static Script)> {
+            vec![$(($file, &*$name)),*]
+        }
+    };
+}
+
+scripts! {
+    /// Swaps a rebuilt seat map in atomically.
+    COMMIT_SEAT_MAP => "commit_seat_map.lua",
+    /// Puts a booking request in an event's line.
+    JOIN => "join.lua",
+    /// Closes the pre-queue at the on-sale instant.
+    BEGIN_DRAW => "begin_draw.lua",
+    /// Numbers a chunk of the drawn cohort.
+    DRAW => "draw.lua",
+    /// Numbers the latecomers and opens the sale.
+    FINISH_DRAW => "finish_draw.lua",
+    /// Decides a batch of requests in queue order, holding seats.
+    HOLD_BATCH => "hold_batch.lua",
+    /// Ends a hold and frees its seats.
+    RELEASE => "release.lua",
+    /// Takes an undecided request out of the line.
+    CANCEL => "cancel.lua",
+    /// Takes or renews the right to drain an event.
+    LEASE => "lease.lua",
+    /// Moves a sale between states.
+    SET_SALE_STATE => "set_sale_state.lua",
 }

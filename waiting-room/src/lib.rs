@@ -1,35 +1,100 @@
-//! The waiting room: queue numbers per event, the pre-queue and its verifiable shuffle
-//! at the on-sale instant, admission control, position and wait time, operator
-//! controls and their audit log.
+//! The waiting room: a fair line per event.
 //!
-//! Today the service runs its operations endpoint (`/healthz`, `/metrics`) so a
-//! deployment can already place, probe and scrape it.
+//! Fans' requests get queue numbers (or wait in the pre-queue until the on-sale
+//! instant, when a seeded, verifiable draw orders them), one live request per fan per
+//! event, and an O(1) position. The sale's state and admission rate are the
+//! operators' levers. The line itself is the event's Redis Stream, drained by the
+//! booking workers. [`router`] serves the HTTP API (the gateway mounts it); the
+//! binary runs the scheduler that draws each sale when its on-sale time comes.
 
-use std::net::SocketAddr;
+pub mod error;
+pub mod lottery;
+pub mod requests;
+pub mod routes;
+pub mod sale;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRef;
+use proto::Keys;
+use proto::auth::TokenVerifier;
 use proto::runtime::OpsServer;
-use proto::settings::SettingsError;
+use proto::settings::{DatabaseSettings, RedisSettings, SettingsError};
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub use error::Error;
+pub use routes::router;
+
+/// What the waiting room's handlers need; every field is a cheap clone.
+#[derive(Clone, FromRef)]
+pub struct WaitingRoomState {
+    pub pool: PgPool,
+    pub redis: ConnectionManager,
+    pub keys: Keys,
+    pub verifier: Arc<TokenVerifier>,
+}
 
 #[derive(Clone, Debug, serde::Deserialize)]
 pub struct Config {
     /// Where the operations endpoint listens.
-    pub listen: SocketAddr,
+    pub listen: std::net::SocketAddr,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    /// How often the scheduler looks for sales to draw.
+    pub scheduler_interval_ms: u64,
 }
 
 impl Config {
     pub fn load() -> Result<Self, SettingsError> {
-        proto::settings::load(&serde_json::json!({ "listen": "127.0.0.1:8082" }))
+        proto::settings::load(&serde_json::json!({
+            "listen": "127.0.0.1:8082",
+            "database": { "url": "postgres://postgres@127.0.0.1:5432/onsale", "max_connections": 4 },
+            "redis": { "url": "redis://127.0.0.1:6379", "key_prefix": "onsale" },
+            "scheduler_interval_ms": 250,
+        }))
     }
 }
 
+/// Draws every sale whose on-sale time has come; returns how many it opened.
+pub async fn draw_due_sales(
+    pool: &PgPool,
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+) -> Result<usize, Error> {
+    let mut opened = 0;
+    for event_id in sale::due_for_draw(pool).await? {
+        match sale::draw(pool, redis, keys, event_id, None).await {
+            Ok(_) => opened += 1,
+            Err(error) => {
+                tracing::warn!(%event_id, %error, "draw failed; retrying on the next tick")
+            }
+        }
+    }
+    Ok(opened)
+}
+
+/// The waiting-room process: the draw scheduler and its operations endpoint.
 pub struct Application {
     ops: OpsServer,
+    pool: PgPool,
+    redis: ConnectionManager,
+    keys: Keys,
+    interval: Duration,
 }
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let pool = proto::runtime::connect_postgres(&config.database).await?;
+        let redis = proto::runtime::connect_redis(&config.redis).await?;
         Ok(Self {
             ops: OpsServer::bind(config.listen, "waiting-room").await?,
+            pool,
+            redis,
+            keys: Keys::new(config.redis.key_prefix),
+            interval: Duration::from_millis(config.scheduler_interval_ms),
         })
     }
 
@@ -41,6 +106,35 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        self.ops.run(shutdown).await
+        let stop = CancellationToken::new();
+        let scheduler = tokio::spawn({
+            let (stop, pool, mut redis, keys, every) = (
+                stop.clone(),
+                self.pool,
+                self.redis,
+                self.keys,
+                self.interval,
+            );
+            async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            if let Err(error) = draw_due_sales(&pool, &mut redis, &keys).await {
+                                tracing::warn!(%error, "scheduler tick failed");
+                            }
+                        }
+                        () = stop.cancelled() => break,
+                    }
+                }
+            }
+        });
+        let served = self.ops.run(shutdown).await;
+        // Order: the operations endpoint has stopped; a draw in progress finishes its
+        // current script call, then the scheduler exits (a half-done draw resumes on
+        // the next start).
+        stop.cancel();
+        let _ = scheduler.await;
+        served
     }
 }

@@ -3,4 +3,5 @@
 
 pub mod auth;
 pub mod inventory;
+pub mod queue;
 pub mod seats;

@@ -1,0 +1,298 @@
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use booking_worker::{DrainSettings, Worker};
+use chrono::Utc;
+use inventory::seatmap::{self, LoadMode};
+use inventory::{events, venues};
+use proto::wire::inventory::{CreateEvent, CreateVenue, RowSpec, SectionSpec};
+use proto::wire::queue::Joined;
+use proto::{EventId, Keys, UserId};
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use waiting_room::requests::{self, Ask};
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL")
+        .expect("REDIS_URL must name a Redis; run the tests through deploy/test")
+}
+
+pub async fn connect(url: &str) -> (redis::Client, ConnectionManager) {
+    let client = redis::Client::open(url).expect("redis url");
+    let manager = client.get_connection_manager().await.expect("redis");
+    (client, manager)
+}
+
+pub struct Sale {
+    pub pool: PgPool,
+    pub client: redis::Client,
+    pub redis: ConnectionManager,
+    pub keys: Keys,
+    pub event_id: EventId,
+}
+
+/// A venue of `sections` × `rows` × `seats`, an event on it, its seat map loaded,
+/// and its sale created (scheduled). Holds last `hold_seconds`.
+pub async fn sale(
+    pool: PgPool,
+    redis_url: &str,
+    sections: &[&str],
+    rows: u32,
+    seats: u32,
+    max_per_fan: u32,
+) -> Sale {
+    proto::runtime::init_test_tracing();
+    let venue = venues::validate(CreateVenue {
+        name: "Hall".into(),
+        sections: sections
+            .iter()
+            .map(|name| SectionSpec {
+                name: (*name).into(),
+                price_tier: "standard".into(),
+                rows: (1..=rows)
+                    .map(|r| RowSpec {
+                        label: format!("R{r}"),
+                        seats,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    })
+    .expect("venue");
+    let venue_id = venues::create(&pool, &venue).await.expect("venue");
+    let event_id = events::create(
+        &pool,
+        &CreateEvent {
+            venue_id,
+            name: "Show".into(),
+            starts_at: Utc::now() + chrono::Duration::days(30),
+            onsale_at: Utc::now() + chrono::Duration::days(1),
+            max_per_fan,
+            hold_seconds: 600,
+            prices: BTreeMap::from([("standard".into(), 5000)]),
+            admission_per_second: 100_000,
+        },
+    )
+    .await
+    .expect("event");
+    let (client, mut redis) = connect(redis_url).await;
+    let keys = Keys::new(format!("test:{}", uuid::Uuid::new_v4().simple()));
+    seatmap::rebuild(&pool, &mut redis, &keys, event_id, LoadMode::Force)
+        .await
+        .expect("seat map");
+    Sale {
+        pool,
+        client,
+        redis,
+        keys,
+        event_id,
+    }
+}
+
+impl Sale {
+    /// Shortens holds (the API's floor is 60 s) so tests can watch them expire.
+    pub async fn set_hold_ms(&mut self, ms: u64) {
+        let _: () = redis::cmd("HSET")
+            .arg(self.keys.sale(self.event_id))
+            .arg("hold_ms")
+            .arg(ms)
+            .query_async(&mut self.redis)
+            .await
+            .expect("hold_ms");
+    }
+
+    pub async fn join(&self, fan: UserId, ask: &Ask) -> Result<Joined, waiting_room::Error> {
+        let mut redis = self.redis.clone();
+        requests::join(
+            &self.pool,
+            &mut redis,
+            &self.keys,
+            self.event_id,
+            fan,
+            ask,
+            None,
+        )
+        .await
+    }
+
+    /// Joins `asks` from distinct fans, `concurrency` at a time; returns the accepted.
+    pub async fn join_many(&self, asks: Vec<Ask>, concurrency: usize) -> Vec<(UserId, Joined)> {
+        let mut accepted = Vec::new();
+        let mut asks = asks.into_iter();
+        loop {
+            let tasks: Vec<_> = asks
+                .by_ref()
+                .take(concurrency)
+                .map(|ask| {
+                    let (pool, mut redis, keys, event_id) = (
+                        self.pool.clone(),
+                        self.redis.clone(),
+                        self.keys.clone(),
+                        self.event_id,
+                    );
+                    tokio::spawn(async move {
+                        let fan = UserId::new();
+                        requests::join(&pool, &mut redis, &keys, event_id, fan, &ask, None)
+                            .await
+                            .map(|j| (fan, j))
+                    })
+                })
+                .collect();
+            if tasks.is_empty() {
+                break;
+            }
+            for task in tasks {
+                if let Ok(joined) = task.await.expect("join task") {
+                    accepted.push(joined);
+                }
+            }
+        }
+        accepted
+    }
+
+    pub async fn open(&mut self) -> usize {
+        waiting_room::sale::draw(&self.pool, &mut self.redis, &self.keys, self.event_id, None)
+            .await
+            .expect("draw")
+    }
+
+    pub fn worker(&self, name: &str, settings: DrainSettings) -> Worker {
+        Worker {
+            pool: self.pool.clone(),
+            client: self.client.clone(),
+            redis: self.redis.clone(),
+            keys: self.keys.clone(),
+            name: name.to_owned(),
+            settings,
+            discover_every: Duration::from_millis(50),
+        }
+    }
+
+    /// Requests the ledger has an outcome for, by state.
+    pub async fn outcomes(&self) -> BTreeMap<String, i64> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT state, count(*) FROM booking.requests WHERE event_id = $1 GROUP BY state",
+        )
+        .bind(self.event_id)
+        .fetch_all(&self.pool)
+        .await
+        .expect("outcomes");
+        rows.into_iter().collect()
+    }
+
+    /// Waits until `done` holds of the ledger's outcomes, failing after `limit`.
+    pub async fn wait_for(
+        &self,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&BTreeMap<String, i64>) -> bool,
+    ) {
+        let started = Instant::now();
+        loop {
+            let outcomes = self.outcomes().await;
+            if done(&outcomes) {
+                return;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "{what}: not reached within {limit:?}; outcomes {outcomes:?}"
+            );
+            // Polling the ledger for a condition with a deadline; nothing is assumed
+            // to have happened after a fixed delay.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Seats per state according to Redis, and the invariants between them and the
+    /// ledger: every held or sold seat belongs to exactly the request the ledger says.
+    pub async fn assert_redis_agrees_with_ledger(&self) {
+        let mut redis = self.redis.clone();
+        let diff = seatmap::diff_against_ledger(&self.pool, &mut redis, &self.keys, self.event_id)
+            .await
+            .expect("diff");
+        assert!(
+            diff.is_empty(),
+            "redis and postgres disagree on {} seats: {:?}",
+            diff.len(),
+            &diff[..diff.len().min(5)]
+        );
+        let counts = seatmap::counts(&mut redis, &self.keys, self.event_id)
+            .await
+            .expect("counts")
+            .expect("loaded");
+        let claims: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT state, count(*) FROM booking.seat_claims WHERE event_id = $1 GROUP BY state",
+        )
+        .bind(self.event_id)
+        .fetch_all(&self.pool)
+        .await
+        .expect("claims");
+        let claims: BTreeMap<String, i64> = claims.into_iter().collect();
+        assert_eq!(
+            i64::from(counts.held),
+            claims.get("held").copied().unwrap_or(0),
+            "held count"
+        );
+        assert_eq!(
+            i64::from(counts.sold),
+            claims.get("sold").copied().unwrap_or(0),
+            "sold count"
+        );
+    }
+
+    /// Every held request's seats are claimed by it in the ledger, and no request's
+    /// seats overlap another's.
+    pub async fn assert_no_seat_held_twice(&self, seat_count: i64) {
+        let held: Vec<(uuid::Uuid, Vec<String>)> = sqlx::query_as(
+            "SELECT request_id, seats FROM booking.requests WHERE event_id = $1 AND state IN ('held', 'paying', 'confirmed')",
+        )
+        .bind(self.event_id)
+        .fetch_all(&self.pool)
+        .await
+        .expect("held");
+        let mut owner = BTreeMap::new();
+        for (request, seats) in &held {
+            for seat in seats {
+                if let Some(other) = owner.insert(seat.clone(), *request) {
+                    panic!("seat {seat} held by {other} and {request}");
+                }
+            }
+        }
+        assert!(
+            owner.len() as i64 <= seat_count,
+            "{} seats held of {seat_count}",
+            owner.len()
+        );
+        let claimed: Vec<(String, uuid::Uuid)> = sqlx::query_as(
+            "SELECT seat_id, request_id FROM booking.seat_claims WHERE event_id = $1",
+        )
+        .bind(self.event_id)
+        .fetch_all(&self.pool)
+        .await
+        .expect("claims");
+        let claimed: BTreeMap<String, uuid::Uuid> = claimed.into_iter().collect();
+        assert_eq!(
+            claimed, owner,
+            "the ledger's claims differ from the held requests' seats"
+        );
+    }
+}
+
+/// Runs `worker` until the returned token is cancelled.
+pub fn start(worker: Worker) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(worker.run(stop.clone()));
+    (stop, task)
+}
+
+pub fn fast_settings() -> DrainSettings {
+    DrainSettings {
+        lease_ms: 1_000,
+        block_ms: 50,
+        sold_out_horizon_ms: 0,
+        sweep_interval_ms: 100,
+        ..DrainSettings::default()
+    }
+}

@@ -1,0 +1,36 @@
+-- release: end a hold, returning its seats to the pool.
+--
+-- KEYS[1] seat hash   KEYS[2] counts hash   KEYS[3] holds zset   KEYS[4] fanseats hash
+-- KEYS[5] rowfree hash   KEYS[6] fans hash   KEYS[7] the request hash
+-- ARGV[1] request id   ARGV[2] the state it ends in: "expired" or "released"
+-- ARGV[3] now (ms)     ARGV[4] "1" to release only a hold that has expired by now
+--
+-- Returns {1, state, seats freed} when the hold ended, {0, current state} when there
+-- was no hold to end (already ended, not yet decided, or not yet expired).
+--
+-- Only seats still marked as this request's hold are freed, so a release can never
+-- free a seat someone else holds or bought, and a second release frees nothing.
+
+local id, key = ARGV[1], KEYS[7]
+local r = redis.call('HMGET', key, 'state', 'fan', 'seats', 'expires')
+if r[1] ~= 'held' then return {0, r[1] or ''} end
+if ARGV[4] == '1' and tonumber(r[4]) > tonumber(ARGV[3]) then return {0, 'held'} end
+
+local prefix = 'h:' .. id .. ':'
+local freed, count = 0, 0
+for seat in string.gmatch(r[3], '%S+') do
+  count = count + 1
+  local value = redis.call('HGET', KEYS[1], seat)
+  if value and string.sub(value, 1, #prefix) == prefix then
+    redis.call('HSET', KEYS[1], seat, 'a')
+    redis.call('HINCRBY', KEYS[5], string.match(seat, '^(.*)%-%d+$'), 1)
+    freed = freed + 1
+  end
+end
+redis.call('HINCRBY', KEYS[2], 'available', freed)
+redis.call('HINCRBY', KEYS[2], 'held', -freed)
+redis.call('HINCRBY', KEYS[4], r[2], -count)
+redis.call('ZREM', KEYS[3], id)
+redis.call('HSET', key, 'state', ARGV[2])
+if redis.call('HGET', KEYS[6], r[2]) == id then redis.call('HDEL', KEYS[6], r[2]) end
+return {1, ARGV[2], freed}

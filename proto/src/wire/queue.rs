@@ -1,0 +1,159 @@
+//! The waiting room: booking requests, their states, sales and the lottery.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{EventId, RequestId, SeatId};
+
+/// A booking request: specific seats, or the best `quantity` adjacent seats
+/// (optionally within one section or one price tier).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    /// Specific seats, as picked on the seat map.
+    #[schema(value_type = Option<Vec<String>>, example = json!(["Floor-A-1", "Floor-A-2"]))]
+    pub seats: Option<Vec<String>>,
+    /// How many adjacent seats, for "best available".
+    pub quantity: Option<u32>,
+    pub section: Option<String>,
+    pub price_tier: Option<String>,
+}
+
+/// The answer to a join: where the request stands in the line.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct Joined {
+    pub request_id: RequestId,
+    /// `null` while the request waits in the pre-queue, until the draw numbers it.
+    pub queue_number: Option<u64>,
+    /// Requests ahead of this one; `null` in the pre-queue.
+    pub position: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestState {
+    Prequeue,
+    Queued,
+    Held,
+    Paying,
+    Confirmed,
+    Expired,
+    Released,
+    Cancelled,
+    Rejected,
+}
+
+impl RequestState {
+    pub fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Prequeue => "prequeue",
+            RequestState::Queued => "queued",
+            RequestState::Held => "held",
+            RequestState::Paying => "paying",
+            RequestState::Confirmed => "confirmed",
+            RequestState::Expired => "expired",
+            RequestState::Released => "released",
+            RequestState::Cancelled => "cancelled",
+            RequestState::Rejected => "rejected",
+        }
+    }
+
+    /// Whether nothing will happen to the request any more.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RequestState::Confirmed
+                | RequestState::Expired
+                | RequestState::Released
+                | RequestState::Cancelled
+                | RequestState::Rejected
+        )
+    }
+}
+
+/// A request as its fan sees it.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct RequestStatus {
+    pub request_id: RequestId,
+    pub event_id: EventId,
+    pub state: RequestState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_number: Option<u64>,
+    /// Requests still ahead in the line (queued requests only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seats: Option<Vec<SeatId>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_expires_at: Option<DateTime<Utc>>,
+    /// Why a request was rejected: `sold_out`, `seat_unavailable`,
+    /// `no_adjacent_seats`, `over_limit`, `conflict`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SaleState {
+    /// Before the on-sale: requests wait in the pre-queue.
+    Scheduled,
+    /// The pre-queue is being shuffled and numbered.
+    Drawing,
+    Open,
+    /// The line keeps its order but nobody is admitted.
+    Paused,
+    Closed,
+    SoldOut,
+}
+
+impl SaleState {
+    pub fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaleState::Scheduled => "scheduled",
+            SaleState::Drawing => "drawing",
+            SaleState::Open => "open",
+            SaleState::Paused => "paused",
+            SaleState::Closed => "closed",
+            SaleState::SoldOut => "sold_out",
+        }
+    }
+}
+
+/// The lottery of an event: the commitment before the draw, the seed and the drawn
+/// order after it.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct Lottery {
+    pub event_id: EventId,
+    pub state: SaleState,
+    /// Hex SHA-256 of the seed, published before the on-sale.
+    pub commitment: String,
+    /// Hex seed; revealed once the draw is done.
+    pub seed: Option<String>,
+    /// How the order is computed from the seed.
+    pub algorithm: String,
+    /// The pre-queue cohort in drawn order (queue numbers 1, 2, ...).
+    pub order: Option<Vec<RequestId>>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetAdmission {
+    /// Requests admitted to the booking workers per second.
+    pub per_second: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct Sale {
+    pub event_id: EventId,
+    pub state: SaleState,
+    pub admission_per_second: u32,
+}

@@ -1,0 +1,78 @@
+//! The waiting room's errors, and how each reaches a client.
+
+use axum::response::{IntoResponse, Response};
+use proto::{ErrorBody, ErrorCode, EventId, RequestId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{message}")]
+    Refused { code: ErrorCode, message: String },
+    #[error("event {0} not found")]
+    EventNotFound(EventId),
+    #[error("request {0} not found")]
+    RequestNotFound(RequestId),
+    #[error("the seat map of event {0} is not loaded")]
+    SeatMapNotLoaded(EventId),
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("redis error")]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected reply: {0}")]
+    Unexpected(String),
+}
+
+impl Error {
+    pub fn refused(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error::Refused {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Error> for ErrorBody {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Refused { code, message } => ErrorBody::new(code, message),
+            Error::EventNotFound(id) => ErrorBody::new(
+                ErrorCode::EventNotFound,
+                format!("event {id} does not exist"),
+            ),
+            Error::RequestNotFound(id) => ErrorBody::new(
+                ErrorCode::RequestNotFound,
+                format!("request {id} does not exist"),
+            ),
+            Error::SeatMapNotLoaded(id) => {
+                tracing::error!(event_id = %id, "seat map not loaded: run `inventory rebuild`");
+                ErrorBody::new(
+                    ErrorCode::ServiceUnavailable,
+                    "the seat map is being restored, try again shortly",
+                )
+            }
+            Error::Database(cause) => {
+                tracing::error!(error = %cause, "postgres error");
+                ErrorBody::new(
+                    ErrorCode::ServiceUnavailable,
+                    "the waiting room is unavailable, try again shortly",
+                )
+            }
+            Error::Redis(cause) => {
+                tracing::error!(error = %cause, "redis error");
+                ErrorBody::new(
+                    ErrorCode::ServiceUnavailable,
+                    "the waiting room is unavailable, try again shortly",
+                )
+            }
+            Error::Unexpected(what) => {
+                tracing::error!(what, "unexpected reply");
+                ErrorBody::new(ErrorCode::Internal, "internal error")
+            }
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        ErrorBody::from(self).into_response()
+    }
+}

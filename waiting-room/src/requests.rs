@@ -1,0 +1,517 @@
+//! Booking requests in the line: joining, reading where one stands, leaving.
+//!
+//! A join is one `join.lua` call: the request is numbered (or parked in the
+//! pre-queue), put on the event's stream and bound to its fan atomically. Position
+//! is `queue number − served`, where `served` is the last number the workers have
+//! decided: O(1), no scans.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use proto::wire::queue::{CreateRequest, Joined, RequestState, RequestStatus};
+use proto::{ErrorCode, EventId, Keys, RequestId, SeatId, UserId};
+use redis::aio::ConnectionManager;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+use crate::error::Error;
+use crate::lottery::to_hex;
+use crate::sale;
+
+/// Longest accepted `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Seat, section and tier names are short; anything longer is not one of ours.
+const MAX_NAME: usize = 64;
+
+/// A validated ask.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ask {
+    Seats(Vec<SeatId>),
+    Best {
+        quantity: u32,
+        section: Option<String>,
+        price_tier: Option<String>,
+    },
+}
+
+impl Ask {
+    /// Checks the shape of a request body. Limits that depend on the event (the
+    /// per-fan cap, which seats exist) are checked atomically in `join.lua`.
+    pub fn parse(body: CreateRequest) -> Result<Self, Error> {
+        let invalid = |m: &str| Error::refused(ErrorCode::InvalidRequest, m);
+        match body {
+            CreateRequest {
+                seats: Some(seats),
+                quantity: None,
+                section: None,
+                price_tier: None,
+            } => {
+                if seats.is_empty() {
+                    return Err(invalid("seats must name at least one seat"));
+                }
+                if seats.len() > 50 {
+                    return Err(invalid("at most 50 seats per request"));
+                }
+                let mut seen = HashSet::new();
+                let mut parsed = Vec::with_capacity(seats.len());
+                for seat in &seats {
+                    let id = SeatId::parse(seat)
+                        .filter(|_| seat.len() <= MAX_NAME * 2)
+                        .ok_or_else(|| {
+                            Error::refused(
+                                ErrorCode::UnknownSeat,
+                                format!("{seat:?} is not a seat id"),
+                            )
+                        })?;
+                    if !seen.insert(id.clone()) {
+                        return Err(invalid(&format!("seat {seat} is named twice")));
+                    }
+                    parsed.push(id);
+                }
+                Ok(Ask::Seats(parsed))
+            }
+            CreateRequest {
+                seats: None,
+                quantity: Some(quantity),
+                section,
+                price_tier,
+            } => {
+                if quantity == 0 || quantity > 50 {
+                    return Err(invalid("quantity must be 1 to 50"));
+                }
+                if section.is_some() && price_tier.is_some() {
+                    return Err(invalid("name a section or a price tier, not both"));
+                }
+                for name in section.iter().chain(&price_tier) {
+                    if name.is_empty()
+                        || name.len() > MAX_NAME
+                        || name.contains(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                    {
+                        return Err(invalid(&format!("{name:?} is not a section or tier name")));
+                    }
+                }
+                Ok(Ask::Best {
+                    quantity,
+                    section,
+                    price_tier,
+                })
+            }
+            _ => Err(invalid(
+                "send either {seats: [...]} or {quantity, section?, price_tier?}",
+            )),
+        }
+    }
+
+    pub fn quantity(&self) -> u32 {
+        match self {
+            Ask::Seats(seats) => seats.len() as u32,
+            Ask::Best { quantity, .. } => *quantity,
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            Ask::Seats(seats) => serde_json::json!({"seats": seats}),
+            Ask::Best {
+                quantity,
+                section,
+                price_tier,
+            } => {
+                serde_json::json!({"quantity": quantity, "section": section, "price_tier": price_tier})
+            }
+        }
+    }
+}
+
+/// Checks an `Idempotency-Key` and turns it into a safe Redis key part.
+pub fn idempotency_digest(key: &str) -> Result<String, Error> {
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(Error::refused(
+            ErrorCode::InvalidIdempotencyKey,
+            format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        ));
+    }
+    Ok(to_hex(&Sha256::digest(key.as_bytes())))
+}
+
+type JoinReply = (String, String, i64, String, i64, String);
+
+async fn invoke_join(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    event_id: EventId,
+    request_id: RequestId,
+    fan: UserId,
+    ask: &Ask,
+    idempotency: Option<&str>,
+) -> Result<JoinReply, Error> {
+    let ask_json = ask.to_json();
+    let (fingerprint, idem_key) = match idempotency {
+        Some(digest) => (
+            to_hex(&Sha256::digest(ask_json.to_string().as_bytes())),
+            keys.idempotency(event_id, fan, digest),
+        ),
+        // An unused key of this request keeps the KEYS list fixed.
+        None => (
+            String::new(),
+            keys.idempotency(event_id, fan, &request_id.to_string()),
+        ),
+    };
+    let mut invocation = proto::scripts::JOIN.key(keys.sale(event_id));
+    invocation
+        .key(keys.fans(event_id))
+        .key(keys.fan_seats(event_id))
+        .key(keys.request(event_id, request_id))
+        .key(idem_key)
+        .key(keys.prequeue(event_id))
+        .key(keys.latecomers(event_id))
+        .key(keys.next_number(event_id))
+        .key(keys.stream(event_id))
+        .key(keys.seat_states(event_id))
+        .key(keys.layout(event_id))
+        .arg(request_id.to_string())
+        .arg(fan.to_string())
+        .arg(fingerprint)
+        .arg(Utc::now().timestamp_millis());
+    match ask {
+        Ask::Seats(seats) => {
+            invocation
+                .arg("seats")
+                .arg(seats.len())
+                .arg("")
+                .arg("")
+                .arg(ask_json.to_string());
+            for seat in seats {
+                invocation.arg(seat.as_str());
+            }
+        }
+        Ask::Best {
+            quantity,
+            section,
+            price_tier,
+        } => {
+            invocation
+                .arg("best")
+                .arg(quantity)
+                .arg(section.as_deref().unwrap_or(""))
+                .arg(price_tier.as_deref().unwrap_or(""))
+                .arg(ask_json.to_string());
+        }
+    }
+    Ok(invocation.invoke_async(redis).await?)
+}
+
+/// Puts a fan's request in the event's line.
+pub async fn join(
+    pool: &PgPool,
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    event_id: EventId,
+    fan: UserId,
+    ask: &Ask,
+    idempotency: Option<&str>,
+) -> Result<Joined, Error> {
+    let request_id = RequestId::new();
+    let mut reply = invoke_join(redis, keys, event_id, request_id, fan, ask, idempotency).await?;
+    if reply.0 == "sale_not_loaded" {
+        let sale = sale::ensure_sale(pool, event_id).await?;
+        sale::load_into_redis(redis, keys, &sale).await?;
+        reply = invoke_join(redis, keys, event_id, request_id, fan, ask, idempotency).await?;
+    }
+    let (status, id, number, _state, served, detail) = reply;
+    let refused = |code, message: String| Err(Error::refused(code, message));
+    match status.as_str() {
+        "ok" => {
+            let _: () = redis::cmd("SET")
+                .arg(keys.request_index(request_id))
+                .arg(event_id.to_string())
+                .query_async(redis)
+                .await?;
+            metrics::counter!("onsale_requests_joined_total").increment(1);
+            let queue_number = u64::try_from(number).ok();
+            Ok(Joined {
+                request_id,
+                queue_number,
+                position: queue_number.map(|n| n.saturating_sub(served.max(0) as u64)),
+            })
+        }
+        "replay" => {
+            let prior: RequestId = id
+                .parse()
+                .map_err(|_| Error::Unexpected(format!("request id {id:?}")))?;
+            let status = status_of(redis, keys, event_id, prior).await?;
+            Ok(Joined {
+                request_id: prior,
+                queue_number: status.queue_number,
+                position: status.position,
+            })
+        }
+        "seat_map_not_loaded" => Err(Error::SeatMapNotLoaded(event_id)),
+        "sale_closed" => refused(ErrorCode::SaleClosed, "the sale is closed".into()),
+        "sold_out" => refused(ErrorCode::SoldOut, "the event is sold out".into()),
+        "already_in_line" => refused(
+            ErrorCode::AlreadyInLine,
+            format!("you already have request {id} for this event"),
+        ),
+        "idempotency_key_reused" => refused(
+            ErrorCode::IdempotencyKeyReused,
+            format!("this Idempotency-Key was used for request {id} with a different body"),
+        ),
+        "over_limit" => refused(
+            ErrorCode::OverLimit,
+            format!("you may ask for {detail} more seats for this event"),
+        ),
+        "unknown_seat" => refused(
+            ErrorCode::UnknownSeat,
+            format!("the venue has no seat {detail}"),
+        ),
+        "unknown_section" => refused(
+            ErrorCode::UnknownSection,
+            format!("the venue has no section {detail}"),
+        ),
+        "unknown_price_tier" => refused(
+            ErrorCode::UnknownPriceTier,
+            format!("the venue has no price tier {detail}"),
+        ),
+        other => Err(Error::Unexpected(format!("join replied {other}"))),
+    }
+}
+
+/// The event a request belongs to.
+pub async fn event_of(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    request_id: RequestId,
+) -> Result<EventId, Error> {
+    let event: Option<String> = redis::cmd("GET")
+        .arg(keys.request_index(request_id))
+        .query_async(redis)
+        .await?;
+    event
+        .and_then(|e| e.parse().ok())
+        .ok_or(Error::RequestNotFound(request_id))
+}
+
+/// The fan who made a request, as Redis has it.
+pub async fn owner_of(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    event_id: EventId,
+    request_id: RequestId,
+) -> Result<UserId, Error> {
+    let fan: Option<String> = redis::cmd("HGET")
+        .arg(keys.request(event_id, request_id))
+        .arg("fan")
+        .query_async(redis)
+        .await?;
+    fan.and_then(|f| f.parse().ok())
+        .ok_or(Error::RequestNotFound(request_id))
+}
+
+/// Where a request stands.
+pub async fn status_of(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    event_id: EventId,
+    request_id: RequestId,
+) -> Result<RequestStatus, Error> {
+    let (fields, served): (Vec<Option<String>>, Option<u64>) = redis::pipe()
+        .cmd("HMGET")
+        .arg(keys.request(event_id, request_id))
+        .arg(&["state", "number", "seats", "expires", "reason"])
+        .cmd("HGET")
+        .arg(keys.sale(event_id))
+        .arg("served")
+        .query_async(redis)
+        .await?;
+    let field = |i: usize| fields.get(i).cloned().flatten().filter(|v| !v.is_empty());
+    let state = field(0)
+        .and_then(|s| RequestState::parse(&s))
+        .ok_or(Error::RequestNotFound(request_id))?;
+    let queue_number = field(1).and_then(|n| n.parse::<u64>().ok());
+    let position = match state {
+        RequestState::Queued => queue_number.map(|n| n.saturating_sub(served.unwrap_or(0))),
+        _ => None,
+    };
+    let holds_seats = matches!(
+        state,
+        RequestState::Held | RequestState::Paying | RequestState::Confirmed
+    );
+    let seats = field(2)
+        .filter(|_| holds_seats || state == RequestState::Queued)
+        .map(|s| s.split(' ').filter_map(SeatId::parse).collect());
+    let hold_expires_at = field(3)
+        .filter(|_| matches!(state, RequestState::Held | RequestState::Paying))
+        .and_then(|ms| ms.parse::<i64>().ok())
+        .and_then(DateTime::<Utc>::from_timestamp_millis);
+    Ok(RequestStatus {
+        request_id,
+        event_id,
+        state,
+        queue_number,
+        position,
+        seats,
+        hold_expires_at,
+        reason: field(4),
+    })
+}
+
+/// Leaves the line, or releases the hold. Returns the request's state afterwards.
+pub async fn leave(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    event_id: EventId,
+    request_id: RequestId,
+) -> Result<RequestStatus, Error> {
+    let (changed, state): (i64, String) = proto::scripts::CANCEL
+        .key(keys.request(event_id, request_id))
+        .key(keys.fans(event_id))
+        .key(keys.prequeue(event_id))
+        .arg(request_id.to_string())
+        .invoke_async(redis)
+        .await?;
+    if changed == 0 && state == "held" {
+        let reply: Vec<redis::Value> = proto::scripts::RELEASE
+            .key(keys.seat_states(event_id))
+            .key(keys.seat_counts(event_id))
+            .key(keys.holds(event_id))
+            .key(keys.fan_seats(event_id))
+            .key(keys.row_free(event_id))
+            .key(keys.fans(event_id))
+            .key(keys.request(event_id, request_id))
+            .arg(request_id.to_string())
+            .arg("released")
+            .arg(Utc::now().timestamp_millis())
+            .arg("0")
+            .invoke_async(redis)
+            .await?;
+        if matches!(reply.first(), Some(redis::Value::Int(1))) {
+            // The booking workers bring the ledger up to date from this entry.
+            let _: String = redis::cmd("XADD")
+                .arg(keys.changes(event_id))
+                .arg("*")
+                .arg("r")
+                .arg(request_id.to_string())
+                .arg("s")
+                .arg("released")
+                .query_async(redis)
+                .await?;
+            metrics::counter!("onsale_holds_released_total", "by" => "fan").increment(1);
+        }
+    } else if changed == 0 && state.is_empty() {
+        return Err(Error::RequestNotFound(request_id));
+    }
+    status_of(redis, keys, event_id, request_id).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(result: Result<Ask, Error>) -> Option<ErrorCode> {
+        match result {
+            Err(Error::Refused { code, .. }) => Some(code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn an_ask_is_either_seats_or_a_quantity() {
+        let seats = CreateRequest {
+            seats: Some(vec!["Floor-A-1".into()]),
+            ..Default::default()
+        };
+        assert_eq!(Ask::parse(seats).ok().map(|a| a.quantity()), Some(1));
+        let best = CreateRequest {
+            quantity: Some(3),
+            section: Some("Floor".into()),
+            ..Default::default()
+        };
+        assert_eq!(Ask::parse(best).ok().map(|a| a.quantity()), Some(3));
+        let both = CreateRequest {
+            seats: Some(vec!["Floor-A-1".into()]),
+            quantity: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(code(Ask::parse(both)), Some(ErrorCode::InvalidRequest));
+        assert_eq!(
+            code(Ask::parse(CreateRequest::default())),
+            Some(ErrorCode::InvalidRequest)
+        );
+    }
+
+    #[test]
+    fn bad_asks_are_refused() {
+        let cases = [
+            (
+                CreateRequest {
+                    seats: Some(vec![]),
+                    ..Default::default()
+                },
+                ErrorCode::InvalidRequest,
+            ),
+            (
+                CreateRequest {
+                    seats: Some(vec!["nope".into()]),
+                    ..Default::default()
+                },
+                ErrorCode::UnknownSeat,
+            ),
+            (
+                CreateRequest {
+                    seats: Some(vec!["Floor-A-1".into(), "Floor-A-1".into()]),
+                    ..Default::default()
+                },
+                ErrorCode::InvalidRequest,
+            ),
+            (
+                CreateRequest {
+                    quantity: Some(0),
+                    ..Default::default()
+                },
+                ErrorCode::InvalidRequest,
+            ),
+            (
+                CreateRequest {
+                    quantity: Some(51),
+                    ..Default::default()
+                },
+                ErrorCode::InvalidRequest,
+            ),
+            (
+                CreateRequest {
+                    quantity: Some(2),
+                    section: Some("A".into()),
+                    price_tier: Some("b".into()),
+                    ..Default::default()
+                },
+                ErrorCode::InvalidRequest,
+            ),
+            (
+                CreateRequest {
+                    quantity: Some(2),
+                    section: Some("Flo or".into()),
+                    ..Default::default()
+                },
+                ErrorCode::InvalidRequest,
+            ),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(code(Ask::parse(body.clone())), Some(expected), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_are_checked_and_digested() {
+        assert_eq!(
+            idempotency_digest("abc-123").ok().map(|d| d.len()),
+            Some(64)
+        );
+        assert!(idempotency_digest("").is_err());
+        assert!(idempotency_digest("has space").is_err());
+        assert!(idempotency_digest(&"k".repeat(MAX_IDEMPOTENCY_KEY + 1)).is_err());
+    }
+}

@@ -1,0 +1,244 @@
+//! The waiting room's HTTP routes: joining and leaving the line, reading a request,
+//! the lottery, and the operators' levers.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use proto::auth::Caller;
+use proto::http::{Json, Path};
+use proto::wire::queue::{
+    CreateRequest, Joined, Lottery, RequestStatus, Sale, SaleState, SetAdmission,
+};
+use proto::{ErrorBody, ErrorCode, EventId, RequestId, Role};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::Error;
+use crate::requests::{self, Ask};
+use crate::sale::{self, Lever};
+use crate::{WaitingRoomState, lottery};
+
+pub fn router() -> OpenApiRouter<WaitingRoomState> {
+    OpenApiRouter::new()
+        .routes(routes!(join))
+        .routes(routes!(get_request, leave))
+        .routes(routes!(get_lottery))
+        .routes(routes!(pull_lever))
+        .routes(routes!(set_admission))
+}
+
+/// Join the event's line with a booking request.
+///
+/// Before the on-sale the request waits in the pre-queue (`queue_number` and
+/// `position` are `null`) until the draw numbers it. A retry with the same
+/// `Idempotency-Key` returns the same request.
+#[utoipa::path(
+    post, path = "/v1/events/{event_id}/requests", tag = "waiting room",
+    params(
+        ("event_id" = EventId, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "retries with the same key have the effect of one request"),
+    ),
+    request_body = CreateRequest,
+    responses(
+        (status = 202, body = Joined),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody, description = "`event_not_found`"),
+        (status = 409, body = ErrorBody, description = "`already_in_line`, `sale_closed`, `sold_out`, `idempotency_key_reused`"),
+        (status = 422, body = ErrorBody, description = "`invalid_request`, `over_limit`, `unknown_seat`, `unknown_section`, `unknown_price_tier`"),
+        (status = 429, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn join(
+    State(mut state): State<WaitingRoomState>,
+    caller: Caller,
+    Path(event_id): Path<EventId>,
+    headers: HeaderMap,
+    Json(body): Json<CreateRequest>,
+) -> Result<(StatusCode, Json<Joined>), ErrorBody> {
+    let ask = Ask::parse(body)?;
+    let idempotency = match headers.get("idempotency-key") {
+        Some(value) => Some(requests::idempotency_digest(value.to_str().unwrap_or(" "))?),
+        None => None,
+    };
+    let joined = requests::join(
+        &state.pool,
+        &mut state.redis,
+        &state.keys,
+        event_id,
+        caller.user_id,
+        &ask,
+        idempotency.as_deref(),
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json(joined)))
+}
+
+/// The request of a caller who may see it: its fan, or an operator.
+async fn visible_request(
+    state: &mut WaitingRoomState,
+    caller: Caller,
+    request_id: RequestId,
+) -> Result<EventId, Error> {
+    let event_id = requests::event_of(&mut state.redis, &state.keys, request_id).await?;
+    let owner = requests::owner_of(&mut state.redis, &state.keys, event_id, request_id).await?;
+    if owner != caller.user_id && !caller.role.includes(Role::Operator) {
+        // Someone else's request does not exist, as far as this caller can tell.
+        return Err(Error::RequestNotFound(request_id));
+    }
+    Ok(event_id)
+}
+
+/// Where a request stands: its state, position in line, held seats and expiry.
+#[utoipa::path(
+    get, path = "/v1/requests/{request_id}", tag = "waiting room",
+    params(("request_id" = RequestId, Path)),
+    responses((status = 200, body = RequestStatus), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn get_request(
+    State(mut state): State<WaitingRoomState>,
+    caller: Caller,
+    Path(request_id): Path<RequestId>,
+) -> Result<Json<RequestStatus>, Error> {
+    let event_id = visible_request(&mut state, caller, request_id).await?;
+    Ok(Json(
+        requests::status_of(&mut state.redis, &state.keys, event_id, request_id).await?,
+    ))
+}
+
+/// Leave the line, or release the held seats.
+#[utoipa::path(
+    delete, path = "/v1/requests/{request_id}", tag = "waiting room",
+    params(("request_id" = RequestId, Path)),
+    responses((status = 200, body = RequestStatus), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn leave(
+    State(mut state): State<WaitingRoomState>,
+    caller: Caller,
+    Path(request_id): Path<RequestId>,
+) -> Result<Json<RequestStatus>, Error> {
+    let event_id = visible_request(&mut state, caller, request_id).await?;
+    Ok(Json(
+        requests::leave(&mut state.redis, &state.keys, event_id, request_id).await?,
+    ))
+}
+
+/// The event's lottery: the seed's commitment before the draw; the seed and the
+/// drawn order after it, so anyone can recompute the order.
+#[utoipa::path(
+    get, path = "/v1/events/{event_id}/lottery", tag = "waiting room",
+    params(("event_id" = EventId, Path)),
+    responses((status = 200, body = Lottery), (status = 404, body = ErrorBody))
+)]
+async fn get_lottery(
+    State(state): State<WaitingRoomState>,
+    Path(event_id): Path<EventId>,
+) -> Result<Json<Lottery>, Error> {
+    let sale = sale::ensure_sale(&state.pool, event_id).await?;
+    let drawn: Option<Option<i32>> = sqlx::query_scalar(
+        "SELECT cohort_size FROM waiting_room.sales WHERE event_id = $1 AND drawn_at IS NOT NULL",
+    )
+    .bind(event_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    let order = match drawn {
+        Some(_) => Some(
+            sqlx::query_scalar::<_, RequestId>(
+                "SELECT request_id FROM waiting_room.draw_entries WHERE event_id = $1 ORDER BY queue_number",
+            )
+            .bind(event_id)
+            .fetch_all(&state.pool)
+            .await?,
+        ),
+        None => None,
+    };
+    Ok(Json(Lottery {
+        event_id,
+        state: sale.state(),
+        commitment: sale.commitment.clone(),
+        seed: order.as_ref().map(|_| lottery::to_hex(&sale.seed)),
+        algorithm: lottery::ALGORITHM.to_owned(),
+        order,
+    }))
+}
+
+/// Pull a sale lever: `open` (draws the pre-queue now), `pause`, `resume`, `close`.
+#[utoipa::path(
+    post, path = "/v1/ops/events/{event_id}/{action}", tag = "operations",
+    params(("event_id" = EventId, Path), ("action" = String, Path, description = "`open`, `pause`, `resume` or `close`")),
+    responses(
+        (status = 200, body = Sale),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`invalid_transition`"),
+    ),
+    security(("bearer" = []))
+)]
+async fn pull_lever(
+    State(mut state): State<WaitingRoomState>,
+    caller: Caller,
+    Path((event_id, action)): Path<(EventId, String)>,
+) -> Result<Json<Sale>, ErrorBody> {
+    caller.require(Role::Operator)?;
+    let lever = Lever::parse(&action).ok_or_else(|| {
+        ErrorBody::new(
+            ErrorCode::NotFound,
+            format!("no lever {action:?}: open, pause, resume or close"),
+        )
+    })?;
+    let new_state = sale::pull(
+        &state.pool,
+        &mut state.redis,
+        &state.keys,
+        event_id,
+        lever,
+        caller.user_id,
+    )
+    .await?;
+    Ok(Json(current_sale(&state, event_id, new_state).await?))
+}
+
+async fn current_sale(
+    state: &WaitingRoomState,
+    event_id: EventId,
+    sale_state: SaleState,
+) -> Result<Sale, Error> {
+    let per_second: i32 = sqlx::query_scalar(
+        "SELECT admission_per_second FROM waiting_room.sales WHERE event_id = $1",
+    )
+    .bind(event_id)
+    .fetch_one(&state.pool)
+    .await?;
+    Ok(Sale {
+        event_id,
+        state: sale_state,
+        admission_per_second: per_second as u32,
+    })
+}
+
+/// Set how many requests per second the booking workers admit from the line.
+#[utoipa::path(
+    put, path = "/v1/ops/events/{event_id}/admission", tag = "operations",
+    params(("event_id" = EventId, Path)),
+    request_body = SetAdmission,
+    responses((status = 200, body = Sale), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn set_admission(
+    State(mut state): State<WaitingRoomState>,
+    caller: Caller,
+    Path(event_id): Path<EventId>,
+    Json(body): Json<SetAdmission>,
+) -> Result<Json<Sale>, ErrorBody> {
+    caller.require(Role::Operator)?;
+    sale::set_admission(
+        &state.pool,
+        &mut state.redis,
+        &state.keys,
+        event_id,
+        body.per_second,
+        caller.user_id,
+    )
+    .await?;
+    let row = sale::ensure_sale(&state.pool, event_id).await?;
+    Ok(Json(current_sale(&state, event_id, row.state()).await?))
+}

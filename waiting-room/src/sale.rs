@@ -1,0 +1,369 @@
+//! Sales: the per-event state machine, its mirror in Redis, the draw at the on-sale
+//! instant, and the operators' levers with their audit log.
+//!
+//! Postgres (`waiting_room.sales`) keeps the seed, the state and the admission rate;
+//! Redis (`Keys::sale`) carries what the hot path reads: `state`, `max_per_fan`,
+//! `hold_ms`, `admission_per_second`, `served`. Events being drawn, open or paused
+//! are listed in `Keys::active_events` for the booking workers.
+
+use chrono::{DateTime, Utc};
+use proto::wire::queue::SaleState;
+use proto::{ErrorCode, EventId, Keys, RequestId, UserId};
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+
+use crate::error::Error;
+use crate::lottery;
+
+/// Requests numbered per `draw.lua` call: keeps each script short.
+const DRAW_CHUNK: usize = 1_000;
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct SaleRow {
+    pub event_id: EventId,
+    pub state: String,
+    pub seed: Vec<u8>,
+    pub commitment: String,
+    pub admission_per_second: i32,
+    pub onsale_at: DateTime<Utc>,
+    pub max_per_fan: i32,
+    pub hold_seconds: i32,
+}
+
+impl SaleRow {
+    pub fn state(&self) -> SaleState {
+        SaleState::parse(&self.state).unwrap_or(SaleState::Closed)
+    }
+}
+
+/// The event's sale, created (with a fresh secret seed) the first time it is asked for.
+pub async fn ensure_sale(pool: &PgPool, event_id: EventId) -> Result<SaleRow, Error> {
+    let seed = lottery::new_seed();
+    sqlx::query(
+        "INSERT INTO waiting_room.sales (event_id, seed, commitment, admission_per_second)
+         SELECT event_id, $2, $3, admission_per_second FROM inventory.events WHERE event_id = $1
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(event_id)
+    .bind(seed.as_slice())
+    .bind(lottery::commitment(&seed))
+    .execute(pool)
+    .await?;
+    sqlx::query_as(
+        "SELECT s.event_id, s.state, s.seed, s.commitment, s.admission_per_second,
+                e.onsale_at, e.max_per_fan, e.hold_seconds
+         FROM waiting_room.sales s JOIN inventory.events e USING (event_id)
+         WHERE s.event_id = $1",
+    )
+    .bind(event_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::EventNotFound(event_id))
+}
+
+/// Loads the sale into Redis where Redis has none; fields Redis has are kept (they
+/// are newer than Postgres's on the hot path).
+pub async fn load_into_redis(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    sale: &SaleRow,
+) -> Result<(), Error> {
+    let key = keys.sale(sale.event_id);
+    let mut pipe = redis::pipe();
+    pipe.hset_nx(&key, "state", sale.state().as_str())
+        .ignore()
+        .hset_nx(&key, "max_per_fan", sale.max_per_fan)
+        .ignore()
+        .hset_nx(&key, "hold_ms", i64::from(sale.hold_seconds) * 1000)
+        .ignore()
+        .hset_nx(&key, "admission_per_second", sale.admission_per_second)
+        .ignore()
+        .hset_nx(&key, "served", 0)
+        .ignore();
+    if matches!(
+        sale.state(),
+        SaleState::Drawing | SaleState::Open | SaleState::Paused
+    ) {
+        pipe.sadd(keys.active_events(), sale.event_id.to_string())
+            .ignore();
+    }
+    pipe.query_async::<()>(redis).await?;
+    Ok(())
+}
+
+async fn audit(
+    pool: &PgPool,
+    event_id: EventId,
+    actor: Option<UserId>,
+    action: &str,
+    detail: serde_json::Value,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO waiting_room.audit (event_id, actor, action, detail) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(event_id)
+    .bind(actor)
+    .bind(action)
+    .bind(detail)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+async fn record_state(pool: &PgPool, event_id: EventId, state: SaleState) -> Result<(), Error> {
+    sqlx::query("UPDATE waiting_room.sales SET state = $2, updated_at = now() WHERE event_id = $1")
+        .bind(event_id)
+        .bind(state.as_str())
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Runs the draw: freezes the pre-queue, orders it with the seed, numbers it, then
+/// numbers the latecomers and opens the sale. Safe to run again after a crash: the
+/// order is a function of the seed, and every step skips what is done.
+pub async fn draw(
+    pool: &PgPool,
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    event_id: EventId,
+    actor: Option<UserId>,
+) -> Result<usize, Error> {
+    let sale = ensure_sale(pool, event_id).await?;
+    load_into_redis(redis, keys, &sale).await?;
+    let reply: Vec<String> = proto::scripts::BEGIN_DRAW
+        .key(keys.sale(event_id))
+        .key(keys.prequeue(event_id))
+        .invoke_async(redis)
+        .await?;
+    let (state, members) = reply
+        .split_first()
+        .ok_or_else(|| Error::Unexpected("empty begin_draw reply".into()))?;
+    if state != "drawing" {
+        return Err(Error::refused(
+            ErrorCode::InvalidTransition,
+            format!("the sale is {state}, not scheduled"),
+        ));
+    }
+    let _: () = redis::cmd("SADD")
+        .arg(keys.active_events())
+        .arg(event_id.to_string())
+        .query_async(redis)
+        .await?;
+    record_state(pool, event_id, SaleState::Drawing).await?;
+
+    let cohort: Vec<RequestId> = members
+        .iter()
+        .map(|m| {
+            m.parse()
+                .map_err(|_| Error::Unexpected(format!("request id {m:?} in the pre-queue")))
+        })
+        .collect::<Result<_, _>>()?;
+    let order = lottery::draw_order(&sale.seed, &cohort);
+    let numbers: Vec<i32> = (1..=order.len() as i32).collect();
+    sqlx::query(
+        "INSERT INTO waiting_room.draw_entries (event_id, request_id, queue_number)
+         SELECT $1, * FROM UNNEST($2::uuid[], $3::int[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(event_id)
+    .bind(order.iter().map(RequestId::as_uuid).collect::<Vec<_>>())
+    .bind(&numbers)
+    .execute(pool)
+    .await?;
+
+    for (chunk_index, chunk) in order.chunks(DRAW_CHUNK).enumerate() {
+        let mut invocation = proto::scripts::DRAW.key(keys.sale(event_id));
+        invocation.key(keys.stream(event_id));
+        for id in chunk {
+            invocation.key(keys.request(event_id, *id));
+        }
+        invocation.arg(chunk_index * DRAW_CHUNK + 1);
+        for id in chunk {
+            invocation.arg(id.to_string());
+        }
+        let _: i64 = invocation.invoke_async(redis).await?;
+    }
+
+    loop {
+        let latecomers: Vec<String> = redis::cmd("LRANGE")
+            .arg(keys.latecomers(event_id))
+            .arg(0)
+            .arg(-1)
+            .query_async(redis)
+            .await?;
+        let mut invocation = proto::scripts::FINISH_DRAW.key(keys.sale(event_id));
+        invocation
+            .key(keys.stream(event_id))
+            .key(keys.latecomers(event_id))
+            .key(keys.next_number(event_id))
+            .key(keys.prequeue(event_id));
+        for id in &latecomers {
+            let id: RequestId = id
+                .parse()
+                .map_err(|_| Error::Unexpected(format!("latecomer {id:?}")))?;
+            invocation.key(keys.request(event_id, id));
+        }
+        invocation.arg(order.len());
+        for id in &latecomers {
+            invocation.arg(id);
+        }
+        let outcome: String = invocation.invoke_async(redis).await?;
+        if outcome == "open" {
+            break;
+        }
+    }
+    sqlx::query(
+        "UPDATE waiting_room.sales SET state = 'open', drawn_at = now(), cohort_size = $2, updated_at = now()
+         WHERE event_id = $1",
+    )
+    .bind(event_id)
+    .bind(order.len() as i32)
+    .execute(pool)
+    .await?;
+    audit(
+        pool,
+        event_id,
+        actor,
+        "open",
+        serde_json::json!({"cohort": order.len()}),
+    )
+    .await?;
+    metrics::counter!("onsale_draws_total").increment(1);
+    tracing::info!(%event_id, cohort = order.len(), "sale open: pre-queue drawn");
+    Ok(order.len())
+}
+
+/// An operator's lever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lever {
+    Open,
+    Pause,
+    Resume,
+    Close,
+}
+
+impl Lever {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "open" => Some(Lever::Open),
+            "pause" => Some(Lever::Pause),
+            "resume" => Some(Lever::Resume),
+            "close" => Some(Lever::Close),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Lever::Open => "open",
+            Lever::Pause => "pause",
+            Lever::Resume => "resume",
+            Lever::Close => "close",
+        }
+    }
+}
+
+/// Pulls a lever; returns the sale's new state.
+pub async fn pull(
+    pool: &PgPool,
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    event_id: EventId,
+    lever: Lever,
+    actor: UserId,
+) -> Result<SaleState, Error> {
+    let sale = ensure_sale(pool, event_id).await?;
+    load_into_redis(redis, keys, &sale).await?;
+    if lever == Lever::Open {
+        draw(pool, redis, keys, event_id, Some(actor)).await?;
+        return Ok(SaleState::Open);
+    }
+    let (to, from): (SaleState, &[SaleState]) = match lever {
+        Lever::Pause => (SaleState::Paused, &[SaleState::Open]),
+        Lever::Resume => (SaleState::Open, &[SaleState::Paused]),
+        Lever::Close | Lever::Open => (
+            SaleState::Closed,
+            &[
+                SaleState::Scheduled,
+                SaleState::Open,
+                SaleState::Paused,
+                SaleState::SoldOut,
+            ],
+        ),
+    };
+    let mut invocation = proto::scripts::SET_SALE_STATE.key(keys.sale(event_id));
+    invocation.arg(to.as_str());
+    for state in from {
+        invocation.arg(state.as_str());
+    }
+    let (changed, previous): (i64, String) = invocation.invoke_async(redis).await?;
+    if changed == 0 {
+        return Err(Error::refused(
+            ErrorCode::InvalidTransition,
+            format!("cannot {} a sale that is {previous}", lever.as_str()),
+        ));
+    }
+    record_state(pool, event_id, to).await?;
+    audit(
+        pool,
+        event_id,
+        Some(actor),
+        lever.as_str(),
+        serde_json::json!({"from": previous}),
+    )
+    .await?;
+    tracing::info!(%event_id, %actor, lever = lever.as_str(), from = previous, "sale lever pulled");
+    Ok(to)
+}
+
+/// Sets how many requests per second the workers admit.
+pub async fn set_admission(
+    pool: &PgPool,
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    event_id: EventId,
+    per_second: u32,
+    actor: UserId,
+) -> Result<(), Error> {
+    if !(1..=100_000).contains(&per_second) {
+        return Err(Error::refused(
+            ErrorCode::InvalidRequest,
+            "per_second must be 1 to 100000",
+        ));
+    }
+    let sale = ensure_sale(pool, event_id).await?;
+    load_into_redis(redis, keys, &sale).await?;
+    sqlx::query("UPDATE waiting_room.sales SET admission_per_second = $2, updated_at = now() WHERE event_id = $1")
+        .bind(event_id)
+        .bind(per_second as i32)
+        .execute(pool)
+        .await?;
+    let _: () = redis::cmd("HSET")
+        .arg(keys.sale(event_id))
+        .arg("admission_per_second")
+        .arg(per_second)
+        .query_async(redis)
+        .await?;
+    audit(
+        pool,
+        event_id,
+        Some(actor),
+        "admission",
+        serde_json::json!({"per_second": per_second}),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Events whose on-sale time has come and whose sale has not been drawn.
+pub async fn due_for_draw(pool: &PgPool) -> Result<Vec<EventId>, Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT e.event_id FROM inventory.events e
+         LEFT JOIN waiting_room.sales s USING (event_id)
+         WHERE e.onsale_at <= now() AND e.starts_at > now()
+           AND (s.state IS NULL OR s.state IN ('scheduled', 'drawing'))
+         ORDER BY e.onsale_at LIMIT 100",
+    )
+    .fetch_all(pool)
+    .await?)
+}
