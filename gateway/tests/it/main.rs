@@ -6,4 +6,5 @@ mod bad_input;
 mod helpers;
 mod inventory;
 mod limits;
+mod queue;
 mod system;

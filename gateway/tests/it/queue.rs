@@ -1,0 +1,275 @@
+//! The line through the API: joining with Idempotency-Key, reading, leaving, the
+//! lottery and the operators' levers.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::helpers::*;
+
+async fn join(
+    app: &TestApp,
+    event: &str,
+    token: &str,
+    key: Option<&str>,
+    body: &Value,
+) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.url(&format!("/v1/events/{event}/requests")))
+        .bearer_auth(token)
+        .json(body);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    request.send().await.expect("sent")
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_fan_joins_once_reads_its_place_and_leaves(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (admin, event) = app.seeded_event().await;
+    let lottery: Value = app
+        .get_json(&format!("/v1/events/{event}/lottery"), None)
+        .await;
+    assert_eq!(lottery["commitment"].as_str().map(str::len), Some(64));
+    assert_eq!(
+        lottery["seed"],
+        Value::Null,
+        "the seed stays secret until the draw"
+    );
+
+    let opened = app
+        .post(
+            &format!("/v1/ops/events/{event}/open"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(opened.status(), StatusCode::OK);
+    let lottery: Value = app
+        .get_json(&format!("/v1/events/{event}/lottery"), None)
+        .await;
+    assert_eq!(lottery["seed"].as_str().map(str::len), Some(64));
+
+    let fan = app.fan_token("fan@example.com").await;
+    let ask = json!({"quantity": 2, "section": "Floor"});
+    let first = join(&app, &event, &fan, Some("key-1"), &ask).await;
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let first: Value = first.json().await.expect("json");
+    assert_eq!(
+        (first["queue_number"].clone(), first["position"].clone()),
+        (json!(1), json!(1))
+    );
+
+    // A retry with the same key is the same request; another body with it is refused.
+    let retry: Value = join(&app, &event, &fan, Some("key-1"), &ask)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(retry["request_id"], first["request_id"]);
+    let reused = join(&app, &event, &fan, Some("key-1"), &json!({"quantity": 1})).await;
+    assert_error(reused, StatusCode::CONFLICT, "idempotency_key_reused").await;
+    let again = join(&app, &event, &fan, None, &ask).await;
+    assert_error(again, StatusCode::CONFLICT, "already_in_line").await;
+
+    let path = format!("/v1/requests/{}", first["request_id"].as_str().expect("id"));
+    let status: Value = app.get_json(&path, Some(&fan)).await;
+    assert_eq!(
+        (status["state"].clone(), status["position"].clone()),
+        (json!("queued"), json!(1))
+    );
+    let stranger = app.fan_token("stranger@example.com").await;
+    assert_error(
+        app.get(&path, Some(&stranger)).await,
+        StatusCode::NOT_FOUND,
+        "request_not_found",
+    )
+    .await;
+
+    let left = app
+        .client
+        .delete(app.url(&path))
+        .bearer_auth(&fan)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        left.json::<Value>().await.expect("json")["state"],
+        "cancelled"
+    );
+    assert_eq!(
+        join(&app, &event, &fan, None, &ask).await.status(),
+        StatusCode::ACCEPTED,
+        "a fan who left may join again"
+    );
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn bad_requests_are_refused_and_change_nothing(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (admin, event) = app.seeded_event().await;
+    app.post(
+        &format!("/v1/ops/events/{event}/open"),
+        Some(&admin),
+        &json!({}),
+    )
+    .await;
+    let fan = app.fan_token("fan@example.com").await;
+    let cases = [
+        (
+            json!({"quantity": 0}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            json!({"quantity": 5}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "over_limit",
+        ),
+        (
+            json!({"seats": ["Floor-Z-1"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_seat",
+        ),
+        (
+            json!({"seats": ["not a seat"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_seat",
+        ),
+        (
+            json!({"quantity": 1, "section": "Roof"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_section",
+        ),
+        (
+            json!({"quantity": 1, "price_tier": "gold"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_price_tier",
+        ),
+        (
+            json!({"quantity": 1, "seats": ["Floor-A-1"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            json!({"quantity": 1, "colour": "red"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+    ];
+    for (body, status, code) in cases {
+        assert_error(join(&app, &event, &fan, None, &body).await, status, code).await;
+    }
+    let bad_key = join(
+        &app,
+        &event,
+        &fan,
+        Some("has space"),
+        &json!({"quantity": 1}),
+    )
+    .await;
+    assert_error(bad_key, StatusCode::BAD_REQUEST, "invalid_idempotency_key").await;
+    let unknown = uuid::Uuid::new_v4();
+    assert_error(
+        join(
+            &app,
+            &unknown.to_string(),
+            &fan,
+            None,
+            &json!({"quantity": 1}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "event_not_found",
+    )
+    .await;
+    assert_error(
+        app.post(
+            &format!("/v1/events/{event}/requests"),
+            None,
+            &json!({"quantity": 1}),
+        )
+        .await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    )
+    .await;
+    // Nothing was put in line: the next fan is number 1.
+    let ok: Value = join(&app, &event, &fan, None, &json!({"quantity": 1}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ok["queue_number"], 1);
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn only_operators_pull_levers_and_only_in_order(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (admin, event) = app.seeded_event().await;
+    let fan = app.fan_token("fan@example.com").await;
+    let lever = |action: &str| format!("/v1/ops/events/{event}/{action}");
+    assert_error(
+        app.post(&lever("pause"), Some(&fan), &json!({})).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    assert_error(
+        app.post(&lever("pause"), Some(&admin), &json!({})).await,
+        StatusCode::CONFLICT,
+        "invalid_transition",
+    )
+    .await;
+    assert_error(
+        app.post(&lever("explode"), Some(&admin), &json!({})).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+
+    for (action, state) in [
+        ("open", "open"),
+        ("pause", "paused"),
+        ("resume", "open"),
+        ("close", "closed"),
+    ] {
+        let sale: Value = app
+            .post(&lever(action), Some(&admin), &json!({}))
+            .await
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(sale["state"], state, "after {action}");
+    }
+    assert_error(
+        join(&app, &event, &fan, None, &json!({"quantity": 1})).await,
+        StatusCode::CONFLICT,
+        "sale_closed",
+    )
+    .await;
+
+    let admission = app
+        .client
+        .put(app.url(&format!("/v1/ops/events/{event}/admission")))
+        .bearer_auth(&admin)
+        .json(&json!({"per_second": 250}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        admission.json::<Value>().await.expect("json")["admission_per_second"],
+        250
+    );
+    let audit: Vec<(String,)> = sqlx::query_as(
+        "SELECT action FROM waiting_room.audit WHERE event_id = $1::uuid ORDER BY audit_id",
+    )
+    .bind(&event)
+    .fetch_all(&app.pool)
+    .await
+    .expect("audit");
+    let actions: Vec<&str> = audit.iter().map(|(a,)| a.as_str()).collect();
+    assert_eq!(actions, ["open", "pause", "resume", "close", "admission"]);
+}
