@@ -85,7 +85,7 @@ start_redis() {
     mkdir -p "$dir/redis"
     local port
     port=$(free_port)
-    redis-server --bind 127.0.0.1 --port "$port" --dir "$dir/redis" --save '' --appendonly yes \
+    redis-server --bind 127.0.0.1 --port "$port" --dir "$dir/redis" --save '' --appendonly yes --appendfsync always \
         --daemonize no --logfile "$dir/redis/redis.log" >/dev/null 2>&1 &
     STACK_PIDS+=("$!")
     STACK_LOGS="$dir/redis/redis.log"

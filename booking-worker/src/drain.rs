@@ -110,6 +110,11 @@ pub struct Drainer {
     /// Entries still to decide one at a time after a batch failed, so one poisoned
     /// entry cannot hold the others back.
     pub isolate: usize,
+    /// The last entry this drainer decided; its own pending entries after it are
+    /// read before new ones ("0" at start: everything pending is read again).
+    pub cursor: String,
+    /// The previous batch's ledger write, running while the next batch's script does.
+    pub inflight: Option<tokio::task::JoinHandle<Result<(), DrainError>>>,
 }
 
 /// What one step did.
@@ -186,7 +191,7 @@ impl Drainer {
         }
         if claimed > 0 {
             metrics::counter!("onsale_worker_entries_reclaimed_total").increment(claimed as u64);
-            tracing::warn!(event_id = %self.event_id, claimed, "reclaimed entries of a previous worker");
+            tracing::warn!(event_id = %self.event_id, claimed, "took over pending entries");
         }
         Ok(claimed)
     }
@@ -318,84 +323,41 @@ impl Drainer {
         Ok(())
     }
 
-    /// Publishes what changed for the realtime service: the line moved, requests
-    /// were decided, seats changed state.
-    async fn publish(&mut self, decisions: &[Decision]) -> Result<(), DrainError> {
-        let channel = self.keys.live(self.event_id);
-        let served = decisions.iter().map(|d| d.queue_number).max().unwrap_or(0);
-        let mut pipe = redis::pipe();
-        pipe.publish(
-            &channel,
-            serde_json::json!({"type": "position", "served": served}).to_string(),
-        )
-        .ignore();
-        let mut changes = Vec::new();
-        for d in decisions {
-            let message = serde_json::json!({
-                "type": "held", "request_id": d.request_id, "state": d.state, "seats": d.seats,
-                "hold_expires_at": d.expires_at, "reason": d.reason,
-            });
-            pipe.publish(&channel, message.to_string()).ignore();
-            if d.state == "held" {
-                changes.extend(
-                    d.seats
-                        .iter()
-                        .map(|s| serde_json::json!({"seat_id": s, "state": "held"})),
-                );
-            }
-        }
-        if !changes.is_empty() {
-            pipe.publish(
-                &channel,
-                serde_json::json!({"type": "seats", "changes": changes}).to_string(),
-            )
-            .ignore();
-        }
-        pipe.query_async::<()>(&mut self.redis).await?;
-        Ok(())
-    }
-
-    /// Undoes in Redis the holds Postgres refused.
-    async fn release_conflicts(&mut self, conflicts: &[RequestId]) -> Result<(), DrainError> {
-        for request in conflicts {
-            self.release(*request, "rejected", false).await?;
-            let _: () = self
-                .redis
-                .hset(
-                    self.keys.request(self.event_id, *request),
-                    "reason",
-                    "conflict",
-                )
-                .await?;
-            metrics::counter!("onsale_ledger_conflicts_total").increment(1);
-            tracing::error!(event_id = %self.event_id, %request,
-                "the ledger refused a hold redis granted: redis diverged, run `inventory rebuild`");
-        }
-        Ok(())
-    }
-
     async fn release(
         &mut self,
         request: RequestId,
         state: &str,
         only_if_expired: bool,
     ) -> Result<bool, DrainError> {
-        let event = self.event_id;
-        let reply: Vec<Value> = proto::scripts::RELEASE
-            .key(self.keys.seat_states(event))
-            .key(self.keys.seat_counts(event))
-            .key(self.keys.holds(event))
-            .key(self.keys.fan_seats(event))
-            .key(self.keys.row_free(event))
-            .key(self.keys.fans(event))
-            .key(self.keys.request(event, request))
-            .arg(request.to_string())
-            .arg(state)
-            .arg(Self::now_ms())
-            .arg(if only_if_expired { "1" } else { "0" })
-            .invoke_async(&mut self.redis)
-            .await?;
-        Ok(matches!(reply.first(), Some(Value::Int(1))))
+        release(
+            &mut self.redis,
+            &self.keys,
+            self.event_id,
+            request,
+            state,
+            only_if_expired,
+        )
+        .await
+    }
+
+    fn sink(&self) -> Sink {
+        Sink {
+            pool: self.pool.clone(),
+            redis: self.redis.clone(),
+            keys: self.keys.clone(),
+            event_id: self.event_id,
+        }
+    }
+
+    /// Waits for the previous batch's ledger write; its failure stops this drainer
+    /// (the batch's entries stay pending and are decided again, to the same effect).
+    pub async fn settle(&mut self) -> Result<(), DrainError> {
+        match self.inflight.take() {
+            Some(task) => task
+                .await
+                .map_err(|e| DrainError::Unexpected(format!("ledger task: {e}")))?,
+            None => Ok(()),
+        }
     }
 
     /// Reads, decides, records and acknowledges up to `count` entries; with `fresh`
@@ -403,8 +365,11 @@ impl Drainer {
     /// admitted, and admits nothing new).
     pub async fn step(&mut self, count: usize, fresh: bool) -> Result<Step, DrainError> {
         let count = if self.isolate > 0 { 1 } else { count };
+        let started = Instant::now();
         let raw = self.read(count, fresh).await?;
+        let read_time = started.elapsed();
         if raw.is_empty() {
+            self.settle().await?;
             return Ok(Step::default());
         }
         let mut entries = Vec::with_capacity(raw.len());
@@ -422,6 +387,7 @@ impl Drainer {
         if !broken.is_empty() {
             self.bury(&broken).await?;
         }
+        let script_started = Instant::now();
         let decisions = match self.hold_batch(&entries).await {
             Ok(Some(decisions)) => decisions,
             Ok(None) => return Ok(Step::default()),
@@ -440,22 +406,9 @@ impl Drainer {
         self.isolate = self.isolate.saturating_sub(entries.len());
         let (missing, decisions): (Vec<Decision>, Vec<Decision>) =
             decisions.into_iter().partition(|d| d.state == "missing");
-        let conflicts = ledger::record(&self.pool, self.event_id, &decisions).await?;
-        self.release_conflicts(&conflicts).await?;
-
-        let decided: HashMap<RequestId, ()> =
-            decisions.iter().map(|d| (d.request_id, ())).collect();
-        let done: Vec<&str> = entries
-            .iter()
-            .filter(|e| decided.contains_key(&e.request_id))
-            .map(|e| e.stream_id.as_str())
-            .collect();
-        if !done.is_empty() {
-            let _: i64 = self
-                .redis
-                .xack(self.keys.stream(self.event_id), WORKER_GROUP, &done)
-                .await?;
-        }
+        let script_time = script_started.elapsed();
+        // Decisions are a prefix of the batch (the script stops at the first request
+        // that must wait), so the next read starts after the last one decided.
         let lost: Vec<(String, String, String)> = entries
             .iter()
             .filter(|e| missing.iter().any(|m| m.request_id == e.request_id))
@@ -467,19 +420,45 @@ impl Drainer {
                 )
             })
             .collect();
-        if !lost.is_empty() {
-            self.bury(&lost).await?;
+        let decided: HashMap<RequestId, ()> =
+            decisions.iter().map(|d| (d.request_id, ())).collect();
+        let done: Vec<String> = entries
+            .iter()
+            .filter(|e| decided.contains_key(&e.request_id))
+            .map(|e| e.stream_id.clone())
+            .collect();
+        if let Some(last) = entries
+            .iter()
+            .filter(|e| {
+                decided.contains_key(&e.request_id)
+                    || missing.iter().any(|m| m.request_id == e.request_id)
+            })
+            .map(|e| e.stream_id.clone())
+            .next_back()
+        {
+            self.cursor = last;
         }
-        self.publish(&decisions).await?;
+        self.settle().await?;
         let held = decisions.iter().filter(|d| d.state == "held").count();
         metrics::counter!("onsale_holds_total").increment(held as u64);
         metrics::counter!("onsale_requests_decided_total").increment(decisions.len() as u64);
+        metrics::histogram!("onsale_worker_batch_seconds", "phase" => "script")
+            .record(script_time.as_secs_f64());
+        tracing::debug!(event_id = %self.event_id, entries = entries.len(), ?read_time, ?script_time,
+            total = ?started.elapsed(), "batch decided");
+        let count = decisions.len() + lost.len();
+        let waiting = count < entries.len();
+        if count > 0 {
+            let sink = self.sink();
+            self.inflight = Some(tokio::spawn(async move {
+                sink.finish(decisions, done, lost).await
+            }));
+        }
         Ok(Step {
-            decided: decisions.len() + lost.len(),
-            waiting: decisions.len() + lost.len() < entries.len(),
+            decided: count,
+            waiting,
         })
     }
-
     /// After a failed batch, entries delivered too often go to the dead letters so
     /// one poisoned entry cannot stop the line.
     async fn bury_failing(&mut self, entries: &[Entry], why: &str) -> Result<(), DrainError> {
@@ -635,11 +614,13 @@ impl Drainer {
             if last_renew.elapsed() >= renew_every {
                 if !self.lease().await? {
                     tracing::warn!(event_id = %self.event_id, "lease lost; another worker drains this event");
-                    return Ok(());
+                    return self.settle().await;
                 }
                 last_renew = Instant::now();
             }
             if last_sweep.elapsed() >= Duration::from_millis(self.settings.sweep_interval_ms) {
+                // A hold must reach the ledger before its expiry or release does.
+                self.settle().await?;
                 self.sweep().await?;
                 self.apply_changes().await?;
                 last_sweep = Instant::now();
@@ -684,12 +665,140 @@ impl Drainer {
                 self.check_sold_out().await?;
             }
             if step.waiting {
+                self.settle().await?;
                 // The head of the line waits for held seats to expire or be released.
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(100)) => {}
                     () = stop.cancelled() => {}
                 }
             }
+        }
+        self.settle().await
+    }
+}
+
+/// Ends a hold with `release.lua`; true when it ended.
+async fn release(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    event: EventId,
+    request: RequestId,
+    state: &str,
+    only_if_expired: bool,
+) -> Result<bool, DrainError> {
+    let reply: Vec<Value> = proto::scripts::RELEASE
+        .key(keys.seat_states(event))
+        .key(keys.seat_counts(event))
+        .key(keys.holds(event))
+        .key(keys.fan_seats(event))
+        .key(keys.row_free(event))
+        .key(keys.fans(event))
+        .key(keys.request(event, request))
+        .arg(request.to_string())
+        .arg(state)
+        .arg(Utc::now().timestamp_millis())
+        .arg(if only_if_expired { "1" } else { "0" })
+        .invoke_async(redis)
+        .await?;
+    Ok(matches!(reply.first(), Some(Value::Int(1))))
+}
+
+/// The second half of a batch: the ledger write, undoing what the ledger refused,
+/// the acknowledgements, the dead letters and the update for the realtime service.
+/// Runs while the drainer's next batch is in the script.
+struct Sink {
+    pool: PgPool,
+    redis: ConnectionManager,
+    keys: Keys,
+    event_id: EventId,
+}
+
+impl Sink {
+    async fn finish(
+        mut self,
+        decisions: Vec<Decision>,
+        done: Vec<String>,
+        lost: Vec<(String, String, String)>,
+    ) -> Result<(), DrainError> {
+        let started = Instant::now();
+        let conflicts = ledger::record(&self.pool, self.event_id, &decisions).await?;
+        metrics::histogram!("onsale_worker_batch_seconds", "phase" => "ledger")
+            .record(started.elapsed().as_secs_f64());
+        self.release_conflicts(&conflicts).await?;
+        let stream = self.keys.stream(self.event_id);
+        let mut pipe = redis::pipe();
+        if !done.is_empty() {
+            pipe.xack(&stream, WORKER_GROUP, &done).ignore();
+        }
+        let dead = self.keys.dead_letters(self.event_id);
+        for (stream_id, request, reason) in &lost {
+            pipe.xadd(
+                &dead,
+                "*",
+                &[
+                    ("entry", stream_id.as_str()),
+                    ("r", request.as_str()),
+                    ("reason", reason.as_str()),
+                ],
+            )
+            .ignore();
+            pipe.xack(&stream, WORKER_GROUP, &[stream_id]).ignore();
+            tracing::error!(event_id = %self.event_id, stream_id, request, reason, "entry sent to the dead letters");
+        }
+        pipe.query_async::<()>(&mut self.redis).await?;
+        if !lost.is_empty() {
+            metrics::counter!("onsale_worker_dead_letters_total").increment(lost.len() as u64);
+        }
+        self.publish(&decisions).await
+    }
+
+    /// Publishes what changed for the realtime service, one message per batch: the
+    /// line moved, these requests were decided, these seats are now held.
+    async fn publish(&mut self, decisions: &[Decision]) -> Result<(), DrainError> {
+        let channel = self.keys.live(self.event_id);
+        let served = decisions.iter().map(|d| d.queue_number).max().unwrap_or(0);
+        let decided: Vec<serde_json::Value> = decisions
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "request_id": d.request_id, "state": d.state, "seats": d.seats,
+                    "hold_expires_at": d.expires_at, "reason": d.reason,
+                })
+            })
+            .collect();
+        let held: Vec<&String> = decisions
+            .iter()
+            .filter(|d| d.state == "held")
+            .flat_map(|d| &d.seats)
+            .collect();
+        let message = serde_json::json!({"type": "batch", "served": served, "decided": decided, "held_seats": held});
+        let _: i64 = self.redis.publish(&channel, message.to_string()).await?;
+        Ok(())
+    }
+
+    /// Undoes in Redis the holds Postgres refused.
+    async fn release_conflicts(&mut self, conflicts: &[RequestId]) -> Result<(), DrainError> {
+        for request in conflicts {
+            release(
+                &mut self.redis,
+                &self.keys,
+                self.event_id,
+                *request,
+                "rejected",
+                false,
+            )
+            .await?;
+            let _: () = self
+                .redis
+                .hset(
+                    self.keys.request(self.event_id, *request),
+                    "reason",
+                    "conflict",
+                )
+                .await?;
+            metrics::counter!("onsale_ledger_conflicts_total").increment(1);
+            tracing::error!(event_id = %self.event_id, %request,
+                "the ledger refused a hold redis granted: redis diverged, run `inventory rebuild`");
         }
         Ok(())
     }

@@ -110,6 +110,8 @@ impl Worker {
             consumer: self.name.clone(),
             token: token.to_owned(),
             isolate: 0,
+            cursor: "0".to_owned(),
+            inflight: None,
         })
     }
 

@@ -9,7 +9,8 @@
 //! - `seat_states_staging(event, generation)`: hash written by one rebuild, then
 //!   renamed over `seat_states` by the `commit_seat_map` script
 //! - `seat_counts(event)`: hash `available`, `held`, `sold`, `generation`
-//! - `row_free(event)`: hash `<section>-<row>` → free seats in the row
+//! - `row_free(event)`: hash `<section>-<row>` → free seats in the row, and
+//!   `sec:<section>` → free seats in the section
 //! - `layout(event)`: hash `section:<name>` → `row:seats,...` front to back,
 //!   `_sections` → section names in order, `tier:<tier>` → its sections
 //!
@@ -211,10 +212,15 @@ pub async fn rebuild(
         }
     }
 
-    let mut free_per_row: BTreeMap<&str, u32> = BTreeMap::new();
+    // Free seats per row ("Floor-A") and per section ("sec:Floor"), for the hold
+    // script to skip full rows and sections without reading their seats.
+    let mut free_per_row: BTreeMap<String, u32> = BTreeMap::new();
     for (seat, state) in &seats {
         if *state == SeatState::Available {
-            *free_per_row.entry(row_key(seat)).or_default() += 1;
+            let row = row_key(seat);
+            *free_per_row.entry(row.to_owned()).or_default() += 1;
+            let section = row.split('-').next().unwrap_or_default();
+            *free_per_row.entry(format!("sec:{section}")).or_default() += 1;
         }
     }
     let layout = layout_fields(&layout_rows(pool, event_id).await?);
@@ -231,7 +237,7 @@ pub async fn rebuild(
             .collect();
         pipe.hset_multiple(&staging, &fields).ignore();
     }
-    let rows: Vec<(&str, u32)> = free_per_row.into_iter().collect();
+    let rows: Vec<(String, u32)> = free_per_row.into_iter().collect();
     for chunk in rows.chunks(STAGING_CHUNK) {
         pipe.hset_multiple(&staging_rows, chunk).ignore();
     }

@@ -2,7 +2,8 @@
 -- all-or-nothing for each.
 --
 -- KEYS[1] seat hash     KEYS[2] counts hash   KEYS[3] sale hash     KEYS[4] holds zset
--- KEYS[5] fanseats hash KEYS[6] layout hash   KEYS[7] rowfree hash  KEYS[8] fans hash
+-- KEYS[5] fanseats hash KEYS[6] layout hash   KEYS[8] fans hash
+-- KEYS[7] rowfree hash: "<section>-<row>" and "sec:<section>" -> free seats
 -- KEYS[9] lease         KEYS[10..] the request hashes, in queue order
 -- ARGV[1] now (ms)      ARGV[2] this worker's lease token
 -- ARGV[3] sold-out horizon (ms): while held seats expire within it, fans wait for them
@@ -42,6 +43,26 @@ local function row_of(seat)
   return string.match(seat, '^(.*)%-%d+$')
 end
 
+-- The section's counter field of a seat id.
+local function section_of(seat)
+  return 'sec:' .. string.match(seat, '^([^-]*)')
+end
+
+-- A section's rows front to back as {key = "section-row", size = seats}, parsed once
+-- per call: the layout does not change while a script runs.
+local parsed_sections = {}
+local function section_rows(sec)
+  local rows = parsed_sections[sec]
+  if not rows then
+    rows = {}
+    for _, row in ipairs(split(redis.call('HGET', layout, 'section:' .. sec), ',')) do
+      rows[#rows + 1] = {key = sec .. '-' .. string.match(row, '^(.*):'), size = tonumber(string.match(row, ':(%d+)$'))}
+    end
+    parsed_sections[sec] = rows
+  end
+  return rows
+end
+
 -- The first run of n free, adjacent seats, searching sections in order and rows
 -- front to back; nil if there is none.
 local function best_available(n, section, tier)
@@ -53,19 +74,25 @@ local function best_available(n, section, tier)
   else
     sections = split(redis.call('HGET', layout, '_sections'), ',')
   end
-  for _, sec in ipairs(sections) do
-    local rows = split(redis.call('HGET', layout, 'section:' .. sec), ',')
+  -- Sections without n free seats are skipped with one lookup for all of them.
+  local section_free = {}
+  if #sections > 0 then
+    local fields = {}
+    for i, sec in ipairs(sections) do fields[i] = 'sec:' .. sec end
+    section_free = redis.call('HMGET', rowfree, unpack(fields))
+  end
+  for s, sec in ipairs(sections) do
+    local rows = {}
+    if tonumber(section_free[s] or '0') >= n then rows = section_rows(sec) end
     if #rows > 0 then
       local row_keys = {}
-      for i, row in ipairs(rows) do
-        row_keys[i] = sec .. '-' .. string.match(row, '^(.*):')
-      end
+      for i, row in ipairs(rows) do row_keys[i] = row.key end
       local free = redis.call('HMGET', rowfree, unpack(row_keys))
       for i, row in ipairs(rows) do
         if tonumber(free[i] or '0') >= n then
-          local size = tonumber(string.match(row, ':(%d+)$'))
+          local size = row.size
           local ids = {}
-          for number = 1, size do ids[number] = row_keys[i] .. '-' .. number end
+          for number = 1, size do ids[number] = row.key .. '-' .. number end
           local states = redis.call('HMGET', seats_key, unpack(ids))
           local run = 0
           for number = 1, size do
@@ -135,6 +162,7 @@ for i = 4, #ARGV do
       for _, seat in ipairs(chosen) do
         redis.call('HSET', seats_key, seat, value)
         redis.call('HINCRBY', rowfree, row_of(seat), -1)
+        redis.call('HINCRBY', rowfree, section_of(seat), -1)
       end
       redis.call('HINCRBY', counts, 'available', -#chosen)
       redis.call('HINCRBY', counts, 'held', #chosen)

@@ -24,6 +24,7 @@ for seat in string.gmatch(r[3], '%S+') do
   if value and string.sub(value, 1, #prefix) == prefix then
     redis.call('HSET', KEYS[1], seat, 'a')
     redis.call('HINCRBY', KEYS[5], string.match(seat, '^(.*)%-%d+$'), 1)
+    redis.call('HINCRBY', KEYS[5], 'sec:' .. string.match(seat, '^([^-]*)'), 1)
     freed = freed + 1
   end
 end

@@ -11,7 +11,7 @@
 //! | `<p>:{ev:<id>}:seats:staging:<generation>` | hash | the seat map being rebuilt, renamed over `seats` on commit |
 //! | `<p>:{ev:<id>}:counts` | hash | `available`, `held`, `sold`, and the `generation` of the loaded map |
 //! | `<p>:{ev:<id>}:layout` | hash | section → `row:seats,...` in preference order; `_sections`; `tier:<t>` → sections |
-//! | `<p>:{ev:<id>}:rowfree` | hash | `<section>-<row>` → free seats in that row |
+//! | `<p>:{ev:<id>}:rowfree` | hash | `<section>-<row>` → free seats in that row; `sec:<section>` → free seats in the section |
 //! | `<p>:{ev:<id>}:sale` | hash | `state`, `max_per_fan`, `hold_ms`, `admission_per_second`, `served`, `prequeue_size` |
 //! | `<p>:{ev:<id>}:fans` | hash | fan id → the fan's live request id |
 //! | `<p>:{ev:<id>}:fanseats` | hash | fan id → seats the fan holds or bought |
@@ -107,6 +107,12 @@ impl Keys {
     }
 
     pub fn request(&self, event: EventId, request: RequestId) -> String {
+        self.request_named(event, &request.to_string())
+    }
+
+    /// A request hash by the id's text; benchmarks name requests with the numbers
+    /// redis-benchmark substitutes.
+    pub fn request_named(&self, event: EventId, request: &str) -> String {
         self.event_key(event, &format!("req:{request}"))
     }
 

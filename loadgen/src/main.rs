@@ -1,0 +1,42 @@
+//! `loadgen`: benchmarks of the hot path against the real stack (`DATABASE_URL`,
+//! `REDIS_URL`), each reporting a ratio against a baseline measured in the same run.
+//!
+//! ```text
+//! loadgen drain  --requests 100000 --seats 10000   drain a line, audit against Postgres
+//! loadgen holds  --requests 100000                 farm holds/s vs redis-benchmark on the same script
+//! loadgen joins  --seconds 10 --concurrency 64     queue joins/s through the gateway binary
+//! ```
+
+mod drain;
+mod joins;
+mod setup;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "onsale load generator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fill an event's line, open the sale, time the farm draining it, audit the ledger.
+    Drain(drain::DrainArgs),
+    /// Holds per second for one hot event: the farm vs redis-benchmark running
+    /// hold_batch.lua pipelined, in the same run.
+    Holds(drain::HoldsArgs),
+    /// Queue joins per second through the gateway, with latency percentiles.
+    Joins(joins::JoinArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    proto::runtime::init_tracing("loadgen");
+    match Cli::parse().command {
+        Command::Drain(args) => drain::drain(args).await,
+        Command::Holds(args) => drain::holds(args).await,
+        Command::Joins(args) => joins::joins(args).await,
+    }
+}

@@ -1,0 +1,207 @@
+//! Venues, events and lines for the benchmarks, made through the services' own
+//! library functions.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use indicatif::{ProgressBar, ProgressStyle};
+use inventory::seatmap::{self, LoadMode};
+use inventory::{events, venues};
+use proto::settings::{DatabaseSettings, RedisSettings};
+use proto::wire::inventory::{CreateEvent, CreateVenue, RowSpec, SectionSpec};
+use proto::{EventId, Keys, UserId};
+use redis::aio::ConnectionManager;
+use secrecy::SecretString;
+use sqlx::PgPool;
+use waiting_room::requests::Ask;
+
+pub struct Stack {
+    pub pool: PgPool,
+    pub client: redis::Client,
+    pub redis: ConnectionManager,
+    pub redis_url: String,
+    pub database_url: String,
+    pub keys: Keys,
+}
+
+pub async fn connect() -> anyhow::Result<Stack> {
+    let database_url =
+        std::env::var("DATABASE_URL").context("DATABASE_URL must name the Postgres to use")?;
+    let redis_url = std::env::var("REDIS_URL").context("REDIS_URL must name the Redis to use")?;
+    let pool = proto::runtime::connect_postgres(&DatabaseSettings {
+        url: SecretString::from(database_url.clone()),
+        max_connections: 16,
+    })
+    .await?;
+    let settings = RedisSettings {
+        url: SecretString::from(redis_url.clone()),
+        key_prefix: String::new(),
+    };
+    let redis = proto::runtime::connect_redis(&settings).await?;
+    let client = redis::Client::open(redis_url.as_str())?;
+    let keys = Keys::new(format!("bench:{}", uuid::Uuid::new_v4().simple()));
+    Ok(Stack {
+        pool,
+        client,
+        redis,
+        redis_url,
+        database_url,
+        keys,
+    })
+}
+
+pub fn bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({per_sec}, {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// A venue of `sections` × `rows` × `per_row` seats, one standard tier.
+pub async fn venue(
+    pool: &PgPool,
+    sections: u32,
+    rows: u32,
+    per_row: u32,
+) -> anyhow::Result<proto::VenueId> {
+    let venue = venues::validate(CreateVenue {
+        name: "Benchmark Arena".into(),
+        sections: (1..=sections)
+            .map(|s| SectionSpec {
+                name: format!("S{s}"),
+                price_tier: "standard".into(),
+                rows: (1..=rows)
+                    .map(|r| RowSpec {
+                        label: format!("R{r}"),
+                        seats: per_row,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    venues::create(pool, &venue)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// An event on `venue`, its seat map loaded, its sale scheduled.
+pub async fn event(
+    stack: &mut Stack,
+    venue_id: proto::VenueId,
+    max_per_fan: u32,
+) -> anyhow::Result<EventId> {
+    let event_id = events::create(
+        &stack.pool,
+        &CreateEvent {
+            venue_id,
+            name: "Benchmark Night".into(),
+            starts_at: Utc::now() + chrono::Duration::days(30),
+            onsale_at: Utc::now() + chrono::Duration::days(1),
+            max_per_fan,
+            hold_seconds: 600,
+            prices: BTreeMap::from([("standard".into(), 5000)]),
+            admission_per_second: 100_000,
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    seatmap::rebuild(
+        &stack.pool,
+        &mut stack.redis,
+        &stack.keys,
+        event_id,
+        LoadMode::Force,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sale = waiting_room::sale::ensure_sale(&stack.pool, event_id)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    waiting_room::sale::load_into_redis(&mut stack.redis, &stack.keys, &sale)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(event_id)
+}
+
+/// Joins `asks` to the event's pre-queue from distinct fans, `concurrency` at a time.
+pub async fn fill_line(
+    stack: &Stack,
+    event_id: EventId,
+    asks: Vec<Ask>,
+    concurrency: usize,
+) -> anyhow::Result<usize> {
+    let bar = bar(asks.len() as u64, "joining");
+    let (tx, rx) = tokio::sync::mpsc::channel::<Ask>(concurrency * 4);
+    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (pool, mut redis, keys, rx, bar) = (
+            stack.pool.clone(),
+            stack.redis.clone(),
+            stack.keys.clone(),
+            rx.clone(),
+            bar.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut joined = 0usize;
+            loop {
+                let Some(ask) = rx.lock().await.recv().await else {
+                    break;
+                };
+                waiting_room::requests::join(
+                    &pool,
+                    &mut redis,
+                    &keys,
+                    event_id,
+                    UserId::new(),
+                    &ask,
+                    None,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("join: {e}"))?;
+                joined += 1;
+                bar.inc(1);
+            }
+            anyhow::Ok(joined)
+        }));
+    }
+    for ask in asks {
+        tx.send(ask).await.context("feeding joins")?;
+    }
+    drop(tx);
+    let mut total = 0;
+    for task in tasks {
+        total += task.await??;
+    }
+    bar.finish();
+    Ok(total)
+}
+
+/// Admits as fast as the farm can go: the benchmark measures the farm, not the rate.
+pub async fn unlimited_admission(stack: &mut Stack, event_id: EventId) -> anyhow::Result<()> {
+    let _: () = redis::cmd("HSET")
+        .arg(stack.keys.sale(event_id))
+        .arg("admission_per_second")
+        .arg(100_000_000)
+        .query_async(&mut stack.redis)
+        .await?;
+    Ok(())
+}
+
+/// Requests the ledger has decided.
+pub async fn decided(pool: &PgPool, event_id: EventId) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM booking.requests WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_one(pool)
+            .await?,
+    )
+}
