@@ -27,6 +27,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ledger::{self, Decision};
 
+/// Batches whose ledger writes may run at once.
+pub const LEDGER_WRITES_IN_FLIGHT: usize = 1;
+
 /// How a worker drains.
 #[derive(Clone, Debug, serde::Deserialize)]
 pub struct DrainSettings {
@@ -113,8 +116,9 @@ pub struct Drainer {
     /// The last entry this drainer decided; its own pending entries after it are
     /// read before new ones ("0" at start: everything pending is read again).
     pub cursor: String,
-    /// The previous batch's ledger write, running while the next batch's script does.
-    pub inflight: Option<tokio::task::JoinHandle<Result<(), DrainError>>>,
+    /// Ledger writes of earlier batches, running while later batches' scripts do
+    /// (at most [`LEDGER_WRITES_IN_FLIGHT`]; they touch disjoint requests and seats).
+    pub inflight: std::collections::VecDeque<tokio::task::JoinHandle<Result<(), DrainError>>>,
 }
 
 /// What one step did.
@@ -349,15 +353,14 @@ impl Drainer {
         }
     }
 
-    /// Waits for the previous batch's ledger write; its failure stops this drainer
-    /// (the batch's entries stay pending and are decided again, to the same effect).
+    /// Waits for every ledger write in flight; a failure stops this drainer (the
+    /// batch's entries stay pending and are decided again, to the same effect).
     pub async fn settle(&mut self) -> Result<(), DrainError> {
-        match self.inflight.take() {
-            Some(task) => task
-                .await
-                .map_err(|e| DrainError::Unexpected(format!("ledger task: {e}")))?,
-            None => Ok(()),
+        while let Some(task) = self.inflight.pop_front() {
+            task.await
+                .map_err(|e| DrainError::Unexpected(format!("ledger task: {e}")))??;
         }
+        Ok(())
     }
 
     /// Reads, decides, records and acknowledges up to `count` entries; with `fresh`
@@ -438,7 +441,13 @@ impl Drainer {
         {
             self.cursor = last;
         }
-        self.settle().await?;
+        if self.inflight.len() >= LEDGER_WRITES_IN_FLIGHT
+            && let Some(oldest) = self.inflight.pop_front()
+        {
+            oldest
+                .await
+                .map_err(|e| DrainError::Unexpected(format!("ledger task: {e}")))??;
+        }
         let held = decisions.iter().filter(|d| d.state == "held").count();
         metrics::counter!("onsale_holds_total").increment(held as u64);
         metrics::counter!("onsale_requests_decided_total").increment(decisions.len() as u64);
@@ -450,7 +459,7 @@ impl Drainer {
         let waiting = count < entries.len();
         if count > 0 {
             let sink = self.sink();
-            self.inflight = Some(tokio::spawn(async move {
+            self.inflight.push_back(tokio::spawn(async move {
                 sink.finish(decisions, done, lost).await
             }));
         }

@@ -111,7 +111,7 @@ impl Worker {
             token: token.to_owned(),
             isolate: 0,
             cursor: "0".to_owned(),
-            inflight: None,
+            inflight: Default::default(),
         })
     }
 

@@ -164,23 +164,22 @@ async fn audit(
     Ok((held_requests, held_seats))
 }
 
-pub async fn drain(args: DrainArgs) -> anyhow::Result<()> {
-    let mut stack = setup::connect().await?;
+pub async fn drain(stack: &mut Stack, args: DrainArgs) -> anyhow::Result<()> {
     let (sections, per_row) = (10, 50);
     let rows = args.seats.div_ceil(sections * per_row);
     let venue_id = setup::venue(&stack.pool, sections, rows, per_row).await?;
-    let event_id = setup::event(&mut stack, venue_id, 8).await?;
+    let event_id = setup::event(stack, venue_id, 8).await?;
     let seats = i64::from(sections * rows * per_row);
     let asks = mixed_asks(args.requests, sections, rows, per_row);
-    let joined = setup::fill_line(&stack, event_id, asks, 128).await?;
+    let joined = setup::fill_line(stack, event_id, asks, 128).await?;
     let draw_started = Instant::now();
     waiting_room::sale::draw(&stack.pool, &mut stack.redis, &stack.keys, event_id, None)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let draw_time = draw_started.elapsed();
-    setup::unlimited_admission(&mut stack, event_id).await?;
-    let elapsed = run_farm(&stack, event_id, joined, args.workers, args.batch).await?;
-    let (holds, held_seats) = audit(&mut stack, event_id, seats, joined).await?;
+    setup::unlimited_admission(stack, event_id).await?;
+    let elapsed = run_farm(stack, event_id, joined, args.workers, args.batch).await?;
+    let (holds, held_seats) = audit(stack, event_id, seats, joined).await?;
     println!(
         "drain: {joined} requests for {seats} seats decided in {:.2} s ({:.0} requests/s) by {} workers, \
          batch {}; {holds} holds on {held_seats} seats; draw of the {joined}-request pre-queue took {:.2} s",
@@ -210,14 +209,13 @@ fn host_port(url: &str) -> anyhow::Result<(String, String)> {
     ))
 }
 
-pub async fn holds(args: HoldsArgs) -> anyhow::Result<()> {
-    let mut stack = setup::connect().await?;
+pub async fn holds(stack: &mut Stack, args: HoldsArgs) -> anyhow::Result<()> {
     let per_row = 100;
     let rows = (args.requests as u32).div_ceil(10 * per_row);
     let venue_id = setup::venue(&stack.pool, 10, rows, per_row).await?;
 
     // The farm: every request is one best-available seat, and there is a seat for each.
-    let farm_event = setup::event(&mut stack, venue_id, 8).await?;
+    let farm_event = setup::event(stack, venue_id, 8).await?;
     let asks = (0..args.requests)
         .map(|_| Ask::Best {
             quantity: 1,
@@ -225,25 +223,19 @@ pub async fn holds(args: HoldsArgs) -> anyhow::Result<()> {
             price_tier: None,
         })
         .collect();
-    let joined = setup::fill_line(&stack, farm_event, asks, 128).await?;
+    let joined = setup::fill_line(stack, farm_event, asks, 128).await?;
     waiting_room::sale::draw(&stack.pool, &mut stack.redis, &stack.keys, farm_event, None)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    setup::unlimited_admission(&mut stack, farm_event).await?;
-    let elapsed = run_farm(&stack, farm_event, joined, 1, args.batch).await?;
-    let (farm_holds, _) = audit(
-        &mut stack,
-        farm_event,
-        i64::from(10 * rows * per_row),
-        joined,
-    )
-    .await?;
+    setup::unlimited_admission(stack, farm_event).await?;
+    let elapsed = run_farm(stack, farm_event, joined, 1, args.batch).await?;
+    let (farm_holds, _) = audit(stack, farm_event, i64::from(10 * rows * per_row), joined).await?;
     let farm_rate = farm_holds as f64 / elapsed.as_secs_f64();
 
     // The baseline: redis-benchmark invoking the same script, one request per call,
     // pipelined, on another event of the same venue. Its request ids are the 12-digit
     // numbers redis-benchmark substitutes for __rand_int__.
-    let base_event = setup::event(&mut stack, venue_id, 8).await?;
+    let base_event = setup::event(stack, venue_id, 8).await?;
     let keys = stack.keys.clone();
     let token = "redis-benchmark";
     let bar = bar(args.requests as u64, "preparing");

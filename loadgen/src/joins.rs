@@ -12,7 +12,7 @@ use jsonwebtoken::{EncodingKey, Header};
 use proto::auth::{ALGORITHM, Claims};
 use proto::{Role, UserId};
 
-use crate::setup::{self, bar};
+use crate::setup::{self, Stack, bar};
 
 #[derive(clap::Args)]
 pub struct JoinArgs {
@@ -138,10 +138,9 @@ async fn phase(
     Ok(total)
 }
 
-pub async fn joins(args: JoinArgs) -> anyhow::Result<()> {
-    let mut stack = setup::connect().await?;
+pub async fn joins(stack: &mut Stack, args: JoinArgs) -> anyhow::Result<()> {
     let venue_id = setup::venue(&stack.pool, 10, 20, 50).await?;
-    let event_id = setup::event(&mut stack, venue_id, 8).await?;
+    let event_id = setup::event(stack, venue_id, 8).await?;
     waiting_room::sale::draw(&stack.pool, &mut stack.redis, &stack.keys, event_id, None)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -34,9 +34,13 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     proto::runtime::init_tracing("loadgen");
-    match Cli::parse().command {
-        Command::Drain(args) => drain::drain(args).await,
-        Command::Holds(args) => drain::holds(args).await,
-        Command::Joins(args) => joins::joins(args).await,
-    }
+    let mut stack = setup::connect().await?;
+    let outcome = match Cli::parse().command {
+        Command::Drain(args) => drain::drain(&mut stack, args).await,
+        Command::Holds(args) => drain::holds(&mut stack, args).await,
+        Command::Joins(args) => joins::joins(&mut stack, args).await,
+    };
+    // The run's keys go whatever the outcome; its Postgres rows stay for inspection.
+    setup::cleanup(&mut stack).await?;
+    outcome
 }

@@ -205,3 +205,29 @@ pub async fn decided(pool: &PgPool, event_id: EventId) -> anyhow::Result<i64> {
             .await?,
     )
 }
+
+/// Removes every key this run made (they all carry its prefix).
+pub async fn cleanup(stack: &mut Stack) -> anyhow::Result<()> {
+    let pattern = format!("{}:*", stack.keys.prefix());
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(5_000)
+            .query_async(&mut stack.redis)
+            .await?;
+        if !keys.is_empty() {
+            let _: i64 = redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async(&mut stack.redis)
+                .await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}

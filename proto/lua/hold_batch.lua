@@ -30,6 +30,12 @@ if ending then ending = settings[4] == 'closed' and 'sale_closed' or 'sold_out' 
 local max_per_fan, hold_ms = tonumber(settings[1]), tonumber(settings[2])
 local served = tonumber(settings[3] or '0')
 local out = {'ok'}
+-- Counters live in locals for the call and are written back once at the end; whether
+-- held seats come back within the horizon is asked at most once.
+local count_fields = redis.call('HMGET', counts, 'available', 'held')
+local available = tonumber(count_fields[1] or '0')
+local held_now = tonumber(count_fields[2] or '0')
+local returning = nil
 
 local function split(s, sep)
   local parts = {}
@@ -129,18 +135,19 @@ for i = 4, #ARGV do
     local fan, n = r[2], tonumber(r[4])
     local number = tonumber(r[8])
     local reason, chosen = nil, nil
-    local have = tonumber(redis.call('HGET', fanseats, fan) or '0')
-    local available = tonumber(redis.call('HGET', counts, 'available') or '0')
     if ending then
       reason = ending
-    elseif have + n > max_per_fan then
-      reason = 'over_limit'
     elseif available < n then
-      if redis.call('ZCOUNT', holds, '-inf', now + horizon) > 0 then
+      if returning == nil then
+        returning = redis.call('ZCOUNT', holds, '-inf', now + horizon) > 0
+      end
+      if returning then
         -- Seats come back soon: this fan and everyone behind waits for them.
         break
       end
       reason = 'sold_out'
+    elseif tonumber(redis.call('HGET', fanseats, fan) or '0') + n > max_per_fan then
+      reason = 'over_limit'
     elseif r[3] == 'seats' then
       chosen = split(r[7], ' ')
       for _, seat in ipairs(chosen) do
@@ -164,8 +171,8 @@ for i = 4, #ARGV do
         redis.call('HINCRBY', rowfree, row_of(seat), -1)
         redis.call('HINCRBY', rowfree, section_of(seat), -1)
       end
-      redis.call('HINCRBY', counts, 'available', -#chosen)
-      redis.call('HINCRBY', counts, 'held', #chosen)
+      available = available - #chosen
+      held_now = held_now + #chosen
       redis.call('HINCRBY', fanseats, fan, #chosen)
       redis.call('ZADD', holds, expires, id)
       local seat_list = table.concat(chosen, ' ')
@@ -182,4 +189,5 @@ for i = 4, #ARGV do
   end
 end
 if served > tonumber(settings[3] or '0') then redis.call('HSET', sale, 'served', served) end
+redis.call('HSET', counts, 'available', available, 'held', held_now)
 return out
