@@ -201,7 +201,29 @@ async fn invoke_join(
                 .arg(ask_json.to_string());
         }
     }
-    Ok(invocation.invoke_async(redis).await?)
+    // One round trip: the request-to-event index is written with the script call
+    // (an index entry of a refused join names a request that does not exist, which
+    // reads as "not found"). After a Redis restart the script cache is empty, and the
+    // slower path loads it.
+    let mut pipe = redis::pipe();
+    pipe.set(keys.request_index(request_id), event_id.to_string())
+        .ignore()
+        .invoke_script(&invocation);
+    match pipe.query_async::<(JoinReply,)>(redis).await {
+        Ok((reply,)) => Ok(reply),
+        Err(error)
+            if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+        {
+            let reply = invocation.invoke_async(redis).await?;
+            let _: () = redis::cmd("SET")
+                .arg(keys.request_index(request_id))
+                .arg(event_id.to_string())
+                .query_async(redis)
+                .await?;
+            Ok(reply)
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Puts a fan's request in the event's line.
@@ -225,11 +247,6 @@ pub async fn join(
     let refused = |code, message: String| Err(Error::refused(code, message));
     match status.as_str() {
         "ok" => {
-            let _: () = redis::cmd("SET")
-                .arg(keys.request_index(request_id))
-                .arg(event_id.to_string())
-                .query_async(redis)
-                .await?;
             metrics::counter!("onsale_requests_joined_total").increment(1);
             let queue_number = u64::try_from(number).ok();
             Ok(Joined {

@@ -273,3 +273,33 @@ async fn only_operators_pull_levers_and_only_in_order(pool: PgPool) {
     let actions: Vec<&str> = audit.iter().map(|(a,)| a.as_str()).collect();
     assert_eq!(actions, ["open", "pause", "resume", "close", "admission"]);
 }
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_join_works_after_redis_forgot_its_scripts(pool: PgPool) {
+    // As after a Redis restart: the script cache is empty, and the one-round-trip
+    // join falls back to loading the script.
+    let app = spawn_app(pool).await;
+    let (admin, event) = app.seeded_event().await;
+    app.post(
+        &format!("/v1/ops/events/{event}/open"),
+        Some(&admin),
+        &json!({}),
+    )
+    .await;
+    let mut redis = app.redis.clone();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut redis)
+        .await
+        .expect("flush");
+    let fan = app.fan_token("fan@example.com").await;
+    let joined = join(&app, &event, &fan, None, &json!({"quantity": 1})).await;
+    assert_eq!(joined.status(), StatusCode::ACCEPTED);
+    let joined: Value = joined.json().await.expect("json");
+    let path = format!(
+        "/v1/requests/{}",
+        joined["request_id"].as_str().expect("id")
+    );
+    let status: Value = app.get_json(&path, Some(&fan)).await;
+    assert_eq!(status["state"], "queued");
+}
