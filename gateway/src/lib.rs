@@ -114,6 +114,11 @@ pub fn router(
         redis: redis.clone(),
         keys: keys.clone(),
         verifier: verifier.clone(),
+        seat_maps: Some(Arc::new(InventorySeatMaps {
+            pool: pool.clone(),
+            redis: redis.clone(),
+            keys: keys.clone(),
+        })),
     };
     let inventory = inventory::InventoryState {
         pool,
@@ -151,6 +156,28 @@ pub fn router(
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]));
     (router, limits)
+}
+
+/// The waiting room's seat-map loader, served by inventory.
+struct InventorySeatMaps {
+    pool: PgPool,
+    redis: ConnectionManager,
+    keys: Keys,
+}
+
+impl waiting_room::SeatMaps for InventorySeatMaps {
+    fn ensure_loaded(
+        &self,
+        event_id: proto::EventId,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            let mut redis = self.redis.clone();
+            inventory::seatmap::ensure_loaded(&self.pool, &mut redis, &self.keys, event_id)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// A bearer token, when present, must verify; the caller then travels in the

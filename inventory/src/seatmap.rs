@@ -282,18 +282,17 @@ pub async fn counts(
     keys: &Keys,
     event_id: EventId,
 ) -> Result<Option<Counts>, Error> {
-    let (available, held, sold, generation): (
-        Option<u32>,
-        Option<u32>,
-        Option<u32>,
-        Option<String>,
-    ) = redis::cmd("HMGET")
+    type Fields = (Option<u32>, Option<u32>, Option<u32>, Option<String>);
+    let (fields, layout): (Fields, bool) = redis::pipe()
+        .cmd("HMGET")
         .arg(keys.seat_counts(event_id))
         .arg(&["available", "held", "sold", "generation"])
+        .exists(keys.layout(event_id))
         .query_async(redis)
         .await?;
-    Ok(match (available, held, sold, generation) {
-        (Some(available), Some(held), Some(sold), Some(_)) => Some(Counts {
+    // A map without its layout (written by an older version) counts as absent.
+    Ok(match (fields, layout) {
+        ((Some(available), Some(held), Some(sold), Some(_)), true) => Some(Counts {
             available,
             held,
             sold,

@@ -28,6 +28,16 @@ use tokio_util::sync::CancellationToken;
 pub use error::Error;
 pub use routes::router;
 
+/// Loads an event's seat map into Redis when a join finds none (after a Redis
+/// restart, say). Inventory owns seat maps; whoever composes the services (the
+/// gateway) supplies this, so the waiting room does not depend on inventory.
+pub trait SeatMaps: Send + Sync {
+    fn ensure_loaded(
+        &self,
+        event_id: proto::EventId,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+}
+
 /// What the waiting room's handlers need; every field is a cheap clone.
 #[derive(Clone, FromRef)]
 pub struct WaitingRoomState {
@@ -35,6 +45,7 @@ pub struct WaitingRoomState {
     pub redis: ConnectionManager,
     pub keys: Keys,
     pub verifier: Arc<TokenVerifier>,
+    pub seat_maps: Option<Arc<dyn SeatMaps>>,
 }
 
 #[derive(Clone, Debug, serde::Deserialize)]

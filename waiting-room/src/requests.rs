@@ -236,8 +236,33 @@ pub async fn join(
     ask: &Ask,
     idempotency: Option<&str>,
 ) -> Result<Joined, Error> {
+    join_with(pool, redis, keys, event_id, fan, ask, idempotency, None).await
+}
+
+/// [`join`], loading the event's seat map through `seat_maps` when Redis has none.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the join's inputs, each distinct"
+)]
+pub async fn join_with(
+    pool: &PgPool,
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    event_id: EventId,
+    fan: UserId,
+    ask: &Ask,
+    idempotency: Option<&str>,
+    seat_maps: Option<&dyn crate::SeatMaps>,
+) -> Result<Joined, Error> {
     let request_id = RequestId::new();
     let mut reply = invoke_join(redis, keys, event_id, request_id, fan, ask, idempotency).await?;
+    if let ("seat_map_not_loaded", Some(seat_maps)) = (reply.0.as_str(), seat_maps) {
+        seat_maps.ensure_loaded(event_id).await.map_err(|why| {
+            tracing::error!(%event_id, why, "loading the seat map failed");
+            Error::SeatMapNotLoaded(event_id)
+        })?;
+        reply = invoke_join(redis, keys, event_id, request_id, fan, ask, idempotency).await?;
+    }
     if reply.0 == "sale_not_loaded" {
         let sale = sale::ensure_sale(pool, event_id).await?;
         sale::load_into_redis(redis, keys, &sale).await?;

@@ -59,7 +59,8 @@ async fn join(
         Some(value) => Some(requests::idempotency_digest(value.to_str().unwrap_or(" "))?),
         None => None,
     };
-    let joined = requests::join(
+    let seat_maps = state.seat_maps.clone();
+    let joined = requests::join_with(
         &state.pool,
         &mut state.redis,
         &state.keys,
@@ -67,6 +68,7 @@ async fn join(
         caller.user_id,
         &ask,
         idempotency.as_deref(),
+        seat_maps.as_deref(),
     )
     .await?;
     Ok((StatusCode::ACCEPTED, Json(joined)))

@@ -303,3 +303,34 @@ async fn a_join_works_after_redis_forgot_its_scripts(pool: PgPool) {
     let status: Value = app.get_json(&path, Some(&fan)).await;
     assert_eq!(status["state"], "queued");
 }
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_join_reloads_a_seat_map_redis_lost(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (admin, event) = app.seeded_event().await;
+    app.post(
+        &format!("/v1/ops/events/{event}/open"),
+        Some(&admin),
+        &json!({}),
+    )
+    .await;
+    let event_id: proto::EventId = event.parse().expect("id");
+    let mut redis = app.redis.clone();
+    let _: () = redis::pipe()
+        .del(app.keys.seat_states(event_id))
+        .del(app.keys.seat_counts(event_id))
+        .del(app.keys.layout(event_id))
+        .del(app.keys.row_free(event_id))
+        .query_async(&mut redis)
+        .await
+        .expect("forget");
+    let fan = app.fan_token("fan@example.com").await;
+    let joined = join(&app, &event, &fan, None, &json!({"seats": ["Floor-A-3"]})).await;
+    assert_eq!(joined.status(), StatusCode::ACCEPTED);
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(app.keys.layout(event_id))
+        .query_async(&mut redis)
+        .await
+        .expect("exists");
+    assert!(exists, "the seat map was loaded again");
+}
