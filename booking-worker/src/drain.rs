@@ -300,30 +300,10 @@ impl Drainer {
 
     /// Sends entries that cannot be processed (no request behind them, or failing
     /// too often) to the dead letters, with the reason, and takes them off the line.
-    async fn bury(&mut self, entries: &[(String, String, String)]) -> Result<(), DrainError> {
-        let (stream, dead) = (
-            self.keys.stream(self.event_id),
-            self.keys.dead_letters(self.event_id),
-        );
+    async fn bury(&mut self, entries: &[Burial]) -> Result<(), DrainError> {
         let mut pipe = redis::pipe();
-        for (stream_id, request, reason) in entries {
-            pipe.xadd(
-                &dead,
-                "*",
-                &[
-                    ("entry", stream_id.as_str()),
-                    ("r", request.as_str()),
-                    ("reason", reason.as_str()),
-                ],
-            )
-            .ignore();
-            pipe.xack(&stream, WORKER_GROUP, &[stream_id]).ignore();
-        }
+        queue_burials(&mut pipe, &self.keys, self.event_id, entries);
         pipe.query_async::<()>(&mut self.redis).await?;
-        metrics::counter!("onsale_worker_dead_letters_total").increment(entries.len() as u64);
-        for (stream_id, request, reason) in entries {
-            tracing::error!(event_id = %self.event_id, stream_id, request, reason, "entry sent to the dead letters");
-        }
         Ok(())
     }
 
@@ -412,7 +392,7 @@ impl Drainer {
         let script_time = script_started.elapsed();
         // Decisions are a prefix of the batch (the script stops at the first request
         // that must wait), so the next read starts after the last one decided.
-        let lost: Vec<(String, String, String)> = entries
+        let lost: Vec<Burial> = entries
             .iter()
             .filter(|e| missing.iter().any(|m| m.request_id == e.request_id))
             .map(|e| {
@@ -486,7 +466,7 @@ impl Drainer {
                 &self.consumer,
             )
             .await?;
-        let worn: Vec<(String, String, String)> = pending
+        let worn: Vec<Burial> = pending
             .ids
             .iter()
             .filter(|p| p.times_delivered >= self.settings.max_deliveries)
@@ -686,6 +666,27 @@ impl Drainer {
     }
 }
 
+/// An entry for the dead letters: its stream id, its request id, why.
+type Burial = (String, String, String);
+
+/// Adds to `pipe` the dead-letter record and acknowledgement of each entry.
+fn queue_burials(pipe: &mut redis::Pipeline, keys: &Keys, event: EventId, entries: &[Burial]) {
+    let (stream, dead) = (keys.stream(event), keys.dead_letters(event));
+    for (stream_id, request, reason) in entries {
+        let fields = [
+            ("entry", stream_id.as_str()),
+            ("r", request.as_str()),
+            ("reason", reason.as_str()),
+        ];
+        pipe.xadd(&dead, "*", &fields).ignore();
+        pipe.xack(&stream, WORKER_GROUP, &[stream_id]).ignore();
+        tracing::error!(event_id = %event, stream_id, request, reason, "entry sent to the dead letters");
+    }
+    if !entries.is_empty() {
+        metrics::counter!("onsale_worker_dead_letters_total").increment(entries.len() as u64);
+    }
+}
+
 /// Ends a hold with `release.lua`; true when it ended.
 async fn release(
     redis: &mut ConnectionManager,
@@ -695,20 +696,16 @@ async fn release(
     state: &str,
     only_if_expired: bool,
 ) -> Result<bool, DrainError> {
-    let reply: Vec<Value> = proto::scripts::RELEASE
-        .key(keys.seat_states(event))
-        .key(keys.seat_counts(event))
-        .key(keys.holds(event))
-        .key(keys.fan_seats(event))
-        .key(keys.row_free(event))
-        .key(keys.fans(event))
-        .key(keys.request(event, request))
-        .arg(request.to_string())
-        .arg(state)
-        .arg(Utc::now().timestamp_millis())
-        .arg(if only_if_expired { "1" } else { "0" })
-        .invoke_async(redis)
-        .await?;
+    let reply: Vec<Value> = proto::scripts::release(
+        keys,
+        event,
+        request,
+        state,
+        Utc::now().timestamp_millis(),
+        only_if_expired,
+    )
+    .invoke_async(redis)
+    .await?;
     Ok(matches!(reply.first(), Some(Value::Int(1))))
 }
 
@@ -727,7 +724,7 @@ impl Sink {
         mut self,
         decisions: Vec<Decision>,
         done: Vec<String>,
-        lost: Vec<(String, String, String)>,
+        lost: Vec<Burial>,
     ) -> Result<(), DrainError> {
         let started = Instant::now();
         let conflicts = ledger::record(&self.pool, self.event_id, &decisions).await?;
@@ -739,25 +736,8 @@ impl Sink {
         if !done.is_empty() {
             pipe.xack(&stream, WORKER_GROUP, &done).ignore();
         }
-        let dead = self.keys.dead_letters(self.event_id);
-        for (stream_id, request, reason) in &lost {
-            pipe.xadd(
-                &dead,
-                "*",
-                &[
-                    ("entry", stream_id.as_str()),
-                    ("r", request.as_str()),
-                    ("reason", reason.as_str()),
-                ],
-            )
-            .ignore();
-            pipe.xack(&stream, WORKER_GROUP, &[stream_id]).ignore();
-            tracing::error!(event_id = %self.event_id, stream_id, request, reason, "entry sent to the dead letters");
-        }
+        queue_burials(&mut pipe, &self.keys, self.event_id, &lost);
         pipe.query_async::<()>(&mut self.redis).await?;
-        if !lost.is_empty() {
-            metrics::counter!("onsale_worker_dead_letters_total").increment(lost.len() as u64);
-        }
         self.publish(&decisions).await
     }
 

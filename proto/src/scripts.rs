@@ -45,3 +45,28 @@ scripts! {
     /// Moves a sale between states.
     SET_SALE_STATE => "set_sale_state.lua",
 }
+
+/// `release.lua` for one request, its `KEYS` in the order the script reads them.
+/// `state` is what the hold ends in (`expired`, `released`, `rejected`).
+pub fn release(
+    keys: &crate::Keys,
+    event: crate::EventId,
+    request: crate::RequestId,
+    state: &str,
+    now_ms: i64,
+    only_if_expired: bool,
+) -> redis::ScriptInvocation<'static> {
+    let mut invocation = RELEASE.key(keys.seat_states(event));
+    invocation
+        .key(keys.seat_counts(event))
+        .key(keys.holds(event))
+        .key(keys.fan_seats(event))
+        .key(keys.row_free(event))
+        .key(keys.fans(event))
+        .key(keys.request(event, request))
+        .arg(request.to_string())
+        .arg(state)
+        .arg(now_ms)
+        .arg(if only_if_expired { "1" } else { "0" });
+    invocation
+}

@@ -416,20 +416,16 @@ pub async fn leave(
         .invoke_async(redis)
         .await?;
     if changed == 0 && state == "held" {
-        let reply: Vec<redis::Value> = proto::scripts::RELEASE
-            .key(keys.seat_states(event_id))
-            .key(keys.seat_counts(event_id))
-            .key(keys.holds(event_id))
-            .key(keys.fan_seats(event_id))
-            .key(keys.row_free(event_id))
-            .key(keys.fans(event_id))
-            .key(keys.request(event_id, request_id))
-            .arg(request_id.to_string())
-            .arg("released")
-            .arg(Utc::now().timestamp_millis())
-            .arg("0")
-            .invoke_async(redis)
-            .await?;
+        let reply: Vec<redis::Value> = proto::scripts::release(
+            keys,
+            event_id,
+            request_id,
+            "released",
+            Utc::now().timestamp_millis(),
+            false,
+        )
+        .invoke_async(redis)
+        .await?;
         if matches!(reply.first(), Some(redis::Value::Int(1))) {
             // The booking workers bring the ledger up to date from this entry.
             let _: String = redis::cmd("XADD")
