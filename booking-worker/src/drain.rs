@@ -207,9 +207,11 @@ impl Drainer {
         let options = StreamReadOptions::default()
             .group(WORKER_GROUP, &self.consumer)
             .count(count);
+        // Pending entries after the cursor only: those up to it are decided and their
+        // ledger write is in flight; reading them again would decide and write them twice.
         let pending: StreamReadReply = self
             .redis
-            .xread_options(&[&stream], &["0"], &options)
+            .xread_options(&[&stream], &[self.cursor.as_str()], &options)
             .await?;
         let entries: Vec<StreamId> = pending.keys.into_iter().flat_map(|k| k.ids).collect();
         if !entries.is_empty() || !fresh {
@@ -728,8 +730,10 @@ impl Sink {
     ) -> Result<(), DrainError> {
         let started = Instant::now();
         let conflicts = ledger::record(&self.pool, self.event_id, &decisions).await?;
+        let ledger_time = started.elapsed();
         metrics::histogram!("onsale_worker_batch_seconds", "phase" => "ledger")
-            .record(started.elapsed().as_secs_f64());
+            .record(ledger_time.as_secs_f64());
+        tracing::debug!(event_id = %self.event_id, rows = decisions.len(), ?ledger_time, "batch recorded");
         self.release_conflicts(&conflicts).await?;
         let stream = self.keys.stream(self.event_id);
         let mut pipe = redis::pipe();

@@ -167,3 +167,38 @@ async fn expired_seats_go_to_the_fans_waiting_for_them(pool: PgPool) {
     stop_all(vec![worker]).await;
     sale.assert_redis_agrees_with_ledger().await;
 }
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn each_decision_is_written_to_the_ledger_once(pool: PgPool) {
+    // Small batches, so many ledger writes are in flight while later batches are read:
+    // a batch whose write has not yet been acknowledged must not be read and decided
+    // again. A row written twice has `updated_at` later than `decided_at`.
+    let mut sale = sale(pool, &redis_url(), &["Floor"], 2, 10, 4).await;
+    let accepted = sale.join_many(asks(1_000, &["Floor"], 2, 10), 32).await;
+    sale.open().await;
+    let settings = booking_worker::DrainSettings {
+        batch_size: 25,
+        lease_ms: 10_000,
+        ..fast_settings()
+    };
+    let worker = start(sale.worker("w", settings));
+    let total = accepted.len() as i64;
+    sale.wait_for(Duration::from_secs(60), "every request decided", |o| {
+        o.values().sum::<i64>() == total
+    })
+    .await;
+    stop_all(vec![worker]).await;
+    let rewritten: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM booking.requests WHERE event_id = $1 AND updated_at <> decided_at",
+    )
+    .bind(sale.event_id)
+    .fetch_one(&sale.pool)
+    .await
+    .expect("count");
+    assert_eq!(
+        rewritten, 0,
+        "decisions written to the ledger more than once"
+    );
+    sale.assert_no_seat_held_twice(20).await;
+    sale.assert_redis_agrees_with_ledger().await;
+}
