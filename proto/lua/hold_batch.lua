@@ -14,9 +14,12 @@
 -- A request already decided is reported as it stands (so a redelivered entry has the
 -- effect of one). Processing stops at the first request that must wait for held seats
 -- to come back; the requests after it are not reported and stay in the line.
+-- An error reply ("ERR hold_batch: ...") when a request's hash cannot be decided (a
+-- malformed hash): the requests before it are decided and written all the same.
 --
 -- Each request is checked completely before anything is written for it. The cost is
--- O(rows considered + seats of the chosen row) per request, never the whole seat map.
+-- O(rows considered + seats of the chosen row) per request, never the whole seat map;
+-- a row's seats are read from Redis at most once per call.
 
 if redis.call('GET', KEYS[9]) ~= ARGV[2] then return {'lease_lost'} end
 
@@ -44,14 +47,71 @@ local function split(s, sep)
   return parts
 end
 
--- The row key of a seat id "section-row-number".
+-- The row key of a seat id "section-row-number", and its number.
 local function row_of(seat)
   return string.match(seat, '^(.*)%-%d+$')
+end
+local function number_of(seat)
+  return tonumber(string.match(seat, '%-(%d+)$'))
 end
 
 -- The section's counter field of a seat id.
 local function section_of(seat)
   return 'sec:' .. string.match(seat, '^([^-]*)')
+end
+
+-- Within one call, free-seat counters and row seat states are read from Redis once
+-- and then kept in these tables as the script takes seats (nothing else writes them
+-- while the script runs). The counters' changes are written back once, at the end.
+local free_cache, free_delta = {}, {}
+local function free_counts(fields)
+  local missing = {}
+  for _, f in ipairs(fields) do
+    if free_cache[f] == nil then missing[#missing + 1] = f end
+  end
+  if #missing > 0 then
+    local values = redis.call('HMGET', rowfree, unpack(missing))
+    for i, f in ipairs(missing) do
+      free_cache[f] = tonumber(values[i] or '0') + (free_delta[f] or 0)
+    end
+  end
+  local out = {}
+  for i, f in ipairs(fields) do out[i] = free_cache[f] end
+  return out
+end
+
+-- A row's seats as {ids = {number -> seat id}, states = {number -> state}}.
+local row_cache = {}
+local function row_seats(key, size)
+  local row = row_cache[key]
+  if not row then
+    local ids = {}
+    for number = 1, size do ids[number] = key .. '-' .. number end
+    row = {ids = ids, states = redis.call('HMGET', seats_key, unpack(ids))}
+    row_cache[key] = row
+  end
+  return row
+end
+
+local function seat_state(seat)
+  local row = row_cache[row_of(seat)]
+  if row then return row.states[number_of(seat)] end
+  return redis.call('HGET', seats_key, seat)
+end
+
+-- Takes seats for a hold: the seat states, and the row and section counters.
+local function take(chosen, value)
+  local args = {}
+  for _, seat in ipairs(chosen) do
+    args[#args + 1] = seat; args[#args + 1] = value
+    local row = row_cache[row_of(seat)]
+    if row then row.states[number_of(seat)] = value end
+    for _, f in ipairs({row_of(seat), section_of(seat)}) do
+      free_delta[f] = (free_delta[f] or 0) - 1
+      if free_cache[f] then free_cache[f] = free_cache[f] - 1 end
+    end
+  end
+  redis.call('HSET', seats_key, unpack(args))
 end
 
 -- A section's rows front to back as {key = "section-row", size = seats}, parsed once
@@ -69,6 +129,17 @@ local function section_rows(sec)
   return rows
 end
 
+-- Section lists by layout field ("_sections" or "tier:<tier>"), parsed once per call.
+local section_lists = {}
+local function sections_of(field)
+  local list = section_lists[field]
+  if not list then
+    list = split(redis.call('HGET', layout, field), ',')
+    section_lists[field] = list
+  end
+  return list
+end
+
 -- The first run of n free, adjacent seats, searching sections in order and rows
 -- front to back; nil if there is none.
 local function best_available(n, section, tier)
@@ -76,37 +147,30 @@ local function best_available(n, section, tier)
   if section ~= '' then
     sections = {section}
   elseif tier ~= '' then
-    sections = split(redis.call('HGET', layout, 'tier:' .. tier), ',')
+    sections = sections_of('tier:' .. tier)
   else
-    sections = split(redis.call('HGET', layout, '_sections'), ',')
+    sections = sections_of('_sections')
   end
-  -- Sections without n free seats are skipped with one lookup for all of them.
-  local section_free = {}
-  if #sections > 0 then
-    local fields = {}
-    for i, sec in ipairs(sections) do fields[i] = 'sec:' .. sec end
-    section_free = redis.call('HMGET', rowfree, unpack(fields))
-  end
+  -- Sections and rows without n free seats are skipped by their counters.
+  local fields = {}
+  for i, sec in ipairs(sections) do fields[i] = 'sec:' .. sec end
+  local section_free = free_counts(fields)
   for s, sec in ipairs(sections) do
-    local rows = {}
-    if tonumber(section_free[s] or '0') >= n then rows = section_rows(sec) end
-    if #rows > 0 then
+    if section_free[s] >= n then
+      local rows = section_rows(sec)
       local row_keys = {}
       for i, row in ipairs(rows) do row_keys[i] = row.key end
-      local free = redis.call('HMGET', rowfree, unpack(row_keys))
+      local free = free_counts(row_keys)
       for i, row in ipairs(rows) do
-        if tonumber(free[i] or '0') >= n then
-          local size = row.size
-          local ids = {}
-          for number = 1, size do ids[number] = row.key .. '-' .. number end
-          local states = redis.call('HMGET', seats_key, unpack(ids))
+        if free[i] >= n then
+          local seats = row_seats(row.key, row.size)
           local run = 0
-          for number = 1, size do
-            if states[number] == 'a' then
+          for number = 1, row.size do
+            if seats.states[number] == 'a' then
               run = run + 1
               if run == n then
                 local chosen = {}
-                for k = number - n + 1, number do chosen[#chosen + 1] = ids[k] end
+                for k = number - n + 1, number do chosen[#chosen + 1] = seats.ids[k] end
                 return chosen
               end
             else
@@ -120,74 +184,84 @@ local function best_available(n, section, tier)
   return nil
 end
 
-for i = 4, #ARGV do
-  local id, key = ARGV[i], KEYS[i + 6]
-  local r = redis.call('HMGET', key, 'state', 'fan', 'kind', 'qty', 'section', 'tier', 'seats',
-    'number', 'expires', 'reason')
-  local state = r[1]
-  if not state then
-    out[#out + 1] = id; out[#out + 1] = 'missing'; out[#out + 1] = ''
-    out[#out + 1] = 0; out[#out + 1] = 'request_not_found'
-  elseif state ~= 'queued' then
-    out[#out + 1] = id; out[#out + 1] = state; out[#out + 1] = r[7] or ''
-    out[#out + 1] = tonumber(r[9] or '0'); out[#out + 1] = r[10] or ''
-  else
-    local fan, n = r[2], tonumber(r[4])
-    local number = tonumber(r[8])
-    local reason, chosen = nil, nil
-    if ending then
-      reason = ending
-    elseif available < n then
-      if returning == nil then
-        returning = redis.call('ZCOUNT', holds, '-inf', now + horizon) > 0
-      end
-      if returning then
-        -- Seats come back soon: this fan and everyone behind waits for them.
-        break
-      end
-      reason = 'sold_out'
-    elseif tonumber(redis.call('HGET', fanseats, fan) or '0') + n > max_per_fan then
-      reason = 'over_limit'
-    elseif r[3] == 'seats' then
-      chosen = split(r[7], ' ')
-      for _, seat in ipairs(chosen) do
-        if redis.call('HGET', seats_key, seat) ~= 'a' then
-          reason = 'seat_unavailable'
-          chosen = nil
+-- A request that raises an error (a malformed hash) ends the call, but only after the
+-- counters below are written back for the requests decided before it.
+local ok, failure = pcall(function()
+  for i = 4, #ARGV do
+    local id, key = ARGV[i], KEYS[i + 6]
+    local r = redis.call('HMGET', key, 'state', 'fan', 'kind', 'qty', 'section', 'tier', 'seats',
+      'number', 'expires', 'reason')
+    local state = r[1]
+    if not state then
+      out[#out + 1] = id; out[#out + 1] = 'missing'; out[#out + 1] = ''
+      out[#out + 1] = 0; out[#out + 1] = 'request_not_found'
+    elseif state ~= 'queued' then
+      out[#out + 1] = id; out[#out + 1] = state; out[#out + 1] = r[7] or ''
+      out[#out + 1] = tonumber(r[9] or '0'); out[#out + 1] = r[10] or ''
+    else
+      local fan, n = r[2], tonumber(r[4])
+      local number = tonumber(r[8])
+      local reason, chosen = nil, nil
+      if ending then
+        reason = ending
+      elseif available < n then
+        if returning == nil then
+          returning = redis.call('ZCOUNT', holds, '-inf', now + horizon) > 0
+        end
+        if returning then
+          -- Seats come back soon: this fan and everyone behind waits for them.
           break
         end
+        reason = 'sold_out'
+      elseif tonumber(redis.call('HGET', fanseats, fan) or '0') + n > max_per_fan then
+        reason = 'over_limit'
+      elseif r[3] == 'seats' then
+        chosen = split(r[7], ' ')
+        for _, seat in ipairs(chosen) do
+          if seat_state(seat) ~= 'a' then
+            reason = 'seat_unavailable'
+            chosen = nil
+            break
+          end
+        end
+      else
+        chosen = best_available(n, r[5] or '', r[6] or '')
+        if not chosen then reason = 'no_adjacent_seats' end
       end
-    else
-      chosen = best_available(n, r[5] or '', r[6] or '')
-      if not chosen then reason = 'no_adjacent_seats' end
-    end
 
-    -- Decided; from here on only writes for this request.
-    if chosen then
-      local expires = now + hold_ms
-      local value = 'h:' .. id .. ':' .. expires
-      for _, seat in ipairs(chosen) do
-        redis.call('HSET', seats_key, seat, value)
-        redis.call('HINCRBY', rowfree, row_of(seat), -1)
-        redis.call('HINCRBY', rowfree, section_of(seat), -1)
+      -- Decided; from here on only writes for this request.
+      if chosen then
+        local expires = now + hold_ms
+        local value = 'h:' .. id .. ':' .. expires
+        take(chosen, value)
+        available = available - #chosen
+        held_now = held_now + #chosen
+        redis.call('HINCRBY', fanseats, fan, #chosen)
+        redis.call('ZADD', holds, expires, id)
+        local seat_list = table.concat(chosen, ' ')
+        redis.call('HSET', key, 'state', 'held', 'seats', seat_list, 'expires', expires)
+        out[#out + 1] = id; out[#out + 1] = 'held'; out[#out + 1] = seat_list
+        out[#out + 1] = expires; out[#out + 1] = ''
+      else
+        redis.call('HSET', key, 'state', 'rejected', 'reason', reason)
+        if redis.call('HGET', fans, fan) == id then redis.call('HDEL', fans, fan) end
+        out[#out + 1] = id; out[#out + 1] = 'rejected'; out[#out + 1] = r[7] or ''
+        out[#out + 1] = 0; out[#out + 1] = reason
       end
-      available = available - #chosen
-      held_now = held_now + #chosen
-      redis.call('HINCRBY', fanseats, fan, #chosen)
-      redis.call('ZADD', holds, expires, id)
-      local seat_list = table.concat(chosen, ' ')
-      redis.call('HSET', key, 'state', 'held', 'seats', seat_list, 'expires', expires)
-      out[#out + 1] = id; out[#out + 1] = 'held'; out[#out + 1] = seat_list
-      out[#out + 1] = expires; out[#out + 1] = ''
-    else
-      redis.call('HSET', key, 'state', 'rejected', 'reason', reason)
-      if redis.call('HGET', fans, fan) == id then redis.call('HDEL', fans, fan) end
-      out[#out + 1] = id; out[#out + 1] = 'rejected'; out[#out + 1] = r[7] or ''
-      out[#out + 1] = 0; out[#out + 1] = reason
+      if number and number > served then served = number end
     end
-    if number and number > served then served = number end
   end
-end
+end)
+-- Written back whether or not a request failed: the requests before it are decided.
 if served > tonumber(settings[3] or '0') then redis.call('HSET', sale, 'served', served) end
 redis.call('HSET', counts, 'available', available, 'held', held_now)
+for field, delta in pairs(free_delta) do
+  if delta ~= 0 then redis.call('HINCRBY', rowfree, field, delta) end
+end
+if not ok then
+  -- The requests before the failing one are decided and written (and their counters
+  -- above); the caller retries the rest one at a time to find the poisoned one.
+  local message = type(failure) == 'table' and (failure.err or '?') or tostring(failure)
+  return redis.error_reply('ERR hold_batch: ' .. message)
+end
 return out

@@ -379,4 +379,18 @@ async fn an_entry_that_keeps_failing_goes_to_the_dead_letters(pool: PgPool) {
     let reason: String = dead[0].get("reason").expect("reason");
     assert!(reason.starts_with("failed 5 times"), "{reason}");
     assert_eq!(pending(&mut redis, &sale.keys, sale.event_id).await, 0);
+    // The batch that failed on the poisoned entry had already held the first request:
+    // its counters were written all the same.
+    let counts = inventory::seatmap::counts(&mut redis, &sale.keys, sale.event_id)
+        .await
+        .expect("counts")
+        .expect("loaded");
+    assert_eq!((counts.available, counts.held, counts.sold), (8, 2, 0));
+    let free: Vec<Option<i64>> = redis::cmd("HMGET")
+        .arg(sale.keys.row_free(sale.event_id))
+        .arg(&["Floor-R1", "sec:Floor"])
+        .query_async(&mut redis)
+        .await
+        .expect("row counters");
+    assert_eq!(free, vec![Some(8), Some(8)]);
 }
