@@ -1,5 +1,10 @@
 use anyhow::Context;
 
+// A general-purpose allocator that keeps the many small per-request allocations
+// off glibc's contended arenas.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     proto::runtime::init_tracing("booking-worker");

@@ -10,6 +10,11 @@ use anyhow::{Context, bail};
 use inventory::seatmap::{self, LoadMode};
 use proto::{EventId, Keys};
 
+// A general-purpose allocator that keeps the many small per-request allocations
+// off glibc's contended arenas.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     proto::runtime::init_tracing("inventory");

@@ -1,13 +1,25 @@
 //! Queue joins through the gateway binary, against a baseline of the same client
 //! hitting the gateway's not-found fallback (the whole middleware stack, no handler
 //! work) in the same run.
+//!
+//! The client shares the two cores with the gateway and Redis, so it is kept cheap:
+//! one keep-alive HTTP/1.1 connection per task driven by hyper directly, and every
+//! fan's token signed before the clock starts.
 
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
 use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
 use jsonwebtoken::{EncodingKey, Header};
 use proto::auth::{ALGORITHM, Claims};
 use proto::{Role, UserId};
@@ -19,9 +31,13 @@ pub struct JoinArgs {
     /// Seconds each phase (baseline, joins) runs.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// Requests in flight at once.
+    /// Requests in flight at once (one connection each).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// The most requests per second a phase can send: each join is a distinct fan,
+    /// and `seconds` × this many fan tokens are signed before the phase starts.
+    #[arg(long, default_value_t = 40_000)]
+    max_rate: usize,
     /// The gateway binary to run.
     #[arg(long, default_value = "target/release/gateway")]
     gateway: String,
@@ -51,9 +67,60 @@ fn token(key: &EncodingKey) -> anyhow::Result<String> {
     Ok(jsonwebtoken::encode(&Header::new(ALGORITHM), &claims, key)?)
 }
 
-/// Builds one request of a phase.
-type MakeRequest =
-    Arc<dyn Fn(&reqwest::Client) -> anyhow::Result<reqwest::RequestBuilder> + Send + Sync>;
+/// `Authorization` values of distinct fans, signed ahead on every core, handed out
+/// once each.
+struct Tokens {
+    values: Vec<HeaderValue>,
+    next: AtomicUsize,
+}
+
+impl Tokens {
+    fn sign(count: usize, key: &EncodingKey) -> anyhow::Result<Self> {
+        let progress = bar(count as u64, "signing");
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let chunks: Vec<anyhow::Result<Vec<HeaderValue>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|i| {
+                    let share = count / threads + usize::from(i < count % threads);
+                    let progress = progress.clone();
+                    scope.spawn(move || {
+                        (0..share)
+                            .map(|_| {
+                                progress.inc(1);
+                                Ok(HeaderValue::try_from(format!("Bearer {}", token(key)?))?)
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("signing thread panicked")))
+                })
+                .collect()
+        });
+        progress.finish();
+        let mut values = Vec::with_capacity(count);
+        for chunk in chunks {
+            values.extend(chunk?);
+        }
+        Ok(Self {
+            values,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    fn take(&self) -> Option<HeaderValue> {
+        self.values
+            .get(self.next.fetch_add(1, Ordering::Relaxed))
+            .cloned()
+    }
+}
+
+/// Builds one request of a phase; `None` when the phase has used up its fans.
+type MakeRequest = Arc<dyn Fn() -> Option<Request<Full<Bytes>>> + Send + Sync>;
 
 struct Phase {
     ok: u64,
@@ -78,15 +145,31 @@ impl Phase {
     }
 }
 
-/// `concurrency` loops sending requests made by `make` for `seconds`.
+async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// `concurrency` connections sending requests made by `make` for `seconds`.
 async fn phase(
     name: &str,
-    client: &reqwest::Client,
+    addr: SocketAddr,
     concurrency: usize,
     seconds: u64,
     make: MakeRequest,
-    expect: reqwest::StatusCode,
+    expect: StatusCode,
 ) -> anyhow::Result<Phase> {
+    let mut senders = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        senders.push(connect(addr).await?);
+    }
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let progress = bar(seconds, name);
@@ -100,21 +183,24 @@ async fn phase(
         })
     };
     let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (client, make) = (client.clone(), make.clone());
+    for mut sender in senders {
+        let make = make.clone();
         tasks.push(tokio::spawn(async move {
             let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
             let (mut ok, mut failed) = (0u64, 0u64);
             while Instant::now() < deadline {
-                let request = make(&client)?;
+                let Some(request) = make() else {
+                    bail!("out of signed fan tokens: raise --max-rate");
+                };
                 let sent = Instant::now();
-                match request.send().await {
-                    Ok(response) if response.status() == expect => {
-                        let _ = response.bytes().await;
-                        latency.record(sent.elapsed().as_micros().max(1) as u64)?;
-                        ok += 1;
-                    }
-                    _ => failed += 1,
+                let response = sender.send_request(request).await?;
+                let status = response.status();
+                response.into_body().collect().await?;
+                if status == expect {
+                    latency.record(sent.elapsed().as_micros().max(1) as u64)?;
+                    ok += 1;
+                } else {
+                    failed += 1;
                 }
             }
             anyhow::Ok((ok, failed, latency))
@@ -167,18 +253,20 @@ pub async fn joins(stack: &mut Stack, args: JoinArgs) -> anyhow::Result<()> {
                 )
             })?,
     );
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
-        .build()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let host = HeaderValue::try_from(format!("127.0.0.1:{port}"))?;
     let ready = Instant::now();
-    while !client
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .map(|r| r.status().is_success())
-        .unwrap_or(false)
-    {
+    loop {
+        let healthy = async {
+            let mut sender = connect(addr).await?;
+            let request = Request::get("/healthz")
+                .header(HOST, host.clone())
+                .body(Full::new(Bytes::new()))?;
+            anyhow::Ok(sender.send_request(request).await?.status().is_success())
+        };
+        if healthy.await.unwrap_or(false) {
+            break;
+        }
         if ready.elapsed() > Duration::from_secs(30) {
             bail!("the gateway did not become healthy on port {port}");
         }
@@ -186,33 +274,45 @@ pub async fn joins(stack: &mut Stack, args: JoinArgs) -> anyhow::Result<()> {
     }
 
     let key = EncodingKey::from_secret(SECRET.as_bytes());
-    let fallback = format!("{base}/v1/benchmark-baseline");
-    let baseline_key = key.clone();
+    // The baseline may reuse tokens (a 404 does not care who asks); joins may not.
+    let baseline_tokens = Arc::new(Tokens::sign(10_000, &key)?);
+    let baseline_host = host.clone();
     let baseline = phase(
         "baseline",
-        &client,
+        addr,
         args.concurrency,
         args.seconds,
-        Arc::new(move |c: &reqwest::Client| {
-            Ok(c.get(&fallback).bearer_auth(token(&baseline_key)?))
+        Arc::new(move || {
+            let i = baseline_tokens.next.fetch_add(1, Ordering::Relaxed);
+            let token = baseline_tokens.values[i % baseline_tokens.values.len()].clone();
+            Request::get("/v1/benchmark-baseline")
+                .header(HOST, baseline_host.clone())
+                .header(AUTHORIZATION, token)
+                .body(Full::new(Bytes::new()))
+                .ok()
         }),
-        reqwest::StatusCode::NOT_FOUND,
+        StatusCode::NOT_FOUND,
     )
     .await?;
-    let url = format!("{base}/v1/events/{event_id}/requests");
-    let body = serde_json::json!({"quantity": 2}).to_string();
+    let fans = Arc::new(Tokens::sign(args.max_rate * args.seconds as usize, &key)?);
+    let path = format!("/v1/events/{event_id}/requests");
+    let body = Bytes::from(serde_json::json!({"quantity": 2}).to_string());
     let joined = phase(
         "joins",
-        &client,
+        addr,
         args.concurrency,
         args.seconds,
-        Arc::new(move |c: &reqwest::Client| {
-            Ok(c.post(&url)
-                .bearer_auth(token(&key)?)
-                .header("content-type", "application/json")
-                .body(body.clone()))
+        Arc::new(move || {
+            Request::builder()
+                .method(Method::POST)
+                .uri(&path)
+                .header(HOST, host.clone())
+                .header(AUTHORIZATION, fans.take()?)
+                .header(CONTENT_TYPE, "application/json")
+                .body(Full::new(body.clone()))
+                .ok()
         }),
-        reqwest::StatusCode::ACCEPTED,
+        StatusCode::ACCEPTED,
     )
     .await?;
     let stream_len: u64 = redis::cmd("XLEN")

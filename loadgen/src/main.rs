@@ -31,6 +31,11 @@ enum Command {
     Joins(joins::JoinArgs),
 }
 
+// A general-purpose allocator that keeps the many small per-request allocations
+// off glibc's contended arenas.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     proto::runtime::init_tracing("loadgen");
