@@ -8,8 +8,7 @@
 -- ARGV[3]  fingerprint of the request body, "" when no Idempotency-Key was sent
 -- ARGV[4]  now (ms)         ARGV[5]  kind: "seats" or "best"
 -- ARGV[6]  quantity         ARGV[7]  section or ""   ARGV[8]  price tier or ""
--- ARGV[9]  the ask as JSON (kept for the ledger)
--- ARGV[10..] seat ids, for kind "seats"
+-- ARGV[9..] seat ids, for kind "seats"
 --
 -- Returns {status, request_id, queue_number (-1 if none yet), state, served, detail}
 -- status: "ok", "replay" (the Idempotency-Key was used for this very request before),
@@ -61,7 +60,7 @@ end
 
 local seats = {}
 if ARGV[5] == 'seats' then
-  for i = 10, #ARGV do
+  for i = 9, #ARGV do
     if redis.call('HEXISTS', KEYS[10], ARGV[i]) == 0 then
       return {'unknown_seat', '', -1, '', 0, ARGV[i]}
     end
@@ -79,11 +78,13 @@ else
   number = redis.call('INCR', KEYS[8])
   request_state = 'queued'
 end
-redis.call('HSET', KEYS[4], 'fan', fan, 'kind', ARGV[5], 'qty', ARGV[6], 'section', ARGV[7],
-  'tier', ARGV[8], 'seats', table.concat(seats, ' '), 'state', request_state, 'created', ARGV[4],
-  'ask', ARGV[9])
+local fields = {'fan', fan, 'kind', ARGV[5], 'qty', ARGV[6], 'section', ARGV[7], 'tier', ARGV[8],
+  'seats', table.concat(seats, ' '), 'state', request_state, 'created', ARGV[4]}
 if number > 0 then
-  redis.call('HSET', KEYS[4], 'number', number)
+  fields[#fields + 1] = 'number'; fields[#fields + 1] = number
+end
+redis.call('HSET', KEYS[4], unpack(fields))
+if number > 0 then
   redis.call('XADD', KEYS[9], '*', 'r', id, 'n', number, 'f', fan)
 end
 redis.call('HSET', KEYS[2], fan, id)

@@ -34,16 +34,17 @@ use crate::{EventId, RequestId, UserId};
 /// The consumer group of the booking workers on every event stream.
 pub const WORKER_GROUP: &str = "workers";
 
+/// Cheap to clone (handlers' state carries one).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Keys {
-    prefix: String,
+    prefix: std::sync::Arc<str>,
 }
 
 impl Keys {
     /// Keys under `prefix` (no trailing colon; `"onsale"` in production).
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
-            prefix: prefix.into(),
+            prefix: prefix.into().into(),
         }
     }
 
@@ -57,7 +58,14 @@ impl Keys {
     }
 
     fn event_key(&self, event: EventId, name: &str) -> String {
-        format!("{}:{{ev:{event}}}:{name}", self.prefix)
+        // Spelled by hand rather than with `format!`: a join spells a dozen keys.
+        let mut buffer = uuid::Uuid::encode_buffer();
+        let id = event.as_uuid().hyphenated().encode_lower(&mut buffer);
+        let mut key = String::with_capacity(self.prefix.len() + id.len() + name.len() + 7);
+        for part in [&*self.prefix, ":{ev:", id, "}:", name] {
+            key.push_str(part);
+        }
+        key
     }
 
     /// Seat id → encoded seat state, for every seat of the event.
@@ -182,6 +190,20 @@ mod tests {
         let open = key.find('{').map(|i| i + 1).unwrap_or(0);
         let close = key[open..].find('}').map(|i| open + i).unwrap_or(key.len());
         &key[open..close]
+    }
+
+    #[test]
+    fn event_keys_are_spelled_prefix_tag_name() {
+        let keys = Keys::new("onsale");
+        let event = EventId::new();
+        assert_eq!(
+            keys.stream(event),
+            format!("onsale:{{ev:{event}}}:requests")
+        );
+        assert_eq!(
+            keys.seat_states_staging(event, "g1"),
+            format!("onsale:{{ev:{event}}}:seats:staging:g1")
+        );
     }
 
     #[test]

@@ -148,10 +148,9 @@ async fn invoke_join(
     ask: &Ask,
     idempotency: Option<&str>,
 ) -> Result<JoinReply, Error> {
-    let ask_json = ask.to_json();
     let (fingerprint, idem_key) = match idempotency {
         Some(digest) => (
-            to_hex(&Sha256::digest(ask_json.to_string().as_bytes())),
+            to_hex(&Sha256::digest(ask.to_json().to_string().as_bytes())),
             keys.idempotency(event_id, fan, digest),
         ),
         // An unused key of this request keeps the KEYS list fixed.
@@ -178,12 +177,7 @@ async fn invoke_join(
         .arg(Utc::now().timestamp_millis());
     match ask {
         Ask::Seats(seats) => {
-            invocation
-                .arg("seats")
-                .arg(seats.len())
-                .arg("")
-                .arg("")
-                .arg(ask_json.to_string());
+            invocation.arg("seats").arg(seats.len()).arg("").arg("");
             for seat in seats {
                 invocation.arg(seat.as_str());
             }
@@ -197,8 +191,7 @@ async fn invoke_join(
                 .arg("best")
                 .arg(quantity)
                 .arg(section.as_deref().unwrap_or(""))
-                .arg(price_tier.as_deref().unwrap_or(""))
-                .arg(ask_json.to_string());
+                .arg(price_tier.as_deref().unwrap_or(""));
         }
     }
     // One round trip: the request-to-event index is written with the script call
