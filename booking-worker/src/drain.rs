@@ -163,35 +163,40 @@ impl Drainer {
         Ok(())
     }
 
-    /// Moves every entry other consumers left pending to this worker. Only the lease
-    /// holder reads the stream, so their owners are gone.
+    /// Moves every entry other consumers left pending, on the line and on the changes
+    /// stream, to this worker. Only the lease holder reads them, so their owners are
+    /// gone.
     async fn claim_orphans(&mut self) -> Result<usize, DrainError> {
-        let stream = self.keys.stream(self.event_id);
-        let mut cursor = "0-0".to_owned();
         let mut claimed = 0;
-        loop {
-            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-                .arg(&stream)
-                .arg(WORKER_GROUP)
-                .arg(&self.consumer)
-                .arg(0)
-                .arg(&cursor)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut self.redis)
-                .await?;
-            claimed += reply.claimed.len();
-            // Entries deleted while pending come back as ids without fields.
-            if !reply.deleted_ids.is_empty() {
-                let _: i64 = self
-                    .redis
-                    .xack(&stream, WORKER_GROUP, &reply.deleted_ids)
+        for stream in [
+            self.keys.stream(self.event_id),
+            self.keys.changes(self.event_id),
+        ] {
+            let mut cursor = "0-0".to_owned();
+            loop {
+                let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                    .arg(&stream)
+                    .arg(WORKER_GROUP)
+                    .arg(&self.consumer)
+                    .arg(0)
+                    .arg(&cursor)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut self.redis)
                     .await?;
+                claimed += reply.claimed.len();
+                // Entries deleted while pending come back as ids without fields.
+                if !reply.deleted_ids.is_empty() {
+                    let _: i64 = self
+                        .redis
+                        .xack(&stream, WORKER_GROUP, &reply.deleted_ids)
+                        .await?;
+                }
+                if reply.next_stream_id == "0-0" {
+                    break;
+                }
+                cursor = reply.next_stream_id;
             }
-            if reply.next_stream_id == "0-0" {
-                break;
-            }
-            cursor = reply.next_stream_id;
         }
         if claimed > 0 {
             metrics::counter!("onsale_worker_entries_reclaimed_total").increment(claimed as u64);
@@ -349,6 +354,12 @@ impl Drainer {
     /// false, only entries already read before (a paused sale finishes what it
     /// admitted, and admits nothing new).
     pub async fn step(&mut self, count: usize, fresh: bool) -> Result<Step, DrainError> {
+        // Holds that ended in Redis reach the ledger before their seats can be held
+        // again, or the new claim would collide with the old one there.
+        if self.changes_waiting().await? {
+            self.settle().await?;
+            self.apply_changes().await?;
+        }
         let count = if self.isolate > 0 { 1 } else { count };
         let started = Instant::now();
         let raw = self.read(count, fresh).await?;
@@ -435,7 +446,7 @@ impl Drainer {
         metrics::counter!("onsale_requests_decided_total").increment(decisions.len() as u64);
         metrics::histogram!("onsale_worker_batch_seconds", "phase" => "script")
             .record(script_time.as_secs_f64());
-        tracing::debug!(event_id = %self.event_id, entries = entries.len(), ?read_time, ?script_time,
+        tracing::debug!(event_id = %self.event_id, entries = entries.len(), decided = decisions.len(), ?read_time, ?script_time,
             total = ?started.elapsed(), "batch decided");
         let count = decisions.len() + lost.len();
         let waiting = count < entries.len();
@@ -487,7 +498,10 @@ impl Drainer {
         Ok(())
     }
 
-    /// Releases holds that have expired; returns how many.
+    /// Releases holds that have expired in Redis; returns how many. `release.lua`
+    /// puts each on the event's changes stream with the release, and
+    /// [`Self::apply_changes`] carries it into the ledger: a crash or a Postgres outage
+    /// between the two loses nothing.
     pub async fn sweep(&mut self) -> Result<usize, DrainError> {
         let due: Vec<String> = self
             .redis
@@ -508,7 +522,6 @@ impl Drainer {
                 expired.push(request);
             }
         }
-        ledger::end_holds(&self.pool, self.event_id, &expired, "expired").await?;
         if !expired.is_empty() {
             metrics::counter!("onsale_holds_expired_total").increment(expired.len() as u64);
             let message = serde_json::json!({"type": "expired", "request_ids": expired});
@@ -520,7 +533,34 @@ impl Drainer {
         Ok(expired.len())
     }
 
-    /// Carries holds released by fans into the ledger.
+    /// Whether holds that ended in Redis wait to be carried into the ledger (one
+    /// round trip: the changes group's lag and pending count).
+    async fn changes_waiting(&mut self) -> Result<bool, DrainError> {
+        let groups: redis::streams::StreamInfoGroupsReply = match self
+            .redis
+            .xinfo_groups(self.keys.changes(self.event_id))
+            .await
+        {
+            Ok(groups) => groups,
+            // No stream yet: nothing has ended.
+            Err(error)
+                if error.kind()
+                    == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>
+            {
+                return Ok(false);
+            }
+            Err(error) => return Err(error.into()),
+        };
+        Ok(groups
+            .groups
+            .iter()
+            .find(|g| g.name == WORKER_GROUP)
+            .is_some_and(|g| g.pending > 0 || g.lag != Some(0)))
+    }
+
+    /// Carries holds that ended in Redis (expired, released by their fan, undone after
+    /// a ledger conflict) into the ledger, then acknowledges them: an entry whose
+    /// write failed is read again from this consumer's pending list.
     pub async fn apply_changes(&mut self) -> Result<usize, DrainError> {
         let stream = self.keys.changes(self.event_id);
         let options = StreamReadOptions::default()
@@ -536,12 +576,24 @@ impl Drainer {
             if entries.is_empty() {
                 continue;
             }
-            let released: Vec<RequestId> = entries
-                .iter()
-                .filter_map(|e| e.get::<String>("r"))
-                .filter_map(|r| r.parse().ok())
-                .collect();
-            ledger::end_holds(&self.pool, self.event_id, &released, "released").await?;
+            let mut ended: HashMap<String, Vec<RequestId>> = HashMap::new();
+            for entry in &entries {
+                let Some(request) = entry.get::<String>("r").and_then(|r| r.parse().ok()) else {
+                    tracing::warn!(event_id = %self.event_id, id = %entry.id, "change without a request id");
+                    continue;
+                };
+                let state = entry
+                    .get::<String>("s")
+                    .unwrap_or_else(|| "released".into());
+                if !["expired", "released", "rejected"].contains(&state.as_str()) {
+                    tracing::warn!(event_id = %self.event_id, id = %entry.id, state, "change with an unknown state");
+                    continue;
+                }
+                ended.entry(state).or_default().push(request);
+            }
+            for (state, requests) in &ended {
+                ledger::end_holds(&self.pool, self.event_id, requests, state).await?;
+            }
             let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
             let _: i64 = self.redis.xack(&stream, WORKER_GROUP, &ids).await?;
             applied += entries.len();
@@ -596,6 +648,8 @@ impl Drainer {
         tracing::info!(event_id = %self.event_id, consumer = %self.consumer, "draining event");
         self.ensure_groups().await?;
         self.claim_orphans().await?;
+        // Holds that ended while no drainer could write the ledger go first.
+        self.apply_changes().await?;
         let mut tokens = 0.0_f64;
         let mut last_refill = Instant::now();
         let mut last_sweep = Instant::now();

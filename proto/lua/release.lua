@@ -2,7 +2,9 @@
 --
 -- KEYS[1] seat hash   KEYS[2] counts hash   KEYS[3] holds zset   KEYS[4] fanseats hash
 -- KEYS[5] rowfree hash   KEYS[6] fans hash   KEYS[7] the request hash
--- ARGV[1] request id   ARGV[2] the state it ends in: "expired" or "released"
+-- KEYS[8] changes stream: the ended hold, for the booking workers to carry into the
+--         ledger (written with the release, so no crash between the two loses it)
+-- ARGV[1] request id   ARGV[2] the state it ends in: "expired", "released" or "rejected"
 -- ARGV[3] now (ms)     ARGV[4] "1" to release only a hold that has expired by now
 --
 -- Returns {1, state, seats freed} when the hold ended, {0, current state} when there
@@ -34,4 +36,5 @@ redis.call('HINCRBY', KEYS[4], r[2], -count)
 redis.call('ZREM', KEYS[3], id)
 redis.call('HSET', key, 'state', ARGV[2])
 if redis.call('HGET', KEYS[6], r[2]) == id then redis.call('HDEL', KEYS[6], r[2]) end
+redis.call('XADD', KEYS[8], '*', 'r', id, 's', ARGV[2])
 return {1, ARGV[2], freed}

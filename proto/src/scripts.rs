@@ -64,6 +64,7 @@ pub fn release(
         .key(keys.row_free(event))
         .key(keys.fans(event))
         .key(keys.request(event, request))
+        .key(keys.changes(event))
         .arg(request.to_string())
         .arg(state)
         .arg(now_ms)

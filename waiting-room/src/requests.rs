@@ -419,17 +419,9 @@ pub async fn leave(
         )
         .invoke_async(redis)
         .await?;
+        // The script also told the booking workers (the event's changes stream), who
+        // bring the ledger up to date.
         if matches!(reply.first(), Some(redis::Value::Int(1))) {
-            // The booking workers bring the ledger up to date from this entry.
-            let _: String = redis::cmd("XADD")
-                .arg(keys.changes(event_id))
-                .arg("*")
-                .arg("r")
-                .arg(request_id.to_string())
-                .arg("s")
-                .arg("released")
-                .query_async(redis)
-                .await?;
             metrics::counter!("onsale_holds_released_total", "by" => "fan").increment(1);
         }
     } else if changed == 0 && state.is_empty() {

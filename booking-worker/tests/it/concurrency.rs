@@ -146,13 +146,7 @@ async fn expired_seats_go_to_the_fans_waiting_for_them(pool: PgPool) {
     // instead of being told "sold out".
     let mut sale = sale(pool, &redis_url(), &["Floor"], 1, 10, 4).await;
     sale.set_hold_ms(300).await;
-    let asks = (0..30)
-        .map(|_| Ask::Best {
-            quantity: 1,
-            section: None,
-            price_tier: None,
-        })
-        .collect();
+    let asks = one_seat_each(30);
     assert_eq!(sale.join_many(asks, 8).await.len(), 30);
     sale.open().await;
     let settings = booking_worker::DrainSettings {

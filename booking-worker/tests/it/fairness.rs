@@ -67,13 +67,7 @@ async fn best_available_seats_go_in_queue_number_order(pool: PgPool) {
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
 async fn the_revealed_seed_reproduces_the_drawn_order(pool: PgPool) {
     let mut sale = sale(pool, &redis_url(), &["Floor"], 2, 20, 4).await;
-    let asks = (0..200)
-        .map(|_| Ask::Best {
-            quantity: 1,
-            section: None,
-            price_tier: None,
-        })
-        .collect();
+    let asks = one_seat_each(200);
     let joined = sale.join_many(asks, 16).await;
     assert!(
         joined

@@ -324,13 +324,7 @@ async fn a_redis_restart_mid_run_then_a_rebuild_oversells_nothing(pool: PgPool) 
 async fn an_entry_that_keeps_failing_goes_to_the_dead_letters(pool: PgPool) {
     let mut sale = sale(pool, &redis_url(), &["Floor"], 1, 10, 4).await;
     sale.open().await;
-    let asks = (0..3)
-        .map(|_| Ask::Best {
-            quantity: 1,
-            section: None,
-            price_tier: None,
-        })
-        .collect();
+    let asks = one_seat_each(3);
     let mut joined = sale.join_many(asks, 1).await;
     joined.sort_by_key(|(_, j)| j.queue_number);
     // Poison the middle request: its quantity is no number, so the script fails on it.

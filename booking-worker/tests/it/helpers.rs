@@ -281,6 +281,17 @@ impl Sale {
 }
 
 /// Runs `worker` until the returned token is cancelled.
+/// `n` best-available asks for one seat anywhere.
+pub fn one_seat_each(n: usize) -> Vec<Ask> {
+    (0..n)
+        .map(|_| Ask::Best {
+            quantity: 1,
+            section: None,
+            price_tier: None,
+        })
+        .collect()
+}
+
 pub fn start(worker: Worker) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
     let stop = CancellationToken::new();
     let task = tokio::spawn(worker.run(stop.clone()));

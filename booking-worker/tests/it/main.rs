@@ -1,7 +1,9 @@
 //! The booking-worker farm against the real Redis and Postgres: concurrency,
-//! fairness, the draw, and faults (a worker killed with SIGKILL, a Redis restart).
+//! fairness, the draw, and faults (a worker killed with SIGKILL, a Redis restart,
+//! Postgres out of reach).
 
 mod concurrency;
 mod fairness;
 mod faults;
 mod helpers;
+mod outage;
