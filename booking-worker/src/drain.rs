@@ -235,16 +235,10 @@ impl Drainer {
     /// Decides a batch with one script call. `None` when the lease was lost.
     async fn hold_batch(&mut self, entries: &[Entry]) -> Result<Option<Vec<Decision>>, DrainError> {
         let event = self.event_id;
-        let mut invocation = proto::scripts::HOLD_BATCH.key(self.keys.seat_states(event));
-        invocation
-            .key(self.keys.seat_counts(event))
-            .key(self.keys.sale(event))
-            .key(self.keys.holds(event))
-            .key(self.keys.fan_seats(event))
-            .key(self.keys.layout(event))
-            .key(self.keys.row_free(event))
-            .key(self.keys.fans(event))
-            .key(self.keys.lease(event));
+        let mut invocation = proto::scripts::HOLD_BATCH.prepare_invoke();
+        for key in proto::scripts::hold_batch_keys(&self.keys, event) {
+            invocation.key(key);
+        }
         for entry in entries {
             invocation.key(self.keys.request(event, entry.request_id));
         }
@@ -312,23 +306,6 @@ impl Drainer {
         queue_burials(&mut pipe, &self.keys, self.event_id, entries);
         pipe.query_async::<()>(&mut self.redis).await?;
         Ok(())
-    }
-
-    async fn release(
-        &mut self,
-        request: RequestId,
-        state: &str,
-        only_if_expired: bool,
-    ) -> Result<bool, DrainError> {
-        release(
-            &mut self.redis,
-            &self.keys,
-            self.event_id,
-            request,
-            state,
-            only_if_expired,
-        )
-        .await
     }
 
     fn sink(&self) -> Sink {
@@ -513,15 +490,31 @@ impl Drainer {
                 500,
             )
             .await?;
-        let mut expired = Vec::new();
-        for id in due {
-            let Ok(request) = id.parse::<RequestId>() else {
-                continue;
-            };
-            if self.release(request, "expired", true).await? {
-                expired.push(request);
-            }
+        let due: Vec<RequestId> = due.iter().filter_map(|id| id.parse().ok()).collect();
+        if due.is_empty() {
+            return Ok(0);
         }
+        // One round trip for every due hold; the script is loaded first because a
+        // pipeline does not reload it after NOSCRIPT.
+        let now = Self::now_ms();
+        let mut pipe = redis::pipe();
+        pipe.load_script(&proto::scripts::RELEASE).ignore();
+        let invocations: Vec<_> = due
+            .iter()
+            .map(|request| {
+                proto::scripts::release(&self.keys, self.event_id, *request, "expired", now, true)
+            })
+            .collect();
+        for invocation in &invocations {
+            pipe.invoke_script(invocation);
+        }
+        let replies: Vec<Vec<Value>> = pipe.query_async(&mut self.redis).await?;
+        let expired: Vec<RequestId> = due
+            .into_iter()
+            .zip(replies)
+            .filter(|(_, reply)| matches!(reply.first(), Some(Value::Int(1))))
+            .map(|(request, _)| request)
+            .collect();
         if !expired.is_empty() {
             metrics::counter!("onsale_holds_expired_total").increment(expired.len() as u64);
             let message = serde_json::json!({"type": "expired", "request_ids": expired});

@@ -304,15 +304,7 @@ pub async fn holds(stack: &mut Stack, args: HoldsArgs) -> anyhow::Result<()> {
             "--csv",
         ])
         .args(["EVALSHA", script.get_hash(), "10"])
-        .arg(keys.seat_states(base_event))
-        .arg(keys.seat_counts(base_event))
-        .arg(keys.sale(base_event))
-        .arg(keys.holds(base_event))
-        .arg(keys.fan_seats(base_event))
-        .arg(keys.layout(base_event))
-        .arg(keys.row_free(base_event))
-        .arg(keys.fans(base_event))
-        .arg(keys.lease(base_event))
+        .args(proto::scripts::hold_batch_keys(&keys, base_event))
         .arg(keys.request_named(base_event, "__rand_int__"))
         .arg(chrono::Utc::now().timestamp_millis().to_string())
         .args([token, "0", "__rand_int__"]);

@@ -46,6 +46,22 @@ scripts! {
     SET_SALE_STATE => "set_sale_state.lua",
 }
 
+/// The event keys `hold_batch.lua` takes first (`KEYS[1..9]`), in the order it reads
+/// them; the request hashes follow.
+pub fn hold_batch_keys(keys: &crate::Keys, event: crate::EventId) -> [String; 9] {
+    [
+        keys.seat_states(event),
+        keys.seat_counts(event),
+        keys.sale(event),
+        keys.holds(event),
+        keys.fan_seats(event),
+        keys.layout(event),
+        keys.row_free(event),
+        keys.fans(event),
+        keys.lease(event),
+    ]
+}
+
 /// `release.lua` for one request, its `KEYS` in the order the script reads them.
 /// `state` is what the hold ends in (`expired`, `released`, `rejected`).
 pub fn release(
