@@ -114,11 +114,16 @@ pub fn router(
         redis: redis.clone(),
         keys: keys.clone(),
         verifier: verifier.clone(),
-        seat_maps: Some(Arc::new(InventorySeatMaps {
-            pool: pool.clone(),
-            redis: redis.clone(),
-            keys: keys.clone(),
-        })),
+        joiner: waiting_room::Joiner::start(
+            pool.clone(),
+            redis.clone(),
+            keys.clone(),
+            Some(Arc::new(InventorySeatMaps {
+                pool: pool.clone(),
+                redis: redis.clone(),
+                keys: keys.clone(),
+            })),
+        ),
     };
     let inventory = inventory::InventoryState {
         pool,

@@ -156,7 +156,7 @@ pub async fn fill_line(
                 let Some(ask) = rx.lock().await.recv().await else {
                     break;
                 };
-                waiting_room::requests::join(
+                waiting_room::joins::join(
                     &pool,
                     &mut redis,
                     &keys,

@@ -8,6 +8,7 @@
 //! binary runs the scheduler that draws each sale when its on-sale time comes.
 
 pub mod error;
+pub mod joins;
 pub mod lottery;
 pub mod requests;
 pub mod routes;
@@ -26,6 +27,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 pub use error::Error;
+pub use joins::Joiner;
 pub use routes::router;
 
 /// Loads an event's seat map into Redis when a join finds none (after a Redis
@@ -45,7 +47,8 @@ pub struct WaitingRoomState {
     pub redis: ConnectionManager,
     pub keys: Keys,
     pub verifier: Arc<TokenVerifier>,
-    pub seat_maps: Option<Arc<dyn SeatMaps>>,
+    /// Where joins enter the line (it loads seat maps a join finds missing).
+    pub joiner: joins::Joiner,
 }
 
 #[derive(Clone, Debug, serde::Deserialize)]

@@ -1,22 +1,19 @@
-//! Booking requests in the line: joining, reading where one stands, leaving.
+//! Booking requests in the line: what a fan may ask for, reading where a request
+//! stands, leaving. Joining is [`crate::joins`].
 //!
-//! A join is one `join.lua` call: the request is numbered (or parked in the
-//! pre-queue), put on the event's stream and bound to its fan atomically. Position
-//! is `queue number − served`, where `served` is the last number the workers have
-//! decided: O(1), no scans.
+//! Position is `queue number − served`, where `served` is the last number the
+//! workers have decided: O(1), no scans.
 
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use proto::wire::queue::{CreateRequest, Joined, RequestState, RequestStatus};
+use proto::wire::queue::{CreateRequest, RequestState, RequestStatus};
 use proto::{ErrorCode, EventId, Keys, RequestId, SeatId, UserId};
 use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
 
 use crate::error::Error;
 use crate::lottery::to_hex;
-use crate::sale;
 
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -109,7 +106,7 @@ impl Ask {
         }
     }
 
-    fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         match self {
             Ask::Seats(seats) => serde_json::json!({"seats": seats}),
             Ask::Best {
@@ -135,184 +132,6 @@ pub fn idempotency_digest(key: &str) -> Result<String, Error> {
         ));
     }
     Ok(to_hex(&Sha256::digest(key.as_bytes())))
-}
-
-type JoinReply = (String, String, i64, String, i64, String);
-
-async fn invoke_join(
-    redis: &mut ConnectionManager,
-    keys: &Keys,
-    event_id: EventId,
-    request_id: RequestId,
-    fan: UserId,
-    ask: &Ask,
-    idempotency: Option<&str>,
-) -> Result<JoinReply, Error> {
-    let (fingerprint, idem_key) = match idempotency {
-        Some(digest) => (
-            to_hex(&Sha256::digest(ask.to_json().to_string().as_bytes())),
-            keys.idempotency(event_id, fan, digest),
-        ),
-        // An unused key of this request keeps the KEYS list fixed.
-        None => (
-            String::new(),
-            keys.idempotency(event_id, fan, &request_id.to_string()),
-        ),
-    };
-    let mut invocation = proto::scripts::JOIN.key(keys.sale(event_id));
-    invocation
-        .key(keys.fans(event_id))
-        .key(keys.fan_seats(event_id))
-        .key(keys.request(event_id, request_id))
-        .key(idem_key)
-        .key(keys.prequeue(event_id))
-        .key(keys.latecomers(event_id))
-        .key(keys.next_number(event_id))
-        .key(keys.stream(event_id))
-        .key(keys.seat_states(event_id))
-        .key(keys.layout(event_id))
-        .arg(request_id.to_string())
-        .arg(fan.to_string())
-        .arg(fingerprint)
-        .arg(Utc::now().timestamp_millis());
-    match ask {
-        Ask::Seats(seats) => {
-            invocation.arg("seats").arg(seats.len()).arg("").arg("");
-            for seat in seats {
-                invocation.arg(seat.as_str());
-            }
-        }
-        Ask::Best {
-            quantity,
-            section,
-            price_tier,
-        } => {
-            invocation
-                .arg("best")
-                .arg(quantity)
-                .arg(section.as_deref().unwrap_or(""))
-                .arg(price_tier.as_deref().unwrap_or(""));
-        }
-    }
-    // One round trip: the request-to-event index is written with the script call
-    // (an index entry of a refused join names a request that does not exist, which
-    // reads as "not found"). After a Redis restart the script cache is empty, and the
-    // slower path loads it.
-    let mut pipe = redis::pipe();
-    pipe.set(keys.request_index(request_id), event_id.to_string())
-        .ignore()
-        .invoke_script(&invocation);
-    match pipe.query_async::<(JoinReply,)>(redis).await {
-        Ok((reply,)) => Ok(reply),
-        Err(error)
-            if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-        {
-            let reply = invocation.invoke_async(redis).await?;
-            let _: () = redis::cmd("SET")
-                .arg(keys.request_index(request_id))
-                .arg(event_id.to_string())
-                .query_async(redis)
-                .await?;
-            Ok(reply)
-        }
-        Err(error) => Err(error.into()),
-    }
-}
-
-/// Puts a fan's request in the event's line.
-pub async fn join(
-    pool: &PgPool,
-    redis: &mut ConnectionManager,
-    keys: &Keys,
-    event_id: EventId,
-    fan: UserId,
-    ask: &Ask,
-    idempotency: Option<&str>,
-) -> Result<Joined, Error> {
-    join_with(pool, redis, keys, event_id, fan, ask, idempotency, None).await
-}
-
-/// [`join`], loading the event's seat map through `seat_maps` when Redis has none.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the join's inputs, each distinct"
-)]
-pub async fn join_with(
-    pool: &PgPool,
-    redis: &mut ConnectionManager,
-    keys: &Keys,
-    event_id: EventId,
-    fan: UserId,
-    ask: &Ask,
-    idempotency: Option<&str>,
-    seat_maps: Option<&dyn crate::SeatMaps>,
-) -> Result<Joined, Error> {
-    let request_id = RequestId::new();
-    let mut reply = invoke_join(redis, keys, event_id, request_id, fan, ask, idempotency).await?;
-    if let ("seat_map_not_loaded", Some(seat_maps)) = (reply.0.as_str(), seat_maps) {
-        seat_maps.ensure_loaded(event_id).await.map_err(|why| {
-            tracing::error!(%event_id, why, "loading the seat map failed");
-            Error::SeatMapNotLoaded(event_id)
-        })?;
-        reply = invoke_join(redis, keys, event_id, request_id, fan, ask, idempotency).await?;
-    }
-    if reply.0 == "sale_not_loaded" {
-        let sale = sale::ensure_sale(pool, event_id).await?;
-        sale::load_into_redis(redis, keys, &sale).await?;
-        reply = invoke_join(redis, keys, event_id, request_id, fan, ask, idempotency).await?;
-    }
-    let (status, id, number, _state, served, detail) = reply;
-    let refused = |code, message: String| Err(Error::refused(code, message));
-    match status.as_str() {
-        "ok" => {
-            metrics::counter!("onsale_requests_joined_total").increment(1);
-            let queue_number = u64::try_from(number).ok();
-            Ok(Joined {
-                request_id,
-                queue_number,
-                position: queue_number.map(|n| n.saturating_sub(served.max(0) as u64)),
-            })
-        }
-        "replay" => {
-            let prior: RequestId = id
-                .parse()
-                .map_err(|_| Error::Unexpected(format!("request id {id:?}")))?;
-            let status = status_of(redis, keys, event_id, prior).await?;
-            Ok(Joined {
-                request_id: prior,
-                queue_number: status.queue_number,
-                position: status.position,
-            })
-        }
-        "seat_map_not_loaded" => Err(Error::SeatMapNotLoaded(event_id)),
-        "sale_closed" => refused(ErrorCode::SaleClosed, "the sale is closed".into()),
-        "sold_out" => refused(ErrorCode::SoldOut, "the event is sold out".into()),
-        "already_in_line" => refused(
-            ErrorCode::AlreadyInLine,
-            format!("you already have request {id} for this event"),
-        ),
-        "idempotency_key_reused" => refused(
-            ErrorCode::IdempotencyKeyReused,
-            format!("this Idempotency-Key was used for request {id} with a different body"),
-        ),
-        "over_limit" => refused(
-            ErrorCode::OverLimit,
-            format!("you may ask for {detail} more seats for this event"),
-        ),
-        "unknown_seat" => refused(
-            ErrorCode::UnknownSeat,
-            format!("the venue has no seat {detail}"),
-        ),
-        "unknown_section" => refused(
-            ErrorCode::UnknownSection,
-            format!("the venue has no section {detail}"),
-        ),
-        "unknown_price_tier" => refused(
-            ErrorCode::UnknownPriceTier,
-            format!("the venue has no price tier {detail}"),
-        ),
-        other => Err(Error::Unexpected(format!("join replied {other}"))),
-    }
 }
 
 /// The event a request belongs to.

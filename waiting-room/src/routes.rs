@@ -48,7 +48,7 @@ pub fn router() -> OpenApiRouter<WaitingRoomState> {
     security(("bearer" = []))
 )]
 async fn join(
-    State(mut state): State<WaitingRoomState>,
+    State(state): State<WaitingRoomState>,
     caller: Caller,
     Path(event_id): Path<EventId>,
     headers: HeaderMap,
@@ -59,18 +59,10 @@ async fn join(
         Some(value) => Some(requests::idempotency_digest(value.to_str().unwrap_or(" "))?),
         None => None,
     };
-    let seat_maps = state.seat_maps.clone();
-    let joined = requests::join_with(
-        &state.pool,
-        &mut state.redis,
-        &state.keys,
-        event_id,
-        caller.user_id,
-        &ask,
-        idempotency.as_deref(),
-        seat_maps.as_deref(),
-    )
-    .await?;
+    let joined = state
+        .joiner
+        .join(event_id, caller.user_id, &ask, idempotency.as_deref())
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(joined)))
 }
 

@@ -12,7 +12,8 @@ use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use waiting_room::requests::{self, Ask};
+use waiting_room::joins;
+use waiting_room::requests::Ask;
 
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL")
@@ -105,7 +106,7 @@ impl Sale {
 
     pub async fn join(&self, fan: UserId, ask: &Ask) -> Result<Joined, waiting_room::Error> {
         let mut redis = self.redis.clone();
-        requests::join(
+        joins::join(
             &self.pool,
             &mut redis,
             &self.keys,
@@ -134,7 +135,7 @@ impl Sale {
                     );
                     tokio::spawn(async move {
                         let fan = UserId::new();
-                        requests::join(&pool, &mut redis, &keys, event_id, fan, &ask, None)
+                        joins::join(&pool, &mut redis, &keys, event_id, fan, &ask, None)
                             .await
                             .map(|j| (fan, j))
                     })

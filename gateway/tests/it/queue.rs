@@ -25,6 +25,20 @@ async fn join(
     request.send().await.expect("sent")
 }
 
+/// A new event whose sale an admin has opened.
+async fn opened_event(app: &TestApp) -> String {
+    let (admin, event) = app.seeded_event().await;
+    let opened = app
+        .post(
+            &format!("/v1/ops/events/{event}/open"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(opened.status(), StatusCode::OK);
+    event
+}
+
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
 async fn a_fan_joins_once_reads_its_place_and_leaves(pool: PgPool) {
     let app = spawn_app(pool).await;
@@ -109,13 +123,7 @@ async fn a_fan_joins_once_reads_its_place_and_leaves(pool: PgPool) {
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
 async fn bad_requests_are_refused_and_change_nothing(pool: PgPool) {
     let app = spawn_app(pool).await;
-    let (admin, event) = app.seeded_event().await;
-    app.post(
-        &format!("/v1/ops/events/{event}/open"),
-        Some(&admin),
-        &json!({}),
-    )
-    .await;
+    let event = opened_event(&app).await;
     let fan = app.fan_token("fan@example.com").await;
     let cases = [
         (
@@ -279,13 +287,7 @@ async fn a_join_works_after_redis_forgot_its_scripts(pool: PgPool) {
     // As after a Redis restart: the script cache is empty, and the one-round-trip
     // join falls back to loading the script.
     let app = spawn_app(pool).await;
-    let (admin, event) = app.seeded_event().await;
-    app.post(
-        &format!("/v1/ops/events/{event}/open"),
-        Some(&admin),
-        &json!({}),
-    )
-    .await;
+    let event = opened_event(&app).await;
     let mut redis = app.redis.clone();
     let _: () = redis::cmd("SCRIPT")
         .arg("FLUSH")
@@ -307,13 +309,7 @@ async fn a_join_works_after_redis_forgot_its_scripts(pool: PgPool) {
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
 async fn a_join_reloads_a_seat_map_redis_lost(pool: PgPool) {
     let app = spawn_app(pool).await;
-    let (admin, event) = app.seeded_event().await;
-    app.post(
-        &format!("/v1/ops/events/{event}/open"),
-        Some(&admin),
-        &json!({}),
-    )
-    .await;
+    let event = opened_event(&app).await;
     let event_id: proto::EventId = event.parse().expect("id");
     let mut redis = app.redis.clone();
     let _: () = redis::pipe()
@@ -333,4 +329,86 @@ async fn a_join_reloads_a_seat_map_redis_lost(pool: PgPool) {
         .await
         .expect("exists");
     assert!(exists, "the seat map was loaded again");
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn concurrent_joins_share_script_calls_and_each_fan_is_in_line_once(pool: PgPool) {
+    use waiting_room::requests::{Ask, idempotency_digest};
+    use waiting_room::{Error, Joiner};
+
+    let app = spawn_app(pool.clone()).await;
+    let event = opened_event(&app).await;
+    let event_id: proto::EventId = event.parse().expect("id");
+    let joiner = Joiner::start(pool, app.redis.clone(), app.keys.clone(), None);
+
+    // Every fan asks twice at once: even fans retry with the same Idempotency-Key,
+    // odd fans ask again from a second device, without one.
+    const FANS: usize = 300;
+    let fans: Vec<proto::UserId> = (0..FANS).map(|_| proto::UserId::new()).collect();
+    let mut tasks = Vec::new();
+    for (i, fan) in fans.iter().copied().enumerate() {
+        for _ in 0..2 {
+            let joiner = joiner.clone();
+            let key = (i % 2 == 0).then(|| idempotency_digest(&format!("k-{i}")).expect("key"));
+            tasks.push(tokio::spawn(async move {
+                let ask = Ask::Best {
+                    quantity: 1,
+                    section: Some("Floor".into()),
+                    price_tier: None,
+                };
+                (i, joiner.join(event_id, fan, &ask, key.as_deref()).await)
+            }));
+        }
+    }
+    let mut accepted: Vec<Vec<(proto::RequestId, u64)>> = vec![Vec::new(); FANS];
+    let mut already_in_line = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            (i, Ok(joined)) => {
+                accepted[i].push((joined.request_id, joined.queue_number.expect("numbered")))
+            }
+            (
+                _,
+                Err(Error::Refused {
+                    code: proto::ErrorCode::AlreadyInLine,
+                    ..
+                }),
+            ) => already_in_line += 1,
+            (i, Err(error)) => panic!("fan {i}: {error:?}"),
+        }
+    }
+    for (i, answers) in accepted.iter().enumerate() {
+        let expected = if i % 2 == 0 { 2 } else { 1 };
+        assert_eq!(answers.len(), expected, "fan {i}: {answers:?}");
+        assert!(
+            answers.iter().all(|a| *a == answers[0]),
+            "fan {i}'s retry is the same request: {answers:?}"
+        );
+    }
+    assert_eq!(already_in_line, FANS / 2);
+    let mut numbers: Vec<u64> = accepted.iter().map(|a| a[0].1).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=FANS as u64).collect::<Vec<_>>());
+
+    let mut redis = app.redis.clone();
+    let (streamed, bound): (usize, std::collections::HashMap<String, String>) = redis::pipe()
+        .xlen(app.keys.stream(event_id))
+        .hgetall(app.keys.fans(event_id))
+        .query_async(&mut redis)
+        .await
+        .expect("line");
+    assert_eq!(streamed, FANS, "one stream entry per accepted request");
+    for (i, fan) in fans.iter().enumerate() {
+        assert_eq!(
+            bound.get(&fan.to_string()),
+            Some(&accepted[i][0].0.to_string()),
+            "fan {i} is bound to its request"
+        );
+    }
+    let calls = joiner.calls();
+    assert!(
+        calls < (FANS as u64) / 2,
+        "{} joins took {calls} script calls",
+        2 * FANS
+    );
 }

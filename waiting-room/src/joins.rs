@@ -1,0 +1,390 @@
+//! Joining the line.
+//!
+//! One `join.lua` call decides a batch of joins for one event, in order, as if they
+//! had come one after another. A [`Joiner`] gathers the joins that arrive while its
+//! calls are out and sends them together in the next call, so that under load one
+//! Redis round trip, one script start and one read of the sale and of the fans carry
+//! many joins instead of one. There is no timer: a join that finds no call out goes
+//! at once, alone, so a quiet line pays no added latency, and a busy one waits at
+//! most for the call ahead of it (up to [`MAX_BATCH`] joins). One call is out at a
+//! time, so joins are numbered in the order they reached the joiner: first come,
+//! first served.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::Utc;
+use proto::wire::queue::Joined;
+use proto::{ErrorCode, EventId, Keys, RequestId, UserId};
+use redis::aio::ConnectionManager;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::Error;
+use crate::lottery::to_hex;
+use crate::requests::{self, Ask};
+use crate::{SeatMaps, sale};
+
+/// Most joins one script call decides.
+pub const MAX_BATCH: usize = 128;
+/// Joins waiting for a call before callers wait to hand theirs over.
+const QUEUE: usize = 4 * MAX_BATCH;
+
+/// One join's outcome as `join.lua` gives it: status, request id, queue number (-1
+/// if none yet), state, served, detail.
+type Reply = (String, String, i64, String, i64, String);
+
+/// A join with its keys and script arguments spelled, ready to go out in any batch.
+struct Prepared {
+    event_id: EventId,
+    request_id: RequestId,
+    request_key: String,
+    idempotency_key: Option<String>,
+    /// request id, fan, fingerprint, kind, quantity, section, tier, seat count, seats
+    args: Vec<String>,
+}
+
+impl Prepared {
+    fn new(
+        keys: &Keys,
+        event_id: EventId,
+        request_id: RequestId,
+        fan: UserId,
+        ask: &Ask,
+        idempotency: Option<&str>,
+    ) -> Self {
+        // Without an Idempotency-Key there is no key to check: the script skips it.
+        let (fingerprint, idempotency_key) = match idempotency {
+            Some(digest) => (
+                to_hex(&Sha256::digest(ask.to_json().to_string().as_bytes())),
+                Some(keys.idempotency(event_id, fan, digest)),
+            ),
+            None => (String::new(), None),
+        };
+        let mut args = vec![request_id.to_string(), fan.to_string(), fingerprint];
+        match ask {
+            Ask::Seats(seats) => {
+                let count = seats.len().to_string();
+                args.extend([
+                    "seats".into(),
+                    count.clone(),
+                    String::new(),
+                    String::new(),
+                    count,
+                ]);
+                args.extend(seats.iter().map(|s| s.as_str().to_owned()));
+            }
+            Ask::Best {
+                quantity,
+                section,
+                price_tier,
+            } => args.extend([
+                "best".into(),
+                quantity.to_string(),
+                section.clone().unwrap_or_default(),
+                price_tier.clone().unwrap_or_default(),
+                "0".into(),
+            ]),
+        }
+        Self {
+            event_id,
+            request_id,
+            request_key: keys.request(event_id, request_id),
+            idempotency_key,
+            args,
+        }
+    }
+}
+
+/// Decides `batch` (every join for `event_id`) in one script call; one reply per
+/// join, in order.
+async fn decide(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    event_id: EventId,
+    batch: &[&Prepared],
+) -> Result<Vec<Reply>, Error> {
+    let mut invocation = proto::scripts::JOIN.key(keys.sale(event_id));
+    invocation
+        .key(keys.fans(event_id))
+        .key(keys.fan_seats(event_id))
+        .key(keys.prequeue(event_id))
+        .key(keys.latecomers(event_id))
+        .key(keys.next_number(event_id))
+        .key(keys.stream(event_id))
+        .key(keys.seat_states(event_id))
+        .key(keys.layout(event_id))
+        .arg(Utc::now().timestamp_millis())
+        .arg(batch.len());
+    for join in batch {
+        invocation.key(&join.request_key);
+        if let Some(key) = &join.idempotency_key {
+            invocation.key(key);
+        }
+        invocation.arg(&join.args);
+    }
+    // The request-to-event index lives outside the event's slot, so it is written
+    // beside the script call, in the same round trip (an index entry of a refused join
+    // names a request that does not exist, which reads as "not found"). After a Redis
+    // restart the script cache is empty: the pipeline fails with NOSCRIPT, the script
+    // is loaded, and the pipeline (whose index writes are idempotent) runs again.
+    let event = event_id.to_string();
+    let mut pipe = redis::pipe();
+    for join in batch {
+        pipe.set(keys.request_index(join.request_id), &event)
+            .ignore();
+    }
+    pipe.invoke_script(&invocation);
+    let replies = match pipe.query_async::<(Vec<Reply>,)>(redis).await {
+        Ok((replies,)) => replies,
+        Err(error)
+            if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+        {
+            let _: String = proto::scripts::JOIN
+                .prepare_invoke()
+                .load_async(redis)
+                .await?;
+            pipe.query_async::<(Vec<Reply>,)>(redis).await?.0
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if replies.len() != batch.len() {
+        return Err(Error::Unexpected(format!(
+            "join gave {} replies for {} requests",
+            replies.len(),
+            batch.len()
+        )));
+    }
+    Ok(replies)
+}
+
+/// A join handed to the [`Joiner`]'s task, with where its outcome goes.
+struct Pending {
+    join: Prepared,
+    reply: oneshot::Sender<Result<Reply, Error>>,
+}
+
+/// The line's entrance for concurrent callers: batches their joins (see the module
+/// docs). Cheap to clone (one pointer: handlers' state carries one, cloned per
+/// request); its task ends when the last clone is dropped.
+#[derive(Clone)]
+pub struct Joiner(Arc<Entrance>);
+
+struct Entrance {
+    pool: PgPool,
+    redis: ConnectionManager,
+    keys: Keys,
+    seat_maps: Option<Arc<dyn SeatMaps>>,
+    queue: mpsc::Sender<Pending>,
+    calls: Arc<AtomicU64>,
+}
+
+impl Joiner {
+    /// Starts the batching task on the current Tokio runtime. `seat_maps` loads an
+    /// event's seat map when a join finds none in Redis.
+    pub fn start(
+        pool: PgPool,
+        redis: ConnectionManager,
+        keys: Keys,
+        seat_maps: Option<Arc<dyn SeatMaps>>,
+    ) -> Self {
+        let (queue, pending) = mpsc::channel(QUEUE);
+        let calls = Arc::new(AtomicU64::new(0));
+        tokio::spawn(batch_joins(
+            pending,
+            redis.clone(),
+            keys.clone(),
+            calls.clone(),
+        ));
+        Self(Arc::new(Entrance {
+            pool,
+            redis,
+            keys,
+            seat_maps,
+            queue,
+            calls,
+        }))
+    }
+
+    /// Script calls made so far (each decides one or more joins).
+    pub fn calls(&self) -> u64 {
+        self.0.calls.load(Ordering::Relaxed)
+    }
+
+    /// Puts a fan's request in the event's line.
+    pub async fn join(
+        &self,
+        event_id: EventId,
+        fan: UserId,
+        ask: &Ask,
+        idempotency: Option<&str>,
+    ) -> Result<Joined, Error> {
+        let this = &*self.0;
+        let request_id = RequestId::new();
+        let submit = |join| async move {
+            let (reply, outcome) = oneshot::channel();
+            this.queue
+                .send(Pending { join, reply })
+                .await
+                .map_err(|_| Error::Unexpected("the join queue has stopped".into()))?;
+            outcome
+                .await
+                .map_err(|_| Error::Unexpected("a join batch was dropped".into()))?
+        };
+        let prepare = || Prepared::new(&this.keys, event_id, request_id, fan, ask, idempotency);
+        let mut reply = submit(prepare()).await?;
+        if let ("seat_map_not_loaded", Some(seat_maps)) = (reply.0.as_str(), &this.seat_maps) {
+            seat_maps.ensure_loaded(event_id).await.map_err(|why| {
+                tracing::error!(%event_id, why, "loading the seat map failed");
+                Error::SeatMapNotLoaded(event_id)
+            })?;
+            reply = submit(prepare()).await?;
+        }
+        if reply.0 == "sale_not_loaded" {
+            let sale = sale::ensure_sale(&this.pool, event_id).await?;
+            sale::load_into_redis(&mut this.redis.clone(), &this.keys, &sale).await?;
+            reply = submit(prepare()).await?;
+        }
+        outcome(&this.redis, &this.keys, event_id, request_id, reply).await
+    }
+}
+
+/// The [`Joiner`]'s task: one script call at a time, each taking every join that
+/// waited for it (up to [`MAX_BATCH`]). One call at a time is what makes the order of
+/// arrival the order of the queue numbers; while a call is out, the next batch forms.
+async fn batch_joins(
+    mut pending: mpsc::Receiver<Pending>,
+    mut redis: ConnectionManager,
+    keys: Keys,
+    calls: Arc<AtomicU64>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        metrics::histogram!("onsale_join_batch_size").record(batch.len() as f64);
+        // One call per event, in order of each event's first join.
+        while let Some(event_id) = batch.first().map(|p: &Pending| p.join.event_id) {
+            let (these, rest): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut batch)
+                .into_iter()
+                .partition(|p| p.join.event_id == event_id);
+            batch = rest;
+            let joins: Vec<&Prepared> = these.iter().map(|p| &p.join).collect();
+            calls.fetch_add(1, Ordering::Relaxed);
+            match decide(&mut redis, &keys, event_id, &joins).await {
+                Ok(replies) => {
+                    for (pending, reply) in these.into_iter().zip(replies) {
+                        // A caller that went away no longer wants its answer; its
+                        // request stands, as it would had the answer been lost.
+                        let _ = pending.reply.send(Ok(reply));
+                    }
+                }
+                Err(error) => {
+                    for pending in these {
+                        let _ = pending.reply.send(Err(shared(&error)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One failure of a whole batch, as each of its joins reports it.
+fn shared(error: &Error) -> Error {
+    match error {
+        Error::Redis(cause) => Error::Redis(cause.clone()),
+        other => Error::Unexpected(other.to_string()),
+    }
+}
+
+/// Puts a fan's request in the event's line with a script call of its own. For
+/// tools and tests; the HTTP API goes through a [`Joiner`].
+pub async fn join(
+    pool: &PgPool,
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    event_id: EventId,
+    fan: UserId,
+    ask: &Ask,
+    idempotency: Option<&str>,
+) -> Result<Joined, Error> {
+    let request_id = RequestId::new();
+    let join = Prepared::new(keys, event_id, request_id, fan, ask, idempotency);
+    let once = |redis: &mut ConnectionManager| {
+        let mut redis = redis.clone();
+        let join = &join;
+        async move {
+            decide(&mut redis, keys, event_id, &[join])
+                .await
+                .map(|mut replies| replies.remove(0))
+        }
+    };
+    let mut reply = once(redis).await?;
+    if reply.0 == "sale_not_loaded" {
+        let sale = sale::ensure_sale(pool, event_id).await?;
+        sale::load_into_redis(redis, keys, &sale).await?;
+        reply = once(redis).await?;
+    }
+    outcome(redis, keys, event_id, request_id, reply).await
+}
+
+/// What a join's reply means to the fan.
+async fn outcome(
+    redis: &ConnectionManager,
+    keys: &Keys,
+    event_id: EventId,
+    request_id: RequestId,
+    reply: Reply,
+) -> Result<Joined, Error> {
+    let (status, id, number, _state, served, detail) = reply;
+    let refused = |code, message: String| Err(Error::refused(code, message));
+    match status.as_str() {
+        "ok" => {
+            metrics::counter!("onsale_requests_joined_total").increment(1);
+            let queue_number = u64::try_from(number).ok();
+            Ok(Joined {
+                request_id,
+                queue_number,
+                position: queue_number.map(|n| n.saturating_sub(served.max(0) as u64)),
+            })
+        }
+        "replay" => {
+            let prior: RequestId = id
+                .parse()
+                .map_err(|_| Error::Unexpected(format!("request id {id:?}")))?;
+            let status = requests::status_of(&mut redis.clone(), keys, event_id, prior).await?;
+            Ok(Joined {
+                request_id: prior,
+                queue_number: status.queue_number,
+                position: status.position,
+            })
+        }
+        "seat_map_not_loaded" => Err(Error::SeatMapNotLoaded(event_id)),
+        "sale_closed" => refused(ErrorCode::SaleClosed, "the sale is closed".into()),
+        "sold_out" => refused(ErrorCode::SoldOut, "the event is sold out".into()),
+        "already_in_line" => refused(
+            ErrorCode::AlreadyInLine,
+            format!("you already have request {id} for this event"),
+        ),
+        "idempotency_key_reused" => refused(
+            ErrorCode::IdempotencyKeyReused,
+            format!("this Idempotency-Key was used for request {id} with a different body"),
+        ),
+        "over_limit" => refused(
+            ErrorCode::OverLimit,
+            format!("you may ask for {detail} more seats for this event"),
+        ),
+        "unknown_seat" => refused(
+            ErrorCode::UnknownSeat,
+            format!("the venue has no seat {detail}"),
+        ),
+        "unknown_section" => refused(
+            ErrorCode::UnknownSection,
+            format!("the venue has no section {detail}"),
+        ),
+        "unknown_price_tier" => refused(
+            ErrorCode::UnknownPriceTier,
+            format!("the venue has no price tier {detail}"),
+        ),
+        other => Err(Error::Unexpected(format!("join replied {other}"))),
+    }
+}
