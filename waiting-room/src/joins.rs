@@ -253,35 +253,56 @@ impl Joiner {
 /// The [`Joiner`]'s task: one script call at a time, each taking every join that
 /// waited for it (up to [`MAX_BATCH`]). One call at a time is what makes the order of
 /// arrival the order of the queue numbers; while a call is out, the next batch forms.
+///
+/// Each batch runs in a task of its own, awaited before the next: should it panic,
+/// its callers get an error (their answers are dropped) and the joiner goes on.
 async fn batch_joins(
     mut pending: mpsc::Receiver<Pending>,
-    mut redis: ConnectionManager,
+    redis: ConnectionManager,
     keys: Keys,
     calls: Arc<AtomicU64>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
         metrics::histogram!("onsale_join_batch_size").record(batch.len() as f64);
-        // One call per event, in order of each event's first join.
-        while let Some(event_id) = batch.first().map(|p: &Pending| p.join.event_id) {
-            let (these, rest): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut batch)
-                .into_iter()
-                .partition(|p| p.join.event_id == event_id);
-            batch = rest;
-            let joins: Vec<&Prepared> = these.iter().map(|p| &p.join).collect();
-            calls.fetch_add(1, Ordering::Relaxed);
-            match decide(&mut redis, &keys, event_id, &joins).await {
-                Ok(replies) => {
-                    for (pending, reply) in these.into_iter().zip(replies) {
-                        // A caller that went away no longer wants its answer; its
-                        // request stands, as it would had the answer been lost.
-                        let _ = pending.reply.send(Ok(reply));
-                    }
+        let run = tokio::spawn(send_batch(
+            redis.clone(),
+            keys.clone(),
+            std::mem::take(&mut batch),
+            calls.clone(),
+        ));
+        if let Err(error) = run.await {
+            tracing::error!(%error, "a join batch failed; its joins were answered with an error");
+        }
+    }
+}
+
+/// Decides one batch, a script call per event in order of each event's first join,
+/// and answers every join in it.
+async fn send_batch(
+    mut redis: ConnectionManager,
+    keys: Keys,
+    mut batch: Vec<Pending>,
+    calls: Arc<AtomicU64>,
+) {
+    while let Some(event_id) = batch.first().map(|p: &Pending| p.join.event_id) {
+        let (these, rest): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut batch)
+            .into_iter()
+            .partition(|p| p.join.event_id == event_id);
+        batch = rest;
+        let joins: Vec<&Prepared> = these.iter().map(|p| &p.join).collect();
+        calls.fetch_add(1, Ordering::Relaxed);
+        match decide(&mut redis, &keys, event_id, &joins).await {
+            Ok(replies) => {
+                for (pending, reply) in these.into_iter().zip(replies) {
+                    // A caller that went away no longer wants its answer; its
+                    // request stands, as it would had the answer been lost.
+                    let _ = pending.reply.send(Ok(reply));
                 }
-                Err(error) => {
-                    for pending in these {
-                        let _ = pending.reply.send(Err(shared(&error)));
-                    }
+            }
+            Err(error) => {
+                for pending in these {
+                    let _ = pending.reply.send(Err(shared(&error)));
                 }
             }
         }
