@@ -206,28 +206,49 @@ pub async fn decided(pool: &PgPool, event_id: EventId) -> anyhow::Result<i64> {
     )
 }
 
-/// Removes every key this run made (they all carry its prefix).
+/// Removes every key this run made (they all carry its prefix). A step that times
+/// out (the connection's 500 ms response timeout, on a machine that stalls) is tried
+/// again a few times before the run reports the keys it left.
 pub async fn cleanup(stack: &mut Stack) -> anyhow::Result<()> {
     let pattern = format!("{}:*", stack.keys.prefix());
     let mut cursor: u64 = 0;
     loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(5_000)
-            .query_async(&mut stack.redis)
-            .await?;
-        if !keys.is_empty() {
-            let _: i64 = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut stack.redis)
-                .await?;
-        }
+        let mut attempt = 0;
+        let next = loop {
+            attempt += 1;
+            match cleanup_step(stack, &pattern, cursor).await {
+                Ok(next) => break next,
+                Err(error) if error.is_timeout() && attempt < 5 => {
+                    eprintln!("removing keys timed out (attempt {attempt}): {error}; trying again")
+                }
+                Err(error) => {
+                    return Err(error)
+                        .with_context(|| format!("removing this run's keys ({pattern})"));
+                }
+            }
+        };
         if next == 0 {
             return Ok(());
         }
         cursor = next;
     }
+}
+
+/// One `SCAN` step from `cursor` and the `UNLINK` of what it found; the next cursor.
+async fn cleanup_step(stack: &mut Stack, pattern: &str, cursor: u64) -> redis::RedisResult<u64> {
+    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+        .arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(5_000)
+        .query_async(&mut stack.redis)
+        .await?;
+    if !keys.is_empty() {
+        let _: i64 = redis::cmd("UNLINK")
+            .arg(&keys)
+            .query_async(&mut stack.redis)
+            .await?;
+    }
+    Ok(next)
 }
