@@ -117,7 +117,11 @@ async fn a_killed_worker_s_entries_are_finished_by_another_exactly_once(pool: Pg
         .query_async(&mut sale.redis)
         .await
         .expect("rate");
-    sale.open().await;
+    assert_eq!(
+        sale.open().await as i64,
+        total,
+        "the draw numbers every accepted join"
+    );
 
     let mut victim = spawn_worker_process(&sale.pool, &redis_url(), &sale.keys, "victim");
     sale.wait_for(Duration::from_secs(60), "the victim decided some", |o| {
@@ -253,7 +257,11 @@ async fn a_redis_restart_mid_run_then_a_rebuild_oversells_nothing(pool: PgPool) 
         .query_async(&mut sale.redis)
         .await
         .expect("rate");
-    sale.open().await;
+    assert_eq!(
+        sale.open().await as i64,
+        total,
+        "the draw numbers every accepted join"
+    );
     let (stop, task) = start(sale.worker("before", fast_settings()));
     sale.wait_for(Duration::from_secs(60), "some decided", |o| {
         o.values().sum::<i64>() >= 300

@@ -135,9 +135,31 @@ impl Sale {
                     );
                     tokio::spawn(async move {
                         let fan = UserId::new();
-                        joins::join(&pool, &mut redis, &keys, event_id, fan, &ask, None)
-                            .await
-                            .map(|j| (fan, j))
+                        // As a client would: a join whose reply was lost (a response
+                        // timeout on a slow machine) is asked again under the same
+                        // Idempotency-Key, so it counts once whether or not the first
+                        // call took effect.
+                        let key = fan.to_string();
+                        let mut tries = 0;
+                        loop {
+                            tries += 1;
+                            let joined = joins::join(
+                                &pool,
+                                &mut redis,
+                                &keys,
+                                event_id,
+                                fan,
+                                &ask,
+                                Some(&key),
+                            )
+                            .await;
+                            match joined {
+                                Err(waiting_room::Error::Redis(why)) if tries < 5 => {
+                                    eprintln!("join of fan {fan} failed ({why}); asking again");
+                                }
+                                other => break other.map(|j| (fan, j)),
+                            }
+                        }
                     })
                 })
                 .collect();
@@ -145,18 +167,37 @@ impl Sale {
                 break;
             }
             for task in tasks {
-                if let Ok(joined) = task.await.expect("join task") {
-                    accepted.push(joined);
+                match task.await.expect("join task") {
+                    Ok(joined) => accepted.push(joined),
+                    Err(waiting_room::Error::Refused { .. }) => {}
+                    Err(other) => panic!("a join failed: {other:?}"),
                 }
             }
         }
         accepted
     }
 
+    /// Draws the pre-queue and opens the sale, running the draw again (it resumes) when
+    /// a reply is lost to a response timeout.
     pub async fn open(&mut self) -> usize {
-        waiting_room::sale::draw(&self.pool, &mut self.redis, &self.keys, self.event_id, None)
-            .await
-            .expect("draw")
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let drawn = waiting_room::sale::draw(
+                &self.pool,
+                &mut self.redis,
+                &self.keys,
+                self.event_id,
+                None,
+            )
+            .await;
+            match drawn {
+                Err(waiting_room::Error::Redis(why)) if tries < 5 => {
+                    eprintln!("the draw failed ({why}); running it again");
+                }
+                other => break other.expect("draw"),
+            }
+        }
     }
 
     pub fn worker(&self, name: &str, settings: DrainSettings) -> Worker {
