@@ -120,8 +120,9 @@ async fn record_state(pool: &PgPool, event_id: EventId, state: SaleState) -> Res
 }
 
 /// Runs the draw: freezes the pre-queue, orders it with the seed, numbers it, then
-/// numbers the latecomers and opens the sale. Safe to run again after a crash: the
-/// order is a function of the seed, and every step skips what is done.
+/// numbers the latecomers and opens the sale. Safe to run again after a crash or a
+/// lost reply: the order is a function of the seed, every step skips what is done, and
+/// a sale that Redis opened but the ledger still has as drawing is only recorded.
 pub async fn draw(
     pool: &PgPool,
     redis: &mut ConnectionManager,
@@ -139,6 +140,19 @@ pub async fn draw(
     let (state, members) = reply
         .split_first()
         .ok_or_else(|| Error::Unexpected("empty begin_draw reply".into()))?;
+    if state == "open" && sale.state() == SaleState::Drawing {
+        // Redis finished the draw but the ledger never heard of it: the drawer
+        // stopped, or lost finish_draw's reply, before the update at the end. Only
+        // the ledger's side is left to do.
+        let cohort: Option<usize> = redis::cmd("HGET")
+            .arg(keys.sale(event_id))
+            .arg("prequeue_size")
+            .query_async(redis)
+            .await?;
+        let cohort =
+            cohort.ok_or_else(|| Error::Unexpected("an open sale without prequeue_size".into()))?;
+        return record_open(pool, event_id, actor, cohort).await;
+    }
     if state != "drawing" {
         return Err(Error::refused(
             ErrorCode::InvalidTransition,
@@ -212,12 +226,22 @@ pub async fn draw(
             break;
         }
     }
+    record_open(pool, event_id, actor, order.len()).await
+}
+
+/// The ledger's side of a finished draw: the sale is open, with its cohort's size.
+async fn record_open(
+    pool: &PgPool,
+    event_id: EventId,
+    actor: Option<UserId>,
+    cohort: usize,
+) -> Result<usize, Error> {
     sqlx::query(
         "UPDATE waiting_room.sales SET state = 'open', drawn_at = now(), cohort_size = $2, updated_at = now()
          WHERE event_id = $1",
     )
     .bind(event_id)
-    .bind(order.len() as i32)
+    .bind(cohort as i32)
     .execute(pool)
     .await?;
     audit(
@@ -225,12 +249,12 @@ pub async fn draw(
         event_id,
         actor,
         "open",
-        serde_json::json!({"cohort": order.len()}),
+        serde_json::json!({"cohort": cohort}),
     )
     .await?;
     metrics::counter!("onsale_draws_total").increment(1);
-    tracing::info!(%event_id, cohort = order.len(), "sale open: pre-queue drawn");
-    Ok(order.len())
+    tracing::info!(%event_id, cohort, "sale open: pre-queue drawn");
+    Ok(cohort)
 }
 
 /// An operator's lever.

@@ -128,3 +128,70 @@ async fn the_revealed_seed_reproduces_the_drawn_order(pool: PgPool) {
         assert_eq!(status.position, Some(*number as u64), "nobody served yet");
     }
 }
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_draw_cut_off_before_the_ledger_heard_of_it_is_finished_by_the_next(pool: PgPool) {
+    let mut sale = sale(pool, &redis_url(), &["Floor"], 1, 20, 4).await;
+    assert_eq!(sale.join_many(one_seat_each(50), 16).await.len(), 50);
+    assert_eq!(sale.open().await, 50);
+    let mut redis = sale.redis.clone();
+    let streamed: i64 = redis::cmd("XLEN")
+        .arg(sale.keys.stream(sale.event_id))
+        .query_async(&mut redis)
+        .await
+        .expect("xlen");
+
+    // As if the drawer had stopped right after Redis opened the sale: the ledger still
+    // says drawing and holds no record of the opening.
+    sqlx::query(
+        "UPDATE waiting_room.sales SET state = 'drawing', drawn_at = NULL, cohort_size = NULL
+         WHERE event_id = $1",
+    )
+    .bind(sale.event_id)
+    .execute(&sale.pool)
+    .await
+    .expect("rewind the ledger");
+    sqlx::query("DELETE FROM waiting_room.audit WHERE event_id = $1 AND action = 'open'")
+        .bind(sale.event_id)
+        .execute(&sale.pool)
+        .await
+        .expect("forget the opening");
+    // Its on-sale time has come, so the scheduler's next tick takes it up again.
+    sqlx::query(
+        "UPDATE inventory.events SET onsale_at = now() - interval '1 minute' WHERE event_id = $1",
+    )
+    .bind(sale.event_id)
+    .execute(&sale.pool)
+    .await
+    .expect("on-sale time");
+    let opened = waiting_room::draw_due_sales(&sale.pool, &mut redis, &sale.keys)
+        .await
+        .expect("scheduler tick");
+    assert_eq!(opened, 1, "the scheduler's draw finished the opening");
+
+    let (state, cohort): (String, Option<i32>) =
+        sqlx::query_as("SELECT state, cohort_size FROM waiting_room.sales WHERE event_id = $1")
+            .bind(sale.event_id)
+            .fetch_one(&sale.pool)
+            .await
+            .expect("sale");
+    assert_eq!((state.as_str(), cohort), ("open", Some(50)));
+    let openings: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM waiting_room.audit WHERE event_id = $1 AND action = 'open'",
+    )
+    .bind(sale.event_id)
+    .fetch_one(&sale.pool)
+    .await
+    .expect("audit");
+    assert_eq!(openings, 1);
+    let after: i64 = redis::cmd("XLEN")
+        .arg(sale.keys.stream(sale.event_id))
+        .query_async(&mut redis)
+        .await
+        .expect("xlen");
+    assert_eq!(after, streamed, "nobody streamed twice");
+    let due = waiting_room::sale::due_for_draw(&sale.pool)
+        .await
+        .expect("due");
+    assert!(!due.contains(&sale.event_id), "nothing left to draw");
+}
