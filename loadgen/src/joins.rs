@@ -4,7 +4,8 @@
 //!
 //! The client shares the two cores with the gateway and Redis, so it is kept cheap:
 //! one keep-alive HTTP/1.1 connection per task driven by hyper directly, and every
-//! fan's token signed before the clock starts.
+//! fan's token signed before the clock starts. Each phase also reports the CPU time
+//! the gateway, the generator and Redis spent per request.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -127,6 +128,75 @@ struct Phase {
     failed: u64,
     seconds: f64,
     latency: Histogram<u64>,
+    /// CPU time each process spent during the phase.
+    cpu: Cpu,
+}
+
+/// CPU time used by the gateway, the load generator and Redis: on one machine the
+/// three share the cores, so what each spends per request says where the time goes,
+/// which requests per second alone does not.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    gateway: f64,
+    loadgen: f64,
+    redis: f64,
+}
+
+impl Cpu {
+    fn since(self, start: Cpu) -> Cpu {
+        Cpu {
+            gateway: self.gateway - start.gateway,
+            loadgen: self.loadgen - start.loadgen,
+            redis: self.redis - start.redis,
+        }
+    }
+}
+
+/// Where the CPU times are read: the gateway's and this process's from /proc, Redis's
+/// from `INFO cpu`.
+struct Meter {
+    gateway_pid: u32,
+    redis: redis::aio::ConnectionManager,
+}
+
+impl Meter {
+    async fn read(&mut self) -> anyhow::Result<Cpu> {
+        let info: String = redis::cmd("INFO")
+            .arg("cpu")
+            .query_async(&mut self.redis)
+            .await?;
+        let field = |name: &str| -> anyhow::Result<f64> {
+            info.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .with_context(|| format!("no {name} in INFO cpu"))?
+                .trim()
+                .parse()
+                .with_context(|| format!("{name} in INFO cpu"))
+        };
+        Ok(Cpu {
+            gateway: process_cpu(&format!("/proc/{}/stat", self.gateway_pid))?,
+            loadgen: process_cpu("/proc/self/stat")?,
+            redis: field("used_cpu_user")? + field("used_cpu_sys")?,
+        })
+    }
+}
+
+/// User plus system CPU seconds of a process, its finished threads included.
+fn process_cpu(stat: &str) -> anyhow::Result<f64> {
+    let text = std::fs::read_to_string(stat).with_context(|| format!("reading {stat}"))?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and
+    // 13th of them, in clock ticks, which Linux fixes at 100 per second for user space.
+    let rest = text
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .with_context(|| format!("parsing {stat}"))?;
+    let ticks: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|v| v.parse().with_context(|| format!("parsing {stat}")))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(ticks.iter().sum::<u64>() as f64 / 100.0)
 }
 
 impl Phase {
@@ -141,6 +211,16 @@ impl Phase {
             ms(0.50),
             ms(0.99),
             ms(0.999)
+        )
+    }
+
+    fn cpu_line(&self, name: &str) -> String {
+        let per = |seconds: f64| seconds * 1e6 / self.ok.max(1) as f64;
+        format!(
+            "{name}: CPU per request: gateway {:.1} µs, load generator {:.1} µs, redis {:.1} µs",
+            per(self.cpu.gateway),
+            per(self.cpu.loadgen),
+            per(self.cpu.redis)
         )
     }
 }
@@ -160,6 +240,7 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
 /// `concurrency` connections sending requests made by `make` for `seconds`.
 async fn phase(
     name: &str,
+    meter: &mut Meter,
     addr: SocketAddr,
     concurrency: usize,
     seconds: u64,
@@ -170,6 +251,7 @@ async fn phase(
     for _ in 0..concurrency {
         senders.push(connect(addr).await?);
     }
+    let cpu_at_start = meter.read().await?;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let progress = bar(seconds, name);
@@ -211,6 +293,7 @@ async fn phase(
         failed: 0,
         seconds: 0.0,
         latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+        cpu: Cpu::default(),
     };
     for task in tasks {
         let (ok, failed, latency) = task.await??;
@@ -219,6 +302,7 @@ async fn phase(
         total.latency.add(latency)?;
     }
     total.seconds = started.elapsed().as_secs_f64();
+    total.cpu = meter.read().await?.since(cpu_at_start);
     ticker.abort();
     progress.finish();
     Ok(total)
@@ -234,7 +318,7 @@ pub async fn joins(stack: &mut Stack, args: JoinArgs) -> anyhow::Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let _gateway = Gateway(
+    let gateway = Gateway(
         Command::new(&args.gateway)
             .env("DATABASE_URL", &stack.database_url)
             .env("REDIS_URL", &stack.redis_url)
@@ -253,6 +337,10 @@ pub async fn joins(stack: &mut Stack, args: JoinArgs) -> anyhow::Result<()> {
                 )
             })?,
     );
+    let mut meter = Meter {
+        gateway_pid: gateway.0.id(),
+        redis: stack.redis.clone(),
+    };
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let host = HeaderValue::try_from(format!("127.0.0.1:{port}"))?;
     let ready = Instant::now();
@@ -279,6 +367,7 @@ pub async fn joins(stack: &mut Stack, args: JoinArgs) -> anyhow::Result<()> {
     let baseline_host = host.clone();
     let baseline = phase(
         "baseline",
+        &mut meter,
         addr,
         args.concurrency,
         args.seconds,
@@ -299,6 +388,7 @@ pub async fn joins(stack: &mut Stack, args: JoinArgs) -> anyhow::Result<()> {
     let body = Bytes::from(serde_json::json!({"quantity": 2}).to_string());
     let joined = phase(
         "joins",
+        &mut meter,
         addr,
         args.concurrency,
         args.seconds,
@@ -324,6 +414,8 @@ pub async fn joins(stack: &mut Stack, args: JoinArgs) -> anyhow::Result<()> {
         baseline.line("baseline (404 fallback through every layer)")
     );
     println!("{}", joined.line("joins"));
+    println!("{}", baseline.cpu_line("baseline"));
+    println!("{}", joined.cpu_line("joins"));
     println!(
         "joins/baseline = {:.2}; {} joins accepted and {stream_len} entries in the line",
         (joined.ok as f64 / joined.seconds) / (baseline.ok as f64 / baseline.seconds),
