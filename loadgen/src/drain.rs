@@ -188,7 +188,7 @@ pub async fn drain(stack: &mut Stack, args: DrainArgs) -> anyhow::Result<()> {
     let draw_started = Instant::now();
     waiting_room::sale::draw(&stack.pool, &mut stack.redis, &stack.keys, event_id, None)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .context("drawing the pre-queue")?;
     let draw_time = draw_started.elapsed();
     setup::unlimited_admission(stack, event_id).await?;
     let elapsed = run_farm(stack, event_id, joined, args.workers, args.batch).await?;
@@ -239,7 +239,7 @@ pub async fn holds(stack: &mut Stack, args: HoldsArgs) -> anyhow::Result<()> {
     let joined = setup::fill_line(stack, farm_event, asks, 128).await?;
     waiting_room::sale::draw(&stack.pool, &mut stack.redis, &stack.keys, farm_event, None)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .context("drawing the pre-queue")?;
     setup::unlimited_admission(stack, farm_event).await?;
     let elapsed = run_farm(stack, farm_event, joined, 1, args.batch).await?;
     let (farm_holds, _) = audit(stack, farm_event, i64::from(10 * rows * per_row), joined).await?;

@@ -313,7 +313,7 @@ pub async fn joins(stack: &mut Stack, args: JoinArgs) -> anyhow::Result<()> {
     let event_id = setup::event(stack, venue_id, 8).await?;
     waiting_room::sale::draw(&stack.pool, &mut stack.redis, &stack.keys, event_id, None)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .context("drawing the pre-queue")?;
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?

@@ -11,7 +11,7 @@ use inventory::seatmap::{self, LoadMode};
 use inventory::{events, venues};
 use proto::settings::{DatabaseSettings, RedisSettings};
 use proto::wire::inventory::{CreateEvent, CreateVenue, RowSpec, SectionSpec};
-use proto::{EventId, Keys, UserId};
+use proto::{ErrorCode, EventId, Keys, UserId};
 use redis::aio::ConnectionManager;
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -156,25 +156,41 @@ pub async fn fill_line(
                 let Some(ask) = rx.lock().await.recv().await else {
                     break;
                 };
-                waiting_room::joins::join(
-                    &pool,
-                    &mut redis,
-                    &keys,
-                    event_id,
-                    UserId::new(),
-                    &ask,
-                    None,
-                )
-                .await
-                .map_err(|e| anyhow::anyhow!("join: {e}"))?;
+                let fan = UserId::new();
+                let mut tries = 0;
+                loop {
+                    tries += 1;
+                    let outcome = waiting_room::joins::join(
+                        &pool, &mut redis, &keys, event_id, fan, &ask, None,
+                    )
+                    .await;
+                    match outcome {
+                        Ok(_) => break,
+                        // An earlier try took effect though its reply was lost (a
+                        // response timeout while Redis stalled): the fan is in line once.
+                        Err(waiting_room::Error::Refused {
+                            code: ErrorCode::AlreadyInLine,
+                            ..
+                        }) if tries > 1 => break,
+                        Err(waiting_room::Error::Redis(why)) if tries < 5 => {
+                            bar.suspend(|| eprintln!("a join failed ({why}); asking again"));
+                        }
+                        Err(error) => anyhow::bail!("join: {error}"),
+                    }
+                }
                 joined += 1;
                 bar.inc(1);
             }
             anyhow::Ok(joined)
         }));
     }
+    // Only the tasks hold the receiver: should every one of them fail, sending fails
+    // too, instead of waiting forever on a full channel.
+    drop(rx);
     for ask in asks {
-        tx.send(ask).await.context("feeding joins")?;
+        if tx.send(ask).await.is_err() {
+            break;
+        }
     }
     drop(tx);
     let mut total = 0;
