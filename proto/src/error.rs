@@ -162,6 +162,11 @@ pub struct ErrorBody {
     pub code: ErrorCode,
     /// A sentence for humans; its wording may change, the code does not.
     pub message: String,
+    /// The earlier request a refusal is about, for a client to follow instead: the
+    /// fan's request already in line (`already_in_line`), or the one an
+    /// Idempotency-Key was first used for (`idempotency_key_reused`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<crate::RequestId>,
 }
 
 impl ErrorBody {
@@ -169,7 +174,14 @@ impl ErrorBody {
         Self {
             code,
             message: message.into(),
+            request_id: None,
         }
+    }
+
+    /// This refusal is about `request_id`.
+    pub fn about(mut self, request_id: crate::RequestId) -> Self {
+        self.request_id = Some(request_id);
+        self
     }
 }
 

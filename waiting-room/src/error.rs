@@ -5,8 +5,14 @@ use proto::{ErrorBody, ErrorCode, EventId, RequestId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The request is refused; `request_id` names the earlier request it is about,
+    /// where there is one.
     #[error("{message}")]
-    Refused { code: ErrorCode, message: String },
+    Refused {
+        code: ErrorCode,
+        message: String,
+        request_id: Option<RequestId>,
+    },
     #[error("event {0} not found")]
     EventNotFound(EventId),
     #[error("request {0} not found")]
@@ -26,6 +32,7 @@ impl Error {
         Error::Refused {
             code,
             message: message.into(),
+            request_id: None,
         }
     }
 }
@@ -33,7 +40,17 @@ impl Error {
 impl From<Error> for ErrorBody {
     fn from(error: Error) -> Self {
         match error {
-            Error::Refused { code, message } => ErrorBody::new(code, message),
+            Error::Refused {
+                code,
+                message,
+                request_id,
+            } => {
+                let body = ErrorBody::new(code, message);
+                match request_id {
+                    Some(id) => body.about(id),
+                    None => body,
+                }
+            }
             Error::EventNotFound(id) => ErrorBody::new(
                 ErrorCode::EventNotFound,
                 format!("event {id} does not exist"),

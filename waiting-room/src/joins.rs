@@ -358,6 +358,10 @@ async fn outcome(
 ) -> Result<Joined, Error> {
     let (status, id, number, _state, served, detail) = reply;
     let refused = |code, message: String| Err(Error::refused(code, message));
+    let earlier = |id: &str| {
+        id.parse::<RequestId>()
+            .map_err(|_| Error::Unexpected(format!("request id {id:?}")))
+    };
     match status.as_str() {
         "ok" => {
             metrics::counter!("onsale_requests_joined_total").increment(1);
@@ -369,9 +373,7 @@ async fn outcome(
             })
         }
         "replay" => {
-            let prior: RequestId = id
-                .parse()
-                .map_err(|_| Error::Unexpected(format!("request id {id:?}")))?;
+            let prior = earlier(&id)?;
             let status = requests::status_of(&mut redis.clone(), keys, event_id, prior).await?;
             Ok(Joined {
                 request_id: prior,
@@ -382,14 +384,18 @@ async fn outcome(
         "seat_map_not_loaded" => Err(Error::SeatMapNotLoaded(event_id)),
         "sale_closed" => refused(ErrorCode::SaleClosed, "the sale is closed".into()),
         "sold_out" => refused(ErrorCode::SoldOut, "the event is sold out".into()),
-        "already_in_line" => refused(
-            ErrorCode::AlreadyInLine,
-            format!("you already have request {id} for this event"),
-        ),
-        "idempotency_key_reused" => refused(
-            ErrorCode::IdempotencyKeyReused,
-            format!("this Idempotency-Key was used for request {id} with a different body"),
-        ),
+        "already_in_line" => Err(Error::Refused {
+            code: ErrorCode::AlreadyInLine,
+            message: format!("you already have request {id} for this event"),
+            request_id: Some(earlier(&id)?),
+        }),
+        "idempotency_key_reused" => Err(Error::Refused {
+            code: ErrorCode::IdempotencyKeyReused,
+            message: format!(
+                "this Idempotency-Key was used for request {id} with a different body"
+            ),
+            request_id: Some(earlier(&id)?),
+        }),
         "over_limit" => refused(
             ErrorCode::OverLimit,
             format!("you may ask for {detail} more seats for this event"),

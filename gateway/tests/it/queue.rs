@@ -84,9 +84,17 @@ async fn a_fan_joins_once_reads_its_place_and_leaves(pool: PgPool) {
         .expect("json");
     assert_eq!(retry["request_id"], first["request_id"]);
     let reused = join(&app, &event, &fan, Some("key-1"), &json!({"quantity": 1})).await;
-    assert_error(reused, StatusCode::CONFLICT, "idempotency_key_reused").await;
+    let reused = assert_error(reused, StatusCode::CONFLICT, "idempotency_key_reused").await;
+    assert_eq!(
+        reused["request_id"], first["request_id"],
+        "names the key's request"
+    );
     let again = join(&app, &event, &fan, None, &ask).await;
-    assert_error(again, StatusCode::CONFLICT, "already_in_line").await;
+    let again = assert_error(again, StatusCode::CONFLICT, "already_in_line").await;
+    assert_eq!(
+        again["request_id"], first["request_id"],
+        "names the request in line"
+    );
 
     let path = format!("/v1/requests/{}", first["request_id"].as_str().expect("id"));
     let status: Value = app.get_json(&path, Some(&fan)).await;
