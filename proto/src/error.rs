@@ -177,12 +177,6 @@ impl ErrorBody {
             request_id: None,
         }
     }
-
-    /// This refusal is about `request_id`.
-    pub fn about(mut self, request_id: crate::RequestId) -> Self {
-        self.request_id = Some(request_id);
-        self
-    }
 }
 
 #[cfg(test)]

@@ -44,13 +44,10 @@ impl From<Error> for ErrorBody {
                 code,
                 message,
                 request_id,
-            } => {
-                let body = ErrorBody::new(code, message);
-                match request_id {
-                    Some(id) => body.about(id),
-                    None => body,
-                }
-            }
+            } => ErrorBody {
+                request_id,
+                ..ErrorBody::new(code, message)
+            },
             Error::EventNotFound(id) => ErrorBody::new(
                 ErrorCode::EventNotFound,
                 format!("event {id} does not exist"),
