@@ -1,10 +1,18 @@
-//! The booking workers' writes to Postgres: request outcomes in `booking.requests`
-//! and seat claims in `booking.seat_claims`, one transaction per batch.
+//! The booking workers' writes to Postgres: request outcomes in `booking.requests`,
+//! seat claims in `booking.seat_claims`, and the drainers' fence epochs in
+//! `booking.drain_fences`. One transaction per batch.
 //!
-//! Every write is an upsert or a conditional delete keyed by request id, so a batch
-//! written twice (a redelivered stream entry) leaves the same rows.
+//! Every write is fenced: it runs only while the event's fence epoch is the writing
+//! drainer's own (see [`raise_fence`]), so a drainer that stalled past its lease
+//! writes nothing once its successor took over. Every write is an upsert or a
+//! conditional delete keyed by request id, so a batch written twice (a redelivered
+//! stream entry) leaves the same rows; and a request that reached a terminal state
+//! is never moved back, so a late write cannot put a hold back after it ended.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use proto::wire::queue::RequestState;
 use proto::{EventId, RequestId, UserId};
 use sqlx::PgPool;
 
@@ -14,58 +22,173 @@ pub struct Decision {
     pub request_id: RequestId,
     pub fan: UserId,
     pub queue_number: i64,
-    /// `held`, `rejected`, `cancelled`, `expired`, `released`, ...
-    pub state: String,
+    pub state: RequestState,
     pub seats: Vec<String>,
     pub expires_at: Option<DateTime<Utc>>,
     pub reason: Option<String>,
 }
 
-/// Writes a batch of decisions; returns the requests whose seats Postgres refused
-/// because another request already claims one of them.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("postgres: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Another drainer took the event over: this one must stop writing.
+    #[error("fenced: this drainer's epoch is {mine}, the event's is {current:?}")]
+    Fenced { mine: i64, current: Option<i64> },
+}
+
+/// A hold Postgres refused: some of its seats are claimed by other requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    pub request_id: RequestId,
+    /// The seats the ledger gives to others, with their claim.
+    pub taken: Vec<Claim>,
+}
+
+/// A live claim on a seat, as the ledger has it.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Claim {
+    pub seat_id: String,
+    pub request_id: RequestId,
+    pub state: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Takes the event over for a drainer: raises the fence epoch and returns it. Waits
+/// for the previous drainer's open ledger transactions (they hold the fence row),
+/// after which none of its writes can commit.
+pub async fn raise_fence(pool: &PgPool, event_id: EventId, holder: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO booking.drain_fences (event_id, epoch, holder) VALUES ($1, 1, $2)
+         ON CONFLICT (event_id) DO UPDATE
+             SET epoch = booking.drain_fences.epoch + 1, holder = EXCLUDED.holder, taken_at = now()
+         RETURNING epoch",
+    )
+    .bind(event_id)
+    .bind(holder)
+    .fetch_one(pool)
+    .await
+}
+
+/// Checks inside `tx` that `epoch` is still the event's, and keeps the fence row
+/// locked (shared) until the transaction ends.
+async fn check_fence(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    event_id: EventId,
+    epoch: i64,
+) -> Result<(), LedgerError> {
+    let current: Option<i64> =
+        sqlx::query_scalar("SELECT epoch FROM booking.drain_fences WHERE event_id = $1 FOR SHARE")
+            .bind(event_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if current != Some(epoch) {
+        return Err(LedgerError::Fenced {
+            mine: epoch,
+            current,
+        });
+    }
+    Ok(())
+}
+
+/// States a decision may overwrite: a request moves forward only.
+const OPEN_STATES: &str = "('queued', 'held')";
+
+/// Writes a batch of decisions under the drainer's fence `epoch`. Returns the holds
+/// Postgres refused because another request claims one of their seats; nothing of
+/// those is written (their entries are decided again, see the drainer).
 pub async fn record(
     pool: &PgPool,
     event_id: EventId,
+    epoch: i64,
     decisions: &[Decision],
-) -> Result<Vec<RequestId>, sqlx::Error> {
+) -> Result<Vec<Conflict>, LedgerError> {
     if decisions.is_empty() {
         return Ok(Vec::new());
     }
     let mut tx = pool.begin().await?;
-    sqlx::query(
+    check_fence(&mut tx, event_id, epoch).await?;
+
+    // The primary key of seat_claims has the last word: a seat another request claims
+    // means Redis and the ledger disagree, and this request does not get it.
+    let mut seats = Vec::new();
+    let mut owners = Vec::new();
+    for decision in decisions.iter().filter(|d| d.state == RequestState::Held) {
+        for seat in &decision.seats {
+            seats.push(seat.as_str());
+            owners.push(decision.request_id.as_uuid());
+        }
+    }
+    let taken: Vec<(uuid::Uuid, String, uuid::Uuid, String, Option<DateTime<Utc>>)> = if seats.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as(
+            "SELECT t.r, c.seat_id, c.request_id, c.state, c.expires_at
+             FROM UNNEST($2::text[], $3::uuid[]) AS t(seat, r)
+             JOIN booking.seat_claims c ON c.event_id = $1 AND c.seat_id = t.seat
+             WHERE c.request_id <> t.r
+             FOR SHARE OF c",
+        )
+        .bind(event_id)
+        .bind(&seats)
+        .bind(&owners)
+        .fetch_all(&mut *tx)
+        .await?
+    };
+    let mut conflicts: BTreeMap<uuid::Uuid, Vec<Claim>> = BTreeMap::new();
+    for (loser, seat_id, owner, state, expires_at) in taken {
+        conflicts.entry(loser).or_default().push(Claim {
+            seat_id,
+            request_id: RequestId::from(owner),
+            state,
+            expires_at,
+        });
+    }
+    let kept: Vec<&Decision> = decisions
+        .iter()
+        .filter(|d| !conflicts.contains_key(&d.request_id.as_uuid()))
+        .collect();
+
+    // A request moves forward only: a row that is paying or ended is left as it is,
+    // and only rows that are held after the upsert get seat claims.
+    let written: Vec<uuid::Uuid> = sqlx::query_scalar(&format!(
         "INSERT INTO booking.requests
              (request_id, event_id, fan_id, queue_number, state, seats, hold_expires_at, reason)
-         SELECT r, $1, f, n, s, COALESCE(string_to_array(NULLIF(seats, ''), ' '), '{}'), e, NULLIF(why, '')
+         SELECT r, $1, f, n, s, COALESCE(string_to_array(NULLIF(seats, ''), ' '), '{{}}'), e, NULLIF(why, '')
          FROM UNNEST($2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::text[], $7::timestamptz[], $8::text[])
               AS t(r, f, n, s, seats, e, why)
          ON CONFLICT (request_id) DO UPDATE SET
              state = EXCLUDED.state, seats = EXCLUDED.seats, hold_expires_at = EXCLUDED.hold_expires_at,
-             reason = EXCLUDED.reason, queue_number = EXCLUDED.queue_number, updated_at = now()",
-    )
+             reason = EXCLUDED.reason, queue_number = EXCLUDED.queue_number, updated_at = now()
+         WHERE booking.requests.state IN {OPEN_STATES}
+         RETURNING request_id"
+    ))
     .bind(event_id)
-    .bind(decisions.iter().map(|d| d.request_id.as_uuid()).collect::<Vec<_>>())
-    .bind(decisions.iter().map(|d| d.fan.as_uuid()).collect::<Vec<_>>())
-    .bind(decisions.iter().map(|d| d.queue_number as i32).collect::<Vec<_>>())
-    .bind(decisions.iter().map(|d| d.state.as_str()).collect::<Vec<_>>())
-    .bind(decisions.iter().map(|d| d.seats.join(" ")).collect::<Vec<_>>())
-    .bind(decisions.iter().map(|d| d.expires_at).collect::<Vec<_>>())
-    .bind(decisions.iter().map(|d| d.reason.clone().unwrap_or_default()).collect::<Vec<_>>())
-    .execute(&mut *tx)
+    .bind(kept.iter().map(|d| d.request_id.as_uuid()).collect::<Vec<_>>())
+    .bind(kept.iter().map(|d| d.fan.as_uuid()).collect::<Vec<_>>())
+    .bind(kept.iter().map(|d| d.queue_number as i32).collect::<Vec<_>>())
+    .bind(kept.iter().map(|d| d.state.as_str()).collect::<Vec<_>>())
+    .bind(kept.iter().map(|d| d.seats.join(" ")).collect::<Vec<_>>())
+    .bind(kept.iter().map(|d| d.expires_at).collect::<Vec<_>>())
+    .bind(kept.iter().map(|d| d.reason.clone().unwrap_or_default()).collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
     .await?;
+    let written: std::collections::HashSet<uuid::Uuid> = written.into_iter().collect();
 
-    let held: Vec<&Decision> = decisions.iter().filter(|d| d.state == "held").collect();
-    let mut conflicts = Vec::new();
-    if !held.is_empty() {
-        let mut seats = Vec::new();
-        let mut owners = Vec::new();
-        let mut expiries = Vec::new();
-        for decision in &held {
-            for seat in &decision.seats {
-                seats.push(seat.as_str());
-                owners.push(decision.request_id.as_uuid());
-                expiries.push(decision.expires_at);
-            }
+    let mut seats = Vec::new();
+    let mut owners = Vec::new();
+    let mut expiries = Vec::new();
+    for decision in kept
+        .iter()
+        .filter(|d| d.state == RequestState::Held && written.contains(&d.request_id.as_uuid()))
+    {
+        for seat in &decision.seats {
+            seats.push(seat.as_str());
+            owners.push(decision.request_id.as_uuid());
+            expiries.push(decision.expires_at);
         }
+    }
+    if !seats.is_empty() {
         sqlx::query(
             "INSERT INTO booking.seat_claims (event_id, seat_id, request_id, state, expires_at)
              SELECT $1, seat, r, 'held', e FROM UNNEST($2::text[], $3::uuid[], $4::timestamptz[]) AS t(seat, r, e)
@@ -77,66 +200,100 @@ pub async fn record(
         .bind(&expiries)
         .execute(&mut *tx)
         .await?;
-        // The primary key has the last word: a seat claimed by another request means
-        // Redis and the ledger disagreed, and this request does not get the seat.
-        let lost: Vec<RequestId> = sqlx::query_scalar(
-            "SELECT DISTINCT t.r FROM UNNEST($2::text[], $3::uuid[]) AS t(seat, r)
-             JOIN booking.seat_claims c ON c.event_id = $1 AND c.seat_id = t.seat
-             WHERE c.request_id <> t.r",
-        )
-        .bind(event_id)
-        .bind(&seats)
-        .bind(&owners)
-        .fetch_all(&mut *tx)
-        .await?;
-        if !lost.is_empty() {
-            end_holds_in(&mut tx, event_id, &lost, "rejected").await?;
-            sqlx::query("UPDATE booking.requests SET reason = 'conflict', seats = '{}' WHERE request_id = ANY($1)")
-                .bind(lost.iter().map(RequestId::as_uuid).collect::<Vec<_>>())
-                .execute(&mut *tx)
-                .await?;
-            conflicts = lost;
-        }
     }
     tx.commit().await?;
-    Ok(conflicts)
+    Ok(conflicts
+        .into_iter()
+        .map(|(request, taken)| Conflict {
+            request_id: RequestId::from(request),
+            taken,
+        })
+        .collect())
 }
 
-/// Ends holds in the ledger (expired, released): the request's state changes and
-/// its held claims go.
+/// Ends holds in the ledger (expired, released, rejected) under the drainer's fence:
+/// the request's state changes and its held claims go.
 pub async fn end_holds(
     pool: &PgPool,
     event_id: EventId,
+    epoch: i64,
     requests: &[RequestId],
-    state: &str,
-) -> Result<(), sqlx::Error> {
+    state: RequestState,
+) -> Result<(), LedgerError> {
     if requests.is_empty() {
         return Ok(());
     }
     let mut tx = pool.begin().await?;
-    end_holds_in(&mut tx, event_id, requests, state).await?;
-    tx.commit().await
-}
-
-async fn end_holds_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    event_id: EventId,
-    requests: &[RequestId],
-    state: &str,
-) -> Result<(), sqlx::Error> {
+    check_fence(&mut tx, event_id, epoch).await?;
     let ids: Vec<uuid::Uuid> = requests.iter().map(RequestId::as_uuid).collect();
     sqlx::query("DELETE FROM booking.seat_claims WHERE event_id = $1 AND request_id = ANY($2) AND state = 'held'")
         .bind(event_id)
         .bind(&ids)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     sqlx::query(
         "UPDATE booking.requests SET state = $2, hold_expires_at = NULL, updated_at = now()
          WHERE request_id = ANY($1) AND state IN ('held', 'paying')",
     )
     .bind(&ids)
-    .bind(state)
-    .execute(&mut **tx)
+    .bind(state.as_str())
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(())
+}
+
+/// Records requests that ended without being decided by the hold script (sent to
+/// the dead letters): rejected with `reason`, unless the ledger already has them in
+/// a later state.
+pub async fn reject_undecided(
+    pool: &PgPool,
+    event_id: EventId,
+    epoch: i64,
+    requests: &[(RequestId, UserId, i64)],
+    reason: &str,
+) -> Result<(), LedgerError> {
+    if requests.is_empty() {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    check_fence(&mut tx, event_id, epoch).await?;
+    sqlx::query(&format!(
+        "INSERT INTO booking.requests (request_id, event_id, fan_id, queue_number, state, reason)
+         SELECT r, $1, f, n, 'rejected', $5 FROM UNNEST($2::uuid[], $3::uuid[], $4::int[]) AS t(r, f, n)
+         ON CONFLICT (request_id) DO UPDATE SET state = 'rejected', reason = $5, seats = '{{}}',
+             hold_expires_at = NULL, updated_at = now()
+         WHERE booking.requests.state = 'queued'"
+    ))
+    .bind(event_id)
+    .bind(requests.iter().map(|r| r.0.as_uuid()).collect::<Vec<_>>())
+    .bind(requests.iter().map(|r| r.1.as_uuid()).collect::<Vec<_>>())
+    .bind(requests.iter().map(|r| r.2 as i32).collect::<Vec<_>>())
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A held request as the ledger has it, for putting it back into Redis.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct HeldRequest {
+    pub request_id: RequestId,
+    pub fan_id: UserId,
+    pub queue_number: Option<i32>,
+    pub state: String,
+    pub seats: Vec<String>,
+    pub hold_expires_at: Option<DateTime<Utc>>,
+}
+
+/// The ledger's rows of `requests`.
+pub async fn requests(pool: &PgPool, requests: &[RequestId]) -> Result<Vec<HeldRequest>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT request_id, fan_id, queue_number, state, seats, hold_expires_at
+         FROM booking.requests WHERE request_id = ANY($1)",
+    )
+    .bind(requests.iter().map(RequestId::as_uuid).collect::<Vec<_>>())
+    .fetch_all(pool)
+    .await
 }

@@ -13,6 +13,8 @@ pub mod drain;
 pub mod ledger;
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -26,6 +28,29 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use drain::{DrainSettings, Drainer};
+
+/// The farm's heartbeat: when the discovery loop last went round. `/healthz` fails
+/// when it stops going round (a wedged worker gets restarted); `/readyz` also checks
+/// Redis and Postgres.
+#[derive(Clone, Debug, Default)]
+pub struct Health {
+    last_tick_ms: Arc<AtomicI64>,
+}
+
+impl Health {
+    fn tick(&self) {
+        self.last_tick_ms
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+    }
+
+    /// How long ago the discovery loop last went round; `None` before its first.
+    pub fn since_last_tick(&self) -> Option<Duration> {
+        let last = self.last_tick_ms.load(Ordering::Relaxed);
+        (last > 0).then(|| {
+            Duration::from_millis((chrono::Utc::now().timestamp_millis() - last).max(0) as u64)
+        })
+    }
+}
 
 #[derive(Clone, Debug, serde::Deserialize)]
 pub struct Config {
@@ -69,6 +94,7 @@ pub struct Worker {
     pub name: String,
     pub settings: DrainSettings,
     pub discover_every: Duration,
+    pub health: Health,
 }
 
 impl Worker {
@@ -87,6 +113,7 @@ impl Worker {
             name: config.name.clone(),
             settings: config.drain.clone(),
             discover_every: Duration::from_millis(config.discover_interval_ms),
+            health: Health::default(),
         })
     }
 
@@ -100,24 +127,22 @@ impl Worker {
             )
             .await
             .context("opening a blocking redis connection")?;
-        Ok(Drainer {
+        Ok(Drainer::new(
             event_id,
-            pool: self.pool.clone(),
-            redis: self.redis.clone(),
+            self.pool.clone(),
+            self.redis.clone(),
             blocking,
-            keys: self.keys.clone(),
-            settings: self.settings.clone(),
-            consumer: self.name.clone(),
-            token: token.to_owned(),
-            isolate: 0,
-            cursor: "0".to_owned(),
-            inflight: Default::default(),
-        })
+            self.keys.clone(),
+            self.settings.clone(),
+            self.name.clone(),
+            token,
+        ))
     }
 
     /// Runs until `stop`: every `discover_every`, starts a drainer for each active
     /// event not already drained here (it exits at once when another worker holds the
-    /// event's lease).
+    /// event's lease). Nothing one event does stops the loop: a drainer that fails is
+    /// started again on a later round.
     pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
         let token = format!("{}:{}", self.name, uuid::Uuid::new_v4());
         let mut drainers: HashMap<EventId, JoinHandle<()>> = HashMap::new();
@@ -128,6 +153,7 @@ impl Worker {
                 _ = tick.tick() => {}
                 () = stop.cancelled() => break,
             }
+            self.health.tick();
             drainers.retain(|_, task| !task.is_finished());
             let active: Vec<String> = match redis::cmd("SMEMBERS")
                 .arg(self.keys.active_events())
@@ -144,7 +170,14 @@ impl Worker {
                 if drainers.contains_key(&event_id) {
                     continue;
                 }
-                let drainer = self.drainer(event_id, &token).await?;
+                let drainer = match self.drainer(event_id, &token).await {
+                    Ok(drainer) => drainer,
+                    Err(error) => {
+                        metrics::counter!("onsale_worker_errors_total").increment(1);
+                        tracing::warn!(%event_id, error = format!("{error:#}"), "cannot start a drainer; retrying on the next discovery");
+                        continue;
+                    }
+                };
                 let stop = stop.clone();
                 drainers.insert(
                     event_id,
@@ -176,9 +209,44 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = proto::runtime::connect_postgres(&config.database).await?;
+        let worker = Worker::connect(&config, pool).await?;
+        // Alive while the discovery loop goes round; ready while Redis and Postgres
+        // answer too.
+        let stale_after = Duration::from_millis(config.discover_interval_ms * 20).max(Duration::from_secs(10));
+        let live = worker.health.clone();
+        let liveness = move || {
+            let health = live.clone();
+            Box::pin(async move {
+                match health.since_last_tick() {
+                    Some(since) if since > stale_after => {
+                        Err(format!("the discovery loop last ran {} ms ago", since.as_millis()))
+                    }
+                    _ => Ok(()),
+                }
+            }) as proto::runtime::Check
+        };
+        let (ready_pool, ready_redis, ready_live) = (worker.pool.clone(), worker.redis.clone(), liveness.clone());
+        let readiness = move || {
+            let (pool, mut redis, live) = (ready_pool.clone(), ready_redis.clone(), ready_live.clone());
+            Box::pin(async move {
+                live().await?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut redis)
+                    .await
+                    .map_err(|e| format!("redis: {e}"))?;
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map_err(|e| format!("postgres: {e}"))?;
+                Ok(())
+            }) as proto::runtime::Check
+        };
         Ok(Self {
-            ops: OpsServer::bind(config.listen, "booking-worker").await?,
-            worker: Worker::connect(&config, pool).await?,
+            ops: OpsServer::bind(config.listen, "booking-worker")
+                .await?
+                .with_liveness(liveness)
+                .with_readiness(readiness),
+            worker,
         })
     }
 
@@ -191,10 +259,29 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
-        let worker = tokio::spawn(self.worker.run(stop.clone()));
-        let served = self.ops.run(shutdown).await;
-        stop.cancel();
-        worker.await.context("worker task")??;
-        served
+        let mut worker = tokio::spawn(self.worker.run(stop.clone()));
+        let ops_stop = stop.clone();
+        let mut ops = tokio::spawn(self.ops.run(async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = ops_stop.cancelled() => {}
+            }
+        }));
+        // The worker loop returns only at shutdown; if it ever ends on its own, the
+        // process ends too (with the error), so its supervisor restarts it rather
+        // than keeping a process that reports healthy and drains nothing.
+        tokio::select! {
+            ended = &mut worker => {
+                stop.cancel();
+                let _ = ops.await;
+                ended.context("worker task")??;
+                anyhow::bail!("the worker loop ended before shutdown");
+            }
+            served = &mut ops => {
+                stop.cancel();
+                worker.await.context("worker task")??;
+                served.context("operations task")?
+            }
+        }
     }
 }

@@ -77,6 +77,7 @@ fn worker(stack: &Stack, name: &str, batch: usize) -> Worker {
             ..DrainSettings::default()
         },
         discover_every: Duration::from_millis(20),
+        health: Default::default(),
     }
 }
 

@@ -81,10 +81,18 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// A service's operations endpoint: `/healthz` and `/metrics`, nothing else.
+/// A health check's answer: `Err` says what is wrong.
+pub type Check = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+type CheckFn = std::sync::Arc<dyn Fn() -> Check + Send + Sync>;
+
+/// A service's operations endpoint: `/healthz` (liveness: the process still does its
+/// work), `/readyz` (readiness: its dependencies answer too) and `/metrics`. Either
+/// check answers 503 with `{"code": "not_ready", "message": ...}` when it fails.
 pub struct OpsServer {
     listener: tokio::net::TcpListener,
     service: &'static str,
+    liveness: Option<CheckFn>,
+    readiness: Option<CheckFn>,
 }
 
 impl OpsServer {
@@ -92,7 +100,21 @@ impl OpsServer {
         Ok(Self {
             listener: tokio::net::TcpListener::bind(addr).await?,
             service,
+            liveness: None,
+            readiness: None,
         })
+    }
+
+    /// What `/healthz` checks (by default: nothing, the process answers).
+    pub fn with_liveness(mut self, check: impl Fn() -> Check + Send + Sync + 'static) -> Self {
+        self.liveness = Some(std::sync::Arc::new(check));
+        self
+    }
+
+    /// What `/readyz` checks (by default: the same as `/healthz`).
+    pub fn with_readiness(mut self, check: impl Fn() -> Check + Send + Sync + 'static) -> Self {
+        self.readiness = Some(std::sync::Arc::new(check));
+        self
     }
 
     pub fn port(&self) -> u16 {
@@ -109,13 +131,30 @@ impl OpsServer {
         use axum::routing::get;
         let metrics = metrics();
         let service = self.service;
+        let answer = move |check: Option<CheckFn>| async move {
+            use axum::response::IntoResponse;
+            let outcome = match check {
+                Some(check) => check().await,
+                None => Ok(()),
+            };
+            match outcome {
+                Ok(()) => axum::Json(serde_json::json!({"status": "ok", "service": service}))
+                    .into_response(),
+                Err(message) => {
+                    tracing::warn!(service, %message, "health check failed");
+                    (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        axum::Json(serde_json::json!({"code": "not_ready", "message": message})),
+                    )
+                        .into_response()
+                }
+            }
+        };
+        let liveness = self.liveness.clone();
+        let readiness = self.readiness.clone().or_else(|| self.liveness.clone());
         let router = axum::Router::new()
-            .route(
-                "/healthz",
-                get(move || async move {
-                    axum::Json(serde_json::json!({"status": "ok", "service": service}))
-                }),
-            )
+            .route("/healthz", get(move || answer(liveness.clone())))
+            .route("/readyz", get(move || answer(readiness.clone())))
             .route(
                 "/metrics",
                 get(move || std::future::ready(metrics.render())),

@@ -38,10 +38,14 @@ scripts! {
     HOLD_BATCH => "hold_batch.lua",
     /// Ends a hold and frees its seats.
     RELEASE => "release.lua",
-    /// Takes an undecided request out of the line.
+    /// Ends an undecided request (cancelled by its fan, or rejected).
     CANCEL => "cancel.lua",
-    /// Takes or renews the right to drain an event.
+    /// Takes, stamps or renews the right to drain an event (compare and set).
     LEASE => "lease.lua",
+    /// A drainer's read of its event's line or changes, fenced by its lease.
+    READ_LINE => "read_line.lua",
+    /// Gives seats the ledger refused to their ledger owners and requeues the request.
+    REQUEUE => "requeue.lua",
     /// Moves a sale between states.
     SET_SALE_STATE => "set_sale_state.lua",
 }
@@ -60,6 +64,24 @@ pub fn hold_batch_keys(keys: &crate::Keys, event: crate::EventId) -> [String; 9]
         keys.fans(event),
         keys.lease(event),
     ]
+}
+
+/// `cancel.lua` for one request: ends it in `state` (`cancelled` or `rejected`) with
+/// `reason` (empty for none) if it is still undecided.
+pub fn cancel(
+    keys: &crate::Keys,
+    event: crate::EventId,
+    request: crate::RequestId,
+    state: &str,
+    reason: &str,
+) -> redis::ScriptInvocation<'static> {
+    let mut invocation = CANCEL.key(keys.request(event, request));
+    invocation
+        .key(keys.fans(event))
+        .arg(request.to_string())
+        .arg(state)
+        .arg(reason);
+    invocation
 }
 
 /// `release.lua` for one request, its `KEYS` in the order the script reads them.

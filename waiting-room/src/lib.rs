@@ -137,6 +137,9 @@ impl Application {
                             if let Err(error) = draw_due_sales(&pool, &mut redis, &keys).await {
                                 tracing::warn!(%error, "scheduler tick failed");
                             }
+                            if let Err(error) = sale::mirror_sold_out(&pool, &mut redis, &keys).await {
+                                tracing::warn!(%error, "mirroring sold-out sales failed");
+                            }
                         }
                         () = stop.cancelled() => break,
                     }

@@ -220,13 +220,10 @@ pub async fn leave(
     event_id: EventId,
     request_id: RequestId,
 ) -> Result<RequestStatus, Error> {
-    let (changed, state): (i64, String) = proto::scripts::CANCEL
-        .key(keys.request(event_id, request_id))
-        .key(keys.fans(event_id))
-        .key(keys.prequeue(event_id))
-        .arg(request_id.to_string())
-        .invoke_async(redis)
-        .await?;
+    let (changed, state): (i64, String) =
+        proto::scripts::cancel(keys, event_id, request_id, "cancelled", "")
+            .invoke_async(redis)
+            .await?;
     if changed == 0 && state == "held" {
         let reply: Vec<redis::Value> = proto::scripts::release(
             keys,

@@ -379,6 +379,48 @@ pub async fn set_admission(
     Ok(())
 }
 
+/// Records in the ledger the sales the booking workers found sold out (they move
+/// the sale in Redis only; the waiting room owns `waiting_room.sales`). Returns how
+/// many it recorded.
+pub async fn mirror_sold_out(
+    pool: &PgPool,
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+) -> Result<usize, Error> {
+    let live: Vec<EventId> = sqlx::query_scalar(
+        "SELECT event_id FROM waiting_room.sales WHERE state IN ('open', 'paused') LIMIT 1000",
+    )
+    .fetch_all(pool)
+    .await?;
+    if live.is_empty() {
+        return Ok(0);
+    }
+    let mut pipe = redis::pipe();
+    for event_id in &live {
+        pipe.hget(keys.sale(*event_id), "state");
+    }
+    let states: Vec<Option<String>> = pipe.query_async(redis).await?;
+    let mut recorded = 0;
+    for (event_id, state) in live.into_iter().zip(states) {
+        if state.as_deref() != Some(SaleState::SoldOut.as_str()) {
+            continue;
+        }
+        let changed = sqlx::query(
+            "UPDATE waiting_room.sales SET state = 'sold_out', updated_at = now()
+             WHERE event_id = $1 AND state IN ('open', 'paused')",
+        )
+        .bind(event_id)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        if changed == 1 {
+            audit(pool, event_id, None, "sold_out", serde_json::json!({})).await?;
+            recorded += 1;
+        }
+    }
+    Ok(recorded)
+}
+
 /// Events whose on-sale time has come and whose sale has not been drawn.
 pub async fn due_for_draw(pool: &PgPool) -> Result<Vec<EventId>, Error> {
     Ok(sqlx::query_scalar(

@@ -209,6 +209,7 @@ impl Sale {
             name: name.to_owned(),
             settings,
             discover_every: Duration::from_millis(50),
+            health: Default::default(),
         }
     }
 

@@ -1,0 +1,111 @@
+//! One `hold_batch.lua` call: a batch of the line decided in queue order.
+//!
+//! Keys: the event keys of [`proto::scripts::hold_batch_keys`] and each request's hash.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use proto::wire::queue::RequestState;
+use proto::{EventId, Keys, RequestId};
+use redis::aio::ConnectionManager;
+use redis::{FromRedisValue, Value};
+
+use super::DrainError;
+use super::line::Entry;
+use crate::ledger::Decision;
+
+/// What the script said of one batch.
+pub enum Outcome {
+    /// The lease holds another value: nothing was written.
+    LeaseLost,
+    Decided {
+        /// The requests decided, a prefix of the batch (the script stops at the
+        /// first request that must wait for held seats to come back).
+        decisions: Vec<Decision>,
+        /// Entries whose request hash does not exist.
+        missing: Vec<Entry>,
+    },
+}
+
+/// Decides `entries` with one script call under the lease value `lease`.
+pub async fn hold_batch(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    event: EventId,
+    lease: &str,
+    sold_out_horizon_ms: u64,
+    entries: &[Entry],
+) -> Result<Outcome, DrainError> {
+    let mut invocation = proto::scripts::HOLD_BATCH.prepare_invoke();
+    for key in proto::scripts::hold_batch_keys(keys, event) {
+        invocation.key(key);
+    }
+    for entry in entries {
+        invocation.key(keys.request(event, entry.request_id));
+    }
+    invocation
+        .arg(Utc::now().timestamp_millis())
+        .arg(lease)
+        .arg(sold_out_horizon_ms);
+    for entry in entries {
+        invocation.arg(entry.request_id.to_string());
+    }
+    let reply: Vec<Value> = invocation.invoke_async(redis).await?;
+    parse(&reply, entries)
+}
+
+fn parse(reply: &[Value], entries: &[Entry]) -> Result<Outcome, DrainError> {
+    let text = |v: &Value| String::from_redis_value(v.clone()).unwrap_or_default();
+    match reply.first().map(text).as_deref() {
+        Some("ok") => {}
+        Some("lease_lost") => return Ok(Outcome::LeaseLost),
+        other => {
+            return Err(DrainError::Unexpected(format!(
+                "hold_batch replied {other:?}"
+            )));
+        }
+    }
+    let by_id: HashMap<RequestId, &Entry> = entries.iter().map(|e| (e.request_id, e)).collect();
+    let mut decisions = Vec::new();
+    let mut missing = Vec::new();
+    for chunk in reply[1..].chunks(5) {
+        let [id, state, seats, expires, reason] = chunk else {
+            return Err(DrainError::Unexpected(
+                "hold_batch reply is not in fives".into(),
+            ));
+        };
+        let request_id: RequestId = text(id)
+            .parse()
+            .map_err(|_| DrainError::Unexpected(format!("request id {:?}", text(id))))?;
+        let Some(entry) = by_id.get(&request_id) else {
+            return Err(DrainError::Unexpected(format!(
+                "hold_batch decided {request_id}, not in the batch"
+            )));
+        };
+        let state_text = text(state);
+        if state_text == "missing" {
+            missing.push((*entry).clone());
+            continue;
+        }
+        let state = RequestState::parse(&state_text).ok_or_else(|| {
+            DrainError::Unexpected(format!("request {request_id} in state {state_text:?}"))
+        })?;
+        let expires_ms = i64::from_redis_value(expires.clone()).unwrap_or(0);
+        decisions.push(Decision {
+            request_id,
+            fan: entry.fan,
+            queue_number: entry.number,
+            expires_at: matches!(state, RequestState::Held | RequestState::Paying)
+                .then(|| DateTime::from_timestamp_millis(expires_ms))
+                .flatten(),
+            seats: text(seats)
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            reason: Some(text(reason)).filter(|r| !r.is_empty()),
+            state,
+        });
+    }
+    Ok(Outcome::Decided { decisions, missing })
+}

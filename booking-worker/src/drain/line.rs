@@ -1,0 +1,235 @@
+//! Reading an event's streams as the lease holder: fenced reads in order, waiting for
+//! new entries, taking over what other consumers left pending, and the dead letters.
+//!
+//! Keys: the event's `requests` stream and `changes` stream (group `workers`), its
+//! `dead` stream, and its `lease` (every read is checked against it).
+
+use proto::keys::WORKER_GROUP;
+use proto::{EventId, Keys, RequestId, UserId};
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::streams::{StreamId, StreamReadReply};
+use redis::{AsyncCommands, FromRedisValue, Value};
+
+use super::DrainError;
+
+/// One stream entry of the line: a request, its number and its fan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub stream_id: String,
+    pub request_id: RequestId,
+    pub number: i64,
+    pub fan: UserId,
+}
+
+pub fn parse_entry(entry: &StreamId) -> Option<Entry> {
+    let field = |name: &str| entry.get::<String>(name);
+    Some(Entry {
+        stream_id: entry.id.clone(),
+        request_id: field("r")?.parse().ok()?,
+        number: field("n")?.parse().ok()?,
+        fan: field("f")?.parse().ok()?,
+    })
+}
+
+/// What a fenced read found.
+pub enum Read {
+    /// The lease holds another value: this drainer must stop.
+    LeaseLost,
+    Entries {
+        entries: Vec<StreamId>,
+        /// The stream's last id, to wait for anything newer.
+        last_id: String,
+    },
+}
+
+/// Reads `stream` with `read_line.lua`: the consumer's own pending entries after
+/// `after`, then (with `fresh`) new ones, only while `lease` is the lease's value.
+#[allow(clippy::too_many_arguments, reason = "one script call, its arguments spelled out")]
+pub async fn read(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    event: EventId,
+    stream: &str,
+    lease: &str,
+    consumer: &str,
+    count: usize,
+    after: &str,
+    fresh: bool,
+) -> Result<Read, DrainError> {
+    let reply: Vec<Value> = proto::scripts::READ_LINE
+        .key(keys.lease(event))
+        .key(stream)
+        .arg(lease)
+        .arg(WORKER_GROUP)
+        .arg(consumer)
+        .arg(count)
+        .arg(after)
+        .arg(if fresh { "1" } else { "0" })
+        .invoke_async(redis)
+        .await?;
+    let text = |v: &Value| String::from_redis_value(v.clone()).unwrap_or_default();
+    match reply.first().map(text).as_deref() {
+        Some("lease_lost") => Ok(Read::LeaseLost),
+        Some("ok") => {
+            let last_id = reply.get(1).map(text).unwrap_or_else(|| "0-0".into());
+            let entries = match reply.get(2) {
+                None | Some(Value::Nil) => Vec::new(),
+                Some(value) => StreamReadReply::from_redis_value(value.clone())
+                    .map_err(|e| DrainError::Unexpected(format!("read_line entries: {e}")))?
+                    .keys
+                    .into_iter()
+                    .flat_map(|k| k.ids)
+                    .collect(),
+            };
+            Ok(Read::Entries { entries, last_id })
+        }
+        other => Err(DrainError::Unexpected(format!(
+            "read_line replied {other:?}"
+        ))),
+    }
+}
+
+/// Waits up to `block_ms` for an entry after `last_id` on a connection of its own
+/// (a blocked read stalls every other command on its connection).
+pub async fn wait_for_new(
+    blocking: &mut MultiplexedConnection,
+    stream: &str,
+    last_id: &str,
+    block_ms: u64,
+) -> Result<(), DrainError> {
+    let _: Value = redis::cmd("XREAD")
+        .arg("COUNT")
+        .arg(1)
+        .arg("BLOCK")
+        .arg(block_ms)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(last_id)
+        .query_async(blocking)
+        .await?;
+    Ok(())
+}
+
+/// Moves every entry that other consumers of the group hold pending on `stream` to
+/// `consumer`, without counting a delivery (the next read from this consumer's
+/// pending list counts it). Only the lease holder reads, so their owners are gone
+/// or fenced off. Returns how many moved.
+pub async fn claim_orphans(
+    redis: &mut ConnectionManager,
+    stream: &str,
+    consumer: &str,
+) -> Result<usize, DrainError> {
+    let summary: Value = match redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(WORKER_GROUP)
+        .query_async(redis)
+        .await
+    {
+        Ok(summary) => summary,
+        // No stream or group yet: nothing is pending.
+        Err(error) if error.code() == Some("NOGROUP") => return Ok(0),
+        Err(error) => return Err(error.into()),
+    };
+    let owners: Vec<(String, String)> = match summary {
+        Value::Array(fields) if fields.len() == 4 => match &fields[3] {
+            Value::Nil => Vec::new(),
+            other => FromRedisValue::from_redis_value(other.clone())
+                .map_err(|e| DrainError::Unexpected(format!("XPENDING summary: {e}")))?,
+        },
+        _ => Vec::new(),
+    };
+    let mut claimed = 0;
+    for (owner, _) in owners.iter().filter(|(owner, _)| owner != consumer) {
+        loop {
+            let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+                .arg(stream)
+                .arg(WORKER_GROUP)
+                .arg("-")
+                .arg("+")
+                .arg(1000)
+                .arg(owner)
+                .query_async(redis)
+                .await?;
+            if pending.is_empty() {
+                break;
+            }
+            let ids: Vec<&str> = pending.iter().map(|(id, ..)| id.as_str()).collect();
+            let moved: Vec<String> = redis::cmd("XCLAIM")
+                .arg(stream)
+                .arg(WORKER_GROUP)
+                .arg(consumer)
+                .arg(0)
+                .arg(&ids)
+                .arg("JUSTID")
+                .query_async(redis)
+                .await?;
+            claimed += moved.len();
+            // Entries deleted while pending are dropped from the list by XCLAIM; stop
+            // if nothing moved so a list of only those cannot loop.
+            if moved.is_empty() || pending.len() < 1000 {
+                break;
+            }
+        }
+    }
+    Ok(claimed)
+}
+
+/// An entry for the dead letters: its stream id, its request (when the entry names
+/// one), why.
+pub struct Burial {
+    pub stream_id: String,
+    pub request: Option<Entry>,
+    pub reason: String,
+}
+
+/// Adds to `pipe` the dead-letter record and acknowledgement of each entry, and ends
+/// each named request in Redis as `rejected` with reason `dead_letter` so its fan
+/// learns and is free to ask again.
+pub fn queue_burials(pipe: &mut redis::Pipeline, keys: &Keys, event: EventId, entries: &[Burial]) {
+    let (stream, dead) = (keys.stream(event), keys.dead_letters(event));
+    if entries.iter().any(|b| b.request.is_some()) {
+        pipe.load_script(&proto::scripts::CANCEL).ignore();
+    }
+    for burial in entries {
+        let request = burial
+            .request
+            .as_ref()
+            .map(|e| e.request_id.to_string())
+            .unwrap_or_default();
+        let fields = [
+            ("entry", burial.stream_id.as_str()),
+            ("r", request.as_str()),
+            ("reason", burial.reason.as_str()),
+        ];
+        pipe.xadd(&dead, "*", &fields).ignore();
+        if let Some(entry) = &burial.request {
+            pipe.invoke_script(&proto::scripts::cancel(
+                keys,
+                event,
+                entry.request_id,
+                "rejected",
+                "dead_letter",
+            ))
+            .ignore();
+        }
+        pipe.xack(&stream, WORKER_GROUP, &[&burial.stream_id])
+            .ignore();
+        tracing::error!(event_id = %event, stream_id = burial.stream_id, request, reason = burial.reason,
+            "entry sent to the dead letters");
+    }
+    if !entries.is_empty() {
+        metrics::counter!("onsale_worker_dead_letters_total").increment(entries.len() as u64);
+    }
+}
+
+/// Acknowledges entries on `stream`.
+pub async fn ack(
+    redis: &mut ConnectionManager,
+    stream: &str,
+    ids: &[&str],
+) -> Result<(), DrainError> {
+    if !ids.is_empty() {
+        let _: i64 = redis.xack(stream, WORKER_GROUP, ids).await?;
+    }
+    Ok(())
+}
