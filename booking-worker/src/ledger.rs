@@ -57,7 +57,11 @@ pub struct Claim {
 /// Takes the event over for a drainer: raises the fence epoch and returns it. Waits
 /// for the previous drainer's open ledger transactions (they hold the fence row),
 /// after which none of its writes can commit.
-pub async fn raise_fence(pool: &PgPool, event_id: EventId, holder: &str) -> Result<i64, sqlx::Error> {
+pub async fn raise_fence(
+    pool: &PgPool,
+    event_id: EventId,
+    holder: &str,
+) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO booking.drain_fences (event_id, epoch, holder) VALUES ($1, 1, $2)
          ON CONFLICT (event_id) DO UPDATE
@@ -91,6 +95,16 @@ async fn check_fence(
     Ok(())
 }
 
+/// A seat of a decided hold that the ledger gives to another request: the refused
+/// request, the seat, its owner, the claim's state and expiry.
+type TakenSeat = (
+    uuid::Uuid,
+    String,
+    uuid::Uuid,
+    String,
+    Option<DateTime<Utc>>,
+);
+
 /// States a decision may overwrite: a request moves forward only.
 const OPEN_STATES: &str = "('queued', 'held')";
 
@@ -119,7 +133,7 @@ pub async fn record(
             owners.push(decision.request_id.as_uuid());
         }
     }
-    let taken: Vec<(uuid::Uuid, String, uuid::Uuid, String, Option<DateTime<Utc>>)> = if seats.is_empty() {
+    let taken: Vec<TakenSeat> = if seats.is_empty() {
         Vec::new()
     } else {
         sqlx::query_as(
@@ -258,13 +272,13 @@ pub async fn reject_undecided(
     }
     let mut tx = pool.begin().await?;
     check_fence(&mut tx, event_id, epoch).await?;
-    sqlx::query(&format!(
+    sqlx::query(
         "INSERT INTO booking.requests (request_id, event_id, fan_id, queue_number, state, reason)
          SELECT r, $1, f, n, 'rejected', $5 FROM UNNEST($2::uuid[], $3::uuid[], $4::int[]) AS t(r, f, n)
-         ON CONFLICT (request_id) DO UPDATE SET state = 'rejected', reason = $5, seats = '{{}}',
+         ON CONFLICT (request_id) DO UPDATE SET state = 'rejected', reason = $5, seats = '{}',
              hold_expires_at = NULL, updated_at = now()
          WHERE booking.requests.state = 'queued'"
-    ))
+    )
     .bind(event_id)
     .bind(requests.iter().map(|r| r.0.as_uuid()).collect::<Vec<_>>())
     .bind(requests.iter().map(|r| r.1.as_uuid()).collect::<Vec<_>>())
@@ -288,7 +302,10 @@ pub struct HeldRequest {
 }
 
 /// The ledger's rows of `requests`.
-pub async fn requests(pool: &PgPool, requests: &[RequestId]) -> Result<Vec<HeldRequest>, sqlx::Error> {
+pub async fn requests(
+    pool: &PgPool,
+    requests: &[RequestId],
+) -> Result<Vec<HeldRequest>, sqlx::Error> {
     sqlx::query_as(
         "SELECT request_id, fan_id, queue_number, state, seats, hold_expires_at
          FROM booking.requests WHERE request_id = ANY($1)",

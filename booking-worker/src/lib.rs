@@ -14,7 +14,7 @@ pub mod ledger;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -35,12 +35,19 @@ pub use drain::{DrainSettings, Drainer};
 #[derive(Clone, Debug, Default)]
 pub struct Health {
     last_tick_ms: Arc<AtomicI64>,
+    rounds: Arc<AtomicU64>,
 }
 
 impl Health {
     fn tick(&self) {
         self.last_tick_ms
             .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+        self.rounds.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times the discovery loop has gone round.
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Relaxed)
     }
 
     /// How long ago the discovery loop last went round; `None` before its first.
@@ -212,22 +219,26 @@ impl Application {
         let worker = Worker::connect(&config, pool).await?;
         // Alive while the discovery loop goes round; ready while Redis and Postgres
         // answer too.
-        let stale_after = Duration::from_millis(config.discover_interval_ms * 20).max(Duration::from_secs(10));
+        let stale_after =
+            Duration::from_millis(config.discover_interval_ms * 20).max(Duration::from_secs(10));
         let live = worker.health.clone();
         let liveness = move || {
             let health = live.clone();
             Box::pin(async move {
                 match health.since_last_tick() {
-                    Some(since) if since > stale_after => {
-                        Err(format!("the discovery loop last ran {} ms ago", since.as_millis()))
-                    }
+                    Some(since) if since > stale_after => Err(format!(
+                        "the discovery loop last ran {} ms ago",
+                        since.as_millis()
+                    )),
                     _ => Ok(()),
                 }
             }) as proto::runtime::Check
         };
-        let (ready_pool, ready_redis, ready_live) = (worker.pool.clone(), worker.redis.clone(), liveness.clone());
+        let (ready_pool, ready_redis, ready_live) =
+            (worker.pool.clone(), worker.redis.clone(), liveness.clone());
         let readiness = move || {
-            let (pool, mut redis, live) = (ready_pool.clone(), ready_redis.clone(), ready_live.clone());
+            let (pool, mut redis, live) =
+                (ready_pool.clone(), ready_redis.clone(), ready_live.clone());
             Box::pin(async move {
                 live().await?;
                 redis::cmd("PING")

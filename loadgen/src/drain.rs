@@ -304,7 +304,8 @@ pub async fn holds(stack: &mut Stack, args: HoldsArgs) -> anyhow::Result<()> {
             &args.requests.to_string(),
             "--csv",
         ])
-        .args(["EVALSHA", script.get_hash(), "10"])
+        .args(["EVALSHA", script.get_hash()])
+        .arg((proto::scripts::hold_batch_keys(&keys, base_event).len() + 1).to_string())
         .args(proto::scripts::hold_batch_keys(&keys, base_event))
         .arg(keys.request_named(base_event, "__rand_int__"))
         .arg(chrono::Utc::now().timestamp_millis().to_string())

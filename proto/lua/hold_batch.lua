@@ -4,16 +4,23 @@
 -- KEYS[1] seat hash     KEYS[2] counts hash   KEYS[3] sale hash     KEYS[4] holds zset
 -- KEYS[5] fanseats hash KEYS[6] layout hash   KEYS[8] fans hash
 -- KEYS[7] rowfree hash: "<section>-<row>" and "sec:<section>" -> free seats
--- KEYS[9] lease         KEYS[10..] the request hashes, in queue order
--- ARGV[1] now (ms)      ARGV[2] this worker's lease token
--- ARGV[3] sold-out horizon (ms): while held seats expire within it, fans wait for them
--- ARGV[4..] the request ids (aligned with KEYS[10..])
+-- KEYS[9] lease         KEYS[10] section holds zset ("<section>|<request>" -> expiry)
+-- KEYS[11..] the request hashes, in queue order
+-- ARGV[1] now (ms)      ARGV[2] this drainer's lease value
+-- ARGV[3] sold-out horizon (ms): while held seats a request could use expire within
+--         it, that request (and the line behind it) waits for them
+-- ARGV[4..] the request ids (aligned with KEYS[11..])
 --
 -- Returns {"lease_lost"} when another worker owns the event, else
 -- {"ok", then for each request decided: id, state, seats ("a b c"), expires_ms, reason}.
 -- A request already decided is reported as it stands (so a redelivered entry has the
 -- effect of one). Processing stops at the first request that must wait for held seats
 -- to come back; the requests after it are not reported and stay in the line.
+--
+-- Fairness: a request that cannot be served waits whenever seats *it* could use
+-- (its named seats, its section, its tier's sections, or any seat) are held and
+-- expire within the horizon, so a later fan with the same ask can never take seats
+-- that came back after an earlier fan was refused.
 -- An error reply ("ERR hold_batch: ...") when a request's hash cannot be decided (a
 -- malformed hash): the requests before it are decided and written all the same.
 --
@@ -26,6 +33,7 @@ if redis.call('GET', KEYS[9]) ~= ARGV[2] then return {'lease_lost'} end
 local now, horizon = tonumber(ARGV[1]), tonumber(ARGV[3])
 local seats_key, counts, sale, holds = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local fanseats, layout, rowfree, fans = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local secholds = KEYS[10]
 local settings = redis.call('HMGET', sale, 'max_per_fan', 'hold_ms', 'served', 'state')
 -- A closed or sold-out sale still decides every request in its line: as refused.
 local ending = settings[4] == 'closed' or settings[4] == 'sold_out'
@@ -184,11 +192,56 @@ local function best_available(n, section, tier)
   return nil
 end
 
+-- Whether held seats in one of `list`'s sections expire within the horizon. The
+-- holds due within it are read once per call; when there are too many to look
+-- through, the answer is yes: waiting a little is fair, refusing is not.
+local due_sections = nil
+local function returning_in_sections(list)
+  if due_sections == nil then
+    due_sections = {}
+    local members = redis.call('ZRANGEBYSCORE', secholds, '-inf', now + horizon, 'LIMIT', 0, 1024)
+    if #members >= 1024 then
+      due_sections = true
+    else
+      for _, member in ipairs(members) do
+        due_sections[string.match(member, '^(.*)|') or ''] = true
+      end
+    end
+  end
+  if due_sections == true then return true end
+  for _, sec in ipairs(list) do
+    if due_sections[sec] then return true end
+  end
+  return false
+end
+
+-- Whether seats this ask could use come back within the horizon.
+local function returning_for(kind, section, tier, named)
+  if kind == 'seats' then
+    for _, seat in ipairs(split(named, ' ')) do
+      local state = seat_state(seat)
+      if state and string.sub(state, 1, 2) == 'h:' then
+        local expires = tonumber(string.match(state, ':(%d+)$'))
+        if expires and expires <= now + horizon then return true end
+      end
+    end
+    return false
+  elseif section ~= '' then
+    return returning_in_sections({section})
+  elseif tier ~= '' then
+    return returning_in_sections(sections_of('tier:' .. tier))
+  end
+  if returning == nil then
+    returning = redis.call('ZCOUNT', holds, '-inf', now + horizon) > 0
+  end
+  return returning
+end
+
 -- A request that raises an error (a malformed hash) ends the call, but only after the
 -- counters below are written back for the requests decided before it.
 local ok, failure = pcall(function()
   for i = 4, #ARGV do
-    local id, key = ARGV[i], KEYS[i + 6]
+    local id, key = ARGV[i], KEYS[i + 7]
     local r = redis.call('HMGET', key, 'state', 'fan', 'kind', 'qty', 'section', 'tier', 'seats',
       'number', 'expires', 'reason')
     local state = r[1]
@@ -205,10 +258,7 @@ local ok, failure = pcall(function()
       if ending then
         reason = ending
       elseif available < n then
-        if returning == nil then
-          returning = redis.call('ZCOUNT', holds, '-inf', now + horizon) > 0
-        end
-        if returning then
+        if returning_for(r[3], r[5] or '', r[6] or '', r[7]) then
           -- Seats come back soon: this fan and everyone behind waits for them.
           break
         end
@@ -228,6 +278,11 @@ local ok, failure = pcall(function()
         chosen = best_available(n, r[5] or '', r[6] or '')
         if not chosen then reason = 'no_adjacent_seats' end
       end
+      if (reason == 'seat_unavailable' or reason == 'no_adjacent_seats')
+          and returning_for(r[3], r[5] or '', r[6] or '', r[7]) then
+        -- Seats this ask could use come back soon: wait for them, as above.
+        break
+      end
 
       -- Decided; from here on only writes for this request.
       if chosen then
@@ -238,6 +293,14 @@ local ok, failure = pcall(function()
         held_now = held_now + #chosen
         redis.call('HINCRBY', fanseats, fan, #chosen)
         redis.call('ZADD', holds, expires, id)
+        local sections_held = {}
+        for _, seat in ipairs(chosen) do
+          local sec = string.match(seat, '^([^-]*)')
+          if not sections_held[sec] then
+            sections_held[sec] = true
+            redis.call('ZADD', secholds, expires, sec .. '|' .. id)
+          end
+        end
         local seat_list = table.concat(chosen, ' ')
         redis.call('HSET', key, 'state', 'held', 'seats', seat_list, 'expires', expires)
         out[#out + 1] = id; out[#out + 1] = 'held'; out[#out + 1] = seat_list

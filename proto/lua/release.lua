@@ -4,6 +4,7 @@
 -- KEYS[5] rowfree hash   KEYS[6] fans hash   KEYS[7] the request hash
 -- KEYS[8] changes stream: the ended hold, for the booking workers to carry into the
 --         ledger (written with the release, so no crash between the two loses it)
+-- KEYS[9] section holds zset ("<section>|<request>")
 -- ARGV[1] request id   ARGV[2] the state it ends in: "expired", "released" or "rejected"
 -- ARGV[3] now (ms)     ARGV[4] "1" to release only a hold that has expired by now
 --
@@ -22,6 +23,7 @@ local prefix = 'h:' .. id .. ':'
 local freed, count = 0, 0
 for seat in string.gmatch(r[3], '%S+') do
   count = count + 1
+  redis.call('ZREM', KEYS[9], string.match(seat, '^([^-]*)') .. '|' .. id)
   local value = redis.call('HGET', KEYS[1], seat)
   if value and string.sub(value, 1, #prefix) == prefix then
     redis.call('HSET', KEYS[1], seat, 'a')

@@ -3,7 +3,8 @@
 --
 -- KEYS[1] seat hash   KEYS[2] counts hash   KEYS[3] holds zset   KEYS[4] fanseats hash
 -- KEYS[5] rowfree hash   KEYS[6] fans hash   KEYS[7] the refused request's hash
--- KEYS[8..] the ledger owners' request hashes (aligned with the owners in ARGV)
+-- KEYS[8] section holds zset ("<section>|<request>")
+-- KEYS[9..] the ledger owners' request hashes (aligned with the owners in ARGV)
 -- ARGV[1] the refused request's id
 -- ARGV[2] the number of owners, then per owner: id, fan, state ("held" or "sold"),
 --         expiry (ms, "0" when sold), its seats ("a b c") as the ledger has them
@@ -18,6 +19,7 @@
 -- class (available, held, sold) changes. Nothing is read after the first write.
 
 local seats, counts, holds, fanseats, rowfree, fans = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local secholds = KEYS[8]
 local id, key = ARGV[1], KEYS[7]
 
 local function class(value)
@@ -55,7 +57,7 @@ local owners = tonumber(ARGV[2])
 local a = 3
 for o = 1, owners do
   local owner, fan, state, expires, owned = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local okey = KEYS[7 + o]
+  local okey = KEYS[8 + o]
   a = a + 5
   local value
   if state == 'sold' then value = 's:' .. owner else value = 'h:' .. owner .. ':' .. expires end
@@ -71,7 +73,12 @@ for o = 1, owners do
     local restored = state == 'sold' and 'confirmed' or 'held'
     redis.call('HSET', okey, 'state', restored, 'fan', fan, 'seats', owned, 'expires', expires)
     redis.call('HINCRBY', fanseats, fan, count)
-    if state ~= 'sold' then redis.call('ZADD', holds, tonumber(expires), owner) end
+    if state ~= 'sold' then
+      redis.call('ZADD', holds, tonumber(expires), owner)
+      for seat in string.gmatch(owned, '%S+') do
+        redis.call('ZADD', secholds, tonumber(expires), string.match(seat, '^([^-]*)') .. '|' .. owner)
+      end
+    end
   else
     for seat in string.gmatch(owned, '%S+') do
       local current = redis.call('HGET', seats, seat)
@@ -87,6 +94,7 @@ if r[1] == 'held' then
   local count = 0
   for seat in string.gmatch(r[3] or '', '%S+') do
     count = count + 1
+    redis.call('ZREM', secholds, string.match(seat, '^([^-]*)') .. '|' .. id)
     local value = redis.call('HGET', seats, seat)
     if value and string.sub(value, 1, #prefix) == prefix then set_seat(seat, 'a') end
   end

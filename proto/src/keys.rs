@@ -24,6 +24,7 @@
 //! | `<p>:{ev:<id>}:dead` | stream | entries that kept failing, with the reason |
 //! | `<p>:{ev:<id>}:changes` | stream | holds released by fans, for the workers to carry into the ledger |
 //! | `<p>:{ev:<id>}:holds` | zset | request id scored by its hold's expiry (ms) |
+//! | `<p>:{ev:<id>}:secholds` | zset | `<section>|<request>` for each section a hold has seats in, scored by its expiry (ms) |
 //! | `<p>:{ev:<id>}:lease` | string | the worker draining the event, with a TTL |
 //! | `<p>:{ev:<id>}:live` | pub/sub | JSON updates for the realtime service |
 //! | `<p>:request:<request>` | string | the request's event id, for lookups by request id |
@@ -158,6 +159,12 @@ impl Keys {
 
     pub fn holds(&self, event: EventId) -> String {
         self.event_key(event, "holds")
+    }
+
+    /// Holds by section (`<section>|<request>`, scored by expiry): whether seats of a
+    /// section come back soon, without reading every hold.
+    pub fn section_holds(&self, event: EventId) -> String {
+        self.event_key(event, "secholds")
     }
 
     pub fn lease(&self, event: EventId) -> String {

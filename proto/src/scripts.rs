@@ -50,9 +50,9 @@ scripts! {
     SET_SALE_STATE => "set_sale_state.lua",
 }
 
-/// The event keys `hold_batch.lua` takes first (`KEYS[1..9]`), in the order it reads
+/// The event keys `hold_batch.lua` takes first (`KEYS[1..10]`), in the order it reads
 /// them; the request hashes follow.
-pub fn hold_batch_keys(keys: &crate::Keys, event: crate::EventId) -> [String; 9] {
+pub fn hold_batch_keys(keys: &crate::Keys, event: crate::EventId) -> [String; 10] {
     [
         keys.seat_states(event),
         keys.seat_counts(event),
@@ -63,6 +63,7 @@ pub fn hold_batch_keys(keys: &crate::Keys, event: crate::EventId) -> [String; 9]
         keys.row_free(event),
         keys.fans(event),
         keys.lease(event),
+        keys.section_holds(event),
     ]
 }
 
@@ -103,6 +104,7 @@ pub fn release(
         .key(keys.fans(event))
         .key(keys.request(event, request))
         .key(keys.changes(event))
+        .key(keys.section_holds(event))
         .arg(request.to_string())
         .arg(state)
         .arg(now_ms)

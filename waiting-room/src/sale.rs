@@ -173,17 +173,32 @@ pub async fn draw(
                 .map_err(|_| Error::Unexpected(format!("request id {m:?} in the pre-queue")))
         })
         .collect::<Result<_, _>>()?;
-    let order = lottery::draw_order(&sale.seed, &cohort);
-    let numbers: Vec<i32> = (1..=order.len() as i32).collect();
+    let computed = lottery::draw_order(&sale.seed, &cohort);
+    let numbers: Vec<i32> = (1..=computed.len() as i32).collect();
     sqlx::query(
         "INSERT INTO waiting_room.draw_entries (event_id, request_id, queue_number)
          SELECT $1, * FROM UNNEST($2::uuid[], $3::int[]) ON CONFLICT DO NOTHING",
     )
     .bind(event_id)
-    .bind(order.iter().map(RequestId::as_uuid).collect::<Vec<_>>())
+    .bind(computed.iter().map(RequestId::as_uuid).collect::<Vec<_>>())
     .bind(&numbers)
     .execute(pool)
     .await?;
+    // The draw resumes from what was recorded: whoever recorded the order first (a
+    // drawer that crashed, or one running beside this one) fixed every number.
+    let order: Vec<RequestId> = sqlx::query_scalar(
+        "SELECT request_id FROM waiting_room.draw_entries WHERE event_id = $1 ORDER BY queue_number",
+    )
+    .bind(event_id)
+    .fetch_all(pool)
+    .await?;
+    if order != computed {
+        return Err(Error::Unexpected(format!(
+            "the recorded draw of event {event_id} ({} entries) differs from the pre-queue ({} entries)",
+            order.len(),
+            computed.len()
+        )));
+    }
 
     for (chunk_index, chunk) in order.chunks(DRAW_CHUNK).enumerate() {
         let mut invocation = proto::scripts::DRAW.key(keys.sale(event_id));
@@ -195,7 +210,10 @@ pub async fn draw(
         for id in chunk {
             invocation.arg(id.to_string());
         }
-        let _: i64 = invocation.invoke_async(redis).await?;
+        let numbered: Result<i64, redis::RedisError> = invocation.invoke_async(redis).await;
+        if let Err(error) = numbered {
+            return finished_by_another(pool, redis, keys, event_id, actor, error).await;
+        }
     }
 
     loop {
@@ -221,7 +239,12 @@ pub async fn draw(
         for id in &latecomers {
             invocation.arg(id);
         }
-        let outcome: String = invocation.invoke_async(redis).await?;
+        let outcome: String = match invocation.invoke_async(redis).await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                return finished_by_another(pool, redis, keys, event_id, actor, error).await;
+            }
+        };
         if outcome == "open" {
             break;
         }
@@ -229,21 +252,48 @@ pub async fn draw(
     record_open(pool, event_id, actor, order.len()).await
 }
 
+/// A numbering script refused because the sale is no longer drawing: another drawer
+/// (the scheduler beside an operator, two gateways) finished the draw first. Then
+/// only the ledger's side may be left; anything else is the error it was.
+async fn finished_by_another(
+    pool: &PgPool,
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    event_id: EventId,
+    actor: Option<UserId>,
+    error: redis::RedisError,
+) -> Result<usize, Error> {
+    let (state, cohort): (Option<String>, Option<usize>) = redis::cmd("HMGET")
+        .arg(keys.sale(event_id))
+        .arg(&["state", "prequeue_size"])
+        .query_async(redis)
+        .await?;
+    match (state.as_deref(), cohort) {
+        (Some("open"), Some(cohort)) => record_open(pool, event_id, actor, cohort).await,
+        _ => Err(error.into()),
+    }
+}
+
 /// The ledger's side of a finished draw: the sale is open, with its cohort's size.
+/// Recorded (and audited) once, however many drawers finish.
 async fn record_open(
     pool: &PgPool,
     event_id: EventId,
     actor: Option<UserId>,
     cohort: usize,
 ) -> Result<usize, Error> {
-    sqlx::query(
+    let opened = sqlx::query(
         "UPDATE waiting_room.sales SET state = 'open', drawn_at = now(), cohort_size = $2, updated_at = now()
-         WHERE event_id = $1",
+         WHERE event_id = $1 AND state IN ('scheduled', 'drawing')",
     )
     .bind(event_id)
     .bind(cohort as i32)
     .execute(pool)
-    .await?;
+    .await?
+    .rows_affected();
+    if opened == 0 {
+        return Ok(cohort);
+    }
     audit(
         pool,
         event_id,
@@ -328,16 +378,48 @@ pub async fn pull(
         ));
     }
     record_state(pool, event_id, to).await?;
-    audit(
-        pool,
-        event_id,
-        Some(actor),
-        lever.as_str(),
-        serde_json::json!({"from": previous}),
-    )
-    .await?;
+    let mut detail = serde_json::json!({"from": previous});
+    if lever == Lever::Close && previous == SaleState::Scheduled.as_str() {
+        // Nobody will draw this pre-queue: every request in it ends, and its fan is
+        // told why and is free again.
+        let ended = end_prequeue(redis, keys, event_id, "sale_closed").await?;
+        detail["prequeue_ended"] = ended.into();
+    }
+    audit(pool, event_id, Some(actor), lever.as_str(), detail).await?;
     tracing::info!(%event_id, %actor, lever = lever.as_str(), from = previous, "sale lever pulled");
     Ok(to)
+}
+
+/// Ends every request still waiting in the pre-queue as `rejected` with `reason`;
+/// returns how many ended. Only for a sale that will not be drawn (closed while
+/// scheduled): the set is left in place, as a draw would need it.
+async fn end_prequeue(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    event_id: EventId,
+    reason: &str,
+) -> Result<usize, Error> {
+    let members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(keys.prequeue(event_id))
+        .query_async(redis)
+        .await?;
+    let ids: Vec<RequestId> = members.iter().filter_map(|m| m.parse().ok()).collect();
+    let mut ended = 0;
+    for chunk in ids.chunks(500) {
+        let mut pipe = redis::pipe();
+        pipe.load_script(&proto::scripts::CANCEL).ignore();
+        let invocations: Vec<_> = chunk
+            .iter()
+            .map(|id| proto::scripts::cancel(keys, event_id, *id, "rejected", reason))
+            .collect();
+        for invocation in &invocations {
+            pipe.invoke_script(invocation);
+        }
+        let replies: Vec<(i64, String)> = pipe.query_async(redis).await?;
+        ended += replies.iter().filter(|(changed, _)| *changed == 1).count();
+    }
+    tracing::info!(%event_id, ended, reason, "pre-queue ended");
+    Ok(ended)
 }
 
 /// Sets how many requests per second the workers admit.

@@ -107,7 +107,10 @@ pub async fn apply_changes(
     // none is left.
     let mut after = "0".to_owned();
     loop {
-        let read = line::read(redis, keys, event, &stream, lease, consumer, 500, &after, true).await?;
+        let read = line::read(
+            redis, keys, event, &stream, lease, consumer, 500, &after, true,
+        )
+        .await?;
         let entries = match read {
             Read::LeaseLost => return Ok(None),
             Read::Entries { entries, .. } => entries,

@@ -44,7 +44,10 @@ pub enum Read {
 
 /// Reads `stream` with `read_line.lua`: the consumer's own pending entries after
 /// `after`, then (with `fresh`) new ones, only while `lease` is the lease's value.
-#[allow(clippy::too_many_arguments, reason = "one script call, its arguments spelled out")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one script call, its arguments spelled out"
+)]
 pub async fn read(
     redis: &mut ConnectionManager,
     keys: &Keys,

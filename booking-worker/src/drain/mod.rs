@@ -227,8 +227,14 @@ impl Drainer {
             .filter_map(|b| b.request.as_ref())
             .map(|e| (e.request_id, e.fan, e.number))
             .collect();
-        ledger::reject_undecided(&self.pool, self.event_id, self.lease.epoch(), &named, "dead_letter")
-            .await?;
+        ledger::reject_undecided(
+            &self.pool,
+            self.event_id,
+            self.lease.epoch(),
+            &named,
+            "dead_letter",
+        )
+        .await?;
         let mut pipe = redis::pipe();
         line::queue_burials(&mut pipe, &self.keys, self.event_id, burials);
         pipe.query_async::<()>(&mut self.redis).await?;
@@ -261,9 +267,7 @@ impl Drainer {
             return Ok(());
         }
         let epoch = self.lease.epoch();
-        let lease = self.lease.value().to_owned();
-        ended::apply_changes(&mut self.redis, &self.pool, &self.keys, self.event_id, &lease, epoch, &self.consumer)
-            .await?;
+        self.apply_changes().await?;
         let still = ledger::record(&self.pool, self.event_id, epoch, &refused.decisions).await?;
         let refused_ids: HashSet<RequestId> = still.iter().map(|c| c.request_id).collect();
         let (again, taken): (Vec<&Entry>, Vec<&Entry>) = refused
@@ -271,7 +275,12 @@ impl Drainer {
             .iter()
             .partition(|e| refused_ids.contains(&e.request_id));
         let taken_ids: Vec<&str> = taken.iter().map(|e| e.stream_id.as_str()).collect();
-        line::ack(&mut self.redis, &self.keys.stream(self.event_id), &taken_ids).await?;
+        line::ack(
+            &mut self.redis,
+            &self.keys.stream(self.event_id),
+            &taken_ids,
+        )
+        .await?;
         let accepted: Vec<Decision> = refused
             .decisions
             .iter()
@@ -284,6 +293,22 @@ impl Drainer {
         }
         self.retry.extend(again.into_iter().cloned());
         Ok(())
+    }
+
+    /// Carries the ended holds on the changes stream into the ledger; `None` when
+    /// the lease was lost.
+    async fn apply_changes(&mut self) -> Result<Option<usize>, DrainError> {
+        let lease = self.lease.value().to_owned();
+        ended::apply_changes(
+            &mut self.redis,
+            &self.pool,
+            &self.keys,
+            self.event_id,
+            &lease,
+            self.lease.epoch(),
+            &self.consumer,
+        )
+        .await
     }
 
     /// Runs `requeue.lua` for one refused hold, with its seats' ledger owners.
@@ -303,6 +328,7 @@ impl Drainer {
             .key(self.keys.row_free(self.event_id))
             .key(self.keys.fans(self.event_id))
             .key(self.keys.request(self.event_id, conflict.request_id))
+            .key(self.keys.section_holds(self.event_id))
             .arg(conflict.request_id.to_string());
         let mut args: Vec<String> = Vec::new();
         let mut count = 0;
@@ -313,7 +339,9 @@ impl Drainer {
                 .iter()
                 .filter(|c| c.request_id == owner.request_id)
                 .collect();
-            let Some(first) = claims.first() else { continue };
+            let Some(first) = claims.first() else {
+                continue;
+            };
             invocation.key(self.keys.request(self.event_id, owner.request_id));
             count += 1;
             args.push(owner.request_id.to_string());
@@ -348,20 +376,37 @@ impl Drainer {
         // again, or the new claim would collide with the old one there.
         if ended::changes_waiting(&mut self.redis, &self.keys, self.event_id).await? {
             self.settle().await?;
-            let applied = ended::apply_changes(&mut self.redis, &self.pool, &self.keys, self.event_id,
-                &lease, self.lease.epoch(), &self.consumer).await?;
+            let applied = self.apply_changes().await?;
             if applied.is_none() {
-                return Ok(Step { lease_lost: true, ..Step::default() });
+                return Ok(Step {
+                    lease_lost: true,
+                    ..Step::default()
+                });
             }
         }
         let count = if self.isolate > 0 { 1 } else { count };
         let started = Instant::now();
         let stream = self.keys.stream(self.event_id);
         let wanted = count.saturating_sub(self.retry.len()).max(1);
-        let read = line::read(&mut self.redis, &self.keys, self.event_id, &stream, &lease,
-            &self.consumer, wanted, &self.cursor, fresh).await?;
+        let read = line::read(
+            &mut self.redis,
+            &self.keys,
+            self.event_id,
+            &stream,
+            &lease,
+            &self.consumer,
+            wanted,
+            &self.cursor,
+            fresh,
+        )
+        .await?;
         let (raw, last_id) = match read {
-            Read::LeaseLost => return Ok(Step { lease_lost: true, ..Step::default() }),
+            Read::LeaseLost => {
+                return Ok(Step {
+                    lease_lost: true,
+                    ..Step::default()
+                });
+            }
             Read::Entries { entries, last_id } => (entries, last_id),
         };
         let read_time = started.elapsed();
@@ -384,19 +429,34 @@ impl Drainer {
         if entries.is_empty() {
             self.settle().await?;
             if fresh && broken.is_empty() {
-                line::wait_for_new(&mut self.blocking, &stream, &last_id, self.settings.block_ms)
-                    .await?;
+                line::wait_for_new(
+                    &mut self.blocking,
+                    &stream,
+                    &last_id,
+                    self.settings.block_ms,
+                )
+                .await?;
             }
             return Ok(Step::default());
         }
         let batch_len = entries.len();
         let script_started = Instant::now();
-        let outcome = batch::hold_batch(&mut self.redis, &self.keys, self.event_id, &lease,
-            self.settings.sold_out_horizon_ms, &entries).await;
+        let outcome = batch::hold_batch(
+            &mut self.redis,
+            &self.keys,
+            self.event_id,
+            &lease,
+            self.settings.sold_out_horizon_ms,
+            &entries,
+        )
+        .await;
         let (decisions, missing) = match outcome {
             Ok(batch::Outcome::Decided { decisions, missing }) => (decisions, missing),
             Ok(batch::Outcome::LeaseLost) => {
-                return Ok(Step { lease_lost: true, ..Step::default() });
+                return Ok(Step {
+                    lease_lost: true,
+                    ..Step::default()
+                });
             }
             Err(error @ DrainError::Redis(_)) if error_is_script(&error) => {
                 metrics::counter!("onsale_worker_batch_failures_total").increment(1);
@@ -573,18 +633,22 @@ impl Drainer {
         outcome.and(settled)
     }
 
-    async fn drain(&mut self, stop: &CancellationToken) -> Result<(), DrainError> {
+    /// Takes the event over: the lease and its fence, the consumer groups, every
+    /// entry others left pending, and the ended holds waiting for the ledger. False
+    /// when another worker holds the lease.
+    pub async fn begin(&mut self) -> Result<bool, DrainError> {
         if !self.lease.take(&mut self.redis, &self.pool).await? {
-            return Ok(());
+            return Ok(false);
         }
         tracing::info!(event_id = %self.event_id, consumer = %self.consumer, epoch = self.lease.epoch(), "draining event");
         self.ensure_groups().await?;
         self.reclaim().await?;
         // Holds that ended while no drainer could write the ledger go first.
-        let lease = self.lease.value().to_owned();
-        if ended::apply_changes(&mut self.redis, &self.pool, &self.keys, self.event_id, &lease,
-            self.lease.epoch(), &self.consumer).await?.is_none()
-        {
+        Ok(self.apply_changes().await?.is_some())
+    }
+
+    async fn drain(&mut self, stop: &CancellationToken) -> Result<(), DrainError> {
+        if !self.begin().await? {
             return Ok(());
         }
         let mut tokens = 0.0_f64;
@@ -612,10 +676,7 @@ impl Drainer {
                 // A hold must reach the ledger before its expiry or release does.
                 self.settle().await?;
                 ended::sweep(&mut self.redis, &self.keys, self.event_id).await?;
-                let lease = self.lease.value().to_owned();
-                if ended::apply_changes(&mut self.redis, &self.pool, &self.keys, self.event_id,
-                    &lease, self.lease.epoch(), &self.consumer).await?.is_none()
-                {
+                if self.apply_changes().await?.is_none() {
                     return Ok(());
                 }
                 last_sweep = Instant::now();

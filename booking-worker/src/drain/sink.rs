@@ -54,8 +54,14 @@ impl Sink {
             .filter_map(|b| b.request.as_ref())
             .map(|e| (e.request_id, e.fan, e.number))
             .collect();
-        ledger::reject_undecided(&self.pool, self.event_id, self.epoch, &buried, "dead_letter")
-            .await?;
+        ledger::reject_undecided(
+            &self.pool,
+            self.event_id,
+            self.epoch,
+            &buried,
+            "dead_letter",
+        )
+        .await?;
         let ledger_time = started.elapsed();
         metrics::histogram!("onsale_worker_batch_seconds", "phase" => "ledger")
             .record(ledger_time.as_secs_f64());
@@ -112,6 +118,8 @@ pub async fn publish(
         .flat_map(|d| &d.seats)
         .collect();
     let message = serde_json::json!({"type": "batch", "served": served, "decided": decided, "held_seats": held});
-    let _: i64 = redis.publish(keys.live(event_id), message.to_string()).await?;
+    let _: i64 = redis
+        .publish(keys.live(event_id), message.to_string())
+        .await?;
     Ok(())
 }

@@ -110,13 +110,7 @@ async fn a_killed_worker_s_entries_are_finished_by_another_exactly_once(pool: Pg
     let accepted = sale.join_many(mixed_asks(3_000, 10, 30), 64).await;
     let total = accepted.len() as i64;
     // Slow enough that the kill lands mid-stream.
-    let _: () = redis::cmd("HSET")
-        .arg(sale.keys.sale(sale.event_id))
-        .arg("admission_per_second")
-        .arg(1_500)
-        .query_async(&mut sale.redis)
-        .await
-        .expect("rate");
+    sale.set_admission(1_500).await;
     assert_eq!(
         sale.open().await as i64,
         total,
@@ -250,13 +244,7 @@ async fn a_redis_restart_mid_run_then_a_rebuild_oversells_nothing(pool: PgPool) 
     let mut sale = sale(pool, &own.url(), &["Floor"], 10, 30, 4).await;
     let accepted = sale.join_many(mixed_asks(2_000, 10, 30), 64).await;
     let total = accepted.len() as i64;
-    let _: () = redis::cmd("HSET")
-        .arg(sale.keys.sale(sale.event_id))
-        .arg("admission_per_second")
-        .arg(1_000)
-        .query_async(&mut sale.redis)
-        .await
-        .expect("rate");
+    sale.set_admission(1_000).await;
     assert_eq!(
         sale.open().await as i64,
         total,

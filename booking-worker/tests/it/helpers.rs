@@ -104,6 +104,17 @@ impl Sale {
             .expect("hold_ms");
     }
 
+    /// Sets the sale's admission rate in Redis, where the drainers read it.
+    pub async fn set_admission(&mut self, per_second: u32) {
+        let _: () = redis::cmd("HSET")
+            .arg(self.keys.sale(self.event_id))
+            .arg("admission_per_second")
+            .arg(per_second)
+            .query_async(&mut self.redis)
+            .await
+            .expect("admission rate");
+    }
+
     pub async fn join(&self, fan: UserId, ask: &Ask) -> Result<Joined, waiting_room::Error> {
         let mut redis = self.redis.clone();
         joins::join(

@@ -7,3 +7,4 @@ mod fairness;
 mod faults;
 mod helpers;
 mod outage;
+mod promises;
