@@ -11,6 +11,7 @@
 
 pub mod drain;
 pub mod ledger;
+pub mod restore;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -12,6 +12,7 @@
 pub mod accounts;
 pub mod config;
 pub mod limits;
+pub mod restore;
 pub mod routes;
 pub mod tokens;
 
@@ -90,6 +91,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(routes::router().into_openapi());
     doc.merge(inventory::router().into_openapi());
     doc.merge(waiting_room::router().into_openapi());
+    doc.merge(restore::router().into_openapi());
     doc
 }
 
@@ -125,6 +127,12 @@ pub fn router(
             })),
         ),
     };
+    let restore = restore::RestoreState {
+        pool: pool.clone(),
+        redis: redis.clone(),
+        keys: keys.clone(),
+        verifier: verifier.clone(),
+    };
     let inventory = inventory::InventoryState {
         pool,
         redis,
@@ -135,6 +143,7 @@ pub fn router(
         .merge(routes::router().with_state(state.clone()))
         .merge(inventory::router().with_state(inventory))
         .merge(waiting_room::router().with_state(waiting_room))
+        .merge(restore::router().with_state(restore))
         .split_for_parts();
 
     let metrics = proto::runtime::metrics();

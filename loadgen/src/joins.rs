@@ -21,9 +21,8 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use jsonwebtoken::{EncodingKey, Header};
-use proto::auth::{ALGORITHM, Claims};
-use proto::{Role, UserId};
+use jsonwebtoken::EncodingKey;
+use proto::Role;
 
 use crate::setup::{self, Stack, bar};
 
@@ -55,19 +54,6 @@ impl Drop for Gateway {
 
 const SECRET: &str = "loadgen-secret-loadgen-secret-loadgen-0123";
 
-fn token(key: &EncodingKey) -> anyhow::Result<String> {
-    let now = chrono::Utc::now().timestamp();
-    let claims = Claims {
-        sub: UserId::new(),
-        role: Role::Fan,
-        iss: "onsale".into(),
-        aud: "onsale".into(),
-        iat: now,
-        exp: now + 3600,
-    };
-    Ok(jsonwebtoken::encode(&Header::new(ALGORITHM), &claims, key)?)
-}
-
 /// `Authorization` values of distinct fans, signed ahead on every core, handed out
 /// once each.
 struct Tokens {
@@ -88,7 +74,10 @@ impl Tokens {
                         (0..share)
                             .map(|_| {
                                 progress.inc(1);
-                                Ok(HeaderValue::try_from(format!("Bearer {}", token(key)?))?)
+                                Ok(HeaderValue::try_from(format!(
+                                    "Bearer {}",
+                                    setup::sign(key, Role::Fan)?
+                                ))?)
                             })
                             .collect()
                     })

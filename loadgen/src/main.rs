@@ -5,8 +5,10 @@
 //! loadgen drain  --requests 100000 --seats 10000   drain a line, audit against Postgres
 //! loadgen holds  --requests 100000                 farm holds/s vs redis-benchmark on the same script
 //! loadgen joins  --seconds 10 --concurrency 64     queue joins/s through the gateway binary
+//! loadgen chaos  --seed 1 --seconds 20              the history checker: faults, then proofs
 //! ```
 
+mod chaos;
 mod drain;
 mod joins;
 mod setup;
@@ -29,6 +31,9 @@ enum Command {
     Holds(drain::HoldsArgs),
     /// Queue joins per second through the gateway, with latency percentiles.
     Joins(joins::JoinArgs),
+    /// Fans, workers and a nemesis on a seeded schedule; then a check of every
+    /// promise over the recorded history, Redis and Postgres.
+    Chaos(chaos::ChaosArgs),
 }
 
 // A general-purpose allocator that keeps the many small per-request allocations
@@ -44,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Drain(args) => drain::drain(&mut stack, args).await,
         Command::Holds(args) => drain::holds(&mut stack, args).await,
         Command::Joins(args) => joins::joins(&mut stack, args).await,
+        Command::Chaos(args) => chaos::chaos(&mut stack, args).await,
     };
     // The run's keys go whatever the outcome; its Postgres rows stay for inspection.
     setup::cleanup(&mut stack).await?;

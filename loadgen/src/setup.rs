@@ -52,6 +52,22 @@ pub async fn connect() -> anyhow::Result<Stack> {
     })
 }
 
+/// A bearer token for a new user of `role`, signed with `key` (the gateway's
+/// secret), valid for an hour.
+pub fn sign(key: &jsonwebtoken::EncodingKey, role: proto::Role) -> anyhow::Result<String> {
+    let now = Utc::now().timestamp();
+    let claims = proto::auth::Claims {
+        sub: UserId::new(),
+        role,
+        iss: "onsale".into(),
+        aud: "onsale".into(),
+        iat: now,
+        exp: now + 3600,
+    };
+    let header = jsonwebtoken::Header::new(proto::auth::ALGORITHM);
+    Ok(jsonwebtoken::encode(&header, &claims, key)?)
+}
+
 pub fn bar(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(
@@ -71,11 +87,24 @@ pub async fn venue(
     rows: u32,
     per_row: u32,
 ) -> anyhow::Result<proto::VenueId> {
+    let names: Vec<String> = (1..=sections).map(|s| format!("S{s}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    venue_named(pool, &names, rows, per_row).await
+}
+
+/// A venue of the named sections, each of `rows` × `per_row` seats, one standard tier.
+pub async fn venue_named(
+    pool: &PgPool,
+    sections: &[&str],
+    rows: u32,
+    per_row: u32,
+) -> anyhow::Result<proto::VenueId> {
     let venue = venues::validate(CreateVenue {
         name: "Benchmark Arena".into(),
-        sections: (1..=sections)
-            .map(|s| SectionSpec {
-                name: format!("S{s}"),
+        sections: sections
+            .iter()
+            .map(|name| SectionSpec {
+                name: (*name).to_owned(),
                 price_tier: "standard".into(),
                 rows: (1..=rows)
                     .map(|r| RowSpec {

@@ -19,6 +19,10 @@ pub enum Error {
     RequestNotFound(RequestId),
     #[error("the seat map of event {0} is not loaded")]
     SeatMapNotLoaded(EventId),
+    /// Redis lost the line of a sale that had opened: nobody joins until it is
+    /// restored from Postgres (`POST /v1/ops/events/{id}/restore`).
+    #[error("the line of event {0} is lost in redis and awaits a restore")]
+    LineLost(EventId),
     #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error("redis error")]
@@ -61,6 +65,14 @@ impl From<Error> for ErrorBody {
                 ErrorBody::new(
                     ErrorCode::ServiceUnavailable,
                     "the seat map is being restored, try again shortly",
+                )
+            }
+            Error::LineLost(id) => {
+                tracing::error!(event_id = %id,
+                    "redis lost this sale's line: restore it with POST /v1/ops/events/{id}/restore");
+                ErrorBody::new(
+                    ErrorCode::ServiceUnavailable,
+                    "the line is being restored, try again shortly",
                 )
             }
             Error::Database(cause) => {

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::Error;
 use crate::lottery::to_hex;
 use crate::requests::{self, Ask};
-use crate::{SeatMaps, sale};
+use crate::{SeatMaps, journal, sale};
 
 /// Most joins one script call decides.
 pub const MAX_BATCH: usize = 128;
@@ -39,6 +39,9 @@ type Reply = (String, String, i64, String, i64, String);
 struct Prepared {
     event_id: EventId,
     request_id: RequestId,
+    fan: UserId,
+    /// The ask as journaled.
+    ask: serde_json::Value,
     request_key: String,
     idempotency_key: Option<String>,
     /// request id, fan, fingerprint, kind, quantity, section, tier, seat count, seats
@@ -90,6 +93,8 @@ impl Prepared {
         Self {
             event_id,
             request_id,
+            fan,
+            ask: ask.to_json(),
             request_key: keys.request(event_id, request_id),
             idempotency_key,
             args,
@@ -159,6 +164,28 @@ async fn decide(
     Ok(replies)
 }
 
+/// Journals the joins of `batch` that `replies` accepted, before anyone is told.
+async fn journal_accepted(
+    pool: &PgPool,
+    event_id: EventId,
+    batch: &[&Prepared],
+    replies: &[Reply],
+) -> Result<(), Error> {
+    let accepted: Vec<journal::Accepted> = batch
+        .iter()
+        .zip(replies)
+        .filter(|(_, reply)| reply.0 == "ok")
+        .map(|(join, reply)| journal::Accepted {
+            request_id: join.request_id,
+            fan: join.fan,
+            queue_number: (reply.2 >= 0).then_some(reply.2),
+            ask: join.ask.clone(),
+        })
+        .collect();
+    journal::record(pool, event_id, &accepted).await?;
+    Ok(())
+}
+
 /// A join handed to the [`Joiner`]'s task, with where its outcome goes.
 struct Pending {
     join: Prepared,
@@ -193,6 +220,7 @@ impl Joiner {
         let calls = Arc::new(AtomicU64::new(0));
         tokio::spawn(batch_joins(
             pending,
+            pool.clone(),
             redis.clone(),
             keys.clone(),
             calls.clone(),
@@ -242,11 +270,10 @@ impl Joiner {
             reply = submit(prepare()).await?;
         }
         if reply.0 == "sale_not_loaded" {
-            let sale = sale::ensure_sale(&this.pool, event_id).await?;
-            sale::load_into_redis(&mut this.redis.clone(), &this.keys, &sale).await?;
+            load_sale(&this.pool, &mut this.redis.clone(), &this.keys, event_id).await?;
             reply = submit(prepare()).await?;
         }
-        outcome(&this.redis, &this.keys, event_id, request_id, reply).await
+        outcome(&this.pool, &this.redis, &this.keys, &prepare(), reply).await
     }
 }
 
@@ -258,6 +285,7 @@ impl Joiner {
 /// its callers get an error (their answers are dropped) and the joiner goes on.
 async fn batch_joins(
     mut pending: mpsc::Receiver<Pending>,
+    pool: PgPool,
     redis: ConnectionManager,
     keys: Keys,
     calls: Arc<AtomicU64>,
@@ -266,6 +294,7 @@ async fn batch_joins(
     while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
         metrics::histogram!("onsale_join_batch_size").record(batch.len() as f64);
         let run = tokio::spawn(send_batch(
+            pool.clone(),
             redis.clone(),
             keys.clone(),
             std::mem::take(&mut batch),
@@ -278,8 +307,9 @@ async fn batch_joins(
 }
 
 /// Decides one batch, a script call per event in order of each event's first join,
-/// and answers every join in it.
+/// journals what was accepted, and answers every join in it.
 async fn send_batch(
+    pool: PgPool,
     mut redis: ConnectionManager,
     keys: Keys,
     mut batch: Vec<Pending>,
@@ -292,7 +322,15 @@ async fn send_batch(
         batch = rest;
         let joins: Vec<&Prepared> = these.iter().map(|p| &p.join).collect();
         calls.fetch_add(1, Ordering::Relaxed);
-        match decide(&mut redis, &keys, event_id, &joins).await {
+        let decided = match decide(&mut redis, &keys, event_id, &joins).await {
+            Ok(replies) => journal_accepted(&pool, event_id, &joins, &replies)
+                .await
+                .map(|()| replies),
+            Err(error) => Err(error),
+        };
+        // A join the journal could not record is in Redis's line but its fan is told
+        // it failed; asked again with its Idempotency-Key, the replay journals it.
+        match decided {
             Ok(replies) => {
                 for (pending, reply) in these.into_iter().zip(replies) {
                     // A caller that went away no longer wants its answer; its
@@ -334,28 +372,46 @@ pub async fn join(
         let mut redis = redis.clone();
         let join = &join;
         async move {
-            decide(&mut redis, keys, event_id, &[join])
-                .await
-                .map(|mut replies| replies.remove(0))
+            let replies = decide(&mut redis, keys, event_id, &[join]).await?;
+            journal_accepted(pool, event_id, &[join], &replies).await?;
+            Ok::<_, Error>(replies.into_iter().next().unwrap_or_default())
         }
     };
     let mut reply = once(redis).await?;
     if reply.0 == "sale_not_loaded" {
-        let sale = sale::ensure_sale(pool, event_id).await?;
-        sale::load_into_redis(redis, keys, &sale).await?;
+        load_sale(pool, redis, keys, event_id).await?;
         reply = once(redis).await?;
     }
-    outcome(redis, keys, event_id, request_id, reply).await
+    outcome(pool, redis, keys, &join, reply).await
+}
+
+/// Loads a sale Redis does not have, for a join. A sale that never opened is simply
+/// loaded (a new event, or a Redis restart before its on-sale); one that opened had
+/// a line Redis lost, and joining now would number requests again from one and let
+/// the farm serve newcomers before the fans already in line: the join waits for the
+/// restore instead.
+async fn load_sale(
+    pool: &PgPool,
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    event_id: EventId,
+) -> Result<(), Error> {
+    let sale = sale::ensure_sale(pool, event_id).await?;
+    if sale.state() != proto::wire::queue::SaleState::Scheduled {
+        return Err(Error::LineLost(event_id));
+    }
+    sale::load_into_redis(redis, keys, &sale).await
 }
 
 /// What a join's reply means to the fan.
 async fn outcome(
+    pool: &PgPool,
     redis: &ConnectionManager,
     keys: &Keys,
-    event_id: EventId,
-    request_id: RequestId,
+    join: &Prepared,
     reply: Reply,
 ) -> Result<Joined, Error> {
+    let (event_id, request_id) = (join.event_id, join.request_id);
     let (status, id, number, _state, served, detail) = reply;
     let refused = |code, message: String| Err(Error::refused(code, message));
     let earlier = |id: &str| {
@@ -375,6 +431,15 @@ async fn outcome(
         "replay" => {
             let prior = earlier(&id)?;
             let status = requests::status_of(&mut redis.clone(), keys, event_id, prior).await?;
+            // The first answer may have been lost because the journal failed: the
+            // replay makes sure the request is journaled (same key, same ask).
+            let accepted = journal::Accepted {
+                request_id: prior,
+                fan: join.fan,
+                queue_number: status.queue_number.map(|n| n as i64),
+                ask: join.ask.clone(),
+            };
+            journal::record(pool, event_id, &[accepted]).await?;
             Ok(Joined {
                 request_id: prior,
                 queue_number: status.queue_number,

@@ -9,8 +9,10 @@
 
 pub mod error;
 pub mod joins;
+pub mod journal;
 pub mod lottery;
 pub mod requests;
+pub mod restore;
 pub mod routes;
 pub mod sale;
 

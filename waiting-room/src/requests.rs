@@ -215,6 +215,7 @@ pub async fn status_of(
 
 /// Leaves the line, or releases the hold. Returns the request's state afterwards.
 pub async fn leave(
+    pool: &sqlx::PgPool,
     redis: &mut ConnectionManager,
     keys: &Keys,
     event_id: EventId,
@@ -224,6 +225,9 @@ pub async fn leave(
         proto::scripts::cancel(keys, event_id, request_id, "cancelled", "")
             .invoke_async(redis)
             .await?;
+    if changed == 1 {
+        crate::journal::record_ended(pool, &[request_id], "cancelled").await?;
+    }
     if changed == 0 && state == "held" {
         let reply: Vec<redis::Value> = proto::scripts::release(
             keys,

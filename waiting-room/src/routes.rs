@@ -113,7 +113,14 @@ async fn leave(
 ) -> Result<Json<RequestStatus>, Error> {
     let event_id = visible_request(&mut state, caller, request_id).await?;
     Ok(Json(
-        requests::leave(&mut state.redis, &state.keys, event_id, request_id).await?,
+        requests::leave(
+            &state.pool,
+            &mut state.redis,
+            &state.keys,
+            event_id,
+            request_id,
+        )
+        .await?,
     ))
 }
 

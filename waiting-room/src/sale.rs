@@ -13,7 +13,7 @@ use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
 use crate::error::Error;
-use crate::lottery;
+use crate::{journal, lottery};
 
 /// Requests numbered per `draw.lua` call: keeps each script short.
 const DRAW_CHUNK: usize = 1_000;
@@ -91,7 +91,8 @@ pub async fn load_into_redis(
     Ok(())
 }
 
-async fn audit(
+/// Writes an entry of the sale's audit log: who did what, with its detail.
+pub async fn audit(
     pool: &PgPool,
     event_id: EventId,
     actor: Option<UserId>,
@@ -151,7 +152,7 @@ pub async fn draw(
             .await?;
         let cohort =
             cohort.ok_or_else(|| Error::Unexpected("an open sale without prequeue_size".into()))?;
-        return record_open(pool, event_id, actor, cohort).await;
+        return record_open(pool, redis, keys, event_id, actor, cohort).await;
     }
     if state != "drawing" {
         return Err(Error::refused(
@@ -249,7 +250,7 @@ pub async fn draw(
             break;
         }
     }
-    record_open(pool, event_id, actor, order.len()).await
+    record_open(pool, redis, keys, event_id, actor, order.len()).await
 }
 
 /// A numbering script refused because the sale is no longer drawing: another drawer
@@ -269,15 +270,51 @@ async fn finished_by_another(
         .query_async(redis)
         .await?;
     match (state.as_deref(), cohort) {
-        (Some("open"), Some(cohort)) => record_open(pool, event_id, actor, cohort).await,
+        (Some("open"), Some(cohort)) => {
+            record_open(pool, redis, keys, event_id, actor, cohort).await
+        }
         _ => Err(error.into()),
     }
+}
+
+/// Journals the numbers the draw gave (the cohort's are in `draw_entries`; the
+/// latecomers' only in Redis, read from their request hashes).
+async fn journal_numbers(
+    pool: &PgPool,
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    event_id: EventId,
+) -> Result<(), Error> {
+    journal::record_numbers(pool, event_id, &[]).await?;
+    let unnumbered: Vec<RequestId> = sqlx::query_scalar(
+        "SELECT request_id FROM waiting_room.requests
+         WHERE event_id = $1 AND queue_number IS NULL AND ended IS NULL",
+    )
+    .bind(event_id)
+    .fetch_all(pool)
+    .await?;
+    for chunk in unnumbered.chunks(1_000) {
+        let mut pipe = redis::pipe();
+        for id in chunk {
+            pipe.hget(keys.request(event_id, *id), "number");
+        }
+        let numbers: Vec<Option<i64>> = pipe.query_async(redis).await?;
+        let numbered: Vec<(RequestId, i64)> = chunk
+            .iter()
+            .zip(numbers)
+            .filter_map(|(id, n)| n.map(|n| (*id, n)))
+            .collect();
+        journal::record_numbers(pool, event_id, &numbered).await?;
+    }
+    Ok(())
 }
 
 /// The ledger's side of a finished draw: the sale is open, with its cohort's size.
 /// Recorded (and audited) once, however many drawers finish.
 async fn record_open(
     pool: &PgPool,
+    redis: &mut ConnectionManager,
+    keys: &Keys,
     event_id: EventId,
     actor: Option<UserId>,
     cohort: usize,
@@ -294,6 +331,7 @@ async fn record_open(
     if opened == 0 {
         return Ok(cohort);
     }
+    journal_numbers(pool, redis, keys, event_id).await?;
     audit(
         pool,
         event_id,
@@ -382,7 +420,7 @@ pub async fn pull(
     if lever == Lever::Close && previous == SaleState::Scheduled.as_str() {
         // Nobody will draw this pre-queue: every request in it ends, and its fan is
         // told why and is free again.
-        let ended = end_prequeue(redis, keys, event_id, "sale_closed").await?;
+        let ended = end_prequeue(pool, redis, keys, event_id, "sale_closed").await?;
         detail["prequeue_ended"] = ended.into();
     }
     audit(pool, event_id, Some(actor), lever.as_str(), detail).await?;
@@ -394,6 +432,7 @@ pub async fn pull(
 /// returns how many ended. Only for a sale that will not be drawn (closed while
 /// scheduled): the set is left in place, as a draw would need it.
 async fn end_prequeue(
+    pool: &PgPool,
     redis: &mut ConnectionManager,
     keys: &Keys,
     event_id: EventId,
@@ -416,7 +455,14 @@ async fn end_prequeue(
             pipe.invoke_script(invocation);
         }
         let replies: Vec<(i64, String)> = pipe.query_async(redis).await?;
-        ended += replies.iter().filter(|(changed, _)| *changed == 1).count();
+        let these: Vec<RequestId> = chunk
+            .iter()
+            .zip(&replies)
+            .filter(|(_, (changed, _))| *changed == 1)
+            .map(|(id, _)| *id)
+            .collect();
+        journal::record_ended(pool, &these, &format!("rejected:{reason}")).await?;
+        ended += these.len();
     }
     tracing::info!(%event_id, ended, reason, "pre-queue ended");
     Ok(ended)

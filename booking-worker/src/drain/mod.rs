@@ -38,7 +38,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::ledger::{self, Conflict, Decision, LedgerError};
+pub(crate) use ended::apply_changes;
 pub use lease::Lease;
+pub(crate) use line::claim_orphans;
 use line::{Burial, Entry, Read};
 use sink::{Refused, Sink};
 

@@ -103,10 +103,15 @@ async fn thousands_of_requests_never_hold_a_seat_twice(pool: PgPool) {
             .expect("held");
     let mut redis = sale.redis.clone();
     for (request,) in held.iter().step_by(2) {
-        let status =
-            waiting_room::requests::leave(&mut redis, &sale.keys, sale.event_id, (*request).into())
-                .await
-                .expect("leave");
+        let status = waiting_room::requests::leave(
+            &sale.pool,
+            &mut redis,
+            &sale.keys,
+            sale.event_id,
+            (*request).into(),
+        )
+        .await
+        .expect("leave");
         assert!(
             ["released", "expired"].contains(&status.state.as_str()),
             "{status:?}"

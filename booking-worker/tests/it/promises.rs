@@ -551,9 +551,15 @@ async fn a_draw_run_again_around_a_cancel_hands_out_no_number_twice(pool: PgPool
 
     // A fan not yet numbered leaves; then two drawers resume at once.
     let leaving = order[40];
-    requests::leave(&mut sale.redis, &sale.keys, sale.event_id, leaving)
-        .await
-        .expect("leave");
+    requests::leave(
+        &sale.pool,
+        &mut sale.redis,
+        &sale.keys,
+        sale.event_id,
+        leaving,
+    )
+    .await
+    .expect("leave");
     let (mut a, mut b) = (sale.redis.clone(), sale.redis.clone());
     let (one, two) = tokio::join!(
         sale::draw(&sale.pool, &mut a, &sale.keys, sale.event_id, None),

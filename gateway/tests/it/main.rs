@@ -7,4 +7,5 @@ mod helpers;
 mod inventory;
 mod limits;
 mod queue;
+mod restore;
 mod system;

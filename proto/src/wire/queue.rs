@@ -157,3 +157,30 @@ pub struct Sale {
     pub state: SaleState,
     pub admission_per_second: u32,
 }
+
+/// Asks to restore an event's Redis state from Postgres.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreEvent {
+    /// Pause an open sale first (a restore runs only on a sale that admits nobody).
+    #[serde(default)]
+    pub pause: bool,
+}
+
+/// What a restore put back into Redis.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct EventRestored {
+    pub event_id: EventId,
+    /// The sale's state after the restore (`paused` if it was open).
+    pub state: SaleState,
+    /// Seats of the map, by state, as the ledger has them.
+    pub available: u32,
+    pub held: u32,
+    pub sold: u32,
+    /// Decided requests written back, of which live holds (which will expire).
+    pub decided_requests: usize,
+    pub holds: usize,
+    /// Undecided requests put back in the line and in the pre-queue from the journal.
+    pub queued: usize,
+    pub prequeued: usize,
+}

@@ -1,0 +1,204 @@
+//! The booking-worker processes of a chaos run, and the nemesis that strikes them.
+//!
+//! Faults are drawn from the run's seeded generator, so a seed names a schedule
+//! (the moments they land on still depend on the machine's timing).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rand::Rng;
+use rand::rngs::StdRng;
+use tokio_util::sync::CancellationToken;
+
+use crate::setup::Stack;
+
+/// Where the booking-worker binary is: `--worker-bin`, or beside this program (or
+/// beside the directory of a test binary, `target/<profile>/deps`).
+pub fn worker_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path.to_owned());
+    }
+    let exe = std::env::current_exe().context("locating this program")?;
+    let mut dir = exe.parent().map(Path::to_owned).unwrap_or_default();
+    if dir.file_name().is_some_and(|name| name == "deps") {
+        dir.pop();
+    }
+    let candidate = dir.join("booking-worker");
+    if !candidate.exists() {
+        bail!(
+            "no booking-worker binary at {} (build it: cargo build -p booking-worker, or pass --worker-bin)",
+            candidate.display()
+        );
+    }
+    Ok(candidate)
+}
+
+/// One booking-worker process; killed when dropped.
+struct Process {
+    name: String,
+    child: Child,
+    stopped: bool,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.stopped {
+            let _ = signal(self.child.id(), "CONT");
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .context("running kill")?;
+    if !status.success() {
+        bail!("kill -{name} {pid} failed");
+    }
+    Ok(())
+}
+
+/// The farm: `size` worker processes, as deployed, on the run's key prefix.
+pub struct Farm {
+    binary: PathBuf,
+    database_url: String,
+    redis_url: String,
+    prefix: String,
+    horizon_ms: u64,
+    processes: Vec<Process>,
+    spawned: usize,
+}
+
+impl Farm {
+    pub fn start(
+        stack: &Stack,
+        binary: PathBuf,
+        size: usize,
+        horizon_ms: u64,
+    ) -> anyhow::Result<Self> {
+        let mut farm = Self {
+            binary,
+            database_url: stack.database_url.clone(),
+            redis_url: stack.redis_url.clone(),
+            prefix: stack.keys.prefix().to_owned(),
+            horizon_ms,
+            processes: Vec::new(),
+            spawned: 0,
+        };
+        for _ in 0..size {
+            farm.spawn()?;
+        }
+        Ok(farm)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        self.spawned += 1;
+        let name = format!("chaos-{}", self.spawned);
+        let child = Command::new(&self.binary)
+            .env("DATABASE_URL", &self.database_url)
+            .env("REDIS_URL", &self.redis_url)
+            .env("ONSALE_LISTEN", "127.0.0.1:0")
+            .env("ONSALE_NAME", &name)
+            .env("ONSALE_REDIS__KEY_PREFIX", &self.prefix)
+            .env("ONSALE_DATABASE__MAX_CONNECTIONS", "4")
+            .env("ONSALE_DRAIN__LEASE_MS", "1000")
+            .env("ONSALE_DRAIN__BLOCK_MS", "50")
+            .env("ONSALE_DRAIN__SWEEP_INTERVAL_MS", "100")
+            .env(
+                "ONSALE_DRAIN__SOLD_OUT_HORIZON_MS",
+                self.horizon_ms.to_string(),
+            )
+            .env("ONSALE_DISCOVER_INTERVAL_MS", "50")
+            .env(
+                "RUST_LOG",
+                std::env::var("CHAOS_WORKER_LOG").unwrap_or_else(|_| "error".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        self.processes.push(Process {
+            name,
+            child,
+            stopped: false,
+        });
+        Ok(())
+    }
+
+    /// Resumes every stopped worker and replaces every dead one: the faults are over.
+    pub fn heal(&mut self) -> anyhow::Result<()> {
+        for process in &mut self.processes {
+            if process.stopped {
+                signal(process.child.id(), "CONT")?;
+                process.stopped = false;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Kinds of fault the nemesis injects, counted in the report.
+pub const STOP: &str = "worker SIGSTOP (longer than its lease, then SIGCONT)";
+pub const KILL: &str = "worker SIGKILL (and a new worker)";
+
+/// Strikes the farm until `stop`: every 0.3–1.5 s one fault, drawn from `rng`.
+/// Returns how many of each kind it injected.
+pub async fn nemesis(
+    farm: &mut Farm,
+    rng: &mut StdRng,
+    stop: CancellationToken,
+) -> anyhow::Result<BTreeMap<&'static str, usize>> {
+    let mut injected: BTreeMap<&'static str, usize> = BTreeMap::new();
+    // Stopped workers and when each is resumed.
+    let mut resume: Vec<(tokio::time::Instant, String)> = Vec::new();
+    loop {
+        let pause = Duration::from_millis(rng.random_range(300..1_500));
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = stop.cancelled() => break,
+        }
+        let now = tokio::time::Instant::now();
+        for (_, name) in resume.iter().filter(|(at, _)| *at <= now) {
+            if let Some(process) = farm
+                .processes
+                .iter_mut()
+                .find(|p| &p.name == name && p.stopped)
+            {
+                signal(process.child.id(), "CONT")?;
+                process.stopped = false;
+            }
+        }
+        resume.retain(|(at, _)| *at > now);
+        let running: Vec<usize> = (0..farm.processes.len())
+            .filter(|i| !farm.processes[*i].stopped)
+            .collect();
+        if running.is_empty() {
+            continue;
+        }
+        let victim = running[rng.random_range(0..running.len())];
+        if rng.random_bool(0.6) {
+            let process = &mut farm.processes[victim];
+            signal(process.child.id(), "STOP")?;
+            process.stopped = true;
+            let for_ms = rng.random_range(200..3_000);
+            resume.push((now + Duration::from_millis(for_ms), process.name.clone()));
+            *injected.entry(STOP).or_default() += 1;
+        } else {
+            let mut process = farm.processes.remove(victim);
+            process.child.kill().context("SIGKILL")?;
+            process.child.wait().context("reaping a killed worker")?;
+            drop(process);
+            farm.spawn()?;
+            *injected.entry(KILL).or_default() += 1;
+        }
+    }
+    farm.heal()?;
+    Ok(injected)
+}

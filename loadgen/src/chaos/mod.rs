@@ -1,0 +1,339 @@
+//! `loadgen chaos`: a history checker in the spirit of Jepsen.
+//!
+//! Many fans join, leave, release and retry through a real gateway (in this
+//! process) while booking-worker processes drain the line and a nemesis strikes
+//! them on a seeded schedule: SIGSTOP longer than the lease then SIGCONT, SIGKILL
+//! and a new worker; the sale opens with two drawers at once. Every call and its
+//! answer is recorded. When the faults stop, the run waits (up to a bound) for every
+//! accepted request to end, closes the sale, and [`check`] proves the promises over
+//! the whole history against Redis and Postgres. The process fails when any is
+//! broken.
+
+mod check;
+mod fans;
+mod farm;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use jsonwebtoken::EncodingKey;
+use proto::{EventId, Role};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::setup::{self, Stack};
+
+#[derive(clap::Args)]
+pub struct ChaosArgs {
+    /// Seeds the fans' choices and the nemesis's schedule.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// How long faults strike, in seconds.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Fans, each with its own account.
+    #[arg(long, default_value_t = 150)]
+    fans: usize,
+    /// Booking-worker processes.
+    #[arg(long, default_value_t = 3)]
+    workers: usize,
+    /// How long a hold lasts, in milliseconds (short, so seats churn).
+    #[arg(long, default_value_t = 2_000)]
+    hold_ms: u64,
+    /// How long every accepted request may take to end once the faults stop.
+    #[arg(long, default_value_t = 60)]
+    bound_seconds: u64,
+    /// The booking-worker binary (default: beside this program).
+    #[arg(long)]
+    worker_bin: Option<PathBuf>,
+    /// Write the history (every call and answer) here as JSON.
+    #[arg(long)]
+    history: Option<PathBuf>,
+}
+
+const SECRET: &str = "chaos-secret-chaos-secret-chaos-secret-0123";
+/// Sections of the chaos venue; each has 2 rows of 10 seats.
+const SECTIONS: [&str; 3] = ["A", "B", "C"];
+
+/// The gateway, in this process, on the run's key prefix.
+async fn gateway(stack: &Stack) -> anyhow::Result<String> {
+    let mut config = gateway::config::Config::defaults();
+    config["listen"] = json!("127.0.0.1:0");
+    config["database"]["url"] = json!(stack.database_url);
+    config["redis"] = json!({"url": stack.redis_url, "key_prefix": stack.keys.prefix()});
+    config["auth"]["jwt_secret"] = json!(SECRET);
+    for limit in [
+        "per_ip_per_second",
+        "per_ip_burst",
+        "per_user_per_second",
+        "per_user_burst",
+    ] {
+        config["limits"][limit] = json!(1_000_000);
+    }
+    let config: gateway::config::Config =
+        serde_json::from_value(config).context("the chaos gateway's configuration")?;
+    let app =
+        gateway::Application::with_connections(config, stack.pool.clone(), stack.redis.clone())
+            .await
+            .context("starting the gateway")?;
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run(std::future::pending()));
+    Ok(base)
+}
+
+/// Opens the sale with two drawers at once (two operators' `open`); at least one
+/// must succeed, and the other either succeeds too or finds the sale open.
+async fn open_twice(
+    client: &reqwest::Client,
+    base: &str,
+    event_id: EventId,
+    admin: &str,
+) -> anyhow::Result<()> {
+    let url = format!("{base}/v1/ops/events/{event_id}/open");
+    let call = || async {
+        client
+            .post(&url)
+            .bearer_auth(admin)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    let (one, two) = tokio::join!(call(), call());
+    let fine = |s: u16| s == 200 || s == 409;
+    if !(fine(one) && fine(two) && (one == 200 || two == 200)) {
+        bail!("opening the sale with two drawers answered {one} and {two}");
+    }
+    Ok(())
+}
+
+async fn close(
+    client: &reqwest::Client,
+    base: &str,
+    event_id: EventId,
+    admin: &str,
+) -> anyhow::Result<()> {
+    let status = client
+        .post(format!("{base}/v1/ops/events/{event_id}/close"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .context("closing the sale")?
+        .status();
+    if !status.is_success() {
+        bail!("closing the sale answered {status}");
+    }
+    Ok(())
+}
+
+/// Whether every accepted request of the history has ended, as Redis has it.
+async fn all_ended(
+    stack: &mut Stack,
+    event_id: EventId,
+    history: &fans::History,
+) -> anyhow::Result<usize> {
+    let accepted: std::collections::BTreeSet<proto::RequestId> = history
+        .ops()
+        .iter()
+        .filter(|op| op.kind == "join" && op.status == 202)
+        .filter_map(|op| op.body["request_id"].as_str().and_then(|r| r.parse().ok()))
+        .collect();
+    let mut pipe = redis::pipe();
+    for id in &accepted {
+        pipe.hget(stack.keys.request(event_id, *id), "state");
+    }
+    let states: Vec<Option<String>> = pipe.query_async(&mut stack.redis).await?;
+    Ok(states
+        .iter()
+        .filter(|s| {
+            !s.as_deref()
+                .and_then(proto::wire::queue::RequestState::parse)
+                .is_some_and(|s| s.is_terminal())
+        })
+        .count())
+}
+
+pub async fn chaos(stack: &mut Stack, args: ChaosArgs) -> anyhow::Result<()> {
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let binary = farm::worker_binary(args.worker_bin.as_deref())?;
+    let venue_id = setup::venue_named(&stack.pool, &SECTIONS, 2, 10).await?;
+    let event_id = setup::event(stack, venue_id, 4).await?;
+    let _: () = redis::cmd("HSET")
+        .arg(stack.keys.sale(event_id))
+        .arg("hold_ms")
+        .arg(args.hold_ms)
+        .query_async(&mut stack.redis)
+        .await?;
+    let base = gateway(stack).await?;
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    let admin = setup::sign(&key, Role::Admin)?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    // Seats many fans name: a few in each section.
+    let hot_seats: Vec<String> = SECTIONS
+        .iter()
+        .flat_map(|s| (1..=3).map(move |n| format!("{s}-R1-{n}")))
+        .collect();
+    // Holds expire within the horizon, so a fan is refused only when no seat it
+    // could use can come back: any later fan with the same ask getting seats is then
+    // an inversion.
+    let horizon_ms = (args.hold_ms * 30).max(60_000);
+    let mut farm = farm::Farm::start(stack, binary, args.workers, horizon_ms)?;
+
+    let history = fans::History::new();
+    let line = fans::Line {
+        client: client.clone(),
+        base: base.clone(),
+        event_id,
+        history: history.clone(),
+        joining: CancellationToken::new(),
+        give_up: CancellationToken::new(),
+        sections: SECTIONS.iter().map(|s| (*s).to_owned()).collect(),
+        hot_seats,
+    };
+    println!(
+        "chaos: seed {}, {} fans, {} workers, {} s of faults, holds of {} ms, event {event_id}",
+        args.seed, args.fans, args.workers, args.seconds, args.hold_ms
+    );
+    let mut tasks = Vec::new();
+    for index in 0..args.fans {
+        let seed = rng.random();
+        tasks.push(tokio::spawn(fans::fan(
+            line.clone(),
+            index,
+            setup::sign(&key, Role::Fan)?,
+            seed,
+        )));
+    }
+    // Fans join the pre-queue for a moment, then two drawers open the sale at once.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    open_twice(&client, &base, event_id, &admin).await?;
+
+    let started = Instant::now();
+    let stop = CancellationToken::new();
+    let timer = {
+        let stop = stop.clone();
+        let seconds = args.seconds;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            stop.cancel();
+        })
+    };
+    let mut injected = farm::nemesis(&mut farm, &mut rng, stop).await?;
+    timer.await?;
+    *injected.entry("two drawers at once").or_default() += 1;
+    line.joining.cancel();
+    let faults_over = Instant::now();
+    println!(
+        "chaos: faults over after {:.1} s: {injected:?}; waiting for every request to end",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Every accepted request must end within the bound; halfway, the sale closes, so
+    // the line's tail is refused rather than served.
+    let bound = Duration::from_secs(args.bound_seconds);
+    let mut closed = false;
+    let open = loop {
+        let open = all_ended(stack, event_id, &history).await?;
+        if open == 0 || faults_over.elapsed() > bound {
+            break open;
+        }
+        if !closed && faults_over.elapsed() > bound / 2 {
+            close(&client, &base, event_id, &admin).await?;
+            closed = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ended_after = faults_over.elapsed();
+    if !closed {
+        close(&client, &base, event_id, &admin).await?;
+    }
+    line.give_up.cancel();
+    for task in tasks {
+        let _ = task.await;
+    }
+    // The farm finishes what the close left (the line's tail refused, the last holds
+    // expired) before the books are read.
+    let quiet = Instant::now();
+    loop {
+        let open_now = all_ended(stack, event_id, &history).await?;
+        let held: i64 = redis::cmd("ZCARD")
+            .arg(stack.keys.holds(event_id))
+            .query_async(&mut stack.redis)
+            .await?;
+        if (open_now == 0 && held == 0) || quiet.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let changes_waiting = loop {
+        let groups: redis::streams::StreamInfoGroupsReply = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(stack.keys.changes(event_id))
+            .query_async(&mut stack.redis)
+            .await
+            .unwrap_or_default();
+        let waiting = groups
+            .groups
+            .iter()
+            .any(|g| g.pending > 0 || g.lag != Some(0));
+        if !waiting || quiet.elapsed() > Duration::from_secs(30) {
+            break waiting;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    drop(farm);
+
+    let ops = history.ops();
+    if let Some(path) = &args.history {
+        std::fs::write(path, serde_json::to_vec_pretty(&ops)?)
+            .with_context(|| format!("writing the history to {}", path.display()))?;
+    }
+    let findings = check::check(&stack.pool, &mut stack.redis, &stack.keys, event_id, &ops).await?;
+    let (key_count, bytes) = check::footprint(&mut stack.redis, &stack.keys, event_id).await?;
+    let report = json!({
+        "seed": args.seed,
+        "fault_seconds": args.seconds,
+        "faults": injected.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
+        "operations": ops.len(),
+        "operations_by_kind": findings.operations,
+        "accepted_requests": findings.accepted,
+        "final_states": findings.final_states,
+        "holds": findings.holds,
+        "all_ended_within_seconds": (open == 0).then_some(ended_after.as_secs_f64()),
+        "doubles": findings.doubles,
+        "stranded": findings.stranded,
+        "inversions": findings.inversions,
+        "queue_number_problems": findings.number_problems,
+        "redis_postgres_diffs": findings.redis_postgres_diffs,
+        "redis_keys_left": key_count,
+        "redis_bytes_left": bytes,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    let mut broken = findings.violations.clone();
+    if open > 0 {
+        broken.push(format!(
+            "{open} accepted requests had not ended {} s after the faults stopped",
+            args.bound_seconds
+        ));
+    }
+    if changes_waiting {
+        broken.push("ended holds still waited for the ledger at the end".into());
+    }
+    if findings.accepted == 0 {
+        broken.push("no request was accepted: the run proves nothing".into());
+    }
+    if !broken.is_empty() {
+        for violation in &broken {
+            eprintln!("violation: {violation}");
+        }
+        bail!("{} violations of the hot path's promises", broken.len());
+    }
+    println!("chaos: every promise held");
+    Ok(())
+}
