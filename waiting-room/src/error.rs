@@ -68,7 +68,7 @@ impl From<Error> for ErrorBody {
                 )
             }
             Error::LineLost(id) => {
-                tracing::error!(event_id = %id,
+                tracing::warn!(event_id = %id,
                     "redis lost this sale's line: restore it with POST /v1/ops/events/{id}/restore");
                 ErrorBody::new(
                     ErrorCode::ServiceUnavailable,

@@ -104,23 +104,25 @@ pub async fn record_ended(
     Ok(())
 }
 
-/// A request still waiting for a decision, as journaled.
+/// A request no worker decided, as journaled: still waiting, or ended in the line.
 #[derive(Clone, Debug, sqlx::FromRow)]
-pub struct Waiting {
+pub struct Undecided {
     pub request_id: RequestId,
     pub fan_id: UserId,
     pub queue_number: Option<i32>,
     pub ask: serde_json::Value,
+    /// `cancelled` or `rejected:<reason>` when it ended in the line.
+    pub ended: Option<String>,
 }
 
-/// The event's requests that neither ended in the line nor were decided by a
-/// worker, numbered ones in queue order, then the pre-queue.
-pub async fn waiting(pool: &PgPool, event_id: EventId) -> Result<Vec<Waiting>, sqlx::Error> {
+/// The event's requests no worker decided, numbered ones in queue order, then the
+/// pre-queue.
+pub async fn undecided(pool: &PgPool, event_id: EventId) -> Result<Vec<Undecided>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT r.request_id, r.fan_id, r.queue_number, r.ask
+        "SELECT r.request_id, r.fan_id, r.queue_number, r.ask, r.ended
          FROM waiting_room.requests r
          LEFT JOIN booking.requests b USING (request_id)
-         WHERE r.event_id = $1 AND r.ended IS NULL AND b.request_id IS NULL
+         WHERE r.event_id = $1 AND b.request_id IS NULL
          ORDER BY r.queue_number NULLS LAST, r.joined_at",
     )
     .bind(event_id)

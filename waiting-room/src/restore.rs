@@ -1,8 +1,10 @@
 //! Putting an event's line back into Redis from the journal, after Redis lost the
 //! event's keys: the sale hash (state, limits, rate, how far the line was served,
-//! the last number given), then every journaled request that neither ended in the
-//! line nor was decided by a worker, in queue-number order, with its fan's binding
-//! and the request index. A request whose hash Redis still has is left alone.
+//! the last number given), then every journaled request no worker decided: those
+//! still waiting back in line in queue-number order, with their fan's binding;
+//! those that ended in the line (cancelled, rejected) as they ended, so their fans
+//! can still read it; each with the request index. A request whose hash Redis still
+//! has is left alone.
 //!
 //! Run with the event seized from the farm (see `booking_worker::restore`) and the
 //! sale paused; the gateway's restore does both.
@@ -24,6 +26,9 @@ pub struct Restored {
     /// Requests put back in the line (numbered) or the pre-queue.
     pub queued: usize,
     pub prequeued: usize,
+    /// Requests that had ended in the line (cancelled, rejected), put back so
+    /// their fans can still read how they ended.
+    pub ended: usize,
     /// Journaled requests whose hash Redis still had.
     pub kept: usize,
 }
@@ -69,7 +74,7 @@ pub async fn line(
     }
     pipe.query_async::<()>(redis).await?;
 
-    let waiting = journal::waiting(pool, event_id).await?;
+    let waiting = journal::undecided(pool, event_id).await?;
     let scheduled = row.state() == SaleState::Scheduled;
     let mut restored = Restored::default();
     let event = event_id.to_string();
@@ -111,6 +116,21 @@ pub async fn line(
                     }
                 }
             }
+            if let Some(ended) = &request.ended {
+                let (state, reason) = ended.split_once(':').unwrap_or((ended.as_str(), ""));
+                fields.push(("state", state.to_owned()));
+                if !reason.is_empty() {
+                    fields.push(("reason", reason.to_owned()));
+                }
+                if let Some(number) = request.queue_number {
+                    fields.push(("number", number.to_string()));
+                }
+                pipe.hset_multiple(&key, &fields).ignore();
+                pipe.set(keys.request_index(request.request_id), &event)
+                    .ignore();
+                restored.ended += 1;
+                continue;
+            }
             match request.queue_number {
                 Some(number) => {
                     fields.push(("state", "queued".into()));
@@ -150,6 +170,6 @@ pub async fn line(
         pipe.query_async::<()>(redis).await?;
     }
     tracing::info!(%event_id, queued = restored.queued, prequeued = restored.prequeued,
-        kept = restored.kept, "line restored from the journal");
+        ended = restored.ended, kept = restored.kept, "line restored from the journal");
     Ok(restored)
 }

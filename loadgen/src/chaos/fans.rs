@@ -183,6 +183,10 @@ pub async fn fan(line: Line, index: usize, token: String, seed: u64) {
 /// Watches a request until it ends; may leave the line or release the hold.
 async fn follow(line: &Line, index: usize, token: &str, request: RequestId, rng: &mut StdRng) {
     let url = format!("{}/v1/requests/{request}", line.base);
+    // Whether this fan leaves the line, and after how many looks; whether it
+    // releases its hold (some let it expire).
+    let leave_after = rng.random_bool(0.12).then(|| rng.random_range(1..20));
+    let mut looks = 0;
     let mut decided_release: Option<bool> = None;
     loop {
         if line.give_up.is_cancelled() {
@@ -196,8 +200,9 @@ async fn follow(line: &Line, index: usize, token: &str, request: RequestId, rng:
         if status == 200 && terminal(state) {
             return;
         }
+        looks += 1;
         let leave = match (status, state) {
-            (200, "queued" | "prequeue") => rng.random_bool(0.02),
+            (200, "queued" | "prequeue") => leave_after == Some(looks),
             (200, "held") => {
                 *decided_release.get_or_insert_with(|| rng.random_bool(0.35))
                     && rng.random_bool(0.3)

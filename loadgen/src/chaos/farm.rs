@@ -147,14 +147,89 @@ impl Farm {
 /// Kinds of fault the nemesis injects, counted in the report.
 pub const STOP: &str = "worker SIGSTOP (longer than its lease, then SIGCONT)";
 pub const KILL: &str = "worker SIGKILL (and a new worker)";
+pub const LOSS: &str = "every Redis key of the event deleted mid-sale, then restored";
 
-/// Strikes the farm until `stop`: every 0.3–1.5 s one fault, drawn from `rng`.
-/// Returns how many of each kind it injected.
+/// The operator's side of a key loss: restores the event through the gateway
+/// (pausing the sale) and resumes it.
+pub struct Operator {
+    pub client: reqwest::Client,
+    pub base: String,
+    pub token: String,
+    pub redis: redis::aio::ConnectionManager,
+    pub keys: proto::Keys,
+    pub event_id: proto::EventId,
+}
+
+impl Operator {
+    async fn post(&self, path: &str, body: serde_json::Value) -> anyhow::Result<()> {
+        let url = format!("{}/v1/ops/events/{}/{path}", self.base, self.event_id);
+        let response = self
+            .client
+            .post(&url)
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            bail!("POST {url} answered {status}: {text}");
+        }
+        Ok(())
+    }
+
+    /// Deletes every key of the event at once (an eviction, a flush, a lost shard),
+    /// waits `gap`, then restores and resumes the sale. Returns the keys lost.
+    async fn lose_and_restore(&mut self, gap: Duration) -> anyhow::Result<usize> {
+        let pattern = format!(
+            "{}:{}:*",
+            self.keys.prefix(),
+            proto::Keys::event_tag(self.event_id)
+        )
+        .replace('{', "\\{")
+        .replace('}', "\\}");
+        let mut cursor: u64 = 0;
+        let mut lost = 0;
+        loop {
+            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(5_000)
+                .query_async(&mut self.redis)
+                .await?;
+            if !found.is_empty() {
+                lost += found.len();
+                let _: i64 = redis::cmd("DEL")
+                    .arg(&found)
+                    .query_async(&mut self.redis)
+                    .await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        tokio::time::sleep(gap).await;
+        self.post("restore", serde_json::json!({"pause": true}))
+            .await?;
+        self.post("resume", serde_json::json!({})).await?;
+        Ok(lost)
+    }
+}
+
+/// Strikes the farm until `stop`: every 0.3–1.5 s one fault, drawn from `rng`;
+/// with an `operator`, now and then (at most every 5 s, at least every 10 s) the
+/// event's Redis keys are lost and restored. Returns how many of each kind it injected.
 pub async fn nemesis(
     farm: &mut Farm,
     rng: &mut StdRng,
+    mut operator: Option<&mut Operator>,
     stop: CancellationToken,
 ) -> anyhow::Result<BTreeMap<&'static str, usize>> {
+    let mut last_loss = tokio::time::Instant::now();
     let mut injected: BTreeMap<&'static str, usize> = BTreeMap::new();
     // Stopped workers and when each is resumed.
     let mut resume: Vec<(tokio::time::Instant, String)> = Vec::new();
@@ -183,7 +258,16 @@ pub async fn nemesis(
             continue;
         }
         let victim = running[rng.random_range(0..running.len())];
-        if rng.random_bool(0.6) {
+        let since_loss = last_loss.elapsed();
+        if let Some(operator) = operator.as_deref_mut()
+            && since_loss > Duration::from_secs(5)
+            && (rng.random_bool(0.25) || since_loss > Duration::from_secs(10))
+        {
+            let gap = Duration::from_millis(rng.random_range(0..1_000));
+            operator.lose_and_restore(gap).await?;
+            last_loss = tokio::time::Instant::now();
+            *injected.entry(LOSS).or_default() += 1;
+        } else if rng.random_bool(0.6) {
             let process = &mut farm.processes[victim];
             signal(process.child.id(), "STOP")?;
             process.stopped = true;

@@ -41,9 +41,9 @@ pub struct ChaosArgs {
     /// Booking-worker processes.
     #[arg(long, default_value_t = 3)]
     workers: usize,
-    /// How long a hold lasts, in milliseconds (short, so seats churn).
-    #[arg(long, default_value_t = 2_000)]
-    hold_ms: u64,
+    /// How long a hold lasts, in seconds (short, so seats churn).
+    #[arg(long, default_value_t = 2)]
+    hold_seconds: u64,
     /// How long every accepted request may take to end once the faults stop.
     #[arg(long, default_value_t = 60)]
     bound_seconds: u64,
@@ -53,11 +53,69 @@ pub struct ChaosArgs {
     /// Write the history (every call and answer) here as JSON.
     #[arg(long)]
     history: Option<PathBuf>,
+    /// Leave out the loss of the event's Redis keys (and its restore).
+    #[arg(long)]
+    no_key_loss: bool,
 }
 
 const SECRET: &str = "chaos-secret-chaos-secret-chaos-secret-0123";
 /// Sections of the chaos venue; each has 2 rows of 10 seats.
 const SECTIONS: [&str; 3] = ["A", "B", "C"];
+
+/// Seats sold before the run (to a buyer of an earlier sale): all of section C but
+/// five single seats with none adjacent, so asks for two seats there are refused
+/// for good, and asks for one compete for few. Written to the ledger, then the seat
+/// map and the buyer's request are put into Redis from it.
+async fn presell(stack: &mut Stack, event_id: EventId) -> anyhow::Result<()> {
+    let free = ["C-R1-2", "C-R1-5", "C-R1-8", "C-R2-3", "C-R2-7"];
+    let sold: Vec<String> = (1..=2)
+        .flat_map(|row| (1..=10).map(move |n| format!("C-R{row}-{n}")))
+        .filter(|seat| !free.contains(&seat.as_str()))
+        .collect();
+    let buyer = proto::RequestId::new();
+    let fan = proto::UserId::new();
+    let mut tx = stack.pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO booking.requests (request_id, event_id, fan_id, queue_number, state, seats)
+         VALUES ($1, $2, $3, 0, 'confirmed', $4)",
+    )
+    .bind(buyer)
+    .bind(event_id)
+    .bind(fan)
+    .bind(&sold)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO booking.seat_claims (event_id, seat_id, request_id, state)
+         SELECT $1, seat, $2, 'sold' FROM UNNEST($3::text[]) AS t(seat)",
+    )
+    .bind(event_id)
+    .bind(buyer)
+    .bind(&sold)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    inventory::seatmap::rebuild(
+        &stack.pool,
+        &mut stack.redis,
+        &stack.keys,
+        event_id,
+        inventory::seatmap::LoadMode::Force,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let _: () = redis::cmd("HSET")
+        .arg(stack.keys.request(event_id, buyer))
+        .arg(&[
+            ("fan", fan.to_string()),
+            ("state", "confirmed".into()),
+            ("seats", sold.join(" ")),
+            ("number", "0".into()),
+        ])
+        .query_async(&mut stack.redis)
+        .await?;
+    Ok(())
+}
 
 /// The gateway, in this process, on the run's key prefix.
 async fn gateway(stack: &Stack) -> anyhow::Result<String> {
@@ -162,10 +220,18 @@ pub async fn chaos(stack: &mut Stack, args: ChaosArgs) -> anyhow::Result<()> {
     let binary = farm::worker_binary(args.worker_bin.as_deref())?;
     let venue_id = setup::venue_named(&stack.pool, &SECTIONS, 2, 10).await?;
     let event_id = setup::event(stack, venue_id, 4).await?;
+    presell(stack, event_id).await?;
+    // The API's floor on hold time is a minute; the run wants seats to churn, in
+    // Postgres too (a restore reloads the sale from there).
+    sqlx::query("UPDATE inventory.events SET hold_seconds = $2 WHERE event_id = $1")
+        .bind(event_id)
+        .bind(args.hold_seconds.max(1) as i32)
+        .execute(&stack.pool)
+        .await?;
     let _: () = redis::cmd("HSET")
         .arg(stack.keys.sale(event_id))
         .arg("hold_ms")
-        .arg(args.hold_ms)
+        .arg(args.hold_seconds.max(1) * 1000)
         .query_async(&mut stack.redis)
         .await?;
     let base = gateway(stack).await?;
@@ -182,7 +248,7 @@ pub async fn chaos(stack: &mut Stack, args: ChaosArgs) -> anyhow::Result<()> {
     // Holds expire within the horizon, so a fan is refused only when no seat it
     // could use can come back: any later fan with the same ask getting seats is then
     // an inversion.
-    let horizon_ms = (args.hold_ms * 30).max(60_000);
+    let horizon_ms = (args.hold_seconds * 30_000).max(60_000);
     let mut farm = farm::Farm::start(stack, binary, args.workers, horizon_ms)?;
 
     let history = fans::History::new();
@@ -197,8 +263,8 @@ pub async fn chaos(stack: &mut Stack, args: ChaosArgs) -> anyhow::Result<()> {
         hot_seats,
     };
     println!(
-        "chaos: seed {}, {} fans, {} workers, {} s of faults, holds of {} ms, event {event_id}",
-        args.seed, args.fans, args.workers, args.seconds, args.hold_ms
+        "chaos: seed {}, {} fans, {} workers, {} s of faults, holds of {} s, event {event_id}",
+        args.seed, args.fans, args.workers, args.seconds, args.hold_seconds
     );
     let mut tasks = Vec::new();
     for index in 0..args.fans {
@@ -224,7 +290,16 @@ pub async fn chaos(stack: &mut Stack, args: ChaosArgs) -> anyhow::Result<()> {
             stop.cancel();
         })
     };
-    let mut injected = farm::nemesis(&mut farm, &mut rng, stop).await?;
+    let mut operator = farm::Operator {
+        client: client.clone(),
+        base: base.clone(),
+        token: admin.clone(),
+        redis: stack.redis.clone(),
+        keys: stack.keys.clone(),
+        event_id,
+    };
+    let operator = (!args.no_key_loss).then_some(&mut operator);
+    let mut injected = farm::nemesis(&mut farm, &mut rng, operator, stop).await?;
     timer.await?;
     *injected.entry("two drawers at once").or_default() += 1;
     line.joining.cancel();
