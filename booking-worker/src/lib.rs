@@ -87,6 +87,7 @@ impl Config {
             "drain": {
                 "batch_size": 256, "lease_ms": 3000, "block_ms": 250, "max_deliveries": 5,
                 "sold_out_horizon_ms": 60000, "sweep_interval_ms": 500,
+                "retention_seconds": 86400,
             },
         }))
     }

@@ -161,6 +161,26 @@ async fn decide(
             batch.len()
         )));
     }
+    // A refused join's index entry names a request that does not exist: it goes,
+    // off the join's path (a flood of refusals must not fill Redis).
+    let refused: Vec<String> = batch
+        .iter()
+        .zip(&replies)
+        .filter(|(_, reply)| reply.0 != "ok")
+        .map(|(join, _)| keys.request_index(join.request_id))
+        .collect();
+    if !refused.is_empty() {
+        let mut redis = redis.clone();
+        tokio::spawn(async move {
+            if let Err(error) = redis::cmd("UNLINK")
+                .arg(&refused)
+                .query_async::<i64>(&mut redis)
+                .await
+            {
+                tracing::warn!(%error, "removing refused joins' index entries failed");
+            }
+        });
+    }
     Ok(replies)
 }
 

@@ -213,6 +213,79 @@ pub async fn status_of(
     })
 }
 
+#[derive(sqlx::FromRow)]
+struct Recorded {
+    event_id: EventId,
+    fan_id: UserId,
+    queue_number: Option<i32>,
+    decided: Option<String>,
+    ended: Option<String>,
+    seats: Option<Vec<String>>,
+    hold_expires_at: Option<DateTime<Utc>>,
+    reason: Option<String>,
+}
+
+/// A request as Postgres records it, with its fan, for when Redis no longer has it
+/// (its sale ended and the keys expired, or Redis lost them): the booking workers'
+/// decision, else how it ended in the line, else still waiting.
+pub async fn recorded(
+    pool: &sqlx::PgPool,
+    request_id: RequestId,
+) -> Result<Option<(UserId, RequestStatus)>, Error> {
+    let row: Option<Recorded> = sqlx::query_as(
+        "SELECT j.event_id, j.fan_id, COALESCE(b.queue_number, j.queue_number) AS queue_number,
+                b.state AS decided, j.ended, b.seats, b.hold_expires_at, b.reason
+         FROM waiting_room.requests j
+         LEFT JOIN booking.requests b USING (request_id)
+         WHERE j.request_id = $1",
+    )
+    .bind(request_id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let (state, reason) = match (&row.decided, &row.ended) {
+        (Some(decided), _) => (RequestState::parse(decided), row.reason.clone()),
+        (None, Some(ended)) => {
+            let (state, reason) = ended.split_once(':').unwrap_or((ended.as_str(), ""));
+            (
+                RequestState::parse(state),
+                Some(reason.to_owned()).filter(|r| !r.is_empty()),
+            )
+        }
+        (None, None) if row.queue_number.is_some() => (Some(RequestState::Queued), None),
+        (None, None) => (Some(RequestState::Prequeue), None),
+    };
+    let Some(state) = state else {
+        return Err(Error::Unexpected(format!(
+            "request {request_id} recorded in an unknown state"
+        )));
+    };
+    let holds_seats = matches!(
+        state,
+        RequestState::Held | RequestState::Paying | RequestState::Confirmed
+    );
+    Ok(Some((
+        row.fan_id,
+        RequestStatus {
+            request_id,
+            event_id: row.event_id,
+            state,
+            queue_number: row.queue_number.map(|n| n as u64),
+            position: None,
+            seats: row
+                .seats
+                .filter(|_| holds_seats)
+                .map(|seats| seats.iter().filter_map(|s| SeatId::parse(s)).collect()),
+            hold_expires_at: row
+                .hold_expires_at
+                .filter(|_| matches!(state, RequestState::Held | RequestState::Paying)),
+            reason,
+        },
+    )))
+}
+
 /// Leaves the line, or releases the hold. Returns the request's state afterwards.
 pub async fn leave(
     pool: &sqlx::PgPool,

@@ -93,10 +93,23 @@ async fn get_request(
     caller: Caller,
     Path(request_id): Path<RequestId>,
 ) -> Result<Json<RequestStatus>, Error> {
-    let event_id = visible_request(&mut state, caller, request_id).await?;
-    Ok(Json(
-        requests::status_of(&mut state.redis, &state.keys, event_id, request_id).await?,
-    ))
+    match visible_request(&mut state, caller, request_id).await {
+        Ok(event_id) => Ok(Json(
+            requests::status_of(&mut state.redis, &state.keys, event_id, request_id).await?,
+        )),
+        // Redis forgot it (the sale ended and its keys expired): Postgres remembers.
+        Err(Error::RequestNotFound(_)) => {
+            match requests::recorded(&state.pool, request_id).await? {
+                Some((fan, status))
+                    if fan == caller.user_id || caller.role.includes(Role::Operator) =>
+                {
+                    Ok(Json(status))
+                }
+                _ => Err(Error::RequestNotFound(request_id)),
+            }
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Leave the line, or release the held seats.

@@ -177,6 +177,48 @@ pub async fn claim_orphans(
     Ok(claimed)
 }
 
+/// Deletes the group's consumers other than `consumer` that hold nothing pending
+/// (a restarted worker comes back under a new name): consumer lists stay short.
+pub async fn forget_idle_consumers(
+    redis: &mut ConnectionManager,
+    stream: &str,
+    consumer: &str,
+) -> Result<(), DrainError> {
+    let consumers: redis::RedisResult<redis::streams::StreamInfoConsumersReply> =
+        redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(stream)
+            .arg(WORKER_GROUP)
+            .query_async(redis)
+            .await;
+    let Ok(consumers) = consumers else {
+        return Ok(());
+    };
+    let idle: Vec<String> = consumers
+        .consumers
+        .into_iter()
+        .filter(|c| c.name != consumer && c.pending == 0)
+        .map(|c| c.name)
+        .collect();
+    if idle.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for name in &idle {
+        pipe.cmd("XGROUP")
+            .arg("DELCONSUMER")
+            .arg(stream)
+            .arg(WORKER_GROUP)
+            .arg(name)
+            .ignore();
+    }
+    pipe.query_async::<()>(redis).await?;
+    Ok(())
+}
+
+/// Dead letters kept per event (the oldest go first).
+const DEAD_LETTERS_KEPT: usize = 10_000;
+
 /// An entry for the dead letters: its stream id, its request (when the entry names
 /// one), why.
 pub struct Burial {
@@ -204,7 +246,13 @@ pub fn queue_burials(pipe: &mut redis::Pipeline, keys: &Keys, event: EventId, en
             ("r", request.as_str()),
             ("reason", burial.reason.as_str()),
         ];
-        pipe.xadd(&dead, "*", &fields).ignore();
+        pipe.xadd_maxlen(
+            &dead,
+            redis::streams::StreamMaxlen::Approx(DEAD_LETTERS_KEPT),
+            "*",
+            &fields,
+        )
+        .ignore();
         if let Some(entry) = &burial.request {
             pipe.invoke_script(&proto::scripts::cancel(
                 keys,

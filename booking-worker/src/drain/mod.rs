@@ -23,6 +23,7 @@ mod batch;
 mod ended;
 mod lease;
 mod line;
+mod retire;
 mod sink;
 
 use std::collections::{HashSet, VecDeque};
@@ -61,8 +62,11 @@ pub struct DrainSettings {
     /// While held seats expire within this, fans wait for them instead of being told
     /// "sold out".
     pub sold_out_horizon_ms: u64,
-    /// How often expired holds are looked for.
+    /// How often expired holds are looked for (and the streams trimmed).
     pub sweep_interval_ms: u64,
+    /// How long an event's keys stay in Redis once its sale has ended and the farm
+    /// retired it (Postgres keeps the record).
+    pub retention_seconds: u64,
 }
 
 impl Default for DrainSettings {
@@ -74,6 +78,7 @@ impl Default for DrainSettings {
             max_deliveries: 5,
             sold_out_horizon_ms: 60_000,
             sweep_interval_ms: 500,
+            retention_seconds: 86_400,
         }
     }
 }
@@ -211,6 +216,7 @@ impl Drainer {
             self.keys.changes(self.event_id),
         ] {
             claimed += line::claim_orphans(&mut self.redis, &stream, &self.consumer).await?;
+            line::forget_idle_consumers(&mut self.redis, &stream, &self.consumer).await?;
         }
         if claimed > 0 {
             self.settle().await?;
@@ -679,6 +685,28 @@ impl Drainer {
                 self.settle().await?;
                 ended::sweep(&mut self.redis, &self.keys, self.event_id).await?;
                 if self.apply_changes().await?.is_none() {
+                    return Ok(());
+                }
+                for stream in [
+                    self.keys.stream(self.event_id),
+                    self.keys.changes(self.event_id),
+                ] {
+                    retire::trim(&mut self.redis, &stream).await?;
+                }
+                let state = self.sale_state().await?;
+                if retire::finished(&mut self.redis, &self.keys, self.event_id, state.as_deref())
+                    .await?
+                {
+                    let keys = retire::retire(
+                        &mut self.redis,
+                        &self.keys,
+                        self.event_id,
+                        self.settings.retention_seconds,
+                    )
+                    .await?;
+                    metrics::counter!("onsale_events_retired_total").increment(1);
+                    tracing::info!(event_id = %self.event_id, keys, retention_seconds = self.settings.retention_seconds,
+                        "sale over: event retired from the farm, its redis keys expire");
                     return Ok(());
                 }
                 last_sweep = Instant::now();

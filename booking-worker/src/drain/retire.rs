@@ -1,0 +1,149 @@
+//! Keeping what an event leaves in Redis bounded, and ending it.
+//!
+//! While the event is drained, its streams are trimmed below the oldest entry still
+//! pending or undelivered (decided entries are in the ledger). Once the sale has
+//! ended (closed or sold out), its line is empty, no hold is left and every ended
+//! hold is in the ledger, the drainer retires the event: every key of the event
+//! (and each request's index entry) gets the retention time as its TTL, the event
+//! leaves the farm's active set, and the drainer stops. Postgres keeps the record;
+//! fans still read their requests from it after Redis forgot them.
+//!
+//! Keys: every key under the event's hash tag, the request index, `active`.
+
+use proto::keys::WORKER_GROUP;
+use proto::{EventId, Keys};
+use redis::aio::ConnectionManager;
+use redis::streams::StreamInfoGroupsReply;
+
+use super::DrainError;
+
+/// The worker group's state on `stream`: (pending, lag, last delivered id); `None`
+/// when the stream or the group does not exist.
+async fn group(
+    redis: &mut ConnectionManager,
+    stream: &str,
+) -> Result<Option<(usize, Option<usize>, String)>, DrainError> {
+    let reply: redis::RedisResult<StreamInfoGroupsReply> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query_async(redis)
+        .await;
+    let groups = match reply {
+        Ok(groups) => groups,
+        Err(error)
+            if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>
+        {
+            return Ok(None);
+        }
+        Err(error) => return Err(error.into()),
+    };
+    Ok(groups
+        .groups
+        .into_iter()
+        .find(|g| g.name == WORKER_GROUP)
+        .map(|g| (g.pending, g.lag, g.last_delivered_id)))
+}
+
+/// Trims `stream` below its oldest entry the group still needs: the oldest pending
+/// one, else the next undelivered one. Returns how many entries went.
+pub async fn trim(redis: &mut ConnectionManager, stream: &str) -> Result<u64, DrainError> {
+    let Some((pending, _, last_delivered)) = group(redis, stream).await? else {
+        return Ok(0);
+    };
+    let keep_from = if pending > 0 {
+        let summary: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(WORKER_GROUP)
+            .query_async(redis)
+            .await?;
+        match summary {
+            redis::streams::StreamPendingReply::Data(data) => data.start_id,
+            _ => last_delivered,
+        }
+    } else {
+        // Everything up to the last delivered entry is decided: keep only what
+        // comes after it (MINID keeps ids at or above it).
+        last_delivered
+    };
+    if keep_from == "0-0" {
+        return Ok(0);
+    }
+    let removed: u64 = redis::cmd("XTRIM")
+        .arg(stream)
+        .arg("MINID")
+        .arg(&keep_from)
+        .query_async(redis)
+        .await?;
+    Ok(removed)
+}
+
+/// Whether the event is over for the farm: the sale ended, nothing waits in the line
+/// or on the changes stream, and no hold is left.
+pub async fn finished(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    event: EventId,
+    sale_state: Option<&str>,
+) -> Result<bool, DrainError> {
+    if !matches!(sale_state, Some("closed" | "sold_out")) {
+        return Ok(false);
+    }
+    for stream in [keys.stream(event), keys.changes(event)] {
+        if let Some((pending, lag, _)) = group(redis, &stream).await?
+            && (pending > 0 || lag != Some(0))
+        {
+            return Ok(false);
+        }
+    }
+    let holds: u64 = redis::cmd("ZCARD")
+        .arg(keys.holds(event))
+        .query_async(redis)
+        .await?;
+    Ok(holds == 0)
+}
+
+/// Gives every key of the event, and each of its requests' index entries,
+/// `retention_seconds` to live, and takes the event off the farm's active list.
+/// Returns how many keys got a TTL.
+pub async fn retire(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    event: EventId,
+    retention_seconds: u64,
+) -> Result<usize, DrainError> {
+    let tag = Keys::event_tag(event)
+        .replace('{', "\\{")
+        .replace('}', "\\}");
+    let pattern = format!("{}:{tag}:*", keys.prefix());
+    let request_prefix = keys.request_named(event, "");
+    let mut cursor: u64 = 0;
+    let mut expired = 0;
+    loop {
+        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1_000)
+            .query_async(redis)
+            .await?;
+        let mut pipe = redis::pipe();
+        for key in &found {
+            pipe.expire(key, retention_seconds as i64).ignore();
+            if let Some(request) = key
+                .strip_prefix(&request_prefix)
+                .and_then(|id| id.parse().ok())
+            {
+                pipe.expire(keys.request_index(request), retention_seconds as i64)
+                    .ignore();
+            }
+        }
+        pipe.srem(keys.active_events(), event.to_string()).ignore();
+        pipe.query_async::<()>(redis).await?;
+        expired += found.len();
+        if next == 0 {
+            return Ok(expired);
+        }
+        cursor = next;
+    }
+}
