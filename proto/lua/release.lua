@@ -4,15 +4,23 @@
 -- KEYS[5] rowfree hash   KEYS[6] fans hash   KEYS[7] the request hash
 -- KEYS[8] changes stream: the ended hold, for the booking workers to carry into the
 --         ledger (written with the release, so no crash between the two loses it)
--- KEYS[9] section holds zset ("<section>|<request>")
+-- KEYS[9] section holds zset ("<section>|<request>")   KEYS[10] the event's drain lease
 -- ARGV[1] request id   ARGV[2] the state it ends in: "expired", "released" or "rejected"
 -- ARGV[3] now (ms)     ARGV[4] "1" to release only a hold that has expired by now
+-- ARGV[5] the drainer's lease value for a sweep, "" for a fan's release
 --
 -- Returns {1, state, seats freed} when the hold ended, {0, current state} when there
--- was no hold to end (already ended, not yet decided, or not yet expired).
+-- was no hold to end (already ended, not yet decided, or not yet expired),
+-- {0, "lease_lost"} when a sweep's drainer no longer holds the lease, and
+-- {0, "restoring"} while a restore holds it (its seat map and holds are being
+-- rebuilt from the ledger; a release now would be undone by it).
 --
 -- Only seats still marked as this request's hold are freed, so a release can never
 -- free a seat someone else holds or bought, and a second release frees nothing.
+
+local lease = redis.call('GET', KEYS[10]) or ''
+if ARGV[5] ~= '' and lease ~= ARGV[5] then return {0, 'lease_lost'} end
+if string.sub(lease, 1, 8) == 'restore-' then return {0, 'restoring'} end
 
 local id, key = ARGV[1], KEYS[7]
 local r = redis.call('HMGET', key, 'state', 'fan', 'seats', 'expires')
@@ -33,8 +41,9 @@ for seat in string.gmatch(r[3], '%S+') do
   end
 end
 redis.call('HINCRBY', KEYS[2], 'available', freed)
-redis.call('HINCRBY', KEYS[2], 'held', -freed)
-redis.call('HINCRBY', KEYS[4], r[2], -count)
+-- 0 - n, not -n: Lua's -0 reaches Redis as "-0", which HINCRBY refuses.
+redis.call('HINCRBY', KEYS[2], 'held', 0 - freed)
+redis.call('HINCRBY', KEYS[4], r[2], 0 - count)
 redis.call('ZREM', KEYS[3], id)
 redis.call('HSET', key, 'state', ARGV[2])
 if redis.call('HGET', KEYS[6], r[2]) == id then redis.call('HDEL', KEYS[6], r[2]) end

@@ -98,7 +98,7 @@ if r[1] == 'held' then
     local value = redis.call('HGET', seats, seat)
     if value and string.sub(value, 1, #prefix) == prefix then set_seat(seat, 'a') end
   end
-  redis.call('HINCRBY', fanseats, r[2], -count)
+  redis.call('HINCRBY', fanseats, r[2], 0 - count)
   redis.call('ZREM', holds, id)
   redis.call('HSET', key, 'state', 'queued')
   redis.call('HDEL', key, 'expires')

@@ -86,7 +86,8 @@ pub fn cancel(
 }
 
 /// `release.lua` for one request, its `KEYS` in the order the script reads them.
-/// `state` is what the hold ends in (`expired`, `released`, `rejected`).
+/// `state` is what the hold ends in (`expired`, `released`, `rejected`); `lease` is
+/// the sweeping drainer's lease value, or `""` for a fan's release.
 pub fn release(
     keys: &crate::Keys,
     event: crate::EventId,
@@ -94,6 +95,7 @@ pub fn release(
     state: &str,
     now_ms: i64,
     only_if_expired: bool,
+    lease: &str,
 ) -> redis::ScriptInvocation<'static> {
     let mut invocation = RELEASE.key(keys.seat_states(event));
     invocation
@@ -105,9 +107,11 @@ pub fn release(
         .key(keys.request(event, request))
         .key(keys.changes(event))
         .key(keys.section_holds(event))
+        .key(keys.lease(event))
         .arg(request.to_string())
         .arg(state)
         .arg(now_ms)
-        .arg(if only_if_expired { "1" } else { "0" });
+        .arg(if only_if_expired { "1" } else { "0" })
+        .arg(lease);
     invocation
 }

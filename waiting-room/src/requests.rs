@@ -309,13 +309,25 @@ pub async fn leave(
             "released",
             Utc::now().timestamp_millis(),
             false,
+            "",
         )
         .invoke_async(redis)
         .await?;
         // The script also told the booking workers (the event's changes stream), who
         // bring the ledger up to date.
-        if matches!(reply.first(), Some(redis::Value::Int(1))) {
-            metrics::counter!("onsale_holds_released_total", "by" => "fan").increment(1);
+        match reply.as_slice() {
+            [redis::Value::Int(1), ..] => {
+                metrics::counter!("onsale_holds_released_total", "by" => "fan").increment(1);
+            }
+            [_, why]
+                if redis::from_redis_value::<String>(why.clone())
+                    .is_ok_and(|w| w == "restoring") =>
+            {
+                // A restore is rebuilding the event from the ledger; the hold is
+                // released once it is done.
+                return Err(Error::LineLost(event_id));
+            }
+            _ => {}
         }
     } else if changed == 0 && state.is_empty() {
         return Err(Error::RequestNotFound(request_id));

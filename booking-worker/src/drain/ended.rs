@@ -23,11 +23,13 @@ use super::DrainError;
 use super::line::{self, Read};
 use crate::ledger;
 
-/// Releases holds that have expired in Redis, up to 500 per call; returns how many.
+/// Releases holds that have expired in Redis, up to 500 per call, as the drainer
+/// holding `lease` (a drainer that lost it releases nothing); returns how many.
 pub async fn sweep(
     redis: &mut ConnectionManager,
     keys: &Keys,
     event: EventId,
+    lease: &str,
 ) -> Result<usize, DrainError> {
     let now = Utc::now().timestamp_millis();
     let due: Vec<String> = redis
@@ -43,7 +45,7 @@ pub async fn sweep(
     pipe.load_script(&proto::scripts::RELEASE).ignore();
     let invocations: Vec<_> = due
         .iter()
-        .map(|request| proto::scripts::release(keys, event, *request, "expired", now, true))
+        .map(|request| proto::scripts::release(keys, event, *request, "expired", now, true, lease))
         .collect();
     for invocation in &invocations {
         pipe.invoke_script(invocation);

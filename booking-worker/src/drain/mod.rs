@@ -683,7 +683,8 @@ impl Drainer {
             if last_sweep.elapsed() >= Duration::from_millis(self.settings.sweep_interval_ms) {
                 // A hold must reach the ledger before its expiry or release does.
                 self.settle().await?;
-                ended::sweep(&mut self.redis, &self.keys, self.event_id).await?;
+                let lease = self.lease.value().to_owned();
+                ended::sweep(&mut self.redis, &self.keys, self.event_id, &lease).await?;
                 if self.apply_changes().await?.is_none() {
                     return Ok(());
                 }

@@ -727,3 +727,91 @@ async fn redis_grows_no_further_after_twenty_finished_sales(pool: PgPool) {
     stop.cancel();
     task.await.expect("join").expect("worker");
 }
+
+/// A held request, decided by a worker that then stops.
+async fn one_hold(sale: &mut Sale) -> (UserId, RequestId) {
+    sale.open().await;
+    let fan = UserId::new();
+    let request = sale
+        .join(fan, &best(1, None))
+        .await
+        .expect("join")
+        .request_id;
+    let (stop, task) = start(sale.worker("w", fast_settings()));
+    sale.wait_for(Duration::from_secs(30), "held", |o| {
+        o.get("held") == Some(&1)
+    })
+    .await;
+    stop.cancel();
+    task.await.expect("join").expect("worker");
+    (fan, request)
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_release_that_finds_no_seat_of_its_own_still_ends_the_hold(pool: PgPool) {
+    let mut sale = sale(pool, &redis_url(), &["Floor"], 1, 4, 4).await;
+    let (_, request) = one_hold(&mut sale).await;
+    let seat = status(&sale, request).await.seats.expect("seats").remove(0);
+    // The map no longer shows the hold (a repair, a restore): the release frees
+    // nothing, and must still end the hold (Lua's -0 once made it fail halfway).
+    let _: () = redis::cmd("HSET")
+        .arg(sale.keys.seat_states(sale.event_id))
+        .arg(seat.as_str())
+        .arg("a")
+        .query_async(&mut sale.redis)
+        .await
+        .expect("diverge");
+    let left = requests::leave(
+        &sale.pool,
+        &mut sale.redis,
+        &sale.keys,
+        sale.event_id,
+        request,
+    )
+    .await
+    .expect("release");
+    assert_eq!(left.state, RequestState::Released);
+    let due: Option<f64> = redis::cmd("ZSCORE")
+        .arg(sale.keys.holds(sale.event_id))
+        .arg(request.to_string())
+        .query_async(&mut sale.redis)
+        .await
+        .expect("zscore");
+    assert_eq!(due, None, "the ended hold is still waiting to expire");
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_fan_cannot_release_while_a_restore_rebuilds_the_event(pool: PgPool) {
+    let mut sale = sale(pool, &redis_url(), &["Floor"], 1, 4, 4).await;
+    let (_, request) = one_hold(&mut sale).await;
+    let mut redis = sale.redis.clone();
+    let seized =
+        booking_worker::restore::seize(&sale.pool, &mut redis, &sale.keys, sale.event_id, 30_000)
+            .await
+            .expect("seize");
+    let refused = requests::leave(&sale.pool, &mut redis, &sale.keys, sale.event_id, request).await;
+    assert!(
+        matches!(refused, Err(waiting_room::Error::LineLost(_))),
+        "{refused:?}"
+    );
+    assert_eq!(status(&sale, request).await.state, RequestState::Held);
+    booking_worker::restore::hand_back(&mut redis, &sale.keys, seized)
+        .await
+        .expect("hand back");
+    eventually(Duration::from_secs(5), "the lease handed back", || {
+        let (mut redis, key) = (redis.clone(), sale.keys.lease(sale.event_id));
+        async move {
+            let lease: Option<String> = redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut redis)
+                .await
+                .ok()?;
+            lease.is_none().then_some(())
+        }
+    })
+    .await;
+    let left = requests::leave(&sale.pool, &mut redis, &sale.keys, sale.event_id, request)
+        .await
+        .expect("release after the restore");
+    assert_eq!(left.state, RequestState::Released);
+}
