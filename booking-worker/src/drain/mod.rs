@@ -1,4 +1,4 @@
-//! Draining one event's line: the loop that ties the pieces together.
+//! Draining one event's line: the drainer, one step of it, and its parts.
 //!
 //! - [`lease`]: one drainer per event, fenced by an epoch in Redis and Postgres;
 //! - [`line`]: fenced reads in queue order, taking over others' pending entries,
@@ -6,7 +6,10 @@
 //! - [`batch`]: one `hold_batch.lua` call per batch;
 //! - [`sink`]: the ledger write, acknowledgements and updates of a decided batch,
 //!   overlapped with the next batch's script;
-//! - [`ended`]: hold expiry, and ended holds carried into the ledger.
+//! - [`ended`]: hold expiry, and ended holds carried into the ledger;
+//! - [`conflicts`]: holds the ledger refused, resolved at the ledger's word;
+//! - [`retire`]: trimming the streams, and retiring an event whose sale is over;
+//! - [`run`]: the loop that takes an event over and drives the rest.
 //!
 //! One worker at a time drains an event (the lease), because holds must be decided
 //! in queue-number order and Redis runs each batch script alone anyway; the farm
@@ -20,14 +23,16 @@
 //! late harmless.
 
 mod batch;
+mod conflicts;
 mod ended;
 mod lease;
 mod line;
 mod retire;
+mod run;
 mod sink;
 
 use std::collections::{HashSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use proto::keys::WORKER_GROUP;
 use proto::wire::queue::RequestState;
@@ -36,9 +41,8 @@ use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-use crate::ledger::{self, Conflict, Decision, LedgerError};
+use crate::ledger::{self, LedgerError};
 pub(crate) use ended::apply_changes;
 pub use lease::Lease;
 pub(crate) use line::claim_orphans;
@@ -262,119 +266,6 @@ impl Drainer {
         Ok(())
     }
 
-    /// Holds the ledger refused (Redis thought a seat free that the ledger gives to
-    /// another request). First the ended holds waiting on the changes stream reach
-    /// the ledger and the refused holds are written again: a release the ledger had
-    /// not heard of yet is the usual cause. What is still refused is a true
-    /// divergence: Redis takes the ledger's owner for those seats (restoring its
-    /// hold if Redis lost it), so the next fan is not refused the same seat, and the
-    /// refused request goes back in line, decided again at the head of the next
-    /// batch against what is truly free.
-    async fn resolve(&mut self, refused: Refused) -> Result<(), DrainError> {
-        if refused.conflicts.is_empty() {
-            return Ok(());
-        }
-        let epoch = self.lease.epoch();
-        self.apply_changes().await?;
-        let still = ledger::record(&self.pool, self.event_id, epoch, &refused.decisions).await?;
-        let refused_ids: HashSet<RequestId> = still.iter().map(|c| c.request_id).collect();
-        let (again, taken): (Vec<&Entry>, Vec<&Entry>) = refused
-            .entries
-            .iter()
-            .partition(|e| refused_ids.contains(&e.request_id));
-        let taken_ids: Vec<&str> = taken.iter().map(|e| e.stream_id.as_str()).collect();
-        line::ack(
-            &mut self.redis,
-            &self.keys.stream(self.event_id),
-            &taken_ids,
-        )
-        .await?;
-        let accepted: Vec<Decision> = refused
-            .decisions
-            .iter()
-            .filter(|d| !refused_ids.contains(&d.request_id))
-            .cloned()
-            .collect();
-        sink::publish(&mut self.redis, &self.keys, self.event_id, &accepted).await?;
-        for conflict in &still {
-            self.requeue(conflict).await?;
-        }
-        self.retry.extend(again.into_iter().cloned());
-        Ok(())
-    }
-
-    /// Carries the ended holds on the changes stream into the ledger; `None` when
-    /// the lease was lost.
-    async fn apply_changes(&mut self) -> Result<Option<usize>, DrainError> {
-        let lease = self.lease.value().to_owned();
-        ended::apply_changes(
-            &mut self.redis,
-            &self.pool,
-            &self.keys,
-            self.event_id,
-            &lease,
-            self.lease.epoch(),
-            &self.consumer,
-        )
-        .await
-    }
-
-    /// Runs `requeue.lua` for one refused hold, with its seats' ledger owners.
-    async fn requeue(&mut self, conflict: &Conflict) -> Result<(), DrainError> {
-        let owner_ids: Vec<RequestId> = {
-            let mut ids: Vec<RequestId> = conflict.taken.iter().map(|c| c.request_id).collect();
-            ids.sort_by_key(|id| id.as_uuid());
-            ids.dedup();
-            ids
-        };
-        let owners = ledger::requests(&self.pool, &owner_ids).await?;
-        let mut invocation = proto::scripts::REQUEUE.key(self.keys.seat_states(self.event_id));
-        invocation
-            .key(self.keys.seat_counts(self.event_id))
-            .key(self.keys.holds(self.event_id))
-            .key(self.keys.fan_seats(self.event_id))
-            .key(self.keys.row_free(self.event_id))
-            .key(self.keys.fans(self.event_id))
-            .key(self.keys.request(self.event_id, conflict.request_id))
-            .key(self.keys.section_holds(self.event_id))
-            .arg(conflict.request_id.to_string());
-        let mut args: Vec<String> = Vec::new();
-        let mut count = 0;
-        for owner in &owners {
-            // The ledger's claims of this owner: its row's seats, sold or held.
-            let claims: Vec<&ledger::Claim> = conflict
-                .taken
-                .iter()
-                .filter(|c| c.request_id == owner.request_id)
-                .collect();
-            let Some(first) = claims.first() else {
-                continue;
-            };
-            invocation.key(self.keys.request(self.event_id, owner.request_id));
-            count += 1;
-            args.push(owner.request_id.to_string());
-            args.push(owner.fan_id.to_string());
-            args.push(first.state.clone());
-            args.push(
-                first
-                    .expires_at
-                    .map(|t| t.timestamp_millis())
-                    .unwrap_or(0)
-                    .to_string(),
-            );
-            args.push(owner.seats.join(" "));
-        }
-        invocation.arg(count);
-        for arg in &args {
-            invocation.arg(arg);
-        }
-        let given: i64 = invocation.invoke_async(&mut self.redis).await?;
-        metrics::counter!("onsale_ledger_conflicts_total").increment(1);
-        tracing::error!(event_id = %self.event_id, request = %conflict.request_id, seats_given = given,
-            "the ledger refused a hold redis granted: redis took the ledger's owners and the request is decided again");
-        Ok(())
-    }
-
     /// Reads, decides, records and acknowledges up to `count` entries; with `fresh`
     /// false, only entries already read before (a paused sale finishes what it
     /// admitted, and admits nothing new).
@@ -584,189 +475,6 @@ impl Drainer {
             .collect();
         if !worn.is_empty() {
             self.bury(&worn).await?;
-        }
-        Ok(())
-    }
-
-    /// Marks the sale sold out in Redis once no seat is free or held, and tells the
-    /// realtime service; the waiting room, which owns the sale, mirrors it into
-    /// Postgres.
-    async fn check_sold_out(&mut self) -> Result<bool, DrainError> {
-        let (available, held): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
-            .arg(self.keys.seat_counts(self.event_id))
-            .arg(&["available", "held"])
-            .query_async(&mut self.redis)
-            .await?;
-        if available != Some(0) || held != Some(0) {
-            return Ok(false);
-        }
-        let (changed, _): (i64, String) = proto::scripts::SET_SALE_STATE
-            .key(self.keys.sale(self.event_id))
-            .arg("sold_out")
-            .arg("open")
-            .arg("paused")
-            .invoke_async(&mut self.redis)
-            .await?;
-        if changed == 1 {
-            let message = serde_json::json!({"type": "sale", "state": "sold_out"});
-            let _: i64 = self
-                .redis
-                .publish(self.keys.live(self.event_id), message.to_string())
-                .await?;
-            tracing::info!(event_id = %self.event_id, "sold out");
-        }
-        Ok(changed == 1)
-    }
-
-    async fn sale_state(&mut self) -> Result<Option<String>, DrainError> {
-        Ok(self
-            .redis
-            .hget(self.keys.sale(self.event_id), "state")
-            .await?)
-    }
-
-    /// Drains the event until `stop`, or until another worker holds its lease.
-    /// However it ends, the ledger writes in flight are awaited for at most one
-    /// lease time and then aborted.
-    pub async fn run(mut self, stop: CancellationToken) -> Result<(), DrainError> {
-        let outcome = self.drain(&stop).await;
-        let deadline = Duration::from_millis(self.settings.lease_ms);
-        let settled = match tokio::time::timeout(deadline, self.settle()).await {
-            Ok(settled) => settled,
-            Err(_) => Err(DrainError::Unexpected(
-                "ledger writes still running at exit; aborted".into(),
-            )),
-        };
-        // Whatever settle left (it stops at the first failure) is aborted by Drop.
-        outcome.and(settled)
-    }
-
-    /// Takes the event over: the lease and its fence, the consumer groups, every
-    /// entry others left pending, and the ended holds waiting for the ledger. False
-    /// when another worker holds the lease.
-    pub async fn begin(&mut self) -> Result<bool, DrainError> {
-        if !self.lease.take(&mut self.redis, &self.pool).await? {
-            return Ok(false);
-        }
-        tracing::info!(event_id = %self.event_id, consumer = %self.consumer, epoch = self.lease.epoch(), "draining event");
-        self.ensure_groups().await?;
-        self.reclaim().await?;
-        // Holds that ended while no drainer could write the ledger go first.
-        Ok(self.apply_changes().await?.is_some())
-    }
-
-    async fn drain(&mut self, stop: &CancellationToken) -> Result<(), DrainError> {
-        if !self.begin().await? {
-            return Ok(());
-        }
-        let mut tokens = 0.0_f64;
-        let mut last_refill = Instant::now();
-        let mut last_sweep = Instant::now();
-        let mut last_renew = Instant::now();
-        let mut last_reclaim = Instant::now();
-        let renew_every = Duration::from_millis(self.settings.lease_ms / 3);
-        let reclaim_every = Duration::from_millis(self.settings.lease_ms);
-        while !stop.is_cancelled() {
-            if last_renew.elapsed() >= renew_every {
-                if !self.lease.renew(&mut self.redis).await? {
-                    tracing::warn!(event_id = %self.event_id, "lease lost; another worker drains this event");
-                    return Ok(());
-                }
-                last_renew = Instant::now();
-            }
-            if last_reclaim.elapsed() >= reclaim_every {
-                // A drainer that stalled and lost its lease may have left entries
-                // pending under its name (read before it lost the lease).
-                self.reclaim().await?;
-                last_reclaim = Instant::now();
-            }
-            if last_sweep.elapsed() >= Duration::from_millis(self.settings.sweep_interval_ms) {
-                // A hold must reach the ledger before its expiry or release does.
-                self.settle().await?;
-                let lease = self.lease.value().to_owned();
-                ended::sweep(&mut self.redis, &self.keys, self.event_id, &lease).await?;
-                if self.apply_changes().await?.is_none() {
-                    return Ok(());
-                }
-                for stream in [
-                    self.keys.stream(self.event_id),
-                    self.keys.changes(self.event_id),
-                ] {
-                    retire::trim(&mut self.redis, &stream).await?;
-                }
-                let state = self.sale_state().await?;
-                if retire::finished(&mut self.redis, &self.keys, self.event_id, state.as_deref())
-                    .await?
-                {
-                    let keys = retire::retire(
-                        &mut self.redis,
-                        &self.keys,
-                        self.event_id,
-                        self.settings.retention_seconds,
-                    )
-                    .await?;
-                    metrics::counter!("onsale_events_retired_total").increment(1);
-                    tracing::info!(event_id = %self.event_id, keys, retention_seconds = self.settings.retention_seconds,
-                        "sale over: event retired from the farm, its redis keys expire");
-                    return Ok(());
-                }
-                last_sweep = Instant::now();
-            }
-            let state = self.sale_state().await?;
-            let draining = matches!(state.as_deref(), Some("open" | "closed" | "sold_out"));
-            if state.as_deref() == Some("paused") {
-                // Admitted entries still get decided; nothing new is admitted.
-                let step = self.step(self.settings.batch_size, false).await?;
-                if step.lease_lost {
-                    return Ok(());
-                }
-                if step.decided > 0 {
-                    continue;
-                }
-            }
-            if !draining {
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    () = stop.cancelled() => {}
-                }
-                continue;
-            }
-            // Admission: at most `admission_per_second` requests a second, a second's
-            // worth at once.
-            let rate: f64 = self
-                .redis
-                .hget::<_, _, Option<f64>>(self.keys.sale(self.event_id), "admission_per_second")
-                .await?
-                .unwrap_or(100.0);
-            tokens = (tokens + rate * last_refill.elapsed().as_secs_f64()).min(rate.max(1.0));
-            last_refill = Instant::now();
-            let count = (tokens.floor() as usize).min(self.settings.batch_size);
-            if count == 0 {
-                let wait = Duration::from_secs_f64((1.0 - tokens) / rate.max(0.001))
-                    .min(Duration::from_millis(200));
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = stop.cancelled() => {}
-                }
-                continue;
-            }
-            let step = self.step(count, true).await?;
-            if step.lease_lost {
-                tracing::warn!(event_id = %self.event_id, "lease lost; another worker drains this event");
-                return Ok(());
-            }
-            tokens -= step.decided as f64;
-            if step.decided > 0 && state.as_deref() == Some("open") {
-                self.check_sold_out().await?;
-            }
-            if step.waiting {
-                self.settle().await?;
-                // The head of the line waits for held seats to expire or be released.
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    () = stop.cancelled() => {}
-                }
-            }
         }
         Ok(())
     }
