@@ -126,6 +126,12 @@ pub fn router(
         ),
     };
     let inventory = inventory::InventoryState {
+        seat_maps: Arc::new(inventory::SeatMapCache::new(
+            pool.clone(),
+            redis.clone(),
+            keys.clone(),
+            inventory::snapshot::Settings::default(),
+        )),
         pool,
         redis,
         keys,

@@ -3,14 +3,16 @@
 //!
 //! Postgres (`inventory` schema) holds venues and events; the seat state of a sale
 //! lives in Redis for speed and is rebuilt from the Postgres ledger on demand
-//! ([`seatmap::rebuild`]). [`router`] serves the HTTP API; the gateway mounts it,
-//! and [`Application`] serves it on its own.
+//! ([`seatmap::rebuild`]). Anonymous seat-map reads are served from one shared
+//! snapshot per event ([`snapshot`]). [`router`] serves the HTTP API; the gateway
+//! mounts it, and [`Application`] serves it on its own.
 
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod routes;
 pub mod seatmap;
+pub mod snapshot;
 pub mod venues;
 
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use tokio::net::TcpListener;
 pub use config::Config;
 pub use error::Error;
 pub use routes::router;
+pub use snapshot::SeatMapCache;
 
 /// What inventory's handlers need; every field is a cheap clone.
 #[derive(Clone, FromRef)]
@@ -34,6 +37,8 @@ pub struct InventoryState {
     pub redis: ConnectionManager,
     pub keys: Keys,
     pub verifier: Arc<TokenVerifier>,
+    /// The shared seat-map snapshots anonymous readers get.
+    pub seat_maps: Arc<SeatMapCache>,
 }
 
 /// Connects to Postgres (running pending migrations) and to Redis.
@@ -53,10 +58,17 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let (pool, redis) = connect(&config).await?;
+        let keys = Keys::new(config.redis.key_prefix.clone());
         let state = InventoryState {
+            seat_maps: Arc::new(SeatMapCache::new(
+                pool.clone(),
+                redis.clone(),
+                keys.clone(),
+                snapshot::Settings::default(),
+            )),
             pool,
             redis,
-            keys: Keys::new(config.redis.key_prefix.clone()),
+            keys,
             verifier: Arc::new(TokenVerifier::new(&config.auth)),
         };
         let (router, _api) = router().with_state(state).split_for_parts();

@@ -1,7 +1,11 @@
 //! Inventory's HTTP routes: venues, events, seat maps, and the operator's rebuild.
 
+use std::sync::Arc;
+
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::header::IF_NONE_MATCH;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use proto::auth::Caller;
 use proto::http::{Json, Path, Query};
 use proto::wire::inventory::{CreateEvent, CreateVenue, Event, EventCreated, Venue, VenueCreated};
@@ -14,7 +18,7 @@ use utoipa_axum::routes;
 
 use crate::error::Error;
 use crate::seatmap::{self, LoadMode};
-use crate::{InventoryState, events, venues};
+use crate::{InventoryState, SeatMapCache, events, venues};
 
 pub fn router() -> OpenApiRouter<InventoryState> {
     OpenApiRouter::new()
@@ -181,19 +185,31 @@ async fn get_event(
     }))
 }
 
-/// Every seat of the event with its live state.
+/// Every seat of the event with its state, at most one second old.
+///
+/// Everyone gets the same snapshot, with an `ETag` and `Cache-Control: public,
+/// max-age=1`; a request whose `If-None-Match` names the current snapshot gets 304.
 #[utoipa::path(
     get, path = "/v1/events/{event_id}/seats", tag = "inventory",
-    params(("event_id" = EventId, Path)),
-    responses((status = 200, body = Vec<SeatView>), (status = 404, body = ErrorBody))
+    params(
+        ("event_id" = EventId, Path),
+        ("If-None-Match" = Option<String>, Header, description = "an ETag of an earlier answer"),
+    ),
+    responses(
+        (status = 200, body = Vec<SeatView>, headers(("ETag" = String), ("Cache-Control" = String))),
+        (status = 304, description = "the map has not changed since the ETag sent"),
+        (status = 404, body = ErrorBody),
+    )
 )]
 async fn get_seats(
-    State(mut state): State<InventoryState>,
+    State(seat_maps): State<Arc<SeatMapCache>>,
     Path(event_id): Path<EventId>,
-) -> Result<Json<Vec<SeatView>>, Error> {
-    Ok(Json(
-        seatmap::seat_map(&state.pool, &mut state.redis, &state.keys, event_id).await?,
-    ))
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    Ok(seat_maps
+        .get(event_id)
+        .await?
+        .response(headers.get(IF_NONE_MATCH)))
 }
 
 /// The outcome of a seat-map rebuild.
