@@ -8,6 +8,10 @@
 //! Layers, outermost first: request id → trace → panic catcher → metrics → per-IP
 //! limit → authentication (a bearer token, when sent, must verify) → per-account
 //! limit → body size limit → routes.
+//!
+//! Composition is also where one service's work waits on another's: an event is
+//! created (inventory) with its sale (waiting room) in one transaction, and a join
+//! that finds no seat map has inventory load it.
 
 pub mod accounts;
 pub mod config;
@@ -132,6 +136,7 @@ pub fn router(
             keys.clone(),
             inventory::snapshot::Settings::default(),
         )),
+        on_event_created: Some(Arc::new(SalesWithEvents)),
         pool,
         redis,
         keys,
@@ -187,6 +192,23 @@ impl waiting_room::SeatMaps for InventorySeatMaps {
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Each new event's sale (its lottery seed and commitment) is set up in the event's
+/// own transaction, so that no reader has to write it later.
+struct SalesWithEvents;
+
+impl inventory::OnEventCreated for SalesWithEvents {
+    fn event_created<'c>(
+        &'c self,
+        tx: &'c mut sqlx::PgConnection,
+        event_id: proto::EventId,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + 'c>> {
+        Box::pin(async move {
+            waiting_room::sale::create_sale(tx, event_id).await?;
+            Ok(())
         })
     }
 }

@@ -15,12 +15,13 @@ pub mod seatmap;
 pub mod snapshot;
 pub mod venues;
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::FromRef;
-use proto::Keys;
 use proto::auth::TokenVerifier;
+use proto::{EventId, Keys};
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -29,6 +30,18 @@ pub use config::Config;
 pub use error::Error;
 pub use routes::router;
 pub use snapshot::SeatMapCache;
+
+/// Work another service does for each new event, inside the transaction that
+/// creates it, so that the event and what hangs on it commit together or not at
+/// all. The waiting room's sale is such work; whoever composes the services (the
+/// gateway) supplies it, so inventory does not depend on the waiting room.
+pub trait OnEventCreated: Send + Sync {
+    fn event_created<'c>(
+        &'c self,
+        tx: &'c mut sqlx::PgConnection,
+        event_id: EventId,
+    ) -> Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + 'c>>;
+}
 
 /// What inventory's handlers need; every field is a cheap clone.
 #[derive(Clone, FromRef)]
@@ -39,6 +52,8 @@ pub struct InventoryState {
     pub verifier: Arc<TokenVerifier>,
     /// The shared seat-map snapshots anonymous readers get.
     pub seat_maps: Arc<SeatMapCache>,
+    /// Run in each new event's transaction (none when inventory runs alone).
+    pub on_event_created: Option<Arc<dyn OnEventCreated>>,
 }
 
 /// Connects to Postgres (running pending migrations) and to Redis.
@@ -70,6 +85,7 @@ impl Application {
             redis,
             keys,
             verifier: Arc::new(TokenVerifier::new(&config.auth)),
+            on_event_created: None,
         };
         let (router, _api) = router().with_state(state).split_for_parts();
         let metrics = proto::runtime::metrics();

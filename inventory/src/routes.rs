@@ -72,7 +72,8 @@ async fn get_venue(
     Ok(Json(venues::get(&state.pool, venue_id).await?))
 }
 
-/// Create an event on a venue; its seat map is loaded into Redis at once.
+/// Create an event on a venue; its seat map is loaded into Redis at once, and its
+/// sale (with the lottery's commitment) is set up with it.
 #[utoipa::path(
     post, path = "/v1/events", tag = "inventory",
     request_body = CreateEvent,
@@ -91,7 +92,8 @@ async fn create_event(
     Json(event): Json<CreateEvent>,
 ) -> Result<(StatusCode, Json<EventCreated>), ErrorBody> {
     caller.require(Role::Admin)?;
-    let event_id = events::create(&state.pool, &event).await?;
+    let event_id =
+        events::create_with(&state.pool, &event, state.on_event_created.as_deref()).await?;
     // The event exists once Postgres has it; if Redis is away now, the first read
     // of the event loads the seat map instead.
     if let Err(error) = seatmap::rebuild(

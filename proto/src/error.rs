@@ -62,6 +62,9 @@ pub enum ErrorCode {
     /// A seat is held or sold by someone else.
     SeatUnavailable,
     RequestNotFound,
+    /// The event exists but its sale was never set up (an event created before sales
+    /// were made with their events, and not yet drawn or touched by an operator).
+    SaleNotFound,
     /// The sale is closed: no more requests.
     SaleClosed,
     /// Every seat is sold.
@@ -91,7 +94,8 @@ impl ErrorCode {
             MalformedJson | InvalidPath | InvalidQuery | InvalidIdempotencyKey => 400,
             Unauthenticated | InvalidToken | InvalidCredentials => 401,
             Forbidden => 403,
-            NotFound | VenueNotFound | EventNotFound | UserNotFound | RequestNotFound => 404,
+            NotFound | VenueNotFound | EventNotFound | UserNotFound | RequestNotFound
+            | SaleNotFound => 404,
             MethodNotAllowed => 405,
             EmailTaken | IdempotencyKeyReused | SeatUnavailable | SaleClosed | SoldOut
             | AlreadyInLine | InvalidTransition => 409,
@@ -125,6 +129,7 @@ impl ErrorCode {
             UnknownSeat => "unknown_seat",
             UnknownSection => "unknown_section",
             RequestNotFound => "request_not_found",
+            SaleNotFound => "sale_not_found",
             SaleClosed => "sale_closed",
             SoldOut => "sold_out",
             AlreadyInLine => "already_in_line",
@@ -214,6 +219,7 @@ mod tests {
             UnknownSeat,
             UnknownSection,
             RequestNotFound,
+            SaleNotFound,
             SaleClosed,
             SoldOut,
             AlreadyInLine,

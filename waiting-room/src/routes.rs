@@ -119,16 +119,21 @@ async fn leave(
 
 /// The event's lottery: the seed's commitment before the draw; the seed and the
 /// drawn order after it, so anyone can recompute the order.
+///
+/// Anyone may ask, so this only reads: the sale is set up when its event is created.
 #[utoipa::path(
     get, path = "/v1/events/{event_id}/lottery", tag = "waiting room",
     params(("event_id" = EventId, Path)),
-    responses((status = 200, body = Lottery), (status = 404, body = ErrorBody))
+    responses(
+        (status = 200, body = Lottery),
+        (status = 404, body = ErrorBody, description = "`event_not_found`, or `sale_not_found` for an event whose sale was never set up"),
+    )
 )]
 async fn get_lottery(
     State(state): State<WaitingRoomState>,
     Path(event_id): Path<EventId>,
 ) -> Result<Json<Lottery>, Error> {
-    let sale = sale::ensure_sale(&state.pool, event_id).await?;
+    let sale = sale::get(&state.pool, event_id).await?;
     let drawn: Option<Option<i32>> = sqlx::query_scalar(
         "SELECT cohort_size FROM waiting_room.sales WHERE event_id = $1 AND drawn_at IS NOT NULL",
     )

@@ -39,6 +39,7 @@ async fn serve(pool: &PgPool, settings: Settings) -> (String, Arc<SeatMapCache>,
             audience: "onsale".into(),
         })),
         seat_maps: seat_maps.clone(),
+        on_event_created: None,
     };
     let (router, _) = inventory::router().with_state(state).split_for_parts();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
