@@ -48,6 +48,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 pub use config::Config;
 
+use crate::accounts::Hasher;
 use crate::limits::RateLimits;
 use crate::tokens::TokenIssuer;
 
@@ -61,6 +62,7 @@ pub struct GatewayState {
     pub verifier: Arc<TokenVerifier>,
     pub issuer: Arc<TokenIssuer>,
     pub limits: Arc<RateLimits>,
+    pub hasher: Arc<Hasher>,
 }
 
 #[derive(OpenApi)]
@@ -111,6 +113,7 @@ pub fn router(
         verifier: verifier.clone(),
         issuer: Arc::new(TokenIssuer::new(&config.auth)),
         limits: limits.clone(),
+        hasher: Arc::new(Hasher::from_settings(&config.auth)),
     };
     let keys = Keys::new(config.redis.key_prefix.clone());
     let waiting_room = waiting_room::WaitingRoomState {
@@ -308,10 +311,15 @@ impl Application {
         if let Some(admin) = &config.bootstrap_admin {
             let (email, password) =
                 config::parse_bootstrap_admin(admin.expose_secret()).map_err(anyhow::Error::msg)?;
-            accounts::ensure_admin(&pool, &email, password)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .context("creating the bootstrap admin")?;
+            accounts::ensure_admin(
+                &pool,
+                &Hasher::from_settings(&config.auth),
+                &email,
+                password,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("creating the bootstrap admin")?;
         }
         let (router, limits) = router(&config, pool, redis);
         let listener = TcpListener::bind(config.listen)

@@ -84,6 +84,9 @@ pub enum ErrorCode {
     Internal,
     /// A dependency (Postgres, Redis) is unreachable right now.
     ServiceUnavailable,
+    /// The server is at its capacity for this kind of work (password checks);
+    /// `Retry-After` says when to come back.
+    Overloaded,
 }
 
 impl ErrorCode {
@@ -106,7 +109,7 @@ impl ErrorCode {
             | UnknownSection => 422,
             RateLimited => 429,
             Internal => 500,
-            ServiceUnavailable => 503,
+            ServiceUnavailable | Overloaded => 503,
         }
     }
 
@@ -151,6 +154,7 @@ impl ErrorCode {
             RateLimited => "rate_limited",
             Internal => "internal",
             ServiceUnavailable => "service_unavailable",
+            Overloaded => "overloaded",
         }
     }
 }
@@ -229,6 +233,7 @@ mod tests {
             RateLimited,
             Internal,
             ServiceUnavailable,
+            Overloaded,
         ] {
             assert_eq!(
                 serde_json::to_value(code).ok(),
