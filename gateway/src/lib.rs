@@ -7,7 +7,7 @@
 //!
 //! Layers, outermost first: request id → trace → panic catcher → metrics → per-IP
 //! limit → authentication (a bearer token, when sent, must verify) → per-account
-//! limit → body size limit → routes.
+//! limit → Idempotency-Key of admin and operator requests → body size limit → routes.
 //!
 //! Composition is also where one service's work waits on another's: an event is
 //! created (inventory) with its sale (waiting room) in one transaction, and a join
@@ -15,6 +15,7 @@
 
 pub mod accounts;
 pub mod config;
+pub mod idempotency;
 pub mod limits;
 pub mod routes;
 pub mod tokens;
@@ -49,6 +50,7 @@ use utoipa_swagger_ui::SwaggerUi;
 pub use config::Config;
 
 use crate::accounts::Hasher;
+use crate::idempotency::Idempotency;
 use crate::limits::RateLimits;
 use crate::tokens::TokenIssuer;
 
@@ -140,10 +142,14 @@ pub fn router(
             inventory::snapshot::Settings::default(),
         )),
         on_event_created: Some(Arc::new(SalesWithEvents)),
-        pool,
+        pool: pool.clone(),
         redis,
         keys,
         verifier: verifier.clone(),
+    };
+    let idempotency = Idempotency {
+        pool,
+        body_limit: config.limits.body_bytes,
     };
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::router().with_state(state.clone()))
@@ -160,6 +166,7 @@ pub fn router(
         .fallback(proto::http::not_found)
         .method_not_allowed_fallback(proto::http::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.limits.body_bytes))
+        .layer(middleware::from_fn_with_state(idempotency, idempotency::guard))
         .layer(middleware::from_fn_with_state(limits.clone(), limits::per_user))
         .layer(middleware::from_fn_with_state(verifier, authenticate))
         .layer(middleware::from_fn_with_state(limits.clone(), limits::per_ip))
@@ -288,9 +295,13 @@ async fn healthz(State(state): State<GatewayState>) -> (StatusCode, axum::Json<s
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    pool: PgPool,
     limits: Arc<RateLimits>,
     housekeeping: Duration,
 }
+
+/// How often answers stored for idempotency keys are checked for expiry.
+const IDEMPOTENCY_PURGE_EVERY: Duration = Duration::from_secs(600);
 
 impl Application {
     /// Connects, migrates, creates the bootstrap admin, and binds (port 0 picks one).
@@ -321,13 +332,14 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("{e}"))
             .context("creating the bootstrap admin")?;
         }
-        let (router, limits) = router(&config, pool, redis);
+        let (router, limits) = router(&config, pool.clone(), redis);
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         Ok(Self {
             listener,
             router,
+            pool,
             limits,
             housekeeping: Duration::from_secs(config.limits.housekeeping_seconds),
         })
@@ -348,11 +360,18 @@ impl Application {
         let stop = CancellationToken::new();
         let housekeeping = tokio::spawn({
             let (limits, stop, every) = (self.limits.clone(), stop.clone(), self.housekeeping);
+            let pool = self.pool.clone();
             async move {
                 let mut tick = tokio::time::interval(every);
+                let mut purge = tokio::time::interval(IDEMPOTENCY_PURGE_EVERY);
                 loop {
                     tokio::select! {
                         _ = tick.tick() => limits.housekeep(),
+                        _ = purge.tick() => match idempotency::purge_expired(&pool).await {
+                            Ok(0) => {}
+                            Ok(purged) => tracing::info!(purged, "expired idempotency keys forgotten"),
+                            Err(error) => tracing::warn!(%error, "purging idempotency keys failed"),
+                        },
                         () = stop.cancelled() => break,
                     }
                 }

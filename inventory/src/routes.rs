@@ -33,10 +33,15 @@ pub fn router() -> OpenApiRouter<InventoryState> {
 /// Create a venue with its sections, rows and seats.
 #[utoipa::path(
     post, path = "/v1/venues", tag = "inventory",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key and body gets the first answer, with no second effect"),
+    ),
     request_body = CreateVenue,
     responses(
         (status = 201, body = VenueCreated, description = "the venue and its seat count"),
+        (status = 400, body = ErrorBody, description = "`invalid_idempotency_key`"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`idempotency_key_reused`, `idempotency_key_in_flight`"),
         (status = 422, body = ErrorBody,
             description = "`venue_has_no_seats`, `duplicate_section`, `duplicate_row_label` or `invalid_request`"),
     ),
@@ -76,11 +81,16 @@ async fn get_venue(
 /// sale (with the lottery's commitment) is set up with it.
 #[utoipa::path(
     post, path = "/v1/events", tag = "inventory",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key and body gets the first answer, with no second effect"),
+    ),
     request_body = CreateEvent,
     responses(
         (status = 201, body = EventCreated),
+        (status = 400, body = ErrorBody, description = "`invalid_idempotency_key`"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "`venue_not_found`"),
+        (status = 409, body = ErrorBody, description = "`idempotency_key_reused`, `idempotency_key_in_flight`"),
         (status = 422, body = ErrorBody,
             description = "`onsale_after_start`, `missing_price`, `unknown_price_tier` or `invalid_request`"),
     ),
@@ -228,10 +238,15 @@ pub struct RebuildOutcome {
 /// Redis holds. Run it with the event's sale paused.
 #[utoipa::path(
     post, path = "/v1/ops/events/{event_id}/rebuild", tag = "operations",
-    params(("event_id" = EventId, Path)),
+    params(
+        ("event_id" = EventId, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key and body gets the first answer, with no second effect"),
+    ),
     responses(
         (status = 200, body = RebuildOutcome),
+        (status = 400, body = ErrorBody, description = "`invalid_idempotency_key`"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`idempotency_key_reused`, `idempotency_key_in_flight`"),
     ),
     security(("bearer" = []))
 )]

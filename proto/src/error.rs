@@ -59,6 +59,8 @@ pub enum ErrorCode {
     EmailTaken,
     /// An `Idempotency-Key` reused with a different request.
     IdempotencyKeyReused,
+    /// The first request with this `Idempotency-Key` is still being answered.
+    IdempotencyKeyInFlight,
     /// A seat is held or sold by someone else.
     SeatUnavailable,
     RequestNotFound,
@@ -100,8 +102,14 @@ impl ErrorCode {
             NotFound | VenueNotFound | EventNotFound | UserNotFound | RequestNotFound
             | SaleNotFound => 404,
             MethodNotAllowed => 405,
-            EmailTaken | IdempotencyKeyReused | SeatUnavailable | SaleClosed | SoldOut
-            | AlreadyInLine | InvalidTransition => 409,
+            EmailTaken
+            | IdempotencyKeyReused
+            | IdempotencyKeyInFlight
+            | SeatUnavailable
+            | SaleClosed
+            | SoldOut
+            | AlreadyInLine
+            | InvalidTransition => 409,
             PayloadTooLarge => 413,
             UnsupportedMediaType => 415,
             InvalidRequest | VenueHasNoSeats | DuplicateSection | DuplicateRowLabel
@@ -148,6 +156,7 @@ impl ErrorCode {
             MethodNotAllowed => "method_not_allowed",
             EmailTaken => "email_taken",
             IdempotencyKeyReused => "idempotency_key_reused",
+            IdempotencyKeyInFlight => "idempotency_key_in_flight",
             SeatUnavailable => "seat_unavailable",
             PayloadTooLarge => "payload_too_large",
             UnsupportedMediaType => "unsupported_media_type",
@@ -218,6 +227,7 @@ mod tests {
             MethodNotAllowed,
             EmailTaken,
             IdempotencyKeyReused,
+            IdempotencyKeyInFlight,
             SeatUnavailable,
             OverLimit,
             UnknownSeat,

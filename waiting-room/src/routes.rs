@@ -164,11 +164,15 @@ async fn get_lottery(
 /// Pull a sale lever: `open` (draws the pre-queue now), `pause`, `resume`, `close`.
 #[utoipa::path(
     post, path = "/v1/ops/events/{event_id}/{action}", tag = "operations",
-    params(("event_id" = EventId, Path), ("action" = String, Path, description = "`open`, `pause`, `resume` or `close`")),
+    params(
+        ("event_id" = EventId, Path), ("action" = String, Path, description = "`open`, `pause`, `resume` or `close`"),
+        ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key and body gets the first answer, with no second effect"),
+    ),
     responses(
         (status = 200, body = Sale),
+        (status = 400, body = ErrorBody, description = "`invalid_idempotency_key`"),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "`invalid_transition`"),
+        (status = 409, body = ErrorBody, description = "`invalid_transition`, `idempotency_key_reused`, `idempotency_key_in_flight`"),
     ),
     security(("bearer" = []))
 )]
@@ -217,9 +221,18 @@ async fn current_sale(
 /// Set how many requests per second the booking workers admit from the line.
 #[utoipa::path(
     put, path = "/v1/ops/events/{event_id}/admission", tag = "operations",
-    params(("event_id" = EventId, Path)),
+    params(
+        ("event_id" = EventId, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key and body gets the first answer, with no second effect"),
+    ),
     request_body = SetAdmission,
-    responses((status = 200, body = Sale), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses(
+        (status = 200, body = Sale),
+        (status = 400, body = ErrorBody, description = "`invalid_idempotency_key`"),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`idempotency_key_reused`, `idempotency_key_in_flight`"),
+        (status = 422, body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 async fn set_admission(
