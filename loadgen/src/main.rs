@@ -5,9 +5,11 @@
 //! loadgen drain  --requests 100000 --seats 10000   drain a line, audit against Postgres
 //! loadgen holds  --requests 100000                 farm holds/s vs redis-benchmark on the same script
 //! loadgen joins  --seconds 10 --concurrency 64     queue joins/s through the gateway binary
+//! loadgen flood  --seconds 10 --fans 10000         seat-map GETs/s and join latency under a flood
 //! ```
 
 mod drain;
+mod flood;
 mod joins;
 mod setup;
 
@@ -29,6 +31,9 @@ enum Command {
     Holds(drain::HoldsArgs),
     /// Queue joins per second through the gateway, with latency percentiles.
     Joins(joins::JoinArgs),
+    /// Fans refreshing the seat map while others join the line, through the gateway:
+    /// seat-map GETs per second and join latency, against the 404 baseline.
+    Flood(flood::FloodArgs),
 }
 
 // A general-purpose allocator that keeps the many small per-request allocations
@@ -44,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Drain(args) => drain::drain(&mut stack, args).await,
         Command::Holds(args) => drain::holds(&mut stack, args).await,
         Command::Joins(args) => joins::joins(&mut stack, args).await,
+        Command::Flood(args) => flood::flood(&mut stack, args).await,
     };
     // The run's keys go whatever the outcome; its Postgres rows stay for inspection.
     setup::cleanup(&mut stack).await?;
