@@ -14,7 +14,9 @@
 //!   browsers and proxies answer repeats themselves or revalidate for a 304.
 //!
 //! A snapshot older than the refresh interval is never served: when a read fails,
-//! the requests waiting on it fail too (503) rather than get an older map.
+//! the requests waiting on it, and those arriving within the interval after it, fail
+//! too (503) rather than get an older map or queue up for reads of their own; while
+//! Redis or Postgres is away, each event still costs them one try per interval.
 //!
 //! The cache is bounded: at most `max_events` events and, beyond the one just
 //! loaded, about `max_seats` seats; events nobody asked for within `idle` are dropped
@@ -107,6 +109,8 @@ struct Entry {
     /// Held by the one request reading the states; the others wait on it.
     reading: tokio::sync::Mutex<()>,
     last_used_ms: AtomicU64,
+    /// When the last read failed, if the read after it has not succeeded (ms + 1).
+    failed_ms: AtomicU64,
     /// Seats in the catalog; 0 until it is loaded.
     seats: AtomicUsize,
 }
@@ -118,6 +122,7 @@ impl Entry {
             current: RwLock::new(None),
             reading: tokio::sync::Mutex::new(()),
             last_used_ms: AtomicU64::new(now_ms),
+            failed_ms: AtomicU64::new(0),
             seats: AtomicUsize::new(0),
         }
     }
@@ -326,14 +331,24 @@ impl SeatMapCache {
             return Ok(snapshot);
         }
         let _reading = entry.reading.lock().await;
-        // Whoever held the lock before may have just read the states for everyone.
+        // Whoever held the lock before may have just read the states for everyone,
+        // or failed to for everyone.
         if let Some(snapshot) = entry.fresh(self.settings.refresh) {
             return Ok(snapshot);
         }
+        let failed = entry.failed_ms.load(Ordering::Relaxed);
+        let refresh_ms = self.settings.refresh.as_millis() as u64;
+        if failed > 0 && self.now_ms() < failed - 1 + refresh_ms {
+            return Err(Error::Unavailable(format!(
+                "the seat map of event {event_id} could not be read just now"
+            )));
+        }
         let read = self.read(event_id, &entry).await;
-        if let Err(Error::EventNotFound(_)) = read {
+        match &read {
+            Ok(_) => entry.failed_ms.store(0, Ordering::Relaxed),
             // Unknown ids must not take places in the cache from real events.
-            self.forget(event_id, &entry);
+            Err(Error::EventNotFound(_)) => self.forget(event_id, &entry),
+            Err(_) => entry.failed_ms.store(self.now_ms() + 1, Ordering::Relaxed),
         }
         read
     }

@@ -249,3 +249,47 @@ async fn an_unknown_event_is_404_and_takes_no_place_in_the_cache(pool: PgPool) {
     }
     assert!(seat_maps.is_empty());
 }
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_failed_read_is_shared_by_the_requests_waiting_on_it(pool: PgPool) {
+    let event_id = event(&pool).await;
+    let (base, seat_maps, keys) = serve(&pool, settings(LONG)).await;
+    // Loaded, then broken: one seat's state in Redis is not a state.
+    let mut redis = redis().await;
+    inventory::seatmap::rebuild(
+        &pool,
+        &mut redis,
+        &keys,
+        event_id,
+        inventory::seatmap::LoadMode::Force,
+    )
+    .await
+    .expect("load");
+    let _: () = redis::cmd("HSET")
+        .arg(keys.seat_states(event_id))
+        .arg("Stalls-A-1")
+        .arg("garbage")
+        .query_async(&mut redis)
+        .await
+        .expect("break a seat");
+
+    let answers = gets_at_once(&base, event_id, 20).await;
+    let statuses: Vec<StatusCode> = answers.iter().map(|(status, _)| *status).collect();
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::INTERNAL_SERVER_ERROR)
+            .count(),
+        1,
+        "the one read fails: {statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE)
+            .count(),
+        19,
+        "the others get its failure without a read of their own: {statuses:?}"
+    );
+    assert_eq!(seat_maps.stats().state_reads, 1);
+}
