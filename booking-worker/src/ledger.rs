@@ -54,15 +54,28 @@ pub struct Claim {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// How long a fenced ledger transaction may sit idle (its drainer stalled between
+/// two statements: a pause, SIGSTOP) before Postgres ends it. It holds the fence row
+/// shared, and a successor's [`raise_fence`] waits for it: this bounds the wait.
+const STALLED_TRANSACTION_MS: u32 = 5_000;
+/// How long [`raise_fence`] waits for the fence row before giving up (the caller
+/// tries again later); longer than [`STALLED_TRANSACTION_MS`].
+const RAISE_WAIT_MS: u32 = 15_000;
+
 /// Takes the event over for a drainer: raises the fence epoch and returns it. Waits
 /// for the previous drainer's open ledger transactions (they hold the fence row),
-/// after which none of its writes can commit.
+/// after which none of its writes can commit; a stalled one is ended by Postgres
+/// within [`STALLED_TRANSACTION_MS`].
 pub async fn raise_fence(
     pool: &PgPool,
     event_id: EventId,
     holder: &str,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+    let mut tx = pool.begin().await?;
+    sqlx::query(&format!("SET LOCAL lock_timeout = {RAISE_WAIT_MS}"))
+        .execute(&mut *tx)
+        .await?;
+    let epoch = sqlx::query_scalar(
         "INSERT INTO booking.drain_fences (event_id, epoch, holder) VALUES ($1, 1, $2)
          ON CONFLICT (event_id) DO UPDATE
              SET epoch = booking.drain_fences.epoch + 1, holder = EXCLUDED.holder, taken_at = now()
@@ -70,17 +83,27 @@ pub async fn raise_fence(
     )
     .bind(event_id)
     .bind(holder)
-    .fetch_one(pool)
-    .await
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(epoch)
 }
 
 /// Checks inside `tx` that `epoch` is still the event's, and keeps the fence row
-/// locked (shared) until the transaction ends.
-async fn check_fence(
+/// locked (shared) until the transaction ends. Every fenced ledger write begins with
+/// it; a transaction that then sits idle longer than [`STALLED_TRANSACTION_MS`] is
+/// ended by Postgres.
+pub async fn check_fence(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     event_id: EventId,
     epoch: i64,
 ) -> Result<(), LedgerError> {
+    // A drainer that stalls mid-transaction must not hold the fence row for good.
+    sqlx::query(&format!(
+        "SET LOCAL idle_in_transaction_session_timeout = {STALLED_TRANSACTION_MS}"
+    ))
+    .execute(&mut **tx)
+    .await?;
     let current: Option<i64> =
         sqlx::query_scalar("SELECT epoch FROM booking.drain_fences WHERE event_id = $1 FOR SHARE")
             .bind(event_id)

@@ -1,8 +1,15 @@
 //! Accounts in `gateway.users`: registration, password checks, roles, and the
-//! bootstrap admin. Passwords are stored as argon2id PHC strings; hashing runs on
-//! the blocking pool because it is deliberately slow.
+//! bootstrap admin. Passwords are stored as argon2id PHC strings.
+//!
+//! Hashing is deliberately slow (tens of milliseconds of one core), so it runs on the
+//! blocking pool, and through a [`Hasher`] that bounds it: at most K hashes at once
+//! (one per core by default), a short queue, a bounded wait. A login flood then gets
+//! 503 `overloaded` with `Retry-After` for what does not fit, instead of every core
+//! and every request with it.
 
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use argon2::Argon2;
 use argon2::password_hash::{
@@ -11,6 +18,9 @@ use argon2::password_hash::{
 use proto::{ErrorBody, ErrorCode, Role, UserId};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
+use tokio::sync::Semaphore;
+
+use crate::config::AuthSettings;
 
 pub const MIN_PASSWORD_CHARS: usize = 10;
 pub const MAX_PASSWORD_CHARS: usize = 128;
@@ -30,6 +40,9 @@ pub enum AccountError {
     Database(#[from] sqlx::Error),
     #[error("password hashing failed: {0}")]
     Hashing(String),
+    /// Every hasher is busy and the queue is full, or the wait for one ran out.
+    #[error("too many password checks at once")]
+    Busy,
 }
 
 impl From<AccountError> for ErrorBody {
@@ -56,6 +69,11 @@ impl From<AccountError> for ErrorBody {
                 tracing::error!(error = %cause, "password hashing failed");
                 ErrorBody::new(ErrorCode::Internal, "internal error")
             }
+            // The `overloaded` body carries its Retry-After (proto::http).
+            AccountError::Busy => ErrorBody::new(
+                ErrorCode::Overloaded,
+                "too many sign-ins at once, try again in a second",
+            ),
         }
     }
 }
@@ -89,20 +107,114 @@ pub fn check_password(password: &str) -> Result<(), AccountError> {
     }
 }
 
-async fn hash_password(password: SecretString) -> Result<String, AccountError> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(password.expose_secret().as_bytes(), &salt)
-            .map(|hash| hash.to_string())
-            .map_err(|e| AccountError::Hashing(e.to_string()))
-    })
-    .await
-    .map_err(|e| AccountError::Hashing(e.to_string()))?
+/// Runs password hashes on the blocking pool, at most `concurrency` at once, with at
+/// most `queue` more waiting, each for at most `wait`.
+pub struct Hasher {
+    permits: std::sync::Arc<Semaphore>,
+    waiting: AtomicUsize,
+    queue: usize,
+    wait: Duration,
 }
 
-/// A hash no password matches, checked when the email is unknown so that a wrong
-/// email costs as much time as a wrong password.
+/// Counts a waiter out however its wait ends.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Hasher {
+    pub fn new(concurrency: usize, queue: usize, wait: Duration) -> Self {
+        Self {
+            permits: std::sync::Arc::new(Semaphore::new(concurrency.max(1))),
+            waiting: AtomicUsize::new(0),
+            queue,
+            wait,
+        }
+    }
+
+    pub fn from_settings(settings: &AuthSettings) -> Self {
+        Self::new(
+            settings.hash_concurrency(),
+            settings.hash_queue,
+            Duration::from_millis(settings.hash_wait_ms),
+        )
+    }
+
+    /// Runs `job` on the blocking pool once a hasher is free; `Busy` when none is
+    /// free in time, or too many wait already.
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> Result<T, AccountError> + Send + 'static,
+    ) -> Result<T, AccountError> {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let waiting = Waiting(&self.waiting);
+                if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.queue {
+                    drop(waiting);
+                    return Err(refused("queue full"));
+                }
+                let acquired =
+                    tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await;
+                drop(waiting);
+                match acquired {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_closed)) => return Err(refused("closed")),
+                    Err(_elapsed) => return Err(refused("wait ran out")),
+                }
+            }
+        };
+        // The permit travels with the job: a request that goes away while its hash
+        // runs frees nothing early, because the core stays busy until the hash ends.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            job()
+        })
+        .await
+        .map_err(|e| AccountError::Hashing(e.to_string()))?
+    }
+
+    async fn hash_password(&self, password: SecretString) -> Result<String, AccountError> {
+        self.run(move || {
+            let salt = SaltString::generate(&mut OsRng);
+            Argon2::default()
+                .hash_password(password.expose_secret().as_bytes(), &salt)
+                .map(|hash| hash.to_string())
+                .map_err(|e| AccountError::Hashing(e.to_string()))
+        })
+        .await
+    }
+
+    /// Whether `password` matches `hash`; with no hash (unknown email), checks a
+    /// decoy, so that a wrong email costs as much as a wrong password.
+    async fn verify_password(
+        &self,
+        password: SecretString,
+        hash: Option<String>,
+    ) -> Result<bool, AccountError> {
+        self.run(move || {
+            // The decoy is made on first use, here on the blocking pool too.
+            let hash = hash.as_deref().unwrap_or(DECOY_HASH.as_str());
+            let parsed =
+                PasswordHash::new(hash).map_err(|e| AccountError::Hashing(e.to_string()))?;
+            Ok(Argon2::default()
+                .verify_password(password.expose_secret().as_bytes(), &parsed)
+                .is_ok())
+        })
+        .await
+    }
+}
+
+fn refused(why: &'static str) -> AccountError {
+    metrics::counter!("onsale_password_checks_refused_total").increment(1);
+    tracing::debug!(why, "password check refused: hashers busy");
+    AccountError::Busy
+}
+
+/// A hash no password matches, checked when the email is unknown.
 static DECOY_HASH: LazyLock<String> = LazyLock::new(|| {
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
@@ -110,17 +222,6 @@ static DECOY_HASH: LazyLock<String> = LazyLock::new(|| {
         .map(|hash| hash.to_string())
         .unwrap_or_default()
 });
-
-async fn verify_password(password: SecretString, hash: String) -> Result<bool, AccountError> {
-    tokio::task::spawn_blocking(move || {
-        let parsed = PasswordHash::new(&hash).map_err(|e| AccountError::Hashing(e.to_string()))?;
-        Ok(Argon2::default()
-            .verify_password(password.expose_secret().as_bytes(), &parsed)
-            .is_ok())
-    })
-    .await
-    .map_err(|e| AccountError::Hashing(e.to_string()))?
-}
 
 /// An account as stored.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -139,13 +240,14 @@ impl Account {
 
 pub async fn register(
     pool: &PgPool,
+    hasher: &Hasher,
     email: &str,
     password: SecretString,
     role: Role,
 ) -> Result<UserId, AccountError> {
     let email = normalize_email(email)?;
     check_password(password.expose_secret())?;
-    let hash = hash_password(password).await?;
+    let hash = hasher.hash_password(password).await?;
     let user_id = UserId::new();
     sqlx::query(
         "INSERT INTO gateway.users (user_id, email, password_hash, role) VALUES ($1, $2, $3, $4)",
@@ -168,6 +270,7 @@ pub async fn register(
 /// The account whose email and password match.
 pub async fn authenticate(
     pool: &PgPool,
+    hasher: &Hasher,
     email: &str,
     password: SecretString,
 ) -> Result<Account, AccountError> {
@@ -185,11 +288,11 @@ pub async fn authenticate(
                 email,
                 role,
             }),
-            hash,
+            Some(hash),
         ),
-        None => (None, DECOY_HASH.clone()),
+        None => (None, None),
     };
-    match (verify_password(password, hash).await?, account) {
+    match (hasher.verify_password(password, hash).await?, account) {
         (true, Some(account)) => Ok(account),
         _ => Err(AccountError::InvalidCredentials),
     }
@@ -217,13 +320,14 @@ pub async fn set_role(pool: &PgPool, user_id: UserId, role: Role) -> Result<Acco
 /// Makes sure the bootstrap admin exists with this password and the admin role.
 pub async fn ensure_admin(
     pool: &PgPool,
+    hasher: &Hasher,
     email: &str,
     password: SecretString,
 ) -> Result<UserId, AccountError> {
     let email = normalize_email(email)?;
     check_password(password.expose_secret())
         .map_err(|e| AccountError::Invalid(format!("ONSALE_BOOTSTRAP_ADMIN: {e}")))?;
-    let hash = hash_password(password).await?;
+    let hash = hasher.hash_password(password).await?;
     let user_id: UserId = sqlx::query_scalar(
         "INSERT INTO gateway.users (user_id, email, password_hash, role) VALUES ($1, $2, $3, 'admin')
          ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash, role = 'admin'
@@ -269,23 +373,74 @@ mod tests {
         assert!(check_password("long enough pass").is_ok());
     }
 
+    fn hasher() -> Hasher {
+        Hasher::new(2, 4, Duration::from_secs(5))
+    }
+
     #[tokio::test]
     async fn a_hash_verifies_its_password_only() {
-        let hash = hash_password(SecretString::from("correct horse"))
+        let hasher = hasher();
+        let hash = hasher
+            .hash_password(SecretString::from("correct horse"))
             .await
-            .ok()
-            .unwrap_or_default();
+            .ok();
+        assert!(hash.is_some());
         assert_eq!(
-            verify_password(SecretString::from("correct horse"), hash.clone())
+            hasher
+                .verify_password(SecretString::from("correct horse"), hash.clone())
                 .await
                 .ok(),
             Some(true)
         );
         assert_eq!(
-            verify_password(SecretString::from("wrong horse!"), hash)
+            hasher
+                .verify_password(SecretString::from("wrong horse!"), hash)
                 .await
                 .ok(),
             Some(false)
+        );
+        assert_eq!(
+            hasher
+                .verify_password(SecretString::from("correct horse"), None)
+                .await
+                .ok(),
+            Some(false),
+            "the decoy matches nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_hasher_refuses_at_once_and_frees_its_waiters() {
+        // One hasher, no queue: while a job runs, another is refused without waiting.
+        let hasher = std::sync::Arc::new(Hasher::new(1, 0, Duration::from_secs(5)));
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let (finish_tx, finish_rx) = std::sync::mpsc::channel::<()>();
+        let running = tokio::spawn({
+            let hasher = hasher.clone();
+            async move {
+                hasher
+                    .run(move || {
+                        let _ = started_tx.send(());
+                        let _ = finish_rx.recv();
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        tokio::task::spawn_blocking(move || started_rx.recv())
+            .await
+            .expect("join")
+            .expect("the job started");
+        assert!(matches!(
+            hasher.run(|| Ok(())).await,
+            Err(AccountError::Busy)
+        ));
+        assert_eq!(hasher.waiting.load(Ordering::Relaxed), 0);
+        let _ = finish_tx.send(());
+        assert!(running.await.expect("join").is_ok());
+        assert!(
+            hasher.run(|| Ok(())).await.is_ok(),
+            "the hasher is free again"
         );
     }
 }

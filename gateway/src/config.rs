@@ -1,6 +1,6 @@
 //! The gateway's configuration: compiled defaults, then `DATABASE_URL`/`REDIS_URL`,
-//! then `ONSALE_*` variables (`ONSALE_AUTH__JWT_SECRET`, `ONSALE_LIMITS__PER_IP_PER_SECOND`,
-//! `ONSALE_BOOTSTRAP_ADMIN=email:password`, ...).
+//! then `ONSALE_*` variables (`ONSALE_AUTH__JWT_SECRET`, `ONSALE_AUTH__HASH_CONCURRENCY`,
+//! `ONSALE_LIMITS__PER_IP_PER_SECOND`, `ONSALE_BOOTSTRAP_ADMIN=email:password`, ...).
 
 use std::net::SocketAddr;
 
@@ -27,6 +27,24 @@ pub struct AuthSettings {
     pub token: TokenSettings,
     /// Lifetime of an access token.
     pub token_ttl_seconds: u64,
+    /// Password hashes (registration, login) computed at once; unset, one per core.
+    /// Each takes a core for tens of milliseconds, so more at once only slows all.
+    #[serde(default)]
+    pub hash_concurrency: Option<usize>,
+    /// Password checks that may wait for a free hasher; more are refused at once
+    /// with 503 `overloaded`.
+    pub hash_queue: usize,
+    /// Longest wait for a free hasher before a 503 `overloaded`.
+    pub hash_wait_ms: u64,
+}
+
+impl AuthSettings {
+    /// Hashes computed at once: the setting, or one per core.
+    pub fn hash_concurrency(&self) -> usize {
+        self.hash_concurrency.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -49,7 +67,10 @@ impl Config {
             "listen": "127.0.0.1:8080",
             "database": { "url": "postgres://postgres@127.0.0.1:5432/onsale", "max_connections": 32 },
             "redis": { "url": "redis://127.0.0.1:6379", "key_prefix": "onsale" },
-            "auth": { "issuer": "onsale", "audience": "onsale", "token_ttl_seconds": 3600 },
+            "auth": {
+                "issuer": "onsale", "audience": "onsale", "token_ttl_seconds": 3600,
+                "hash_queue": 32, "hash_wait_ms": 2000,
+            },
             "limits": {
                 "per_ip_per_second": 50, "per_ip_burst": 100,
                 "per_user_per_second": 10, "per_user_burst": 20,
@@ -69,6 +90,16 @@ impl Config {
         if self.auth.token_ttl_seconds == 0 {
             return Err(SettingsError::Invalid(
                 "auth.token_ttl_seconds must be positive".into(),
+            ));
+        }
+        if self.auth.hash_concurrency == Some(0) {
+            return Err(SettingsError::Invalid(
+                "auth.hash_concurrency must be positive (unset: one per core)".into(),
+            ));
+        }
+        if self.auth.hash_wait_ms > 60_000 {
+            return Err(SettingsError::Invalid(
+                "auth.hash_wait_ms must be at most 60000".into(),
             ));
         }
         let l = &self.limits;

@@ -7,10 +7,15 @@
 //!
 //! Layers, outermost first: request id → trace → panic catcher → metrics → per-IP
 //! limit → authentication (a bearer token, when sent, must verify) → per-account
-//! limit → body size limit → routes.
+//! limit → Idempotency-Key of admin and operator requests → body size limit → routes.
+//!
+//! Composition is also where one service's work waits on another's: an event is
+//! created (inventory) with its sale (waiting room) in one transaction, and a join
+//! that finds no seat map has inventory load it.
 
 pub mod accounts;
 pub mod config;
+pub mod idempotency;
 pub mod limits;
 pub mod restore;
 pub mod routes;
@@ -45,6 +50,8 @@ use utoipa_swagger_ui::SwaggerUi;
 
 pub use config::Config;
 
+use crate::accounts::Hasher;
+use crate::idempotency::Idempotency;
 use crate::limits::RateLimits;
 use crate::tokens::TokenIssuer;
 
@@ -58,6 +65,7 @@ pub struct GatewayState {
     pub verifier: Arc<TokenVerifier>,
     pub issuer: Arc<TokenIssuer>,
     pub limits: Arc<RateLimits>,
+    pub hasher: Arc<Hasher>,
 }
 
 #[derive(OpenApi)]
@@ -109,6 +117,7 @@ pub fn router(
         verifier: verifier.clone(),
         issuer: Arc::new(TokenIssuer::new(&config.auth)),
         limits: limits.clone(),
+        hasher: Arc::new(Hasher::from_settings(&config.auth)),
     };
     let keys = Keys::new(config.redis.key_prefix.clone());
     let waiting_room = waiting_room::WaitingRoomState {
@@ -134,10 +143,21 @@ pub fn router(
         verifier: verifier.clone(),
     };
     let inventory = inventory::InventoryState {
-        pool,
+        seat_maps: Arc::new(inventory::SeatMapCache::new(
+            pool.clone(),
+            redis.clone(),
+            keys.clone(),
+            inventory::snapshot::Settings::default(),
+        )),
+        on_event_created: Some(Arc::new(SalesWithEvents)),
+        pool: pool.clone(),
         redis,
         keys,
         verifier: verifier.clone(),
+    };
+    let idempotency = Idempotency {
+        pool,
+        body_limit: config.limits.body_bytes,
     };
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::router().with_state(state.clone()))
@@ -155,6 +175,7 @@ pub fn router(
         .fallback(proto::http::not_found)
         .method_not_allowed_fallback(proto::http::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.limits.body_bytes))
+        .layer(middleware::from_fn_with_state(idempotency, idempotency::guard))
         .layer(middleware::from_fn_with_state(limits.clone(), limits::per_user))
         .layer(middleware::from_fn_with_state(verifier, authenticate))
         .layer(middleware::from_fn_with_state(limits.clone(), limits::per_ip))
@@ -190,6 +211,23 @@ impl waiting_room::SeatMaps for InventorySeatMaps {
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Each new event's sale (its lottery seed and commitment) is set up in the event's
+/// own transaction, so that no reader has to write it later.
+struct SalesWithEvents;
+
+impl inventory::OnEventCreated for SalesWithEvents {
+    fn event_created<'c>(
+        &'c self,
+        tx: &'c mut sqlx::PgConnection,
+        event_id: proto::EventId,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + 'c>> {
+        Box::pin(async move {
+            waiting_room::sale::create_sale(tx, event_id).await?;
+            Ok(())
         })
     }
 }
@@ -266,9 +304,13 @@ async fn healthz(State(state): State<GatewayState>) -> (StatusCode, axum::Json<s
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    pool: PgPool,
     limits: Arc<RateLimits>,
     housekeeping: Duration,
 }
+
+/// How often answers stored for idempotency keys are checked for expiry.
+const IDEMPOTENCY_PURGE_EVERY: Duration = Duration::from_secs(600);
 
 impl Application {
     /// Connects, migrates, creates the bootstrap admin, and binds (port 0 picks one).
@@ -289,18 +331,24 @@ impl Application {
         if let Some(admin) = &config.bootstrap_admin {
             let (email, password) =
                 config::parse_bootstrap_admin(admin.expose_secret()).map_err(anyhow::Error::msg)?;
-            accounts::ensure_admin(&pool, &email, password)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .context("creating the bootstrap admin")?;
+            accounts::ensure_admin(
+                &pool,
+                &Hasher::from_settings(&config.auth),
+                &email,
+                password,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("creating the bootstrap admin")?;
         }
-        let (router, limits) = router(&config, pool, redis);
+        let (router, limits) = router(&config, pool.clone(), redis);
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         Ok(Self {
             listener,
             router,
+            pool,
             limits,
             housekeeping: Duration::from_secs(config.limits.housekeeping_seconds),
         })
@@ -321,11 +369,18 @@ impl Application {
         let stop = CancellationToken::new();
         let housekeeping = tokio::spawn({
             let (limits, stop, every) = (self.limits.clone(), stop.clone(), self.housekeeping);
+            let pool = self.pool.clone();
             async move {
                 let mut tick = tokio::time::interval(every);
+                let mut purge = tokio::time::interval(IDEMPOTENCY_PURGE_EVERY);
                 loop {
                     tokio::select! {
                         _ = tick.tick() => limits.housekeep(),
+                        _ = purge.tick() => match idempotency::purge_expired(&pool).await {
+                            Ok(0) => {}
+                            Ok(purged) => tracing::info!(purged, "expired idempotency keys forgotten"),
+                            Err(error) => tracing::warn!(%error, "purging idempotency keys failed"),
+                        },
                         () = stop.cancelled() => break,
                     }
                 }

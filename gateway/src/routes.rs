@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::GatewayState;
-use crate::accounts::{self, Account};
+use crate::accounts::{self, Account, AccountError};
 use crate::tokens::TokenIssuer;
 
 pub fn router() -> OpenApiRouter<GatewayState> {
@@ -42,6 +42,7 @@ impl From<Account> for User {
         (status = 201, body = Registered),
         (status = 409, body = ErrorBody, description = "`email_taken`"),
         (status = 422, body = ErrorBody, description = "`invalid_request`: not an email, or a password of the wrong length"),
+        (status = 503, body = ErrorBody, description = "`overloaded`: too many password checks at once; `Retry-After` says when to come back"),
     )
 )]
 async fn register(
@@ -49,7 +50,14 @@ async fn register(
     Json(credentials): Json<Credentials>,
 ) -> Result<(StatusCode, Json<Registered>), ErrorBody> {
     let password = SecretString::from(credentials.password);
-    let user_id = accounts::register(&state.pool, &credentials.email, password, Role::Fan).await?;
+    let user_id = accounts::register(
+        &state.pool,
+        &state.hasher,
+        &credentials.email,
+        password,
+        Role::Fan,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(Registered { user_id })))
 }
 
@@ -57,7 +65,11 @@ async fn register(
 #[utoipa::path(
     post, path = "/v1/auth/login", tag = "auth",
     request_body = Credentials,
-    responses((status = 200, body = AccessToken), (status = 401, body = ErrorBody, description = "`invalid_credentials`"))
+    responses(
+        (status = 200, body = AccessToken),
+        (status = 401, body = ErrorBody, description = "`invalid_credentials`"),
+        (status = 503, body = ErrorBody, description = "`overloaded`: too many password checks at once; `Retry-After` says when to come back"),
+    )
 )]
 async fn login(
     State(state): State<GatewayState>,
@@ -66,12 +78,17 @@ async fn login(
 ) -> Result<Json<AccessToken>, ErrorBody> {
     let account = accounts::authenticate(
         &state.pool,
+        &state.hasher,
         &credentials.email,
         SecretString::from(credentials.password),
     )
     .await
-    .inspect_err(|_| {
-        metrics::counter!("onsale_logins_total", "outcome" => "refused").increment(1)
+    .inspect_err(|error| {
+        let outcome = match error {
+            AccountError::Busy => "overloaded",
+            _ => "refused",
+        };
+        metrics::counter!("onsale_logins_total", "outcome" => outcome).increment(1)
     })?;
     let access_token = issuer.issue(account.user_id, account.role()).map_err(|e| {
         tracing::error!(error = %e, "signing a token failed");

@@ -19,6 +19,9 @@ pub enum Error {
     /// Postgres holds something the code cannot read: a bug or a manual edit.
     #[error("inconsistent data: {0}")]
     Inconsistent(String),
+    /// A read that just failed is not tried again yet (its cause was logged then).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl Error {
@@ -61,6 +64,13 @@ impl From<Error> for ErrorBody {
             Error::Database(cause) => internal(&cause),
             Error::Redis(cause) => internal(&cause),
             Error::Inconsistent(what) => internal(&what),
+            Error::Unavailable(what) => {
+                tracing::debug!(what, "refused while a failed read cools down");
+                ErrorBody::new(
+                    ErrorCode::ServiceUnavailable,
+                    "seat state is unavailable, try again shortly",
+                )
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ use proto::wire::inventory::CreateEvent;
 use proto::{ErrorCode, EventId, VenueId};
 use sqlx::PgPool;
 
+use crate::OnEventCreated;
 use crate::error::Error;
 
 pub const MAX_PER_FAN: u32 = 50;
@@ -106,6 +107,16 @@ pub fn check_prices(
 
 /// Stores an event after checking it against its venue.
 pub async fn create(pool: &PgPool, event: &CreateEvent) -> Result<EventId, Error> {
+    create_with(pool, event, None).await
+}
+
+/// Stores an event after checking it against its venue, and runs `hook` in the
+/// same transaction: the event exists with what the hook makes, or not at all.
+pub async fn create_with(
+    pool: &PgPool,
+    event: &CreateEvent,
+    hook: Option<&dyn OnEventCreated>,
+) -> Result<EventId, Error> {
     validate(event)?;
     let tiers: Vec<String> = sqlx::query_scalar(
         "SELECT DISTINCT price_tier FROM inventory.sections WHERE venue_id = $1",
@@ -149,6 +160,9 @@ pub async fn create(pool: &PgPool, event: &CreateEvent) -> Result<EventId, Error
     .bind(&cents)
     .execute(&mut *tx)
     .await?;
+    if let Some(hook) = hook {
+        hook.event_created(&mut tx, event_id).await?;
+    }
     tx.commit().await?;
     metrics::counter!("onsale_events_created_total").increment(1);
     tracing::info!(%event_id, venue_id = %event.venue_id, "event created");

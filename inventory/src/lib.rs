@@ -3,22 +3,25 @@
 //!
 //! Postgres (`inventory` schema) holds venues and events; the seat state of a sale
 //! lives in Redis for speed and is rebuilt from the Postgres ledger on demand
-//! ([`seatmap::rebuild`]). [`router`] serves the HTTP API; the gateway mounts it,
-//! and [`Application`] serves it on its own.
+//! ([`seatmap::rebuild`]). Anonymous seat-map reads are served from one shared
+//! snapshot per event ([`snapshot`]). [`router`] serves the HTTP API; the gateway
+//! mounts it, and [`Application`] serves it on its own.
 
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod routes;
 pub mod seatmap;
+pub mod snapshot;
 pub mod venues;
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::FromRef;
-use proto::Keys;
 use proto::auth::TokenVerifier;
+use proto::{EventId, Keys};
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -26,6 +29,19 @@ use tokio::net::TcpListener;
 pub use config::Config;
 pub use error::Error;
 pub use routes::router;
+pub use snapshot::SeatMapCache;
+
+/// Work another service does for each new event, inside the transaction that
+/// creates it, so that the event and what hangs on it commit together or not at
+/// all. The waiting room's sale is such work; whoever composes the services (the
+/// gateway) supplies it, so inventory does not depend on the waiting room.
+pub trait OnEventCreated: Send + Sync {
+    fn event_created<'c>(
+        &'c self,
+        tx: &'c mut sqlx::PgConnection,
+        event_id: EventId,
+    ) -> Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + 'c>>;
+}
 
 /// What inventory's handlers need; every field is a cheap clone.
 #[derive(Clone, FromRef)]
@@ -34,6 +50,10 @@ pub struct InventoryState {
     pub redis: ConnectionManager,
     pub keys: Keys,
     pub verifier: Arc<TokenVerifier>,
+    /// The shared seat-map snapshots anonymous readers get.
+    pub seat_maps: Arc<SeatMapCache>,
+    /// Run in each new event's transaction (none when inventory runs alone).
+    pub on_event_created: Option<Arc<dyn OnEventCreated>>,
 }
 
 /// Connects to Postgres (running pending migrations) and to Redis.
@@ -53,11 +73,19 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let (pool, redis) = connect(&config).await?;
+        let keys = Keys::new(config.redis.key_prefix.clone());
         let state = InventoryState {
+            seat_maps: Arc::new(SeatMapCache::new(
+                pool.clone(),
+                redis.clone(),
+                keys.clone(),
+                snapshot::Settings::default(),
+            )),
             pool,
             redis,
-            keys: Keys::new(config.redis.key_prefix.clone()),
+            keys,
             verifier: Arc::new(TokenVerifier::new(&config.auth)),
+            on_event_created: None,
         };
         let (router, _api) = router().with_state(state).split_for_parts();
         let metrics = proto::runtime::metrics();

@@ -1,7 +1,11 @@
 //! Inventory's HTTP routes: venues, events, seat maps, and the operator's rebuild.
 
+use std::sync::Arc;
+
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::header::IF_NONE_MATCH;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use proto::auth::Caller;
 use proto::http::{Json, Path, Query};
 use proto::wire::inventory::{CreateEvent, CreateVenue, Event, EventCreated, Venue, VenueCreated};
@@ -14,7 +18,7 @@ use utoipa_axum::routes;
 
 use crate::error::Error;
 use crate::seatmap::{self, LoadMode};
-use crate::{InventoryState, events, venues};
+use crate::{InventoryState, SeatMapCache, events, venues};
 
 pub fn router() -> OpenApiRouter<InventoryState> {
     OpenApiRouter::new()
@@ -29,10 +33,15 @@ pub fn router() -> OpenApiRouter<InventoryState> {
 /// Create a venue with its sections, rows and seats.
 #[utoipa::path(
     post, path = "/v1/venues", tag = "inventory",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key and body gets the first answer, with no second effect"),
+    ),
     request_body = CreateVenue,
     responses(
         (status = 201, body = VenueCreated, description = "the venue and its seat count"),
+        (status = 400, body = ErrorBody, description = "`invalid_idempotency_key`"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`idempotency_key_reused`, `idempotency_key_in_flight`"),
         (status = 422, body = ErrorBody,
             description = "`venue_has_no_seats`, `duplicate_section`, `duplicate_row_label` or `invalid_request`"),
     ),
@@ -68,14 +77,20 @@ async fn get_venue(
     Ok(Json(venues::get(&state.pool, venue_id).await?))
 }
 
-/// Create an event on a venue; its seat map is loaded into Redis at once.
+/// Create an event on a venue; its seat map is loaded into Redis at once, and its
+/// sale (with the lottery's commitment) is set up with it.
 #[utoipa::path(
     post, path = "/v1/events", tag = "inventory",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key and body gets the first answer, with no second effect"),
+    ),
     request_body = CreateEvent,
     responses(
         (status = 201, body = EventCreated),
+        (status = 400, body = ErrorBody, description = "`invalid_idempotency_key`"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "`venue_not_found`"),
+        (status = 409, body = ErrorBody, description = "`idempotency_key_reused`, `idempotency_key_in_flight`"),
         (status = 422, body = ErrorBody,
             description = "`onsale_after_start`, `missing_price`, `unknown_price_tier` or `invalid_request`"),
     ),
@@ -87,7 +102,8 @@ async fn create_event(
     Json(event): Json<CreateEvent>,
 ) -> Result<(StatusCode, Json<EventCreated>), ErrorBody> {
     caller.require(Role::Admin)?;
-    let event_id = events::create(&state.pool, &event).await?;
+    let event_id =
+        events::create_with(&state.pool, &event, state.on_event_created.as_deref()).await?;
     // The event exists once Postgres has it; if Redis is away now, the first read
     // of the event loads the seat map instead.
     if let Err(error) = seatmap::rebuild(
@@ -181,19 +197,31 @@ async fn get_event(
     }))
 }
 
-/// Every seat of the event with its live state.
+/// Every seat of the event with its state, at most one second old.
+///
+/// Everyone gets the same snapshot, with an `ETag` and `Cache-Control: public,
+/// max-age=1`; a request whose `If-None-Match` names the current snapshot gets 304.
 #[utoipa::path(
     get, path = "/v1/events/{event_id}/seats", tag = "inventory",
-    params(("event_id" = EventId, Path)),
-    responses((status = 200, body = Vec<SeatView>), (status = 404, body = ErrorBody))
+    params(
+        ("event_id" = EventId, Path),
+        ("If-None-Match" = Option<String>, Header, description = "an ETag of an earlier answer"),
+    ),
+    responses(
+        (status = 200, body = Vec<SeatView>, headers(("ETag" = String), ("Cache-Control" = String))),
+        (status = 304, description = "the map has not changed since the ETag sent"),
+        (status = 404, body = ErrorBody),
+    )
 )]
 async fn get_seats(
-    State(mut state): State<InventoryState>,
+    State(seat_maps): State<Arc<SeatMapCache>>,
     Path(event_id): Path<EventId>,
-) -> Result<Json<Vec<SeatView>>, Error> {
-    Ok(Json(
-        seatmap::seat_map(&state.pool, &mut state.redis, &state.keys, event_id).await?,
-    ))
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    Ok(seat_maps
+        .get(event_id)
+        .await?
+        .response(headers.get(IF_NONE_MATCH)))
 }
 
 /// The outcome of a seat-map rebuild.
@@ -210,10 +238,15 @@ pub struct RebuildOutcome {
 /// Redis holds. Run it with the event's sale paused.
 #[utoipa::path(
     post, path = "/v1/ops/events/{event_id}/rebuild", tag = "operations",
-    params(("event_id" = EventId, Path)),
+    params(
+        ("event_id" = EventId, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key and body gets the first answer, with no second effect"),
+    ),
     responses(
         (status = 200, body = RebuildOutcome),
+        (status = 400, body = ErrorBody, description = "`invalid_idempotency_key`"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`idempotency_key_reused`, `idempotency_key_in_flight`"),
     ),
     security(("bearer" = []))
 )]

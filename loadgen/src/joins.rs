@@ -43,26 +43,82 @@ pub struct JoinArgs {
     gateway: String,
 }
 
-struct Gateway(Child);
+/// The gateway binary, running against the stack on a port of its own; stopped when
+/// dropped.
+pub(crate) struct Gateway {
+    child: Child,
+    pub(crate) addr: SocketAddr,
+    /// The `Host` header its requests carry.
+    pub(crate) host: HeaderValue,
+}
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-const SECRET: &str = "loadgen-secret-loadgen-secret-loadgen-0123";
+impl Gateway {
+    /// Starts `binary` against the stack's Postgres, Redis and key prefix, with the
+    /// per-address limit out of the way (every fan comes from 127.0.0.1), and waits
+    /// until it answers /healthz.
+    pub(crate) async fn start(stack: &Stack, binary: &str) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new(binary)
+            .env("DATABASE_URL", &stack.database_url)
+            .env("REDIS_URL", &stack.redis_url)
+            .env("ONSALE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("ONSALE_AUTH__JWT_SECRET", SECRET)
+            .env("ONSALE_REDIS__KEY_PREFIX", stack.keys.prefix())
+            .env("ONSALE_LIMITS__PER_IP_PER_SECOND", "10000000")
+            .env("ONSALE_LIMITS__PER_IP_BURST", "10000000")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {binary} (cargo build --release -p gateway)"))?;
+        let gateway = Gateway {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            host: HeaderValue::try_from(format!("127.0.0.1:{port}"))?,
+        };
+        let ready = Instant::now();
+        loop {
+            let healthy = async {
+                let mut sender = connect(gateway.addr).await?;
+                let request = Request::get("/healthz")
+                    .header(HOST, gateway.host.clone())
+                    .body(Full::new(Bytes::new()))?;
+                anyhow::Ok(sender.send_request(request).await?.status().is_success())
+            };
+            if healthy.await.unwrap_or(false) {
+                return Ok(gateway);
+            }
+            if ready.elapsed() > Duration::from_secs(30) {
+                bail!("the gateway did not become healthy on port {port}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+pub(crate) const SECRET: &str = "loadgen-secret-loadgen-secret-loadgen-0123";
 
 /// `Authorization` values of distinct fans, signed ahead on every core, handed out
-/// once each.
-struct Tokens {
+/// once each ([`Tokens::take`]) or round and round ([`Tokens::cycle`]).
+pub(crate) struct Tokens {
     values: Vec<HeaderValue>,
     next: AtomicUsize,
 }
 
 impl Tokens {
-    fn sign(count: usize, key: &EncodingKey) -> anyhow::Result<Self> {
+    pub(crate) fn sign(count: usize, key: &EncodingKey) -> anyhow::Result<Self> {
         let progress = bar(count as u64, "signing");
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let chunks: Vec<anyhow::Result<Vec<HeaderValue>>> = std::thread::scope(|scope| {
@@ -102,10 +158,16 @@ impl Tokens {
         })
     }
 
-    fn take(&self) -> Option<HeaderValue> {
+    pub(crate) fn take(&self) -> Option<HeaderValue> {
         self.values
             .get(self.next.fetch_add(1, Ordering::Relaxed))
             .cloned()
+    }
+
+    /// The next fan's token, starting again after the last.
+    pub(crate) fn cycle(&self) -> HeaderValue {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        self.values[i % self.values.len()].clone()
     }
 }
 
@@ -125,14 +187,14 @@ struct Phase {
 /// three share the cores, so what each spends per request says where the time goes,
 /// which requests per second alone does not.
 #[derive(Clone, Copy, Default)]
-struct Cpu {
-    gateway: f64,
-    loadgen: f64,
-    redis: f64,
+pub(crate) struct Cpu {
+    pub(crate) gateway: f64,
+    pub(crate) loadgen: f64,
+    pub(crate) redis: f64,
 }
 
 impl Cpu {
-    fn since(self, start: Cpu) -> Cpu {
+    pub(crate) fn since(self, start: Cpu) -> Cpu {
         Cpu {
             gateway: self.gateway - start.gateway,
             loadgen: self.loadgen - start.loadgen,
@@ -143,13 +205,13 @@ impl Cpu {
 
 /// Where the CPU times are read: the gateway's and this process's from /proc, Redis's
 /// from `INFO cpu`.
-struct Meter {
-    gateway_pid: u32,
-    redis: redis::aio::ConnectionManager,
+pub(crate) struct Meter {
+    pub(crate) gateway_pid: u32,
+    pub(crate) redis: redis::aio::ConnectionManager,
 }
 
 impl Meter {
-    async fn read(&mut self) -> anyhow::Result<Cpu> {
+    pub(crate) async fn read(&mut self) -> anyhow::Result<Cpu> {
         let info: String = redis::cmd("INFO")
             .arg("cpu")
             .query_async(&mut self.redis)
@@ -214,7 +276,7 @@ impl Phase {
     }
 }
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+pub(crate) async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
@@ -304,51 +366,12 @@ pub async fn joins(stack: &mut Stack, args: JoinArgs) -> anyhow::Result<()> {
         .await
         .context("drawing the pre-queue")?;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let gateway = Gateway(
-        Command::new(&args.gateway)
-            .env("DATABASE_URL", &stack.database_url)
-            .env("REDIS_URL", &stack.redis_url)
-            .env("ONSALE_LISTEN", format!("127.0.0.1:{port}"))
-            .env("ONSALE_AUTH__JWT_SECRET", SECRET)
-            .env("ONSALE_REDIS__KEY_PREFIX", stack.keys.prefix())
-            .env("ONSALE_LIMITS__PER_IP_PER_SECOND", "10000000")
-            .env("ONSALE_LIMITS__PER_IP_BURST", "10000000")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (cargo build --release -p gateway)",
-                    args.gateway
-                )
-            })?,
-    );
+    let gateway = Gateway::start(stack, &args.gateway).await?;
     let mut meter = Meter {
-        gateway_pid: gateway.0.id(),
+        gateway_pid: gateway.pid(),
         redis: stack.redis.clone(),
     };
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let host = HeaderValue::try_from(format!("127.0.0.1:{port}"))?;
-    let ready = Instant::now();
-    loop {
-        let healthy = async {
-            let mut sender = connect(addr).await?;
-            let request = Request::get("/healthz")
-                .header(HOST, host.clone())
-                .body(Full::new(Bytes::new()))?;
-            anyhow::Ok(sender.send_request(request).await?.status().is_success())
-        };
-        if healthy.await.unwrap_or(false) {
-            break;
-        }
-        if ready.elapsed() > Duration::from_secs(30) {
-            bail!("the gateway did not become healthy on port {port}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (addr, host) = (gateway.addr, gateway.host.clone());
 
     let key = EncodingKey::from_secret(SECRET.as_bytes());
     // The baseline may reuse tokens (a 404 does not care who asks); joins may not.
@@ -361,11 +384,9 @@ pub async fn joins(stack: &mut Stack, args: JoinArgs) -> anyhow::Result<()> {
         args.concurrency,
         args.seconds,
         Arc::new(move || {
-            let i = baseline_tokens.next.fetch_add(1, Ordering::Relaxed);
-            let token = baseline_tokens.values[i % baseline_tokens.values.len()].clone();
             Request::get("/v1/benchmark-baseline")
                 .header(HOST, baseline_host.clone())
-                .header(AUTHORIZATION, token)
+                .header(AUTHORIZATION, baseline_tokens.cycle())
                 .body(Full::new(Bytes::new()))
                 .ok()
         }),

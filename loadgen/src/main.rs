@@ -6,10 +6,12 @@
 //! loadgen holds  --requests 100000                 farm holds/s vs redis-benchmark on the same script
 //! loadgen joins  --seconds 10 --concurrency 64     queue joins/s through the gateway binary
 //! loadgen chaos  --seed 1 --seconds 20              the history checker: faults, then proofs
+//! loadgen flood  --seconds 10 --fans 10000         seat-map GETs/s and join latency under a flood
 //! ```
 
 mod chaos;
 mod drain;
+mod flood;
 mod joins;
 mod setup;
 
@@ -34,6 +36,9 @@ enum Command {
     /// Fans, workers and a nemesis on a seeded schedule; then a check of every
     /// promise over the recorded history, Redis and Postgres.
     Chaos(chaos::ChaosArgs),
+    /// Fans refreshing the seat map while others join the line, through the gateway:
+    /// seat-map GETs per second and join latency, against the 404 baseline.
+    Flood(flood::FloodArgs),
 }
 
 // A general-purpose allocator that keeps the many small per-request allocations
@@ -50,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Holds(args) => drain::holds(&mut stack, args).await,
         Command::Joins(args) => joins::joins(&mut stack, args).await,
         Command::Chaos(args) => chaos::chaos(&mut stack, args).await,
+        Command::Flood(args) => flood::flood(&mut stack, args).await,
     };
     // The run's keys go whatever the outcome; its Postgres rows stay for inspection.
     setup::cleanup(&mut stack).await?;

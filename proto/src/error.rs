@@ -59,9 +59,14 @@ pub enum ErrorCode {
     EmailTaken,
     /// An `Idempotency-Key` reused with a different request.
     IdempotencyKeyReused,
+    /// The first request with this `Idempotency-Key` is still being answered.
+    IdempotencyKeyInFlight,
     /// A seat is held or sold by someone else.
     SeatUnavailable,
     RequestNotFound,
+    /// The event exists but its sale was never set up (an event created before sales
+    /// were made with their events, and not yet drawn or touched by an operator).
+    SaleNotFound,
     /// The sale is closed: no more requests.
     SaleClosed,
     /// Every seat is sold.
@@ -81,6 +86,9 @@ pub enum ErrorCode {
     Internal,
     /// A dependency (Postgres, Redis) is unreachable right now.
     ServiceUnavailable,
+    /// The server is at its capacity for this kind of work (password checks);
+    /// `Retry-After` says when to come back.
+    Overloaded,
 }
 
 impl ErrorCode {
@@ -91,10 +99,17 @@ impl ErrorCode {
             MalformedJson | InvalidPath | InvalidQuery | InvalidIdempotencyKey => 400,
             Unauthenticated | InvalidToken | InvalidCredentials => 401,
             Forbidden => 403,
-            NotFound | VenueNotFound | EventNotFound | UserNotFound | RequestNotFound => 404,
+            NotFound | VenueNotFound | EventNotFound | UserNotFound | RequestNotFound
+            | SaleNotFound => 404,
             MethodNotAllowed => 405,
-            EmailTaken | IdempotencyKeyReused | SeatUnavailable | SaleClosed | SoldOut
-            | AlreadyInLine | InvalidTransition => 409,
+            EmailTaken
+            | IdempotencyKeyReused
+            | IdempotencyKeyInFlight
+            | SeatUnavailable
+            | SaleClosed
+            | SoldOut
+            | AlreadyInLine
+            | InvalidTransition => 409,
             PayloadTooLarge => 413,
             UnsupportedMediaType => 415,
             InvalidRequest | VenueHasNoSeats | DuplicateSection | DuplicateRowLabel
@@ -102,7 +117,7 @@ impl ErrorCode {
             | UnknownSection => 422,
             RateLimited => 429,
             Internal => 500,
-            ServiceUnavailable => 503,
+            ServiceUnavailable | Overloaded => 503,
         }
     }
 
@@ -125,6 +140,7 @@ impl ErrorCode {
             UnknownSeat => "unknown_seat",
             UnknownSection => "unknown_section",
             RequestNotFound => "request_not_found",
+            SaleNotFound => "sale_not_found",
             SaleClosed => "sale_closed",
             SoldOut => "sold_out",
             AlreadyInLine => "already_in_line",
@@ -140,12 +156,14 @@ impl ErrorCode {
             MethodNotAllowed => "method_not_allowed",
             EmailTaken => "email_taken",
             IdempotencyKeyReused => "idempotency_key_reused",
+            IdempotencyKeyInFlight => "idempotency_key_in_flight",
             SeatUnavailable => "seat_unavailable",
             PayloadTooLarge => "payload_too_large",
             UnsupportedMediaType => "unsupported_media_type",
             RateLimited => "rate_limited",
             Internal => "internal",
             ServiceUnavailable => "service_unavailable",
+            Overloaded => "overloaded",
         }
     }
 }
@@ -209,11 +227,13 @@ mod tests {
             MethodNotAllowed,
             EmailTaken,
             IdempotencyKeyReused,
+            IdempotencyKeyInFlight,
             SeatUnavailable,
             OverLimit,
             UnknownSeat,
             UnknownSection,
             RequestNotFound,
+            SaleNotFound,
             SaleClosed,
             SoldOut,
             AlreadyInLine,
@@ -223,6 +243,7 @@ mod tests {
             RateLimited,
             Internal,
             ServiceUnavailable,
+            Overloaded,
         ] {
             assert_eq!(
                 serde_json::to_value(code).ok(),

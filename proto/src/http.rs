@@ -9,6 +9,11 @@ use axum::response::{IntoResponse, Response};
 
 use crate::{ErrorBody, ErrorCode};
 
+/// Seconds an `overloaded` answer asks the client to wait. Overload is shed work
+/// measured in tens of milliseconds (a password check), so the shortest wait
+/// `Retry-After` can say is the right one.
+pub const OVERLOADED_RETRY_AFTER_SECONDS: u32 = 1;
+
 impl IntoResponse for ErrorBody {
     fn into_response(self) -> Response {
         let status =
@@ -18,6 +23,13 @@ impl IntoResponse for ErrorBody {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        // Every `overloaded` answer says when to come back, whoever sends it.
+        if self.code == ErrorCode::Overloaded {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(OVERLOADED_RETRY_AFTER_SECONDS),
             );
         }
         response

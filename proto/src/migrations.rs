@@ -3,7 +3,7 @@
 //!
 //! | schema | owner |
 //! |---|---|
-//! | `gateway` | gateway: accounts |
+//! | `gateway` | gateway: accounts, idempotency keys of admin and operator requests |
 //! | `inventory` | inventory: venues, seats, events, prices |
 //! | `booking` | booking-worker: the seat ledger (holds and sales) |
 

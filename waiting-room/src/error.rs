@@ -15,6 +15,8 @@ pub enum Error {
     },
     #[error("event {0} not found")]
     EventNotFound(EventId),
+    #[error("the sale of event {0} is not set up")]
+    SaleNotFound(EventId),
     #[error("request {0} not found")]
     RequestNotFound(RequestId),
     #[error("the seat map of event {0} is not loaded")]
@@ -55,6 +57,12 @@ impl From<Error> for ErrorBody {
             Error::EventNotFound(id) => ErrorBody::new(
                 ErrorCode::EventNotFound,
                 format!("event {id} does not exist"),
+            ),
+            Error::SaleNotFound(id) => ErrorBody::new(
+                ErrorCode::SaleNotFound,
+                format!(
+                    "event {id} has no sale yet; it is set up by the draw at the on-sale or by an operator's lever"
+                ),
             ),
             Error::RequestNotFound(id) => ErrorBody::new(
                 ErrorCode::RequestNotFound,

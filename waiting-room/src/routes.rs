@@ -139,16 +139,21 @@ async fn leave(
 
 /// The event's lottery: the seed's commitment before the draw; the seed and the
 /// drawn order after it, so anyone can recompute the order.
+///
+/// Anyone may ask, so this only reads: the sale is set up when its event is created.
 #[utoipa::path(
     get, path = "/v1/events/{event_id}/lottery", tag = "waiting room",
     params(("event_id" = EventId, Path)),
-    responses((status = 200, body = Lottery), (status = 404, body = ErrorBody))
+    responses(
+        (status = 200, body = Lottery),
+        (status = 404, body = ErrorBody, description = "`event_not_found`, or `sale_not_found` for an event whose sale was never set up"),
+    )
 )]
 async fn get_lottery(
     State(state): State<WaitingRoomState>,
     Path(event_id): Path<EventId>,
 ) -> Result<Json<Lottery>, Error> {
-    let sale = sale::ensure_sale(&state.pool, event_id).await?;
+    let sale = sale::get(&state.pool, event_id).await?;
     let drawn: Option<Option<i32>> = sqlx::query_scalar(
         "SELECT cohort_size FROM waiting_room.sales WHERE event_id = $1 AND drawn_at IS NOT NULL",
     )
@@ -179,11 +184,15 @@ async fn get_lottery(
 /// Pull a sale lever: `open` (draws the pre-queue now), `pause`, `resume`, `close`.
 #[utoipa::path(
     post, path = "/v1/ops/events/{event_id}/{action}", tag = "operations",
-    params(("event_id" = EventId, Path), ("action" = String, Path, description = "`open`, `pause`, `resume` or `close`")),
+    params(
+        ("event_id" = EventId, Path), ("action" = String, Path, description = "`open`, `pause`, `resume` or `close`"),
+        ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key and body gets the first answer, with no second effect"),
+    ),
     responses(
         (status = 200, body = Sale),
+        (status = 400, body = ErrorBody, description = "`invalid_idempotency_key`"),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "`invalid_transition`"),
+        (status = 409, body = ErrorBody, description = "`invalid_transition`, `idempotency_key_reused`, `idempotency_key_in_flight`"),
     ),
     security(("bearer" = []))
 )]
@@ -232,9 +241,18 @@ async fn current_sale(
 /// Set how many requests per second the booking workers admit from the line.
 #[utoipa::path(
     put, path = "/v1/ops/events/{event_id}/admission", tag = "operations",
-    params(("event_id" = EventId, Path)),
+    params(
+        ("event_id" = EventId, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key and body gets the first answer, with no second effect"),
+    ),
     request_body = SetAdmission,
-    responses((status = 200, body = Sale), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses(
+        (status = 200, body = Sale),
+        (status = 400, body = ErrorBody, description = "`invalid_idempotency_key`"),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`idempotency_key_reused`, `idempotency_key_in_flight`"),
+        (status = 422, body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 async fn set_admission(

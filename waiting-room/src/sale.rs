@@ -36,10 +36,16 @@ impl SaleRow {
     }
 }
 
-/// The event's sale, created (with a fresh secret seed) the first time it is asked for.
-pub async fn ensure_sale(pool: &PgPool, event_id: EventId) -> Result<SaleRow, Error> {
+/// Sets up the event's sale, with a fresh secret seed and its public commitment,
+/// unless it has one; true when this call made it. Takes any executor so that
+/// whoever creates an event can make its sale in the same transaction (the event's
+/// row, read here for its admission rate, need not be committed yet).
+pub async fn create_sale<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    event_id: EventId,
+) -> Result<bool, sqlx::Error> {
     let seed = lottery::new_seed();
-    sqlx::query(
+    let created = sqlx::query(
         "INSERT INTO waiting_room.sales (event_id, seed, commitment, admission_per_second)
          SELECT event_id, $2, $3, admission_per_second FROM inventory.events WHERE event_id = $1
          ON CONFLICT (event_id) DO NOTHING",
@@ -47,18 +53,71 @@ pub async fn ensure_sale(pool: &PgPool, event_id: EventId) -> Result<SaleRow, Er
     .bind(event_id)
     .bind(seed.as_slice())
     .bind(lottery::commitment(&seed))
-    .execute(pool)
-    .await?;
-    sqlx::query_as(
-        "SELECT s.event_id, s.state, s.seed, s.commitment, s.admission_per_second,
+    .execute(executor)
+    .await?
+    .rows_affected();
+    if created == 1 {
+        tracing::info!(%event_id, "sale set up");
+    }
+    Ok(created == 1)
+}
+
+/// The event's sale as recorded, without writing anything: for readers anyone may
+/// send (the lottery). `SaleNotFound` for an event whose sale was never set up.
+pub async fn get(pool: &PgPool, event_id: EventId) -> Result<SaleRow, Error> {
+    let row: Option<MaybeSale> = sqlx::query_as(
+        "SELECT e.event_id, s.state, s.seed, s.commitment, s.admission_per_second,
                 e.onsale_at, e.max_per_fan, e.hold_seconds
-         FROM waiting_room.sales s JOIN inventory.events e USING (event_id)
-         WHERE s.event_id = $1",
+         FROM inventory.events e LEFT JOIN waiting_room.sales s USING (event_id)
+         WHERE e.event_id = $1",
     )
     .bind(event_id)
     .fetch_optional(pool)
-    .await?
-    .ok_or(Error::EventNotFound(event_id))
+    .await?;
+    row.ok_or(Error::EventNotFound(event_id))?
+        .into_sale()
+        .ok_or(Error::SaleNotFound(event_id))
+}
+
+/// An event joined with its sale, which it may lack (the sale's columns are then
+/// null; `state` is never null in a sale that exists).
+#[derive(sqlx::FromRow)]
+struct MaybeSale {
+    event_id: EventId,
+    state: Option<String>,
+    seed: Option<Vec<u8>>,
+    commitment: Option<String>,
+    admission_per_second: Option<i32>,
+    onsale_at: DateTime<Utc>,
+    max_per_fan: i32,
+    hold_seconds: i32,
+}
+
+impl MaybeSale {
+    fn into_sale(self) -> Option<SaleRow> {
+        Some(SaleRow {
+            event_id: self.event_id,
+            state: self.state?,
+            seed: self.seed?,
+            commitment: self.commitment?,
+            admission_per_second: self.admission_per_second?,
+            onsale_at: self.onsale_at,
+            max_per_fan: self.max_per_fan,
+            hold_seconds: self.hold_seconds,
+        })
+    }
+}
+
+/// The event's sale, set up first if it has none. For writers only (levers, the
+/// draw, joins): a sale missing there is one of an event made before sales were
+/// set up with their events.
+pub async fn ensure_sale(pool: &PgPool, event_id: EventId) -> Result<SaleRow, Error> {
+    create_sale(pool, event_id).await?;
+    get(pool, event_id).await.map_err(|error| match error {
+        // Only an unknown event leaves no sale behind the insert above.
+        Error::SaleNotFound(id) => Error::EventNotFound(id),
+        other => other,
+    })
 }
 
 /// Loads the sale into Redis where Redis has none; fields Redis has are kept (they

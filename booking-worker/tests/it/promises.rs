@@ -815,3 +815,32 @@ async fn a_fan_cannot_release_while_a_restore_rebuilds_the_event(pool: PgPool) {
         .expect("release after the restore");
     assert_eq!(left.state, RequestState::Released);
 }
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_drainer_stalled_inside_a_ledger_write_does_not_block_its_successor(pool: PgPool) {
+    let sale = sale(pool, &redis_url(), &["Floor"], 1, 4, 4).await;
+    let old = ledger::raise_fence(&sale.pool, sale.event_id, "old")
+        .await
+        .expect("fence");
+    // The old drainer is inside a ledger write when it stops (SIGSTOP): its
+    // transaction holds the fence row and sends nothing more.
+    let mut stalled = sale.pool.begin().await.expect("begin");
+    ledger::check_fence(&mut stalled, sale.event_id, old)
+        .await
+        .expect("fenced write begins");
+    // Its successor takes over all the same, once Postgres ended the stalled
+    // transaction (a minute is only the test's bound against hanging).
+    let raised = tokio::time::timeout(
+        Duration::from_secs(60),
+        ledger::raise_fence(&sale.pool, sale.event_id, "new"),
+    )
+    .await
+    .expect("the successor waited for the stalled drainer for good")
+    .expect("fence");
+    assert!(raised > old);
+    // When the old drainer wakes up, nothing of its write can commit.
+    assert!(
+        stalled.commit().await.is_err(),
+        "a stalled write committed after the takeover"
+    );
+}

@@ -223,3 +223,53 @@ async fn an_admin_grants_the_operator_role(pool: PgPool) {
     let me: Value = app.get_json("/v1/auth/me", Some(&token)).await;
     assert_eq!(me["role"], "operator");
 }
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_login_flood_beyond_the_hashing_cap_gets_503_with_retry_after(pool: PgPool) {
+    // One hash at a time and one more waiting: the rest of a burst is shed.
+    let app = spawn_app_with(pool, |config| {
+        config.auth.hash_concurrency = Some(1);
+        config.auth.hash_queue = 1;
+        config.auth.hash_wait_ms = 2_000;
+    })
+    .await;
+    app.fan_token("fan@example.com").await;
+
+    let mut logins = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let (client, url) = (app.client.clone(), app.url("/v1/auth/login"));
+        logins.spawn(async move {
+            client
+                .post(url)
+                .json(&json!({"email": "fan@example.com", "password": "fan-password-1"}))
+                .send()
+                .await
+                .expect("sent")
+        });
+    }
+    let (mut ok, mut shed) = (0, 0);
+    for response in logins.join_all().await {
+        match response.status() {
+            StatusCode::OK => ok += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(
+                    response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok()),
+                    Some("1")
+                );
+                assert_error(response, StatusCode::SERVICE_UNAVAILABLE, "overloaded").await;
+                shed += 1;
+            }
+            other => panic!("a login got {other}"),
+        }
+    }
+    assert!(ok >= 1, "some logins went through");
+    assert!(
+        shed >= 1,
+        "a burst of 40 on one hasher sheds some ({ok} ok)"
+    );
+    // Once the burst is over, a login goes through again.
+    app.login("fan@example.com", "fan-password-1").await;
+}

@@ -37,6 +37,9 @@ pub fn config(prefix: &str) -> Config {
                 audience: "onsale".into(),
             },
             token_ttl_seconds: 600,
+            hash_concurrency: None,
+            hash_queue: 32,
+            hash_wait_ms: 2_000,
         },
         limits: LimitSettings {
             per_ip_per_second: 10_000,

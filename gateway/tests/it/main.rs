@@ -4,6 +4,7 @@
 mod auth;
 mod bad_input;
 mod helpers;
+mod idempotency;
 mod inventory;
 mod limits;
 mod queue;

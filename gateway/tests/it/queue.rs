@@ -420,3 +420,87 @@ async fn concurrent_joins_share_script_calls_and_each_fan_is_in_line_once(pool: 
         2 * FANS
     );
 }
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn an_anonymous_lottery_read_writes_nothing(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (admin, event) = app.seeded_event().await;
+    // The sale, with its commitment, is made with the event.
+    assert_eq!(app.count("waiting_room.sales").await, 1);
+    let (commitment, updated_at): (String, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "SELECT commitment, updated_at FROM waiting_room.sales WHERE event_id = $1::uuid",
+    )
+    .bind(&event)
+    .fetch_one(&app.pool)
+    .await
+    .expect("the event's sale");
+    for _ in 0..3 {
+        let lottery: Value = app
+            .get_json(&format!("/v1/events/{event}/lottery"), None)
+            .await;
+        assert_eq!(lottery["commitment"], commitment.as_str());
+    }
+    let after: (String, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "SELECT commitment, updated_at FROM waiting_room.sales WHERE event_id = $1::uuid",
+    )
+    .bind(&event)
+    .fetch_one(&app.pool)
+    .await
+    .expect("the event's sale");
+    assert_eq!(after, (commitment, updated_at), "the sale is as it was");
+
+    // An event made before sales came with their events has none; reading its
+    // lottery says so and makes none.
+    let venue_id: proto::VenueId =
+        sqlx::query_scalar("SELECT venue_id FROM inventory.events WHERE event_id = $1::uuid")
+            .bind(&event)
+            .fetch_one(&app.pool)
+            .await
+            .expect("venue");
+    let older = inventory::events::create(
+        &app.pool,
+        &proto::wire::inventory::CreateEvent {
+            venue_id,
+            name: "Older Show".into(),
+            starts_at: chrono::Utc::now() + chrono::Duration::days(30),
+            onsale_at: chrono::Utc::now() + chrono::Duration::days(1),
+            max_per_fan: 4,
+            hold_seconds: 600,
+            prices: [("standard".to_owned(), 4500), ("premium".to_owned(), 9900)].into(),
+            admission_per_second: 100,
+        },
+    )
+    .await
+    .expect("event without a sale");
+    assert_error(
+        app.get(&format!("/v1/events/{older}/lottery"), None).await,
+        StatusCode::NOT_FOUND,
+        "sale_not_found",
+    )
+    .await;
+    assert_error(
+        app.get(
+            &format!("/v1/events/{}/lottery", uuid::Uuid::new_v4()),
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "event_not_found",
+    )
+    .await;
+    assert_eq!(app.count("waiting_room.sales").await, 1);
+
+    // An operator's lever still sets up the older event's sale.
+    let opened = app
+        .post(
+            &format!("/v1/ops/events/{older}/open"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(opened.status(), StatusCode::OK);
+    let lottery: Value = app
+        .get_json(&format!("/v1/events/{older}/lottery"), None)
+        .await;
+    assert_eq!(lottery["seed"].as_str().map(str::len), Some(64));
+}

@@ -1,6 +1,8 @@
 //! Inventory's seat map against the real Postgres (a database per test) and Redis
 //! (a key prefix per test), through the library functions operators' tools call.
 
+mod snapshot;
+
 use std::collections::BTreeMap;
 
 use chrono::{Duration, Utc};

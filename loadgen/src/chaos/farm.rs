@@ -168,6 +168,7 @@ impl Operator {
             .post(&url)
             .bearer_auth(&self.token)
             .json(&body)
+            .timeout(Duration::from_secs(60))
             .send()
             .await
             .with_context(|| format!("POST {url}"))?;
