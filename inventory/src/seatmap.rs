@@ -283,15 +283,17 @@ pub async fn counts(
     event_id: EventId,
 ) -> Result<Option<Counts>, Error> {
     type Fields = (Option<u32>, Option<u32>, Option<u32>, Option<String>);
-    let (fields, layout): (Fields, bool) = redis::pipe()
+    let (fields, layout, seats): (Fields, bool, bool) = redis::pipe()
         .cmd("HMGET")
         .arg(keys.seat_counts(event_id))
         .arg(&["available", "held", "sold", "generation"])
         .exists(keys.layout(event_id))
+        .exists(keys.seat_states(event_id))
         .query_async(redis)
         .await?;
-    // A map without its layout (written by an older version) counts as absent.
-    Ok(match (fields, layout) {
+    // A map without its layout (written by an older version) or without its seats
+    // (keys evicted one by one) counts as absent.
+    Ok(match (fields, layout && seats) {
         ((Some(available), Some(held), Some(sold), Some(_)), true) => Some(Counts {
             available,
             held,

@@ -7,7 +7,7 @@
 -- KEYS[6]  staging layout      KEYS[7]  layout hash (sections, rows, tiers)
 -- ARGV[1]  mode: "force" replaces any live map; "if_absent" only loads a map
 --          into an event that has none (after a Redis restart or eviction; a map
---          without its layout counts as none)
+--          without its layout or its seats counts as none)
 -- ARGV[2]  generation: an opaque id of this rebuild
 -- ARGV[3]  available count, ARGV[4] held count, ARGV[5] sold count
 --
@@ -26,7 +26,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('EXISTS', KEYS[6]) == 0 then
   return redis.error_reply('ERR commit_seat_map: staging map is missing or expired')
 end
 if mode == 'if_absent' and redis.call('HEXISTS', KEYS[3], 'generation') == 1
-    and redis.call('EXISTS', KEYS[7]) == 1 then
+    and redis.call('EXISTS', KEYS[7]) == 1 and redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('DEL', KEYS[1], KEYS[4], KEYS[6])
   return 0
 end

@@ -42,7 +42,9 @@ elseif state == 'closed' then
   refuse_all = 'sale_closed'
 elseif state == 'sold_out' then
   refuse_all = 'sold_out'
-elseif redis.call('EXISTS', KEYS[9]) == 0 then
+elseif redis.call('EXISTS', KEYS[9]) == 0 or redis.call('EXISTS', KEYS[8]) == 0 then
+  -- A layout without its seats (keys evicted one by one) is no map either: every
+  -- named seat would read as unknown.
   refuse_all = 'seat_map_not_loaded'
 end
 

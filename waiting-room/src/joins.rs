@@ -30,6 +30,8 @@ use crate::{SeatMaps, journal, sale};
 pub const MAX_BATCH: usize = 128;
 /// Joins waiting for a call before callers wait to hand theirs over.
 const QUEUE: usize = 4 * MAX_BATCH;
+/// Decided batches one journal write takes at most (and may wait for it).
+const JOURNAL_BATCHES: usize = 32;
 
 /// One join's outcome as `join.lua` gives it: status, request id, queue number (-1
 /// if none yet), state, served, detail.
@@ -311,14 +313,16 @@ async fn batch_joins(
     calls: Arc<AtomicU64>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let (journal_tx, journal_rx) = mpsc::channel(JOURNAL_BATCHES);
+    tokio::spawn(journal_writer(pool.clone(), journal_rx));
     while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
         metrics::histogram!("onsale_join_batch_size").record(batch.len() as f64);
         let run = tokio::spawn(send_batch(
-            pool.clone(),
             redis.clone(),
             keys.clone(),
             std::mem::take(&mut batch),
             calls.clone(),
+            journal_tx.clone(),
         ));
         if let Err(error) = run.await {
             tracing::error!(%error, "a join batch failed; its joins were answered with an error");
@@ -329,11 +333,11 @@ async fn batch_joins(
 /// Decides one batch, a script call per event in order of each event's first join,
 /// journals what was accepted, and answers every join in it.
 async fn send_batch(
-    pool: PgPool,
     mut redis: ConnectionManager,
     keys: Keys,
     mut batch: Vec<Pending>,
     calls: Arc<AtomicU64>,
+    journal: mpsc::Sender<Decided>,
 ) {
     while let Some(event_id) = batch.first().map(|p: &Pending| p.join.event_id) {
         let (these, rest): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut batch)
@@ -342,25 +346,93 @@ async fn send_batch(
         batch = rest;
         let joins: Vec<&Prepared> = these.iter().map(|p| &p.join).collect();
         calls.fetch_add(1, Ordering::Relaxed);
-        let decided = match decide(&mut redis, &keys, event_id, &joins).await {
-            Ok(replies) => journal_accepted(&pool, event_id, &joins, &replies)
-                .await
-                .map(|()| replies),
-            Err(error) => Err(error),
-        };
-        // A join the journal could not record is in Redis's line but its fan is told
-        // it failed; asked again with its Idempotency-Key, the replay journals it.
-        match decided {
-            Ok(replies) => {
-                for (pending, reply) in these.into_iter().zip(replies) {
-                    // A caller that went away no longer wants its answer; its
-                    // request stands, as it would had the answer been lost.
-                    let _ = pending.reply.send(Ok(reply));
-                }
-            }
+        let replies = match decide(&mut redis, &keys, event_id, &joins).await {
+            Ok(replies) => replies,
             Err(error) => {
                 for pending in these {
                     let _ = pending.reply.send(Err(shared(&error)));
+                }
+                continue;
+            }
+        };
+        // The numbers are given: the journal writer records them (overlapping the
+        // next batches' scripts) and answers this batch's fans once it has.
+        if let Err(unsent) = journal
+            .send(Decided {
+                event_id,
+                these,
+                replies,
+            })
+            .await
+        {
+            for pending in unsent.0.these {
+                let _ = pending.reply.send(Err(Error::Unexpected(
+                    "the journal writer has stopped".into(),
+                )));
+            }
+        }
+    }
+}
+
+/// A batch the script decided, waiting for its journal write before its fans are
+/// answered.
+struct Decided {
+    event_id: EventId,
+    these: Vec<Pending>,
+    replies: Vec<Reply>,
+}
+
+/// The journal writer: one write at a time, each taking every decided batch that
+/// waited for it (so a busy line journals hundreds of joins per insert), then
+/// answers their fans. A join the journal could not record is in Redis's line but
+/// its fan is told it failed; asked again with its Idempotency-Key, the replay
+/// journals it.
+async fn journal_writer(pool: PgPool, mut decided: mpsc::Receiver<Decided>) {
+    let mut batches = Vec::new();
+    while decided.recv_many(&mut batches, JOURNAL_BATCHES).await > 0 {
+        let mut by_event: Vec<(EventId, Vec<journal::Accepted>)> = Vec::new();
+        for batch in &batches {
+            let accepted = batch
+                .these
+                .iter()
+                .zip(&batch.replies)
+                .filter(|(_, reply)| reply.0 == "ok")
+                .map(|(pending, reply)| journal::Accepted {
+                    request_id: pending.join.request_id,
+                    fan: pending.join.fan,
+                    queue_number: (reply.2 >= 0).then_some(reply.2),
+                    ask: pending.join.ask.clone(),
+                });
+            match by_event
+                .iter_mut()
+                .find(|(event, _)| *event == batch.event_id)
+            {
+                Some((_, rows)) => rows.extend(accepted),
+                None => by_event.push((batch.event_id, accepted.collect())),
+            }
+        }
+        let mut failed = None;
+        for (event_id, rows) in &by_event {
+            if let Err(error) = journal::record(&pool, *event_id, rows).await {
+                failed = Some(Error::from(error));
+                break;
+            }
+        }
+        metrics::histogram!("onsale_join_journal_rows")
+            .record(by_event.iter().map(|(_, rows)| rows.len()).sum::<usize>() as f64);
+        for batch in batches.drain(..) {
+            match &failed {
+                None => {
+                    for (pending, reply) in batch.these.into_iter().zip(batch.replies) {
+                        // A caller that went away no longer wants its answer; its
+                        // request stands, as it would had the answer been lost.
+                        let _ = pending.reply.send(Ok(reply));
+                    }
+                }
+                Some(error) => {
+                    for pending in batch.these {
+                        let _ = pending.reply.send(Err(shared(error)));
+                    }
                 }
             }
         }

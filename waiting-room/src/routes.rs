@@ -124,7 +124,26 @@ async fn leave(
     caller: Caller,
     Path(request_id): Path<RequestId>,
 ) -> Result<Json<RequestStatus>, Error> {
-    let event_id = visible_request(&mut state, caller, request_id).await?;
+    let event_id = match visible_request(&mut state, caller, request_id).await {
+        Ok(event_id) => event_id,
+        // Redis does not have it: an ended request is answered from Postgres; one
+        // still live waits for the restore of its event's line.
+        Err(Error::RequestNotFound(_)) => {
+            return match requests::recorded(&state.pool, request_id).await? {
+                Some((fan, status))
+                    if fan == caller.user_id || caller.role.includes(Role::Operator) =>
+                {
+                    if status.state.is_terminal() {
+                        Ok(Json(status))
+                    } else {
+                        Err(Error::LineLost(status.event_id))
+                    }
+                }
+                _ => Err(Error::RequestNotFound(request_id)),
+            };
+        }
+        Err(error) => return Err(error),
+    };
     Ok(Json(
         requests::leave(
             &state.pool,

@@ -844,3 +844,30 @@ async fn a_drainer_stalled_inside_a_ledger_write_does_not_block_its_successor(po
         "a stalled write committed after the takeover"
     );
 }
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_seat_map_that_lost_its_seats_but_not_its_layout_refuses_no_seat_as_unknown(
+    pool: PgPool,
+) {
+    let mut sale = sale(pool, &redis_url(), &["Floor"], 1, 4, 4).await;
+    // Keys evicted one by one: the seats went, the layout stayed.
+    let _: () = redis::cmd("DEL")
+        .arg(sale.keys.seat_states(sale.event_id))
+        .query_async(&mut sale.redis)
+        .await
+        .expect("evict");
+    let named = Ask::Seats(vec![SeatId::new("Floor", "R1", 1)]);
+    let joined = sale.join(UserId::new(), &named).await;
+    assert!(
+        matches!(joined, Err(waiting_room::Error::SeatMapNotLoaded(_))),
+        "a real seat was answered as {joined:?}"
+    );
+    // Loading it again is possible (the map counts as absent) and the join goes in.
+    let mut redis = sale.redis.clone();
+    inventory::seatmap::ensure_loaded(&sale.pool, &mut redis, &sale.keys, sale.event_id)
+        .await
+        .expect("reload");
+    sale.join(UserId::new(), &named)
+        .await
+        .expect("join after the reload");
+}

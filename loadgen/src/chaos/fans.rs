@@ -174,9 +174,11 @@ pub async fn fan(line: Line, index: usize, token: String, seed: u64) {
             continue;
         };
         follow(&line, index, &token, request, &mut rng).await;
-        if line.give_up.is_cancelled() || rng.random_bool(0.4) {
+        if line.give_up.is_cancelled() {
             return;
         }
+        // Back for more after a while: the line stays busy for the whole run.
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..3_000))).await;
     }
 }
 
