@@ -38,7 +38,13 @@ fn a_seeded_run_under_faults_keeps_every_promise() {
         assert_eq!(report[zero], 0, "{zero} in {report}");
     }
     let faults = report["faults"].as_object().expect("faults");
-    for kind in ["SIGSTOP", "SIGKILL", "deleted mid-sale", "two drawers"] {
+    for kind in [
+        "SIGSTOP",
+        "SIGKILL",
+        "deleted mid-sale",
+        "two drawers",
+        "connections cut",
+    ] {
         let injected: u64 = faults
             .iter()
             .filter(|(name, _)| name.contains(kind))

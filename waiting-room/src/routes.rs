@@ -93,11 +93,16 @@ async fn get_request(
     caller: Caller,
     Path(request_id): Path<RequestId>,
 ) -> Result<Json<RequestStatus>, Error> {
-    match visible_request(&mut state, caller, request_id).await {
-        Ok(event_id) => Ok(Json(
-            requests::status_of(&mut state.redis, &state.keys, event_id, request_id).await?,
-        )),
-        // Redis forgot it (the sale ended and its keys expired): Postgres remembers.
+    let live = match visible_request(&mut state, caller, request_id).await {
+        Ok(event_id) => {
+            requests::status_of(&mut state.redis, &state.keys, event_id, request_id).await
+        }
+        Err(error) => Err(error),
+    };
+    match live {
+        Ok(status) => Ok(Json(status)),
+        // Redis forgot it (the sale ended and its keys expired), or lost it (even
+        // between two reads of this request): Postgres remembers.
         Err(Error::RequestNotFound(_)) => {
             match requests::recorded(&state.pool, request_id).await? {
                 Some((fan, status))

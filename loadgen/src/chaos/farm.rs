@@ -101,8 +101,19 @@ impl Farm {
     fn spawn(&mut self) -> anyhow::Result<()> {
         self.spawned += 1;
         let name = format!("chaos-{}", self.spawned);
+        // The workers' Postgres sessions carry a name of their own, so the nemesis can
+        // cut exactly those.
+        let separator = if self.database_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        let database_url = format!(
+            "{}{separator}application_name={WORKER_APPLICATION}",
+            self.database_url
+        );
         let child = Command::new(&self.binary)
-            .env("DATABASE_URL", &self.database_url)
+            .env("DATABASE_URL", database_url)
             .env("REDIS_URL", &self.redis_url)
             .env("ONSALE_LISTEN", "127.0.0.1:0")
             .env("ONSALE_NAME", &name)
@@ -148,6 +159,23 @@ impl Farm {
 pub const STOP: &str = "worker SIGSTOP (longer than its lease, then SIGCONT)";
 pub const KILL: &str = "worker SIGKILL (and a new worker)";
 pub const LOSS: &str = "every Redis key of the event deleted mid-sale, then restored";
+pub const CUT: &str = "the workers' Postgres connections cut (pg_terminate_backend)";
+
+/// The Postgres `application_name` of the chaos run's workers.
+const WORKER_APPLICATION: &str = "onsale-chaos-worker";
+
+/// Ends every Postgres session of the run's workers, mid-transaction or idle, as a
+/// network cut or a failover would; returns how many.
+async fn cut_worker_connections(pool: &sqlx::PgPool) -> anyhow::Result<usize> {
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE application_name = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(WORKER_APPLICATION)
+    .fetch_all(pool)
+    .await?;
+    Ok(cut.into_iter().filter(|ok| *ok).count())
+}
 
 /// The operator's side of a key loss: restores the event through the gateway
 /// (pausing the sale) and resumes it.
@@ -221,16 +249,20 @@ impl Operator {
     }
 }
 
-/// Strikes the farm until `stop`: every 0.3–1.5 s one fault, drawn from `rng`;
+/// Strikes the farm until `stop`: every 0.3–1.5 s one fault, drawn from `rng` (a
+/// worker stopped past its lease, a worker killed, the workers' Postgres
+/// connections cut);
 /// with an `operator`, now and then (at most every 5 s, at least every 10 s) the
 /// event's Redis keys are lost and restored. Returns how many of each kind it injected.
 pub async fn nemesis(
     farm: &mut Farm,
     rng: &mut StdRng,
+    pool: &sqlx::PgPool,
     mut operator: Option<&mut Operator>,
     stop: CancellationToken,
 ) -> anyhow::Result<BTreeMap<&'static str, usize>> {
     let mut last_loss = tokio::time::Instant::now();
+    let mut last_cut = tokio::time::Instant::now();
     let mut injected: BTreeMap<&'static str, usize> = BTreeMap::new();
     // Stopped workers and when each is resumed.
     let mut resume: Vec<(tokio::time::Instant, String)> = Vec::new();
@@ -268,6 +300,10 @@ pub async fn nemesis(
             operator.lose_and_restore(gap).await?;
             last_loss = tokio::time::Instant::now();
             *injected.entry(LOSS).or_default() += 1;
+        } else if rng.random_bool(0.15) || last_cut.elapsed() > Duration::from_secs(8) {
+            cut_worker_connections(pool).await?;
+            last_cut = tokio::time::Instant::now();
+            *injected.entry(CUT).or_default() += 1;
         } else if rng.random_bool(0.6) {
             let process = &mut farm.processes[victim];
             signal(process.child.id(), "STOP")?;

@@ -299,7 +299,7 @@ pub async fn chaos(stack: &mut Stack, args: ChaosArgs) -> anyhow::Result<()> {
         event_id,
     };
     let operator = (!args.no_key_loss).then_some(&mut operator);
-    let mut injected = farm::nemesis(&mut farm, &mut rng, operator, stop).await?;
+    let mut injected = farm::nemesis(&mut farm, &mut rng, &stack.pool, operator, stop).await?;
     timer.await?;
     *injected.entry("two drawers at once").or_default() += 1;
     line.joining.cancel();
