@@ -2,9 +2,10 @@
 //! Postgres after Redis lost the event's keys (or diverged from the ledger).
 //!
 //! The gateway composes the services, so the restore lives here, in this order:
-//! the sale hash from the ledger; the sale must admit nobody (paused, or paused now
-//! when asked); the event is seized from the booking farm (fence raised, lease
-//! taken, ended holds carried into the ledger); the seat map from the ledger's
+//! the sale must admit nobody (paused, or paused now when asked); the event is
+//! seized from the booking farm (fence raised, lease taken, ended holds carried into
+//! the ledger; while it is seized no fan joins or releases); the sale hash from the
+//! ledger, paused; the seat map from the ledger's
 //! claims (inventory); every decided request, hold and per-fan count (booking
 //! workers' ledger); the line from the journal (waiting room); the event handed
 //! back to the farm; an audit entry. The sale stays paused: the operator resumes it.
@@ -66,8 +67,9 @@ async fn restore(
     caller.require(Role::Operator)?;
     let (pool, keys) = (&state.pool, &state.keys);
     let mut redis = state.redis.clone();
+    // Whether the sale admits anyone: Redis's word if it still has the sale, else
+    // the ledger's.
     let row = sale::ensure_sale(pool, event_id).await?;
-    sale::load_into_redis(&mut redis, keys, &row).await?;
     let current: Option<String> = redis::cmd("HGET")
         .arg(keys.sale(event_id))
         .arg("state")
@@ -78,33 +80,45 @@ async fn restore(
         .as_deref()
         .and_then(SaleState::parse)
         .unwrap_or(row.state());
-    let current = match current {
-        SaleState::Open if body.pause => {
-            sale::pull(
-                pool,
-                &mut redis,
-                keys,
-                event_id,
-                Lever::Pause,
-                caller.user_id,
-            )
-            .await?
-        }
-        SaleState::Open | SaleState::Drawing => {
-            return Err(ErrorBody::new(
-                ErrorCode::InvalidTransition,
-                format!(
-                    "the sale is {}: pause it first, or send {{\"pause\": true}}",
-                    current.as_str()
-                ),
-            ));
-        }
-        other => other,
-    };
-
+    if matches!(current, SaleState::Drawing) || (current == SaleState::Open && !body.pause) {
+        return Err(ErrorBody::new(
+            ErrorCode::InvalidTransition,
+            format!(
+                "the sale is {}: pause it first, or send {{\"pause\": true}}",
+                current.as_str()
+            ),
+        ));
+    }
+    // Seized first: from here on no drainer decides, no hold is released and no fan
+    // joins (the line's numbers are not back yet) until the event is handed back.
     let seized = booking_worker::restore::seize(pool, &mut redis, keys, event_id, SEIZE_MS)
         .await
         .map_err(|e| internal("seizing the event", e))?;
+    let prepared = async {
+        sale::load_into_redis(&mut redis, keys, &row).await?;
+        if current == SaleState::Open {
+            return Ok::<_, ErrorBody>(
+                sale::pull(
+                    pool,
+                    &mut redis,
+                    keys,
+                    event_id,
+                    Lever::Pause,
+                    caller.user_id,
+                )
+                .await?,
+            );
+        }
+        Ok(current)
+    }
+    .await;
+    let current = match prepared {
+        Ok(current) => current,
+        Err(error) => {
+            let _ = booking_worker::restore::hand_back(&mut redis, keys, seized).await;
+            return Err(error);
+        }
+    };
     let outcome = async {
         let seats = inventory::seatmap::rebuild(
             pool,

@@ -1,6 +1,7 @@
 //! The history checker's seeded short run, as CI runs it: `loadgen chaos` against
-//! the real Redis and Postgres (`REDIS_URL`, `DATABASE_URL`), with booking-worker
-//! processes under the nemesis. The run fails itself when a promise breaks; this
+//! the real Postgres (`DATABASE_URL`) and a Redis of the run's own (append-only,
+//! which the nemesis kills and restarts), with booking-worker processes under the
+//! nemesis. The run fails itself when a promise breaks; this
 //! test also checks that the faults it claims to inject were injected.
 
 use std::process::Command;
@@ -14,7 +15,16 @@ fn a_seeded_run_under_faults_keeps_every_promise() {
         );
     }
     let output = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["chaos", "--seed", "7", "--seconds", "15", "--fans", "120"])
+        .args([
+            "chaos",
+            "--seed",
+            "7",
+            "--seconds",
+            "15",
+            "--fans",
+            "120",
+            "--own-redis",
+        ])
         .env("RUST_LOG", "error")
         .output()
         .expect("running loadgen chaos");

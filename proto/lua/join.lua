@@ -3,6 +3,7 @@
 -- KEYS[1]  sale hash        KEYS[2]  fans hash        KEYS[3]  fanseats hash
 -- KEYS[4]  prequeue set     KEYS[5]  latecomers list  KEYS[6]  next-number counter
 -- KEYS[7]  request stream   KEYS[8]  seat hash        KEYS[9]  layout hash
+-- KEYS[10] the event's drain lease (a restore holding it means: nobody joins now)
 -- then for each request in turn: its request hash, and its idempotency key when it
 --   has a fingerprint
 -- ARGV[1]  now (ms)         ARGV[2]  number of requests
@@ -18,7 +19,8 @@
 -- or a refusal: "sale_not_loaded", "sale_closed", "sold_out", "already_in_line",
 -- "idempotency_key_reused", "over_limit" (detail: seats still allowed),
 -- "unknown_seat" (detail: the seat id), "unknown_section", "unknown_price_tier",
--- "seat_map_not_loaded".
+-- "seat_map_not_loaded", "restoring" (the event is being restored from Postgres:
+-- its line's numbers and order are not back yet).
 --
 -- Atomicity: each accepted request is numbered (or parked for the draw), streamed and
 -- bound to its fan, and the requests are decided as if joined one after another in
@@ -36,7 +38,9 @@ local now, count = ARGV[1], tonumber(ARGV[2])
 local sale = redis.call('HMGET', KEYS[1], 'state', 'max_per_fan', 'served')
 local state, max, served = sale[1], tonumber(sale[2]), tonumber(sale[3] or '0')
 local refuse_all = nil
-if not state then
+if string.sub(redis.call('GET', KEYS[10]) or '', 1, 8) == 'restore-' then
+  refuse_all = 'restoring'
+elseif not state then
   refuse_all = 'sale_not_loaded'
 elseif state == 'closed' then
   refuse_all = 'sale_closed'
@@ -51,7 +55,7 @@ end
 -- Where each request's arguments and keys start.
 local starts, key_starts, fans = {}, {}, {}
 do
-  local a, k = 3, 10
+  local a, k = 3, 11
   for i = 1, count do
     starts[i], key_starts[i], fans[i] = a, k, ARGV[a + 1]
     k = k + (ARGV[a + 2] == '' and 1 or 2)

@@ -122,6 +122,7 @@ async fn decide(
         .key(keys.stream(event_id))
         .key(keys.seat_states(event_id))
         .key(keys.layout(event_id))
+        .key(keys.lease(event_id))
         .arg(Utc::now().timestamp_millis())
         .arg(batch.len());
     for join in batch {
@@ -539,6 +540,7 @@ async fn outcome(
             })
         }
         "seat_map_not_loaded" => Err(Error::SeatMapNotLoaded(event_id)),
+        "restoring" => Err(Error::LineLost(event_id)),
         "sale_closed" => refused(ErrorCode::SaleClosed, "the sale is closed".into()),
         "sold_out" => refused(ErrorCode::SoldOut, "the event is sold out".into()),
         "already_in_line" => Err(Error::Refused {

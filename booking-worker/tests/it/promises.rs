@@ -781,7 +781,7 @@ async fn a_release_that_finds_no_seat_of_its_own_still_ends_the_hold(pool: PgPoo
 }
 
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
-async fn a_fan_cannot_release_while_a_restore_rebuilds_the_event(pool: PgPool) {
+async fn a_fan_cannot_release_or_join_while_a_restore_rebuilds_the_event(pool: PgPool) {
     let mut sale = sale(pool, &redis_url(), &["Floor"], 1, 4, 4).await;
     let (_, request) = one_hold(&mut sale).await;
     let mut redis = sale.redis.clone();
@@ -795,6 +795,12 @@ async fn a_fan_cannot_release_while_a_restore_rebuilds_the_event(pool: PgPool) {
         "{refused:?}"
     );
     assert_eq!(status(&sale, request).await.state, RequestState::Held);
+    // Nor join: the line's numbers and order are not back yet.
+    let joined = sale.join(UserId::new(), &best(1, None)).await;
+    assert!(
+        matches!(joined, Err(waiting_room::Error::LineLost(_))),
+        "{joined:?}"
+    );
     booking_worker::restore::hand_back(&mut redis, &sale.keys, seized)
         .await
         .expect("hand back");

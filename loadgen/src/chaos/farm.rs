@@ -155,11 +155,89 @@ impl Farm {
     }
 }
 
+/// A Redis of the run's own (`--own-redis`), with an append-only file fsynced on
+/// every write, which the nemesis restarts: SIGKILL, then the same port and data.
+pub struct OwnRedis {
+    port: u16,
+    dir: PathBuf,
+    child: Child,
+}
+
+impl OwnRedis {
+    pub async fn start(dir: PathBuf) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Self::spawn(port, &dir)?;
+        let mut redis = Self { port, dir, child };
+        redis.wait_ready().await?;
+        Ok(redis)
+    }
+
+    fn spawn(port: u16, dir: &Path) -> anyhow::Result<Child> {
+        Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting redis-server (Debian: apt-get install redis-server)")
+    }
+
+    /// Until it answers PING (it refuses with LOADING while it reads its file).
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let client = redis::Client::open(self.url())?;
+        for _ in 0..200 {
+            if let Ok(mut connection) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+                    .is_ok()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("redis-server on port {} did not come up", self.port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it (nothing flushed on the way out) and starts it again on its data.
+    async fn restart(&mut self) -> anyhow::Result<()> {
+        self.child.kill().context("SIGKILL redis-server")?;
+        self.child.wait().context("reaping redis-server")?;
+        self.child = Self::spawn(self.port, &self.dir)?;
+        self.wait_ready().await
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Kinds of fault the nemesis injects, counted in the report.
 pub const STOP: &str = "worker SIGSTOP (longer than its lease, then SIGCONT)";
 pub const KILL: &str = "worker SIGKILL (and a new worker)";
 pub const LOSS: &str = "every Redis key of the event deleted mid-sale, then restored";
 pub const CUT: &str = "the workers' Postgres connections cut (pg_terminate_backend)";
+pub const RESTART: &str = "Redis killed (SIGKILL) and restarted on its append-only file";
 
 /// The Postgres `application_name` of the chaos run's workers.
 const WORKER_APPLICATION: &str = "onsale-chaos-worker";
@@ -255,9 +333,11 @@ pub async fn nemesis(
     rng: &mut StdRng,
     pool: &sqlx::PgPool,
     mut operator: Option<&mut Operator>,
+    mut own_redis: Option<&mut OwnRedis>,
     stop: CancellationToken,
 ) -> anyhow::Result<BTreeMap<&'static str, usize>> {
     let mut last_loss = tokio::time::Instant::now();
+    let mut last_restart = tokio::time::Instant::now();
     let mut last_cut = tokio::time::Instant::now();
     let mut injected: BTreeMap<&'static str, usize> = BTreeMap::new();
     // Stopped workers and when each is resumed.
@@ -296,6 +376,13 @@ pub async fn nemesis(
             operator.lose_and_restore(gap).await?;
             last_loss = tokio::time::Instant::now();
             *injected.entry(LOSS).or_default() += 1;
+        } else if let Some(redis) = own_redis.as_deref_mut()
+            && last_restart.elapsed() > Duration::from_secs(6)
+            && (rng.random_bool(0.2) || last_restart.elapsed() > Duration::from_secs(12))
+        {
+            redis.restart().await?;
+            last_restart = tokio::time::Instant::now();
+            *injected.entry(RESTART).or_default() += 1;
         } else if rng.random_bool(0.15) || last_cut.elapsed() > Duration::from_secs(8) {
             cut_worker_connections(pool).await?;
             last_cut = tokio::time::Instant::now();

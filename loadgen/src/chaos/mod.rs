@@ -56,6 +56,10 @@ pub struct ChaosArgs {
     /// Leave out the loss of the event's Redis keys (and its restore).
     #[arg(long)]
     no_key_loss: bool,
+    /// Run on a Redis of the run's own (append-only, fsync always) instead of
+    /// `REDIS_URL`, and let the nemesis kill and restart it.
+    #[arg(long)]
+    own_redis: bool,
 }
 
 const SECRET: &str = "chaos-secret-chaos-secret-chaos-secret-0123";
@@ -216,6 +220,31 @@ async fn all_ended(
 }
 
 pub async fn chaos(stack: &mut Stack, args: ChaosArgs) -> anyhow::Result<()> {
+    if !args.own_redis {
+        return run(stack, args, None).await;
+    }
+    // The run's own Redis stands in for REDIS_URL's until the run ends, whatever
+    // its outcome; then the stack points back at REDIS_URL's for the cleanup.
+    let dir = std::env::temp_dir().join(format!("onsale-chaos-{}", uuid::Uuid::new_v4().simple()));
+    let mut own = farm::OwnRedis::start(dir).await?;
+    let original = (
+        stack.redis_url.clone(),
+        stack.client.clone(),
+        stack.redis.clone(),
+    );
+    stack.redis_url = own.url();
+    stack.client = redis::Client::open(stack.redis_url.as_str())?;
+    stack.redis = stack.client.get_connection_manager().await?;
+    let outcome = run(stack, args, Some(&mut own)).await;
+    (stack.redis_url, stack.client, stack.redis) = original;
+    outcome
+}
+
+async fn run(
+    stack: &mut Stack,
+    args: ChaosArgs,
+    own_redis: Option<&mut farm::OwnRedis>,
+) -> anyhow::Result<()> {
     let mut rng = StdRng::seed_from_u64(args.seed);
     let binary = farm::worker_binary(args.worker_bin.as_deref())?;
     let venue_id = setup::venue_named(&stack.pool, &SECTIONS, 2, 10).await?;
@@ -299,7 +328,8 @@ pub async fn chaos(stack: &mut Stack, args: ChaosArgs) -> anyhow::Result<()> {
         event_id,
     };
     let operator = (!args.no_key_loss).then_some(&mut operator);
-    let mut injected = farm::nemesis(&mut farm, &mut rng, &stack.pool, operator, stop).await?;
+    let mut injected =
+        farm::nemesis(&mut farm, &mut rng, &stack.pool, operator, own_redis, stop).await?;
     timer.await?;
     *injected.entry("two drawers at once").or_default() += 1;
     line.joining.cancel();
