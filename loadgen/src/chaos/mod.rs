@@ -53,7 +53,8 @@ pub struct ChaosArgs {
     /// Write the history (every call and answer) here as JSON.
     #[arg(long)]
     history: Option<PathBuf>,
-    /// Leave out the loss of the event's Redis keys (and its restore).
+    /// Leave out the loss of the event's Redis keys (and its restore). The loss is
+    /// injected only with `--own-redis`.
     #[arg(long)]
     no_key_loss: bool,
     /// Run on a Redis of the run's own (append-only, fsync always) instead of
@@ -327,7 +328,9 @@ async fn run(
         keys: stack.keys.clone(),
         event_id,
     };
-    let operator = (!args.no_key_loss).then_some(&mut operator);
+    // The loss is one script that scans the keyspace: on a Redis of the run's own
+    // that is a few thousand keys; on a shared one it could block everyone else.
+    let operator = (!args.no_key_loss && own_redis.is_some()).then_some(&mut operator);
     let mut injected =
         farm::nemesis(&mut farm, &mut rng, &stack.pool, operator, own_redis, stop).await?;
     timer.await?;
