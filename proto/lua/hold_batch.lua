@@ -301,6 +301,14 @@ local ok, failure = pcall(function()
             redis.call('ZADD', secholds, expires, sec .. '|' .. id)
           end
         end
+        -- A hold taken in this call comes back within the horizon too (when holds
+        -- are shorter than it): the answers cached for this call must know.
+        if expires <= now + horizon then
+          returning = true
+          if type(due_sections) == 'table' then
+            for sec in pairs(sections_held) do due_sections[sec] = true end
+          end
+        end
         local seat_list = table.concat(chosen, ' ')
         redis.call('HSET', key, 'state', 'held', 'seats', seat_list, 'expires', expires)
         out[#out + 1] = id; out[#out + 1] = 'held'; out[#out + 1] = seat_list
