@@ -194,8 +194,17 @@ async fn journal_accepted(
     batch: &[&Prepared],
     replies: &[Reply],
 ) -> Result<(), Error> {
-    let accepted: Vec<journal::Accepted> = batch
-        .iter()
+    let accepted: Vec<journal::Accepted> = accepted(batch.iter().copied(), replies).collect();
+    journal::record(pool, event_id, &accepted).await?;
+    Ok(())
+}
+
+/// The journal rows of the joins `replies` accepted, in order.
+fn accepted<'a>(
+    joins: impl Iterator<Item = &'a Prepared> + 'a,
+    replies: &'a [Reply],
+) -> impl Iterator<Item = journal::Accepted> + 'a {
+    joins
         .zip(replies)
         .filter(|(_, reply)| reply.0 == "ok")
         .map(|(join, reply)| journal::Accepted {
@@ -204,9 +213,6 @@ async fn journal_accepted(
             queue_number: (reply.2 >= 0).then_some(reply.2),
             ask: join.ask.clone(),
         })
-        .collect();
-    journal::record(pool, event_id, &accepted).await?;
-    Ok(())
 }
 
 /// A join handed to the [`Joiner`]'s task, with where its outcome goes.
@@ -393,17 +399,7 @@ async fn journal_writer(pool: PgPool, mut decided: mpsc::Receiver<Decided>) {
     while decided.recv_many(&mut batches, JOURNAL_BATCHES).await > 0 {
         let mut by_event: Vec<(EventId, Vec<journal::Accepted>)> = Vec::new();
         for batch in &batches {
-            let accepted = batch
-                .these
-                .iter()
-                .zip(&batch.replies)
-                .filter(|(_, reply)| reply.0 == "ok")
-                .map(|(pending, reply)| journal::Accepted {
-                    request_id: pending.join.request_id,
-                    fan: pending.join.fan,
-                    queue_number: (reply.2 >= 0).then_some(reply.2),
-                    ask: pending.join.ask.clone(),
-                });
+            let accepted = accepted(batch.these.iter().map(|p| &p.join), &batch.replies);
             match by_event
                 .iter_mut()
                 .find(|(event, _)| *event == batch.event_id)

@@ -227,6 +227,22 @@ pub struct Burial {
     pub reason: String,
 }
 
+/// Ends the named requests of `burials` in the ledger: rejected, `dead_letter`.
+pub async fn reject_buried(
+    pool: &sqlx::PgPool,
+    event: EventId,
+    epoch: i64,
+    burials: &[Burial],
+) -> Result<(), DrainError> {
+    let named: Vec<(RequestId, UserId, i64)> = burials
+        .iter()
+        .filter_map(|b| b.request.as_ref())
+        .map(|e| (e.request_id, e.fan, e.number))
+        .collect();
+    crate::ledger::reject_undecided(pool, event, epoch, &named, "dead_letter").await?;
+    Ok(())
+}
+
 /// Adds to `pipe` the dead-letter record and acknowledgement of each entry, and ends
 /// each named request in Redis as `rejected` with reason `dead_letter` so its fan
 /// learns and is free to ask again.

@@ -42,7 +42,7 @@ use redis::aio::{ConnectionManager, MultiplexedConnection};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
-use crate::ledger::{self, LedgerError};
+use crate::ledger::LedgerError;
 pub(crate) use ended::apply_changes;
 pub use lease::Lease;
 pub(crate) use line::claim_orphans;
@@ -234,19 +234,7 @@ impl Drainer {
     /// Sends entries that cannot be processed to the dead letters and ends their
     /// requests (rejected, `dead_letter`) in the ledger and in Redis.
     async fn bury(&mut self, burials: &[Burial]) -> Result<(), DrainError> {
-        let named: Vec<(RequestId, proto::UserId, i64)> = burials
-            .iter()
-            .filter_map(|b| b.request.as_ref())
-            .map(|e| (e.request_id, e.fan, e.number))
-            .collect();
-        ledger::reject_undecided(
-            &self.pool,
-            self.event_id,
-            self.lease.epoch(),
-            &named,
-            "dead_letter",
-        )
-        .await?;
+        line::reject_buried(&self.pool, self.event_id, self.lease.epoch(), burials).await?;
         let mut pipe = redis::pipe();
         line::queue_burials(&mut pipe, &self.keys, self.event_id, burials);
         pipe.query_async::<()>(&mut self.redis).await?;

@@ -18,7 +18,7 @@ use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
 use super::DrainError;
-use super::line::{Burial, Entry, queue_burials};
+use super::line::{self, Burial, Entry, queue_burials};
 use crate::ledger::{self, Conflict, Decision};
 
 pub struct Sink {
@@ -49,19 +49,7 @@ impl Sink {
     ) -> Result<Refused, DrainError> {
         let started = Instant::now();
         let conflicts = ledger::record(&self.pool, self.event_id, self.epoch, &decisions).await?;
-        let buried: Vec<(proto::RequestId, proto::UserId, i64)> = lost
-            .iter()
-            .filter_map(|b| b.request.as_ref())
-            .map(|e| (e.request_id, e.fan, e.number))
-            .collect();
-        ledger::reject_undecided(
-            &self.pool,
-            self.event_id,
-            self.epoch,
-            &buried,
-            "dead_letter",
-        )
-        .await?;
+        line::reject_buried(&self.pool, self.event_id, self.epoch, &lost).await?;
         let ledger_time = started.elapsed();
         metrics::histogram!("onsale_worker_batch_seconds", "phase" => "ledger")
             .record(ledger_time.as_secs_f64());
