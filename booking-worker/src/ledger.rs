@@ -98,17 +98,16 @@ pub async fn check_fence(
     event_id: EventId,
     epoch: i64,
 ) -> Result<(), LedgerError> {
-    // A drainer that stalls mid-transaction must not hold the fence row for good.
-    sqlx::query(&format!(
-        "SET LOCAL idle_in_transaction_session_timeout = {STALLED_TRANSACTION_MS}"
+    // A drainer that stalls mid-transaction must not hold the fence row for good:
+    // the idle timeout is set for this transaction in the same round trip.
+    let current: Option<i64> = sqlx::query_scalar(&format!(
+        "SELECT epoch FROM booking.drain_fences,
+                set_config('idle_in_transaction_session_timeout', '{STALLED_TRANSACTION_MS}', true)
+         WHERE event_id = $1 FOR SHARE OF drain_fences"
     ))
-    .execute(&mut **tx)
+    .bind(event_id)
+    .fetch_optional(&mut **tx)
     .await?;
-    let current: Option<i64> =
-        sqlx::query_scalar("SELECT epoch FROM booking.drain_fences WHERE event_id = $1 FOR SHARE")
-            .bind(event_id)
-            .fetch_optional(&mut **tx)
-            .await?;
     if current != Some(epoch) {
         return Err(LedgerError::Fenced {
             mine: epoch,
