@@ -19,6 +19,8 @@ pub struct Config {
     /// `email:password` of an admin account created (or reset) at start-up.
     #[serde(default)]
     pub bootstrap_admin: Option<SecretString>,
+    /// Checkout and the webhook (`ONSALE_PAYMENTS__*`).
+    pub payments: payments::Settings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -76,6 +78,7 @@ impl Config {
                 "per_user_per_second": 10, "per_user_burst": 20,
                 "body_bytes": 65536, "housekeeping_seconds": 30,
             },
+            "payments": payments::Settings::defaults(),
         })
     }
 
@@ -87,6 +90,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.auth.token.validate().map_err(SettingsError::Invalid)?;
+        self.payments.validate()?;
         if self.auth.token_ttl_seconds == 0 {
             return Err(SettingsError::Invalid(
                 "auth.token_ttl_seconds must be positive".into(),

@@ -1,5 +1,6 @@
-//! `Idempotency-Key` for the admins' and operators' state-changing requests: creating
-//! venues and events, the sale's levers, the admission rate, seat-map rebuilds.
+//! `Idempotency-Key` for the admins' and operators' state-changing requests (creating
+//! venues and events, the sale's levers, the admission rate, seat-map rebuilds) and
+//! for a fan's checkout.
 //!
 //! The semantics are the joins' (`docs/QUEUE.md`): a retry with the same key and the
 //! same request (method, path and body) from the same account gets the first answer
@@ -11,9 +12,9 @@
 //!
 //! One request with a key runs at a time. The first inserts the key's row in a
 //! transaction that stays open while the request runs, and stores the answer in that
-//! row before committing; a duplicate arriving meanwhile waits on the row's unique key
-//! (up to [`WAIT_FOR_FIRST`], then 409 `idempotency_key_in_flight`) and then replays
-//! the stored answer. A request that fails, or a process that dies, rolls its row back,
+//! row before committing; a duplicate arriving meanwhile waits for the row (trying
+//! briefly and letting go of its connection between tries, up to [`WAIT_FOR_FIRST`],
+//! then 409 `idempotency_key_in_flight`) and then replays the stored answer. A request that fails, or a process that dies, rolls its row back,
 //! so the key stays free. Only successes are stored: a refused request changed
 //! nothing, and asking again is asked afresh.
 //!
@@ -39,15 +40,19 @@ pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 pub const KEEP: Duration = Duration::from_secs(24 * 60 * 60);
 /// How long a duplicate waits for the first request with its key to finish.
 pub const WAIT_FOR_FIRST: Duration = Duration::from_secs(10);
+/// How long one try waits on the key's row, and the pause between tries.
+const TRY_LOCK: Duration = Duration::from_millis(100);
+const TRY_PAUSE: Duration = Duration::from_millis(20);
 
 /// The routes whose retries must not repeat their effect, as mounted. Joins are not
 /// here: they carry their keys in Redis, inside the join script.
-const ROUTES: [(Method, &str); 5] = [
+const ROUTES: [(Method, &str); 6] = [
     (Method::POST, "/v1/venues"),
     (Method::POST, "/v1/events"),
     (Method::POST, "/v1/ops/events/{event_id}/{action}"),
     (Method::POST, "/v1/ops/events/{event_id}/rebuild"),
     (Method::PUT, "/v1/ops/events/{event_id}/admission"),
+    (Method::POST, "/v1/requests/{request_id}/checkout"),
 ];
 
 /// What the middleware needs.
@@ -186,37 +191,47 @@ impl Idempotency {
             .map_or(parts.uri.path(), |p| p.as_str());
         let fingerprint = fingerprint(&parts.method, path, &body);
 
-        let mut tx = self.pool.begin().await.map_err(|e| unavailable(&e))?;
-        sqlx::query("SELECT set_config('lock_timeout', $1, true)")
-            .bind(format!("{}ms", WAIT_FOR_FIRST.as_millis()))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        // A live row of another request blocks here until that request's transaction
-        // ends; an expired one is taken over.
-        let claimed: Option<bool> = sqlx::query_scalar(
-            "INSERT INTO gateway.idempotency_keys AS k (user_id, key_digest, route, fingerprint)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (user_id, key_digest) DO UPDATE
-                 SET route = EXCLUDED.route, fingerprint = EXCLUDED.fingerprint,
-                     status = NULL, content_type = NULL, body = NULL, created_at = now()
-                 WHERE k.created_at < now() - make_interval(secs => $5)
-             RETURNING true",
-        )
-        .bind(user_id)
-        .bind(&digest)
-        .bind(&route)
-        .bind(&fingerprint)
-        .bind(KEEP.as_secs_f64())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| {
-            if is_lock_timeout(&e) {
-                in_flight()
-            } else {
-                unavailable(&e)
+        // A duplicate waits for the first without holding a pooled connection: each
+        // try waits on the key's row for a moment only, so a burst of duplicates
+        // cannot take every connection the first request needs to finish.
+        let started = tokio::time::Instant::now();
+        let (mut tx, claimed) = loop {
+            let mut tx = self.pool.begin().await.map_err(|e| unavailable(&e))?;
+            sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+                .bind(format!("{}ms", TRY_LOCK.as_millis()))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            // A live row of another request blocks here until that request's
+            // transaction ends; an expired one is taken over.
+            let claimed: Result<Option<bool>, sqlx::Error> = sqlx::query_scalar(
+                "INSERT INTO gateway.idempotency_keys AS k (user_id, key_digest, route, fingerprint)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (user_id, key_digest) DO UPDATE
+                     SET route = EXCLUDED.route, fingerprint = EXCLUDED.fingerprint,
+                         status = NULL, content_type = NULL, body = NULL, created_at = now()
+                     WHERE k.created_at < now() - make_interval(secs => $5)
+                 RETURNING true",
+            )
+            .bind(user_id)
+            .bind(&digest)
+            .bind(&route)
+            .bind(&fingerprint)
+            .bind(KEEP.as_secs_f64())
+            .fetch_optional(&mut *tx)
+            .await;
+            match claimed {
+                Ok(claimed) => break (tx, claimed),
+                Err(e) if is_lock_timeout(&e) => {
+                    let _ = tx.rollback().await;
+                    if started.elapsed() >= WAIT_FOR_FIRST {
+                        return Err(in_flight());
+                    }
+                    tokio::time::sleep(TRY_PAUSE).await;
+                }
+                Err(e) => return Err(unavailable(&e)),
             }
-        })?;
+        };
 
         if claimed.is_none() {
             let stored: Option<Stored> = sqlx::query_as(

@@ -100,6 +100,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(inventory::router().into_openapi());
     doc.merge(waiting_room::router().into_openapi());
     doc.merge(restore::router().into_openapi());
+    doc.merge(payments::router().into_openapi());
     doc
 }
 
@@ -120,6 +121,7 @@ pub fn router(
         hasher: Arc::new(Hasher::from_settings(&config.auth)),
     };
     let keys = Keys::new(config.redis.key_prefix.clone());
+    let (redis_for_payments, keys_for_payments) = (redis.clone(), keys.clone());
     let waiting_room = waiting_room::WaitingRoomState {
         pool: pool.clone(),
         redis: redis.clone(),
@@ -155,6 +157,19 @@ pub fn router(
         keys,
         verifier: verifier.clone(),
     };
+    let payments = payments::PaymentsState {
+        payments: payments::Payments {
+            pool: pool.clone(),
+            redis: redis_for_payments,
+            keys: keys_for_payments,
+            provider: Arc::new(payments::Sandbox::new(
+                pool.clone(),
+                config.payments.sandbox_webhook_after(),
+            )),
+            settings: Arc::new(config.payments.clone()),
+        },
+        verifier: verifier.clone(),
+    };
     let idempotency = Idempotency {
         pool,
         body_limit: config.limits.body_bytes,
@@ -164,6 +179,7 @@ pub fn router(
         .merge(inventory::router().with_state(inventory))
         .merge(waiting_room::router().with_state(waiting_room))
         .merge(restore::router().with_state(restore))
+        .merge(payments::router().with_state(payments))
         .split_for_parts();
 
     let metrics = proto::runtime::metrics();

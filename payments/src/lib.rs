@@ -1,34 +1,194 @@
-//! Payments: orders, checkout against a sandbox provider, signed webhooks, refunds,
-//! and the transactional outbox that carries domain events to Kafka.
+//! Payments: orders, checkout against a payment provider (the sandbox one ships with
+//! onsale), signed webhooks, refunds, and the outbox relay that carries every
+//! domain event to Kafka.
 //!
-//! Today the service runs its operations endpoint (`/healthz`, `/metrics`) so a
-//! deployment can already place, probe and scrape it.
+//! [`router`] serves checkout, orders and the webhook (the gateway mounts it). The
+//! binary runs the loops: the outbox relay ([`relay`]), the reconciler that settles
+//! orders whose outcome was lost, and the sandbox's webhook sender
+//! ([`background`]).
+//!
+//! Redis keys touched (all the event's, see `proto::Keys`): the request hash, the
+//! `holds` and section-holds zsets, the seat hash and counts, the fans hash, and
+//! the drain lease (read only: no checkout write happens while a restore holds it).
 
-use std::net::SocketAddr;
+pub mod background;
+pub mod card;
+pub mod checkout;
+pub mod error;
+pub mod orders;
+pub mod provider;
+pub mod relay;
+pub mod routes;
+pub mod settle;
+pub mod signature;
+pub mod webhooks;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRef;
+use proto::Keys;
+use proto::auth::TokenVerifier;
 use proto::runtime::OpsServer;
-use proto::settings::SettingsError;
+use proto::settings::{DatabaseSettings, KafkaSettings, RedisSettings, SettingsError};
+use redis::aio::ConnectionManager;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-#[derive(Clone, Debug, serde::Deserialize)]
+pub use error::Error;
+pub use provider::{PaymentProvider, Sandbox};
+pub use routes::router;
+
+/// The payments settings the gateway and the payments service share
+/// (`ONSALE_PAYMENTS__*`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct Settings {
+    /// The webhook's HMAC secret (`ONSALE_PAYMENTS__WEBHOOK_SECRET`), at least 16 bytes.
+    pub webhook_secret: SecretString,
+    /// How far past its normal end a hold may run while its payment is pending.
+    pub paying_grace_seconds: u64,
+    /// When the sandbox sends a pending card's webhook; `0`: never (tests send
+    /// their own).
+    pub sandbox_webhook_seconds: u64,
+    /// Where the sandbox sends its webhooks (the gateway's webhook route).
+    pub sandbox_webhook_url: String,
+    /// ISO 4217 code of every price.
+    pub currency: String,
+}
+
+impl Settings {
+    /// Compiled defaults; the secret has none.
+    pub fn defaults() -> serde_json::Value {
+        serde_json::json!({
+            "paying_grace_seconds": 120,
+            "sandbox_webhook_seconds": 5,
+            "sandbox_webhook_url": "http://127.0.0.1:8080/v1/payments/webhook",
+            "currency": "EUR",
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.webhook_secret.expose_secret().len() < 16 {
+            return Err(SettingsError::Invalid(
+                "payments.webhook_secret (ONSALE_PAYMENTS__WEBHOOK_SECRET) must be at least 16 bytes".into(),
+            ));
+        }
+        if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(SettingsError::Invalid(
+                "payments.currency must be an ISO 4217 code such as EUR".into(),
+            ));
+        }
+        if self.paying_grace_seconds > 3600 {
+            return Err(SettingsError::Invalid(
+                "payments.paying_grace_seconds must be at most 3600".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// When the sandbox's pending charges are told by webhook.
+    pub fn sandbox_webhook_after(&self) -> Option<Duration> {
+        (self.sandbox_webhook_seconds > 0)
+            .then(|| Duration::from_secs(self.sandbox_webhook_seconds))
+    }
+}
+
+/// What payments' work needs; every field is a cheap clone.
+#[derive(Clone)]
+pub struct Payments {
+    pub pool: PgPool,
+    pub redis: ConnectionManager,
+    pub keys: Keys,
+    pub provider: Arc<dyn PaymentProvider>,
+    pub settings: Arc<Settings>,
+}
+
+/// The router's state: the work's, and the token verifier for its callers.
+#[derive(Clone, FromRef)]
+pub struct PaymentsState {
+    pub payments: Payments,
+    pub verifier: Arc<TokenVerifier>,
+}
+
+/// The payments service: the outbox relay, the reconciler and the sandbox's
+/// webhook sender, with its operations endpoint.
+#[derive(Clone, Debug, Deserialize)]
 pub struct Config {
     /// Where the operations endpoint listens.
-    pub listen: SocketAddr,
+    pub listen: std::net::SocketAddr,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    /// Unset: no relay (domain events wait in the outbox).
+    #[serde(default)]
+    pub kafka: Option<KafkaSettings>,
+    pub payments: Settings,
 }
 
 impl Config {
     pub fn load() -> Result<Self, SettingsError> {
-        proto::settings::load(&serde_json::json!({ "listen": "127.0.0.1:8084" }))
+        let mut payments = Settings::defaults();
+        // The secret is required and has no default.
+        payments["webhook_secret"] = serde_json::Value::Null;
+        let config: Self = proto::settings::load(&serde_json::json!({
+            "listen": "127.0.0.1:8084",
+            "database": { "url": "postgres://postgres@127.0.0.1:5432/onsale", "max_connections": 8 },
+            "redis": { "url": "redis://127.0.0.1:6379", "key_prefix": "onsale" },
+            "kafka": { "brokers": "127.0.0.1:9092" },
+            "payments": payments,
+        }))?;
+        config.payments.validate()?;
+        Ok(config)
+    }
+}
+
+/// Starts the service's loops on `tracker`; they stop when `stop` is cancelled.
+/// Tests call it to run the loops in-process.
+pub fn spawn_loops(
+    tracker: &TaskTracker,
+    stop: &CancellationToken,
+    payments: Payments,
+    kafka: Option<KafkaSettings>,
+) {
+    if let Some(kafka) = kafka {
+        tracker.spawn(relay::run(payments.pool.clone(), kafka, stop.clone()));
+    } else {
+        tracing::warn!("no Kafka brokers configured: domain events wait in the outbox");
+    }
+    tracker.spawn(background::run_reconciler(payments.clone(), stop.clone()));
+    if payments.settings.sandbox_webhook_after().is_some() {
+        tracker.spawn(background::run_sandbox_webhooks(
+            payments.pool.clone(),
+            (*payments.settings).clone(),
+            stop.clone(),
+        ));
     }
 }
 
 pub struct Application {
     ops: OpsServer,
+    payments: Payments,
+    kafka: Option<KafkaSettings>,
 }
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let pool = proto::runtime::connect_postgres(&config.database).await?;
+        let redis = proto::runtime::connect_redis(&config.redis).await?;
+        let settings = Arc::new(config.payments);
+        let payments = Payments {
+            provider: Arc::new(Sandbox::new(pool.clone(), settings.sandbox_webhook_after())),
+            pool,
+            redis,
+            keys: Keys::new(config.redis.key_prefix),
+            settings,
+        };
         Ok(Self {
             ops: OpsServer::bind(config.listen, "payments").await?,
+            payments,
+            kafka: config.kafka.filter(|k| !k.brokers.is_empty()),
         })
     }
 
@@ -40,6 +200,15 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        self.ops.run(shutdown).await
+        let stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        spawn_loops(&tracker, &stop, self.payments, self.kafka);
+        tracker.close();
+        let served = self.ops.run(shutdown).await;
+        // Order: the operations endpoint has stopped; the loops finish their current
+        // pass (a relay batch is awaited whole) and exit.
+        stop.cancel();
+        tracker.wait().await;
+        served
     }
 }

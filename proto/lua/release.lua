@@ -10,7 +10,8 @@
 -- ARGV[5] the drainer's lease value for a sweep, "" for a fan's release
 --
 -- Returns {1, state, seats freed} when the hold ended, {0, current state} when there
--- was no hold to end (already ended, not yet decided, or not yet expired),
+-- was no hold to end (already ended, not yet decided, not yet expired, or paying
+-- and not a sweep),
 -- {0, "lease_lost"} when a sweep's drainer no longer holds the lease, and
 -- {0, "restoring"} while a restore holds it (its seat map and holds are being
 -- rebuilt from the ledger; a release now would be undone by it).
@@ -24,8 +25,11 @@ if string.sub(lease, 1, 8) == 'restore-' then return {0, 'restoring'} end
 
 local id, key = ARGV[1], KEYS[7]
 local r = redis.call('HMGET', key, 'state', 'fan', 'seats', 'expires')
-if r[1] ~= 'held' then return {0, r[1] or ''} end
-if ARGV[4] == '1' and tonumber(r[4]) > tonumber(ARGV[3]) then return {0, 'held'} end
+-- A paying hold ends only by the sweep, once its paying deadline has passed (the
+-- payment is then abandoned); a fan cannot release seats whose payment is in flight.
+local sweep = ARGV[4] == '1'
+if r[1] ~= 'held' and not (sweep and r[1] == 'paying') then return {0, r[1] or ''} end
+if sweep and tonumber(r[4]) > tonumber(ARGV[3]) then return {0, r[1]} end
 
 local prefix = 'h:' .. id .. ':'
 local freed, count = 0, 0
@@ -46,6 +50,7 @@ redis.call('HINCRBY', KEYS[2], 'held', 0 - freed)
 redis.call('HINCRBY', KEYS[4], r[2], 0 - count)
 redis.call('ZREM', KEYS[3], id)
 redis.call('HSET', key, 'state', ARGV[2])
+redis.call('HDEL', key, 'held_until')
 if redis.call('HGET', KEYS[6], r[2]) == id then redis.call('HDEL', KEYS[6], r[2]) end
 redis.call('XADD', KEYS[8], '*', 'r', id, 's', ARGV[2])
 return {1, ARGV[2], freed}

@@ -38,6 +38,18 @@ pub enum ErrorCode {
     UnknownSeat,
     /// A section the venue does not have.
     UnknownSection,
+    /// A card number that is not 12 to 19 digits passing the Luhn check.
+    InvalidCardNumber,
+    /// A card expiry that is not `MM/YY`.
+    InvalidExpiry,
+    /// A card whose expiry has passed.
+    CardExpired,
+    /// A card security code that is not 3 or 4 digits.
+    InvalidCvc,
+    /// A webhook whose `Onsale-Signature` is missing or does not verify.
+    InvalidSignature,
+    /// A webhook signed more than 300 s away from now.
+    SignatureExpired,
 
     // 401 / 403: who is asking.
     /// No bearer token was sent.
@@ -64,6 +76,15 @@ pub enum ErrorCode {
     /// A seat is held or sold by someone else.
     SeatUnavailable,
     RequestNotFound,
+    OrderNotFound,
+    /// Checkout of a request that holds no seats (still in line, or refused).
+    RequestNotHeld,
+    /// Checkout of a request whose hold has ended (expired, released, cancelled).
+    HoldEnded,
+    /// Checkout of a request whose seats are already paid for.
+    AlreadyPaid,
+    /// A payment for this request is in flight; its outcome comes first.
+    PaymentInFlight,
     /// The event exists but its sale was never set up (an event created before sales
     /// were made with their events, and not yet drawn or touched by an operator).
     SaleNotFound,
@@ -96,11 +117,16 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            MalformedJson | InvalidPath | InvalidQuery | InvalidIdempotencyKey => 400,
+            MalformedJson
+            | InvalidPath
+            | InvalidQuery
+            | InvalidIdempotencyKey
+            | InvalidSignature
+            | SignatureExpired => 400,
             Unauthenticated | InvalidToken | InvalidCredentials => 401,
             Forbidden => 403,
             NotFound | VenueNotFound | EventNotFound | UserNotFound | RequestNotFound
-            | SaleNotFound => 404,
+            | OrderNotFound | SaleNotFound => 404,
             MethodNotAllowed => 405,
             EmailTaken
             | IdempotencyKeyReused
@@ -109,12 +135,16 @@ impl ErrorCode {
             | SaleClosed
             | SoldOut
             | AlreadyInLine
-            | InvalidTransition => 409,
+            | InvalidTransition
+            | RequestNotHeld
+            | HoldEnded
+            | AlreadyPaid
+            | PaymentInFlight => 409,
             PayloadTooLarge => 413,
             UnsupportedMediaType => 415,
             InvalidRequest | VenueHasNoSeats | DuplicateSection | DuplicateRowLabel
             | OnsaleAfterStart | MissingPrice | UnknownPriceTier | OverLimit | UnknownSeat
-            | UnknownSection => 422,
+            | UnknownSection | InvalidCardNumber | InvalidExpiry | CardExpired | InvalidCvc => 422,
             RateLimited => 429,
             Internal => 500,
             ServiceUnavailable | Overloaded => 503,
@@ -139,6 +169,17 @@ impl ErrorCode {
             OverLimit => "over_limit",
             UnknownSeat => "unknown_seat",
             UnknownSection => "unknown_section",
+            InvalidCardNumber => "invalid_card_number",
+            InvalidExpiry => "invalid_expiry",
+            CardExpired => "card_expired",
+            InvalidCvc => "invalid_cvc",
+            InvalidSignature => "invalid_signature",
+            SignatureExpired => "signature_expired",
+            OrderNotFound => "order_not_found",
+            RequestNotHeld => "request_not_held",
+            HoldEnded => "hold_ended",
+            AlreadyPaid => "already_paid",
+            PaymentInFlight => "payment_in_flight",
             RequestNotFound => "request_not_found",
             SaleNotFound => "sale_not_found",
             SaleClosed => "sale_closed",
@@ -232,6 +273,17 @@ mod tests {
             OverLimit,
             UnknownSeat,
             UnknownSection,
+            InvalidCardNumber,
+            InvalidExpiry,
+            CardExpired,
+            InvalidCvc,
+            InvalidSignature,
+            SignatureExpired,
+            OrderNotFound,
+            RequestNotHeld,
+            HoldEnded,
+            AlreadyPaid,
+            PaymentInFlight,
             RequestNotFound,
             SaleNotFound,
             SaleClosed,

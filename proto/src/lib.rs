@@ -20,6 +20,8 @@ pub mod auth;
 pub mod http;
 #[cfg(feature = "sqlx")]
 pub mod migrations;
+#[cfg(feature = "sqlx")]
+pub mod outbox;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 #[cfg(feature = "redis")]

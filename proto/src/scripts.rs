@@ -48,6 +48,70 @@ scripts! {
     REQUEUE => "requeue.lua",
     /// Moves a sale between states.
     SET_SALE_STATE => "set_sale_state.lua",
+    /// A held request starts paying; its hold is extended.
+    PAY => "pay.lua",
+    /// A declined payment: the request is held again until its normal end.
+    UNPAY => "unpay.lua",
+    /// A successful payment: the held seats become sold.
+    CONFIRM => "confirm.lua",
+}
+
+/// `pay.lua` for one request: `fan` starts paying, the hold runs up to `grace_ms`
+/// past its normal end.
+pub fn pay(
+    keys: &crate::Keys,
+    event: crate::EventId,
+    request: crate::RequestId,
+    fan: crate::UserId,
+    now_ms: i64,
+    grace_ms: i64,
+) -> redis::ScriptInvocation<'static> {
+    let mut invocation = PAY.key(keys.request(event, request));
+    invocation
+        .key(keys.holds(event))
+        .key(keys.section_holds(event))
+        .key(keys.seat_states(event))
+        .key(keys.lease(event))
+        .arg(request.to_string())
+        .arg(fan.to_string())
+        .arg(now_ms)
+        .arg(grace_ms);
+    invocation
+}
+
+/// `unpay.lua` for one request: back from paying to held.
+pub fn unpay(
+    keys: &crate::Keys,
+    event: crate::EventId,
+    request: crate::RequestId,
+) -> redis::ScriptInvocation<'static> {
+    let mut invocation = UNPAY.key(keys.request(event, request));
+    invocation
+        .key(keys.holds(event))
+        .key(keys.section_holds(event))
+        .key(keys.seat_states(event))
+        .arg(request.to_string());
+    invocation
+}
+
+/// `confirm.lua` for one request: its paying hold becomes sold.
+pub fn confirm(
+    keys: &crate::Keys,
+    event: crate::EventId,
+    request: crate::RequestId,
+    now_ms: i64,
+) -> redis::ScriptInvocation<'static> {
+    let mut invocation = CONFIRM.key(keys.seat_states(event));
+    invocation
+        .key(keys.seat_counts(event))
+        .key(keys.holds(event))
+        .key(keys.section_holds(event))
+        .key(keys.fans(event))
+        .key(keys.request(event, request))
+        .key(keys.lease(event))
+        .arg(request.to_string())
+        .arg(now_ms);
+    invocation
 }
 
 /// The event keys `hold_batch.lua` takes first (`KEYS[1..10]`), in the order it reads

@@ -329,6 +329,13 @@ pub async fn leave(
             }
             _ => {}
         }
+    } else if changed == 0 && state == "paying" {
+        return Err(Error::refused(
+            ErrorCode::PaymentInFlight,
+            format!(
+                "a payment for request {request_id} is in flight; its seats are released if it fails and the hold runs out"
+            ),
+        ));
     } else if changed == 0 && state.is_empty() {
         return Err(Error::RequestNotFound(request_id));
     }

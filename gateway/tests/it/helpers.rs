@@ -13,6 +13,7 @@ use sqlx::PgPool;
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "admin-password-1";
+pub const WEBHOOK_SECRET: &str = "whsec-test-0123456789";
 
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL")
@@ -52,6 +53,13 @@ pub fn config(prefix: &str) -> Config {
         bootstrap_admin: Some(SecretString::from(format!(
             "{ADMIN_EMAIL}:{ADMIN_PASSWORD}"
         ))),
+        payments: payments::Settings {
+            webhook_secret: SecretString::from(WEBHOOK_SECRET),
+            paying_grace_seconds: 120,
+            sandbox_webhook_seconds: 0,
+            sandbox_webhook_url: "http://127.0.0.1:1/unused".into(),
+            currency: "EUR".into(),
+        },
     }
 }
 
@@ -240,4 +248,24 @@ impl TestApp {
         let event_id = self.create_event(&admin, &venue_id).await;
         (admin, event_id)
     }
+}
+
+/// A fan's token minted directly (no account, no password hashing), for tests that
+/// need many fans quickly.
+pub fn minted_fan_token() -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = proto::auth::Claims {
+        sub: proto::UserId::new(),
+        role: proto::Role::Fan,
+        iss: "onsale".into(),
+        aud: "onsale".into(),
+        iat: now,
+        exp: now + 600,
+    };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(proto::auth::ALGORITHM),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("token")
 }

@@ -3,6 +3,8 @@
 
 mod auth;
 mod bad_input;
+mod checkout;
+mod checkout_input;
 mod helpers;
 mod idempotency;
 mod inventory;

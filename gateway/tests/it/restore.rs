@@ -4,31 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use proto::auth::{ALGORITHM, Claims};
-use proto::{Role, UserId};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::*;
-
-fn fan_token() -> String {
-    let now = chrono::Utc::now().timestamp();
-    let claims = Claims {
-        sub: UserId::new(),
-        role: Role::Fan,
-        iss: "onsale".into(),
-        aud: "onsale".into(),
-        iat: now,
-        exp: now + 600,
-    };
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(ALGORITHM),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("token")
-}
 
 async fn state_of(app: &TestApp, token: &str, request: &str) -> (StatusCode, Value) {
     let response = app
@@ -79,7 +59,7 @@ async fn an_event_whose_redis_keys_are_lost_mid_sale_is_restored_from_postgres(p
     // 30 seats, 45 fans of one seat each: some held, the rest in line, when the keys go.
     let mut fans = Vec::new();
     for _ in 0..45 {
-        let token = fan_token();
+        let token = minted_fan_token();
         let response = app
             .client
             .post(app.url(&format!("/v1/events/{event}/requests")))
@@ -161,7 +141,7 @@ async fn an_event_whose_redis_keys_are_lost_mid_sale_is_restored_from_postgres(p
     let late = app
         .client
         .post(app.url(&format!("/v1/events/{event}/requests")))
-        .bearer_auth(fan_token())
+        .bearer_auth(minted_fan_token())
         .json(&json!({"quantity": 1}))
         .send()
         .await

@@ -129,6 +129,7 @@ async fn gateway(stack: &Stack) -> anyhow::Result<String> {
     config["database"]["url"] = json!(stack.database_url);
     config["redis"] = json!({"url": stack.redis_url, "key_prefix": stack.keys.prefix()});
     config["auth"]["jwt_secret"] = json!(SECRET);
+    config["payments"]["webhook_secret"] = json!(SECRET);
     for limit in [
         "per_ip_per_second",
         "per_ip_burst",

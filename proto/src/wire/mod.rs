@@ -2,6 +2,8 @@
 //! typo would silently change meaning; responses only ever gain fields.
 
 pub mod auth;
+pub mod events;
 pub mod inventory;
+pub mod payments;
 pub mod queue;
 pub mod seats;

@@ -8,10 +8,19 @@
 //! conditional delete keyed by request id, so a batch written twice (a redelivered
 //! stream entry) leaves the same rows; and a request that reached a terminal state
 //! is never moved back, so a late write cannot put a hold back after it ended.
+//!
+//! Every state change is reported in the same transaction through the outbox
+//! (`request.held`, `request.rejected`, `request.expired`, `request.released`): only
+//! rows the statement really changed are reported, so a redelivered batch reports
+//! nothing twice.
+
+pub mod checkout;
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use proto::outbox::{self, Message};
+use proto::wire::events::{EventType, RequestPayload};
 use proto::wire::queue::RequestState;
 use proto::{EventId, RequestId, UserId};
 use sqlx::PgPool;
@@ -186,7 +195,9 @@ pub async fn record(
         .collect();
 
     // A request moves forward only: a row that is paying or ended is left as it is,
-    // and only rows that are held after the upsert get seat claims.
+    // and only rows that are held after the upsert get seat claims. A row already in
+    // the decided state (a redelivered entry) is not written again, so `written` is
+    // exactly the rows this batch changed, the ones the outbox reports.
     let written: Vec<uuid::Uuid> = sqlx::query_scalar(&format!(
         "INSERT INTO booking.requests
              (request_id, event_id, fan_id, queue_number, state, seats, hold_expires_at, reason)
@@ -196,7 +207,7 @@ pub async fn record(
          ON CONFLICT (request_id) DO UPDATE SET
              state = EXCLUDED.state, seats = EXCLUDED.seats, hold_expires_at = EXCLUDED.hold_expires_at,
              reason = EXCLUDED.reason, queue_number = EXCLUDED.queue_number, updated_at = now()
-         WHERE booking.requests.state IN {OPEN_STATES}
+         WHERE booking.requests.state IN {OPEN_STATES} AND booking.requests.state <> EXCLUDED.state
          RETURNING request_id"
     ))
     .bind(event_id)
@@ -237,6 +248,28 @@ pub async fn record(
         .execute(&mut *tx)
         .await?;
     }
+    let messages: Vec<Message> = kept
+        .iter()
+        .filter(|d| written.contains(&d.request_id.as_uuid()))
+        .filter_map(|d| {
+            let kind = match d.state {
+                RequestState::Held => EventType::RequestHeld,
+                RequestState::Rejected => EventType::RequestRejected,
+                _ => return None,
+            };
+            Some(request_message(
+                kind,
+                event_id,
+                d.request_id,
+                d.fan,
+                d.state,
+                d.seats.clone(),
+                d.expires_at,
+                d.reason.clone(),
+            ))
+        })
+        .collect();
+    outbox::write(&mut tx, &messages).await?;
     tx.commit().await?;
     Ok(conflicts
         .into_iter()
@@ -267,14 +300,30 @@ pub async fn end_holds(
         .bind(&ids)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
+    let ended: Vec<(RequestId, UserId, Vec<String>)> = sqlx::query_as(
         "UPDATE booking.requests SET state = $2, hold_expires_at = NULL, updated_at = now()
-         WHERE request_id = ANY($1) AND state IN ('held', 'paying')",
+         WHERE request_id = ANY($1) AND state IN ('held', 'paying')
+         RETURNING request_id, fan_id, seats",
     )
     .bind(&ids)
     .bind(state.as_str())
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
+    let kind = match state {
+        RequestState::Expired => Some(EventType::RequestExpired),
+        RequestState::Released => Some(EventType::RequestReleased),
+        RequestState::Rejected => Some(EventType::RequestRejected),
+        _ => None,
+    };
+    if let Some(kind) = kind {
+        let messages: Vec<Message> = ended
+            .into_iter()
+            .map(|(request, fan, seats)| {
+                request_message(kind, event_id, request, fan, state, seats, None, None)
+            })
+            .collect();
+        outbox::write(&mut tx, &messages).await?;
+    }
     tx.commit().await?;
     Ok(())
 }
@@ -294,22 +343,70 @@ pub async fn reject_undecided(
     }
     let mut tx = pool.begin().await?;
     check_fence(&mut tx, event_id, epoch).await?;
-    sqlx::query(
+    let rejected: Vec<(RequestId, UserId)> = sqlx::query_as(
         "INSERT INTO booking.requests (request_id, event_id, fan_id, queue_number, state, reason)
          SELECT r, $1, f, n, 'rejected', $5 FROM UNNEST($2::uuid[], $3::uuid[], $4::int[]) AS t(r, f, n)
          ON CONFLICT (request_id) DO UPDATE SET state = 'rejected', reason = $5, seats = '{}',
              hold_expires_at = NULL, updated_at = now()
-         WHERE booking.requests.state = 'queued'"
+         WHERE booking.requests.state = 'queued'
+         RETURNING request_id, fan_id"
     )
     .bind(event_id)
     .bind(requests.iter().map(|r| r.0.as_uuid()).collect::<Vec<_>>())
     .bind(requests.iter().map(|r| r.1.as_uuid()).collect::<Vec<_>>())
     .bind(requests.iter().map(|r| r.2 as i32).collect::<Vec<_>>())
     .bind(reason)
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
+    let messages: Vec<Message> = rejected
+        .into_iter()
+        .map(|(request, fan)| {
+            request_message(
+                EventType::RequestRejected,
+                event_id,
+                request,
+                fan,
+                RequestState::Rejected,
+                Vec::new(),
+                None,
+                Some(reason.to_owned()),
+            )
+        })
+        .collect();
+    outbox::write(&mut tx, &messages).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// A `request.*` outbox message.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the payload's fields, named at each call"
+)]
+pub(crate) fn request_message(
+    kind: EventType,
+    event_id: EventId,
+    request_id: RequestId,
+    fan_id: UserId,
+    state: RequestState,
+    seats: Vec<String>,
+    hold_expires_at: Option<DateTime<Utc>>,
+    reason: Option<String>,
+) -> Message {
+    Message::new(
+        kind,
+        event_id,
+        Some(request_id),
+        &RequestPayload {
+            request_id,
+            event_id,
+            fan_id,
+            state: state.as_str().to_owned(),
+            seats,
+            hold_expires_at,
+            reason,
+        },
+    )
 }
 
 /// A held request as the ledger has it, for putting it back into Redis.

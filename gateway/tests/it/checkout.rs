@@ -1,0 +1,571 @@
+//! Checkout end to end through the gateway, with a booking worker draining the
+//! line: the sandbox's three cards, the signed webhook, refunds after the hold
+//! ended, idempotent retries, racing fans, and bad input that changes nothing.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::*;
+
+pub const PAID: &str = "4242424242424242";
+pub const DECLINED: &str = "4000000000000002";
+pub const PENDING: &str = "4000000000003220";
+
+/// An opened sale on a [`venue_body`] venue whose holds last `hold_seconds`, and a
+/// booking worker draining it (stopped with the returned token). Holds shorter than
+/// the API allows (60 s) are set in the sale's Redis settings, which the hold
+/// script reads.
+pub async fn open_sale(app: &TestApp, hold_seconds: u32) -> (String, String, CancellationToken) {
+    let admin = app.admin_token().await;
+    let venue = app.create_venue(&admin, &venue_body()).await;
+    let event = app.create_event(&admin, &venue).await;
+    let opened = app
+        .post(
+            &format!("/v1/ops/events/{event}/open"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(opened.status(), StatusCode::OK);
+    let rate = app
+        .client
+        .put(app.url(&format!("/v1/ops/events/{event}/admission")))
+        .bearer_auth(&admin)
+        .json(&json!({"per_second": 1000}))
+        .send()
+        .await
+        .expect("rate");
+    assert_eq!(rate.status(), StatusCode::OK);
+    let event_id: proto::EventId = event.parse().expect("event id");
+    let mut redis = app.redis.clone();
+    let _: () = redis::cmd("HSET")
+        .arg(app.keys.sale(event_id))
+        .arg("hold_ms")
+        .arg(u64::from(hold_seconds) * 1000)
+        .query_async(&mut redis)
+        .await
+        .expect("hold time");
+    (admin, event, start_worker(app))
+}
+
+/// A booking worker in this process, draining every active event.
+pub fn start_worker(app: &TestApp) -> CancellationToken {
+    let worker = booking_worker::Worker {
+        pool: app.pool.clone(),
+        client: redis::Client::open(redis_url()).expect("url"),
+        redis: app.redis.clone(),
+        keys: app.keys.clone(),
+        name: format!("w-{}", uuid::Uuid::new_v4().simple()),
+        settings: booking_worker::DrainSettings {
+            lease_ms: 1_000,
+            block_ms: 50,
+            sold_out_horizon_ms: 0,
+            sweep_interval_ms: 100,
+            ..Default::default()
+        },
+        discover_every: Duration::from_millis(50),
+        health: Default::default(),
+    };
+    let stop = CancellationToken::new();
+    tokio::spawn(worker.run(stop.clone()));
+    stop
+}
+
+/// Joins with `body` and waits until the request is decided; returns its id and
+/// its state as the fan reads it.
+pub async fn join_and_wait(
+    app: &TestApp,
+    event: &str,
+    token: &str,
+    body: &Value,
+) -> (String, Value) {
+    let joined = app
+        .client
+        .post(app.url(&format!("/v1/events/{event}/requests")))
+        .bearer_auth(token)
+        .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+        .json(body)
+        .send()
+        .await
+        .expect("join");
+    assert_eq!(joined.status(), StatusCode::ACCEPTED);
+    let request = joined.json::<Value>().await.expect("json")["request_id"]
+        .as_str()
+        .expect("request_id")
+        .to_owned();
+    let status = wait_for_state(app, token, &request, &["held", "rejected"]).await;
+    (request, status)
+}
+
+/// Reads the request until its state is one of `states` (at most 20 s).
+pub async fn wait_for_state(app: &TestApp, token: &str, request: &str, states: &[&str]) -> Value {
+    let started = Instant::now();
+    loop {
+        let status: Value = app
+            .get_json(&format!("/v1/requests/{request}"), Some(token))
+            .await;
+        if states.contains(&status["state"].as_str().unwrap_or_default()) {
+            return status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "request {request} never reached {states:?}: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A held request of a fresh fan: `(token, request id, its state)`.
+pub async fn held(app: &TestApp, event: &str, body: &Value) -> (String, String, Value) {
+    let token = minted_fan_token();
+    let (request, status) = join_and_wait(app, event, &token, body).await;
+    assert_eq!(status["state"], "held", "{status}");
+    (token, request, status)
+}
+
+pub async fn checkout(
+    app: &TestApp,
+    token: &str,
+    request: &str,
+    card: &str,
+    key: Option<&str>,
+) -> reqwest::Response {
+    checkout_call(app, token, request, card, key).await
+}
+
+/// A checkout call that owns what it needs, for spawning many at once.
+pub fn checkout_call(
+    app: &TestApp,
+    token: &str,
+    request: &str,
+    card: &str,
+    key: Option<&str>,
+) -> impl std::future::Future<Output = reqwest::Response> + Send + 'static {
+    let mut call = app
+        .client
+        .post(app.url(&format!("/v1/requests/{request}/checkout")))
+        .bearer_auth(token)
+        .json(&json!({"card_number": card, "expiry": "12/34", "cvc": "123"}));
+    if let Some(key) = key {
+        call = call.header("idempotency-key", key);
+    }
+    async move { call.send().await.expect("checkout") }
+}
+
+/// A webhook delivery, signed at `at` (unix seconds) with `secret`.
+pub async fn webhook(app: &TestApp, body: &Value, secret: &str, at: i64) -> reqwest::Response {
+    let raw = body.to_string();
+    app.client
+        .post(app.url("/v1/payments/webhook"))
+        .header("content-type", "application/json")
+        .header(
+            "onsale-signature",
+            payments::signature::sign(secret.as_bytes(), at, raw.as_bytes()),
+        )
+        .body(raw)
+        .send()
+        .await
+        .expect("webhook")
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// The seat map's state of `seats`, once the snapshot (at most 1 s old) shows
+/// `expected` for all of them.
+async fn wait_for_seats(app: &TestApp, event: &str, seats: &[String], expected: &str) {
+    let started = Instant::now();
+    loop {
+        let map: Value = app
+            .get_json(&format!("/v1/events/{event}/seats"), None)
+            .await;
+        let states: Vec<&str> = seats
+            .iter()
+            .map(|seat| {
+                map.as_array()
+                    .expect("seat list")
+                    .iter()
+                    .find(|s| s["seat_id"] == seat.as_str())
+                    .and_then(|s| s["state"].as_str())
+                    .expect("seat on the map")
+            })
+            .collect();
+        if states.iter().all(|s| *s == expected) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "seats {seats:?} read {states:?}, not {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn seats_of(status: &Value) -> Vec<String> {
+    status["seats"]
+        .as_array()
+        .expect("seats")
+        .iter()
+        .map(|s| s.as_str().expect("seat").to_owned())
+        .collect()
+}
+
+async fn outbox_kinds(app: &TestApp, request: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT kind FROM outbox.messages WHERE request_id = $1::uuid ORDER BY seq")
+        .bind(request)
+        .fetch_all(&app.pool)
+        .await
+        .expect("outbox")
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_held_request_pays_and_its_seats_read_sold(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (_, event, stop) = open_sale(&app, 600).await;
+    let (token, request, status) =
+        held(&app, &event, &json!({"quantity": 2, "section": "Floor"})).await;
+    let seats = seats_of(&status);
+
+    let response = checkout(&app, &token, &request, PAID, Some("pay-1")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let order: Value = response.json().await.expect("order");
+    assert_eq!(order["state"], "paid", "{order}");
+    assert_eq!(order["amount_cents"], 2 * 4500);
+    assert_eq!(order["currency"], "EUR");
+    assert_eq!(order["card_last4"], "4242");
+    assert_eq!(order["request_id"], request.as_str());
+    assert_eq!(order["event_id"], event.as_str());
+    assert_eq!(order["seats"], json!(seats));
+
+    let confirmed: Value = app
+        .get_json(&format!("/v1/requests/{request}"), Some(&token))
+        .await;
+    assert_eq!(confirmed["state"], "confirmed", "{confirmed}");
+    wait_for_seats(&app, &event, &seats, "sold").await;
+
+    let order_id = order["order_id"].as_str().expect("order_id");
+    let read: Value = app
+        .get_json(&format!("/v1/orders/{order_id}"), Some(&token))
+        .await;
+    assert_eq!(read["state"], "paid");
+    let mine: Value = app.get_json("/v1/orders", Some(&token)).await;
+    assert_eq!(mine["orders"].as_array().map(Vec::len), Some(1));
+    assert_eq!(mine["orders"][0]["order_id"], order_id);
+    // Another fan cannot read it.
+    assert_error(
+        app.get(&format!("/v1/orders/{order_id}"), Some(&minted_fan_token()))
+            .await,
+        StatusCode::NOT_FOUND,
+        "order_not_found",
+    )
+    .await;
+
+    // The ledger has the sale: the request, the claims and the tickets.
+    let ledger: (String, i64, i64) = sqlx::query_as(
+        "SELECT r.state,
+                (SELECT count(*) FROM booking.seat_claims c WHERE c.request_id = r.request_id AND c.state = 'sold'),
+                (SELECT count(*) FROM payments.tickets t WHERE t.request_id = r.request_id)
+         FROM booking.requests r WHERE r.request_id = $1::uuid",
+    )
+    .bind(&request)
+    .fetch_one(&app.pool)
+    .await
+    .expect("ledger");
+    assert_eq!(ledger, ("confirmed".to_owned(), 2, 2));
+    assert_eq!(
+        outbox_kinds(&app, &request).await,
+        ["request.held", "request.confirmed", "order.paid"]
+    );
+    stop.cancel();
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_declined_card_leaves_the_hold_and_a_second_card_pays(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (_, event, stop) = open_sale(&app, 600).await;
+    let (token, request, before) = held(&app, &event, &json!({"quantity": 1})).await;
+
+    let response = checkout(&app, &token, &request, DECLINED, Some("try-1")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let declined: Value = response.json().await.expect("order");
+    assert_eq!(declined["state"], "declined", "{declined}");
+    assert_eq!(declined["reason"], "card_declined");
+
+    let after: Value = app
+        .get_json(&format!("/v1/requests/{request}"), Some(&token))
+        .await;
+    assert_eq!(after["state"], "held", "{after}");
+    assert_eq!(
+        after["hold_expires_at"], before["hold_expires_at"],
+        "the hold keeps its end"
+    );
+    assert_eq!(after["seats"], before["seats"]);
+    let ledger: (String, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "SELECT state, hold_expires_at FROM booking.requests WHERE request_id = $1::uuid",
+    )
+    .bind(&request)
+    .fetch_one(&app.pool)
+    .await
+    .expect("ledger");
+    assert_eq!(ledger.0, "held");
+    assert_eq!(
+        Some(ledger.1.timestamp_millis()),
+        before["hold_expires_at"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp_millis())
+    );
+
+    let response = checkout(&app, &token, &request, PAID, Some("try-2")).await;
+    let paid: Value = response.json().await.expect("order");
+    assert_eq!(paid["state"], "paid", "{paid}");
+    assert_ne!(paid["order_id"], declined["order_id"]);
+    let mine: Value = app.get_json("/v1/orders", Some(&token)).await;
+    let states: Vec<&str> = mine["orders"]
+        .as_array()
+        .expect("orders")
+        .iter()
+        .filter_map(|o| o["state"].as_str())
+        .collect();
+    assert_eq!(states, ["paid", "declined"], "newest first");
+    stop.cancel();
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_pending_card_is_sold_by_its_signed_webhook(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (_, event, stop) = open_sale(&app, 600).await;
+    let (token, request, before) = held(&app, &event, &json!({"quantity": 1})).await;
+
+    let response = checkout(&app, &token, &request, PENDING, Some("pend-1")).await;
+    let order: Value = response.json().await.expect("order");
+    assert_eq!(order["state"], "pending", "{order}");
+    let paying: Value = app
+        .get_json(&format!("/v1/requests/{request}"), Some(&token))
+        .await;
+    assert_eq!(paying["state"], "paying");
+    let end = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v["hold_expires_at"].as_str().expect("expiry"))
+            .expect("rfc3339")
+            .timestamp()
+    };
+    assert_eq!(
+        end(&paying) - end(&before),
+        120,
+        "the hold runs the paying grace longer"
+    );
+    // A fan cannot release seats whose payment is in flight.
+    let leave = app
+        .client
+        .delete(app.url(&format!("/v1/requests/{request}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("delete");
+    assert_error(leave, StatusCode::CONFLICT, "payment_in_flight").await;
+    // Nor pay twice.
+    assert_error(
+        checkout(&app, &token, &request, PAID, Some("pend-2")).await,
+        StatusCode::CONFLICT,
+        "payment_in_flight",
+    )
+    .await;
+
+    let order_id = order["order_id"].as_str().expect("order_id");
+    let delivery = json!({"id": "wh_test_1", "type": "payment.succeeded", "order_id": order_id});
+    let first = webhook(&app, &delivery, WEBHOOK_SECRET, now()).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let ack: Value = first.json().await.expect("ack");
+    assert_eq!(ack, json!({"status": "processed", "order_state": "paid"}));
+    let again = webhook(&app, &delivery, WEBHOOK_SECRET, now()).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(
+        again.json::<Value>().await.expect("ack")["status"],
+        "duplicate"
+    );
+
+    let confirmed: Value = app
+        .get_json(&format!("/v1/requests/{request}"), Some(&token))
+        .await;
+    assert_eq!(confirmed["state"], "confirmed");
+    assert_eq!(
+        outbox_kinds(&app, &request).await,
+        ["request.held", "request.confirmed", "order.paid"],
+        "the duplicate webhook reported nothing"
+    );
+    stop.cancel();
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_late_webhook_after_the_hold_ended_is_refunded(pool: PgPool) {
+    let app = spawn_app_with(pool, |config| config.payments.paying_grace_seconds = 1).await;
+    let (_, event, stop) = open_sale(&app, 2).await;
+    let (token, request, status) = held(&app, &event, &json!({"quantity": 2})).await;
+    let seats = seats_of(&status);
+    let order: Value = checkout(&app, &token, &request, PENDING, None)
+        .await
+        .json()
+        .await
+        .expect("order");
+    assert_eq!(order["state"], "pending");
+    // The payment is abandoned when the hold plus its grace runs out.
+    let ended = wait_for_state(&app, &token, &request, &["expired"]).await;
+    assert_eq!(ended["state"], "expired");
+
+    let order_id = order["order_id"].as_str().expect("order_id");
+    let late = webhook(
+        &app,
+        &json!({"id": "wh_late", "type": "payment.succeeded", "order_id": order_id}),
+        WEBHOOK_SECRET,
+        now(),
+    )
+    .await;
+    assert_eq!(late.status(), StatusCode::OK);
+    let read: Value = app
+        .get_json(&format!("/v1/orders/{order_id}"), Some(&token))
+        .await;
+    assert_eq!(read["state"], "refunded", "{read}");
+    assert_eq!(read["reason"], "hold_ended");
+    let charge: String =
+        sqlx::query_scalar("SELECT state FROM payments.sandbox_charges WHERE order_id = $1::uuid")
+            .bind(order_id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("charge");
+    assert_eq!(charge, "refunded", "the provider paid the money back");
+    let tickets = app.count("payments.tickets").await;
+    assert_eq!(tickets, 0);
+    wait_for_seats(&app, &event, &seats, "available").await;
+    let kinds = outbox_kinds(&app, &request).await;
+    assert_eq!(kinds, ["request.held", "request.expired", "order.refunded"]);
+    stop.cancel();
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn the_same_checkout_retried_with_the_same_key_charges_once(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (_, event, stop) = open_sale(&app, 600).await;
+    let (token, request, _) = held(&app, &event, &json!({"quantity": 1})).await;
+
+    // Eight copies at once, then one more after.
+    let copies: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(checkout_call(
+                &app,
+                &token,
+                &request,
+                PAID,
+                Some("same-key"),
+            ))
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for copy in copies {
+        let response = copy.await.expect("task");
+        let status = response.status();
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(status, StatusCode::OK, "{body}");
+        answers.push(body);
+    }
+    let late: Value = checkout(&app, &token, &request, PAID, Some("same-key"))
+        .await
+        .json()
+        .await
+        .expect("order");
+    answers.push(late);
+    for answer in &answers {
+        assert_eq!(answer, &answers[0], "every retry gets the first answer");
+    }
+    assert_eq!(answers[0]["state"], "paid");
+    assert_eq!(
+        app.count("payments.sandbox_charges").await,
+        1,
+        "charged once"
+    );
+    assert_eq!(app.count("payments.orders").await, 1);
+
+    let other = app
+        .client
+        .post(app.url(&format!("/v1/requests/{request}/checkout")))
+        .bearer_auth(&token)
+        .header("idempotency-key", "same-key")
+        .json(&json!({"card_number": DECLINED, "expiry": "12/34", "cvc": "123"}))
+        .send()
+        .await
+        .expect("checkout");
+    assert_error(other, StatusCode::CONFLICT, "idempotency_key_reused").await;
+    stop.cancel();
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn fifty_fans_racing_for_one_seat_end_with_one_paid_order(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (_, event, stop) = open_sale(&app, 600).await;
+    // Fifty fans ask for the same seat at once; each checks out as soon as it
+    // reads its request held, and every holder's checkout is sent eight times at
+    // once with different keys.
+    let mut fans = Vec::new();
+    for _ in 0..50 {
+        let app_client = app.client.clone();
+        let url = app.url(&format!("/v1/events/{event}/requests"));
+        let token = minted_fan_token();
+        fans.push(tokio::spawn(async move {
+            let response = app_client
+                .post(url)
+                .bearer_auth(&token)
+                .json(&json!({"seats": ["Floor-A-1"]}))
+                .send()
+                .await
+                .expect("join");
+            assert_eq!(response.status(), StatusCode::ACCEPTED);
+            let body: Value = response.json().await.expect("json");
+            (token, body["request_id"].as_str().expect("id").to_owned())
+        }));
+    }
+    let mut joined = Vec::new();
+    for fan in fans {
+        joined.push(fan.await.expect("task"));
+    }
+    let mut attempts = Vec::new();
+    for (token, request) in &joined {
+        let status = wait_for_state(&app, token, request, &["held", "rejected"]).await;
+        if status["state"] == "held" {
+            for _ in 0..8 {
+                attempts.push(tokio::spawn(checkout_call(
+                    &app, token, request, PAID, None,
+                )));
+            }
+        }
+    }
+    let mut paid = 0;
+    for attempt in attempts {
+        let response = attempt.await.expect("task");
+        let status = response.status();
+        let body: Value = response.json().await.expect("json");
+        match (status, body["state"].as_str(), body["code"].as_str()) {
+            (StatusCode::OK, Some("paid"), _) => paid += 1,
+            (StatusCode::CONFLICT, _, Some("payment_in_flight" | "already_paid")) => {}
+            other => panic!("unexpected answer {other:?}: {body}"),
+        }
+    }
+    assert_eq!(paid, 1, "exactly one checkout paid");
+    let orders: Vec<(String, Vec<String>)> =
+        sqlx::query_as("SELECT state, seats FROM payments.orders WHERE state = 'paid'")
+            .fetch_all(&app.pool)
+            .await
+            .expect("orders");
+    assert_eq!(orders, [("paid".to_owned(), vec!["Floor-A-1".to_owned()])]);
+    assert_eq!(app.count("payments.tickets").await, 1);
+    assert_eq!(
+        app.count("payments.sandbox_charges").await,
+        1,
+        "one card charged once"
+    );
+    wait_for_seats(&app, &event, &["Floor-A-1".to_owned()], "sold").await;
+    stop.cancel();
+}

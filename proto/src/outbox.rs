@@ -1,0 +1,69 @@
+//! The transactional outbox's writing side: a domain event is written in the same
+//! Postgres transaction as the change it reports, whoever makes the change; the
+//! payments relay publishes it (`outbox.messages`, see the payments migration).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::wire::events::EventType;
+use crate::{EventId, RequestId};
+
+/// One domain event to publish.
+#[derive(Clone, Debug)]
+pub struct Message {
+    pub kind: EventType,
+    pub event_id: EventId,
+    pub request_id: Option<RequestId>,
+    pub payload: serde_json::Value,
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl Message {
+    pub fn new(
+        kind: EventType,
+        event_id: EventId,
+        request_id: Option<RequestId>,
+        payload: &impl Serialize,
+    ) -> Self {
+        Self {
+            kind,
+            event_id,
+            request_id,
+            payload: serde_json::to_value(payload).unwrap_or(serde_json::Value::Null),
+            occurred_at: Utc::now(),
+        }
+    }
+}
+
+/// Writes `messages` in the caller's transaction, in order (one statement).
+pub async fn write(tx: &mut sqlx::PgConnection, messages: &[Message]) -> Result<(), sqlx::Error> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<uuid::Uuid> = messages.iter().map(|_| uuid::Uuid::now_v7()).collect();
+    let topics: Vec<&str> = messages.iter().map(|m| m.kind.topic()).collect();
+    let kinds: Vec<&str> = messages.iter().map(|m| m.kind.as_str()).collect();
+    let events: Vec<uuid::Uuid> = messages.iter().map(|m| m.event_id.as_uuid()).collect();
+    let requests: Vec<Option<uuid::Uuid>> = messages
+        .iter()
+        .map(|m| m.request_id.map(|r| r.as_uuid()))
+        .collect();
+    let payloads: Vec<serde_json::Value> = messages.iter().map(|m| m.payload.clone()).collect();
+    let times: Vec<DateTime<Utc>> = messages.iter().map(|m| m.occurred_at).collect();
+    sqlx::query(
+        "INSERT INTO outbox.messages (id, topic, kind, event_id, request_id, payload, occurred_at)
+         SELECT id, topic, kind, event_id, request_id, payload, occurred_at FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::jsonb[], $7::timestamptz[])
+         WITH ORDINALITY AS t(id, topic, kind, event_id, request_id, payload, occurred_at, n)
+         ORDER BY n",
+    )
+    .bind(&ids)
+    .bind(&topics)
+    .bind(&kinds)
+    .bind(&events)
+    .bind(&requests)
+    .bind(&payloads)
+    .bind(&times)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
