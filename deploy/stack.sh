@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # The local stack: Redis, Postgres and a Kafka-protocol broker for every command.
 #
-# Source this file, then call `stack_up <dir> <broker: required|optional>`. It uses
+# Source this file, then call `stack_up <dir> <broker: required|optional|later>`
+# (`later`: a broker that must first be installed starts in the background). It uses
 # REDIS_URL, DATABASE_URL and KAFKA_BROKERS when they are set; for each one that is
 # not, it starts a private instance on a free loopback port with its data under
 # <dir>, waits until it answers, and exports the variable. `stack_down` (installed
@@ -153,8 +154,39 @@ ensure_tansu() {
     export PATH="$HOME/.cargo/bin:$PATH"
 }
 
+# Starts tansu on 127.0.0.1:$2 once it is installed (installing it first when it is
+# not), in the background: the farm comes up without waiting, and the outbox relay
+# and the notifier connect when the broker answers.
+start_broker_later() {
+    local dir=$1 port=$2
+    mkdir -p "$dir/tansu"
+    (
+        if ! ensure_tansu >"$dir/tansu/install.log" 2>&1; then
+            warn "tansu could not be installed (log: $dir/tansu/install.log); domain events wait in the outbox"
+            exit 0
+        fi
+        say "broker     installed; starting it on 127.0.0.1:$port"
+        exec tansu broker --storage-engine memory://tansu/ \
+            --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+            >"$dir/tansu/tansu.log" 2>&1
+    ) &
+    STACK_PIDS+=("$!")
+    export KAFKA_BROKERS="127.0.0.1:$port"
+}
+
 start_broker() {
     local dir=$1 need=$2
+    if [ "$need" = later ] && ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ] \
+        && command -v cargo >/dev/null 2>&1; then
+        local port
+        port=$(free_port)
+        warn "the tansu broker is not installed: installing it in the background (about 12 minutes, once per machine)."
+        warn "the farm runs meanwhile; domain events wait in the outbox and leave when the broker is up"
+        warn "(install log: $dir/tansu/install.log)"
+        start_broker_later "$dir" "$port"
+        say "broker     $KAFKA_BROKERS (private tansu, once installed)"
+        return 0
+    fi
     if ! ensure_tansu; then
         if [ "$need" = required ]; then
             die "no Kafka-protocol broker: set KAFKA_BROKERS, or install tansu (cargo install tansu --locked --features dynostore)"
@@ -181,6 +213,8 @@ start_broker() {
 stack_down() {
     local pid
     for pid in "${STACK_PIDS[@]}"; do
+        # A background broker start is a subshell: stop its children too.
+        pkill -P "$pid" 2>/dev/null || true
         kill "$pid" 2>/dev/null || true
     done
     for pid in "${STACK_PIDS[@]}"; do
@@ -195,7 +229,7 @@ stack_down() {
     fi
 }
 
-# stack_up <data dir> <broker: required|optional>
+# stack_up <data dir> <broker: required|optional|later>
 stack_up() {
     local dir=$1 broker=$2
     mkdir -p "$dir"

@@ -12,8 +12,6 @@ use tokio_util::sync::CancellationToken;
 use crate::provider::ChargeStatus;
 use crate::{Payments, Settings, settle, signature};
 
-/// An order pending this long without news is asked about.
-const STALE_SECONDS: f64 = 10.0;
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 
 /// Settles one stale pending order from the provider's record; returns what it did.
@@ -43,7 +41,8 @@ pub async fn reconcile_order(
 /// One pass of the reconciler over stale pending orders; returns how many it settled.
 pub async fn reconcile(payments: &Payments) -> Result<usize, crate::Error> {
     let mut settled = 0;
-    for order_id in crate::orders::stale_pending(&payments.pool, STALE_SECONDS, 100).await? {
+    let stale = payments.settings.reconcile_after_seconds as f64;
+    for order_id in crate::orders::stale_pending(&payments.pool, stale, 100).await? {
         match reconcile_order(payments, order_id).await {
             Ok("still_pending") => {}
             Ok(outcome) => {

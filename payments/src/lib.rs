@@ -57,6 +57,9 @@ pub struct Settings {
     pub sandbox_webhook_url: String,
     /// ISO 4217 code of every price.
     pub currency: String,
+    /// An order pending this long without news is looked up at the provider and
+    /// settled by the reconciler.
+    pub reconcile_after_seconds: u64,
 }
 
 impl Settings {
@@ -67,6 +70,7 @@ impl Settings {
             "sandbox_webhook_seconds": 5,
             "sandbox_webhook_url": "http://127.0.0.1:8080/v1/payments/webhook",
             "currency": "EUR",
+            "reconcile_after_seconds": 10,
         })
     }
 

@@ -59,6 +59,7 @@ pub fn config(prefix: &str) -> Config {
             sandbox_webhook_seconds: 0,
             sandbox_webhook_url: "http://127.0.0.1:1/unused".into(),
             currency: "EUR".into(),
+            reconcile_after_seconds: 10,
         },
     }
 }

@@ -4,11 +4,13 @@
 mod auth;
 mod bad_input;
 mod checkout;
+mod checkout_faults;
 mod checkout_input;
 mod helpers;
 mod idempotency;
 mod inventory;
 mod limits;
+mod private_postgres;
 mod queue;
 mod restore;
 mod system;
