@@ -70,11 +70,23 @@ fn base(settings: &KafkaSettings) -> ClientConfig {
 
 /// An idempotent producer that waits for every in-sync replica.
 pub fn producer(settings: &KafkaSettings) -> Result<FutureProducer, BusError> {
+    producer_with_timeout(settings, Duration::from_secs(30))
+}
+
+/// Like [`producer`], giving up on a record after `message_timeout` (its send then
+/// fails with `MessageTimedOut`).
+pub fn producer_with_timeout(
+    settings: &KafkaSettings,
+    message_timeout: Duration,
+) -> Result<FutureProducer, BusError> {
     Ok(base(settings)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
-        .set("message.timeout.ms", "30000")
+        .set(
+            "message.timeout.ms",
+            message_timeout.as_millis().to_string(),
+        )
         .create()?)
 }
 

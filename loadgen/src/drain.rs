@@ -83,7 +83,7 @@ fn worker(stack: &Stack, name: &str, batch: usize) -> Worker {
 
 /// Runs `workers` workers until the ledger has decided `total` requests; returns the
 /// time from start to the last decision.
-async fn run_farm(
+pub(crate) async fn run_farm(
     stack: &Stack,
     event_id: EventId,
     total: usize,

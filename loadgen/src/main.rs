@@ -7,9 +7,11 @@
 //! loadgen joins  --seconds 10 --concurrency 64     queue joins/s through the gateway binary
 //! loadgen chaos  --seed 1 --seconds 20              the history checker: faults, then proofs
 //! loadgen flood  --seconds 10 --fans 10000         seat-map GETs/s and join latency under a flood
+//! loadgen checkout --fans 2000 --concurrency 32     checkouts/s through the gateway; outbox and email lag
 //! ```
 
 mod chaos;
+mod checkout;
 mod drain;
 mod flood;
 mod joins;
@@ -39,6 +41,9 @@ enum Command {
     /// Fans refreshing the seat map while others join the line, through the gateway:
     /// seat-map GETs per second and join latency, against the 404 baseline.
     Flood(flood::FloodArgs),
+    /// Checkouts per second through the gateway against bare Postgres commits; with
+    /// KAFKA_BROKERS, the outbox's and the email's lag under that load.
+    Checkout(checkout::CheckoutArgs),
 }
 
 // A general-purpose allocator that keeps the many small per-request allocations
@@ -56,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Joins(args) => joins::joins(&mut stack, args).await,
         Command::Chaos(args) => chaos::chaos(&mut stack, args).await,
         Command::Flood(args) => flood::flood(&mut stack, args).await,
+        Command::Checkout(args) => checkout::checkout(&mut stack, args).await,
     };
     // The run's keys go whatever the outcome; its Postgres rows stay for inspection.
     setup::cleanup(&mut stack).await?;

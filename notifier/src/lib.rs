@@ -1,34 +1,95 @@
-//! The notifier: consumes domain events from Kafka and emails fans (HTML and text),
-//! exactly once per event as the fan sees it, with a notification log.
+//! The notifier: a Kafka consumer group that turns domain events into emails to
+//! fans (HTML and text), exactly once per event as the fan sees it, with a
+//! notification log. Owns the `notifier` schema; reads `gateway.users` (the fan's
+//! address) and `inventory.events` (the event's name).
 //!
-//! Today the service runs its operations endpoint (`/healthz`, `/metrics`) so a
-//! deployment can already place, probe and scrape it.
+//! - [`consumer`]: the group on the bookings and orders topics, offsets stored only
+//!   after an envelope is done;
+//! - [`deliver`]: one envelope: lookups, rendering, SMTP, retries, dead letters, and
+//!   how the send/log window is closed;
+//! - [`compose`]: which events email and what the emails say (the templates);
+//! - [`log`]: the notification log's queries;
+//! - [`sink`]: an SMTP sink for development and tests (`notifier catch-mail`).
+//!
+//! Metrics: `onsale_emails_total{kind, outcome}` (outcome `sent`, `skipped`,
+//! `duplicate`, `dead`, `retry` per failed attempt, `malformed` for records that are
+//! not envelopes) and the histogram `onsale_email_lag_seconds` (from the event's
+//! `occurred_at` to the SMTP server's acceptance).
 
-use std::net::SocketAddr;
+pub mod compose;
+pub mod config;
+pub mod consumer;
+pub mod deliver;
+pub mod log;
+pub mod sink;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
 use proto::runtime::OpsServer;
-use proto::settings::SettingsError;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
-#[derive(Clone, Debug, serde::Deserialize)]
-pub struct Config {
-    /// Where the operations endpoint listens.
-    pub listen: SocketAddr,
-}
+pub use config::{Config, ConsumerSettings, RetrySettings};
+pub use consumer::EventConsumer;
+pub use deliver::{Done, Notifier};
 
-impl Config {
-    pub fn load() -> Result<Self, SettingsError> {
-        proto::settings::load(&serde_json::json!({ "listen": "127.0.0.1:8085" }))
-    }
-}
-
+/// The notifier process: the consumer and the operations endpoint.
 pub struct Application {
     ops: OpsServer,
+    consumer: EventConsumer,
 }
 
 impl Application {
+    /// Connects to Postgres (running pending migrations) and binds the endpoint.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let pool = proto::runtime::connect_postgres(&config.database).await?;
+        Self::with_pool(config, pool).await
+    }
+
+    /// Like [`Application::build`] with a pool the caller made (and migrated).
+    pub async fn with_pool(config: Config, pool: PgPool) -> anyhow::Result<Self> {
+        config.validate()?;
+        let notifier = Arc::new(Notifier::new(&config, pool.clone())?);
+        let consumer = EventConsumer::new(&config, notifier);
+        // Alive while the consumer loop goes round (it does at least every few
+        // seconds, and between retries); ready while Postgres answers too. SMTP
+        // being down makes neither fail: the retries are the answer to that.
+        let stale_after =
+            Duration::from_millis(config.smtp_timeout_ms * 2).max(Duration::from_secs(60));
+        let health = consumer.health();
+        let liveness = move || {
+            let health = health.clone();
+            Box::pin(async move {
+                match health.since_last_tick() {
+                    Some(since) if since > stale_after => Err(format!(
+                        "the consumer loop last ran {} s ago",
+                        since.as_secs()
+                    )),
+                    _ => Ok(()),
+                }
+            }) as proto::runtime::Check
+        };
+        let live = liveness.clone();
+        let readiness = move || {
+            let (pool, live) = (pool.clone(), live.clone());
+            Box::pin(async move {
+                live().await?;
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map_err(|e| format!("postgres: {e}"))?;
+                Ok(())
+            }) as proto::runtime::Check
+        };
         Ok(Self {
-            ops: OpsServer::bind(config.listen, "notifier").await?,
+            ops: OpsServer::bind(config.listen, "notifier")
+                .await
+                .with_context(|| format!("binding the operations endpoint on {}", config.listen))?
+                .with_liveness(liveness)
+                .with_readiness(readiness),
+            consumer,
         })
     }
 
@@ -36,10 +97,39 @@ impl Application {
         self.ops.port()
     }
 
+    /// Serves until `shutdown`, then: stop consuming, finish the email in hand (or
+    /// leave it unacknowledged if it is between retries), commit the stored
+    /// offsets, leave the group, stop the endpoint.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        self.ops.run(shutdown).await
+        let stop = CancellationToken::new();
+        let mut consumer = tokio::spawn(self.consumer.run(stop.clone()));
+        let ops_done = CancellationToken::new();
+        let ops_release = ops_done.clone();
+        let mut ops = tokio::spawn(self.ops.run(async move { ops_release.cancelled().await }));
+        tokio::select! {
+            () = shutdown => {}
+            ended = &mut consumer => {
+                ops_done.cancel();
+                let _ = ops.await;
+                ended.context("consumer task")??;
+                anyhow::bail!("the consumer loop ended before shutdown");
+            }
+            served = &mut ops => {
+                stop.cancel();
+                consumer.await.context("consumer task")??;
+                return served.context("operations task")?;
+            }
+        }
+        // The endpoint keeps answering (unready is honest, dead is not) until the
+        // consumer has committed and left the group.
+        stop.cancel();
+        let consumed = consumer.await.context("consumer task");
+        ops_done.cancel();
+        let served = ops.await.context("operations task");
+        consumed??;
+        served?
     }
 }

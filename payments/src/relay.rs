@@ -25,6 +25,9 @@ use tokio_util::sync::CancellationToken;
 const BATCH: i64 = 500;
 /// How long an idle relay waits before looking again.
 const IDLE: Duration = Duration::from_millis(20);
+/// How long one record may wait for the broker before its batch is given up (and
+/// sent again by a fresh producer).
+const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The advisory lock that makes the relay single (any fixed number will do).
 const RELAY_LOCK: i64 = 0x6f6e_7361_6c65; // "onsale"
 
@@ -118,21 +121,32 @@ pub async fn publish_batch(
     Ok(rows.len())
 }
 
-/// Runs the relay until `stop`: batches back to back while there is work, a short
-/// idle wait otherwise, and a growing pause (up to 5 s) while the broker or Postgres
-/// is away.
-pub async fn run(pool: PgPool, kafka: KafkaSettings, stop: CancellationToken) {
-    let producer = loop {
-        match bus::producer(&kafka) {
-            Ok(producer) => break producer,
+/// A producer, retried every 5 s until it can be made; `None` once `stop` is cancelled.
+async fn make_producer(kafka: &KafkaSettings, stop: &CancellationToken) -> Option<FutureProducer> {
+    loop {
+        match bus::producer_with_timeout(kafka, MESSAGE_TIMEOUT) {
+            Ok(producer) => return Some(producer),
             Err(error) => {
                 tracing::warn!(%error, "outbox relay cannot create its producer; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(5)) => {}
-                    () = stop.cancelled() => return,
+                    () = stop.cancelled() => return None,
                 }
             }
         }
+    }
+}
+
+/// Runs the relay until `stop`: batches back to back while there is work, a short
+/// idle wait otherwise, and a growing pause (up to 5 s) while the broker or Postgres
+/// is away.
+///
+/// After a failed batch the producer is replaced: an idempotent producer's identity
+/// lives in the broker, and a broker that restarted without its state refuses the
+/// old one's sequence, so its records would only time out.
+pub async fn run(pool: PgPool, kafka: KafkaSettings, stop: CancellationToken) {
+    let Some(mut producer) = make_producer(&kafka, &stop).await else {
+        return;
     };
     let mut topics_ready = false;
     let mut backoff = Duration::from_millis(100);
@@ -161,11 +175,19 @@ pub async fn run(pool: PgPool, kafka: KafkaSettings, stop: CancellationToken) {
                     backoff = Duration::from_millis(100);
                     IDLE
                 }
+                Err(RelayError::Database(error)) => {
+                    tracing::warn!(%error, "outbox relay: postgres unavailable; retrying");
+                    backoff
+                }
                 Err(error) => {
-                    tracing::warn!(%error, "outbox relay: publishing failed; retrying");
-                    // The broker may have lost its topics (a restart of the in-memory
+                    tracing::warn!(%error, "outbox relay: publishing failed; retrying with a fresh producer");
+                    // The broker may have restarted and lost its topics (the in-memory
                     // development broker): make them again before the retry.
                     topics_ready = false;
+                    match make_producer(&kafka, &stop).await {
+                        Some(fresh) => producer = fresh,
+                        None => break,
+                    }
                     backoff
                 }
             }

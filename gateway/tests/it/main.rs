@@ -6,6 +6,7 @@ mod bad_input;
 mod checkout;
 mod checkout_faults;
 mod checkout_input;
+mod email;
 mod helpers;
 mod idempotency;
 mod inventory;

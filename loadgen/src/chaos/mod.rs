@@ -63,7 +63,7 @@ pub struct ChaosArgs {
     own_redis: bool,
 }
 
-const SECRET: &str = "chaos-secret-chaos-secret-chaos-secret-0123";
+pub(crate) const SECRET: &str = "chaos-secret-chaos-secret-chaos-secret-0123";
 /// Sections of the chaos venue; each has 2 rows of 10 seats.
 const SECTIONS: [&str; 3] = ["A", "B", "C"];
 
@@ -123,7 +123,7 @@ async fn presell(stack: &mut Stack, event_id: EventId) -> anyhow::Result<()> {
 }
 
 /// The gateway, in this process, on the run's key prefix.
-async fn gateway(stack: &Stack) -> anyhow::Result<String> {
+pub(crate) async fn gateway(stack: &Stack) -> anyhow::Result<String> {
     let mut config = gateway::config::Config::defaults();
     config["listen"] = json!("127.0.0.1:0");
     config["database"]["url"] = json!(stack.database_url);

@@ -1,0 +1,375 @@
+//! Delivering one envelope: decide whether it emails, look the fan and the event up,
+//! render, send over SMTP, and keep the notification log true, retrying in place
+//! with capped exponential backoff while SMTP or Postgres fail transiently.
+//!
+//! Exactly once as the fan sees it, and where that is not possible, what happens:
+//! - a redelivered envelope with a final row (`sent`, `skipped`, `dead`) is a
+//!   duplicate: no email;
+//! - each attempt runs under a Postgres advisory lock on the envelope id, so two
+//!   members of the group holding the same record during a rebalance take turns
+//!   and the second finds the first one's final row;
+//! - before talking to SMTP the attempt commits a `sending` row. A crash between the
+//!   server accepting the message and the `sent` write leaves that row, and the
+//!   redelivered envelope is sent again, under the same `Message-ID`
+//!   (`<envelope-id@onsale>`), with a warning. We resend rather than assume: a
+//!   `sending` row far more often means the crash came before or during the SMTP
+//!   conversation (the long part) than in the one-statement gap after it, and a
+//!   missing ticket confirmation costs the fan more than a duplicate that mail
+//!   clients can fold by its Message-ID;
+//! - when only the `sent` write fails (Postgres down), the process remembers that
+//!   the message went out and retries the write, never the email.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use proto::UserId;
+use proto::wire::events::{Envelope, EventType};
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+
+use crate::compose::{Facts, Kind, Payload, Rendered, Templates};
+use crate::config::{Config, RetrySettings, SmtpTarget};
+use crate::log;
+
+/// How an envelope ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Done {
+    /// The SMTP server accepted the email and the log says so.
+    Sent,
+    /// The event needs no email.
+    Skipped,
+    /// The log already had a final row for it (a redelivery).
+    Duplicate,
+    /// Written off: refused for good, or retried past the give-up time.
+    Dead,
+}
+
+impl Done {
+    fn as_str(self) -> &'static str {
+        match self {
+            Done::Sent => "sent",
+            Done::Skipped => "skipped",
+            Done::Duplicate => "duplicate",
+            Done::Dead => "dead",
+        }
+    }
+}
+
+/// Why an attempt did not finish the envelope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Worth another attempt: SMTP unreachable or answering 4xx, Postgres errors.
+    Transient(String),
+    /// No attempt will do better: a 5xx reply, a fan without an account, a bad payload.
+    Permanent(String),
+}
+
+/// Waits between attempts; `false` means stop (shutdown) and leave the record for
+/// the next owner.
+pub trait Pause {
+    fn pause(&mut self, delay: Duration) -> impl Future<Output = bool> + Send;
+}
+
+/// A [`Pause`] that just sleeps: for callers without a Kafka consumer to keep alive.
+pub struct Sleep;
+
+impl Pause for Sleep {
+    async fn pause(&mut self, delay: Duration) -> bool {
+        tokio::time::sleep(delay).await;
+        true
+    }
+}
+
+/// What the attempts on one envelope have learnt so far.
+#[derive(Debug)]
+struct Progress {
+    attempts: u32,
+    /// When the first attempt began, in this process or (from the log) an earlier one.
+    first_attempt_at: DateTime<Utc>,
+    sent_at: Option<DateTime<Utc>>,
+    fan_id: Option<UserId>,
+}
+
+/// Sends the emails and keeps the log; one per process, shared by the consumer.
+pub struct Notifier {
+    pool: PgPool,
+    mailer: AsyncSmtpTransport<Tokio1Executor>,
+    templates: Templates,
+    from: Mailbox,
+    public_base: String,
+    retry: RetrySettings,
+}
+
+impl Notifier {
+    pub fn new(config: &Config, pool: PgPool) -> anyhow::Result<Self> {
+        let target =
+            SmtpTarget::parse(config.smtp_url.expose_secret()).map_err(anyhow::Error::msg)?;
+        let mut mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(target.host)
+            .port(target.port)
+            .timeout(Some(Duration::from_millis(config.smtp_timeout_ms)));
+        if let Some((user, password)) = target.credentials {
+            mailer = mailer.credentials(lettre::transport::smtp::authentication::Credentials::new(
+                user,
+                password.expose_secret().to_owned(),
+            ));
+        }
+        Ok(Self {
+            pool,
+            mailer: mailer.build(),
+            templates: Templates::new(),
+            from: config
+                .mail_from
+                .parse()
+                .map_err(|e| anyhow::anyhow!("mail_from: {e}"))?,
+            public_base: config.public_base().to_owned(),
+            retry: config.retry.clone(),
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Deals with one envelope: attempts, pauses with `pause` between failed attempts,
+    /// writes it off past the give-up time. `None` when `pause` says stop first; the
+    /// envelope is then unfinished and its record must not be acknowledged.
+    pub async fn process(&self, envelope: &Envelope, pause: &mut impl Pause) -> Option<Done> {
+        let kind = metric_kind(envelope);
+        let mut progress = Progress {
+            attempts: 0,
+            first_attempt_at: Utc::now(),
+            sent_at: None,
+            fan_id: None,
+        };
+        let mut delay = self.retry.initial();
+        let done = loop {
+            let error = match self.attempt(envelope, &mut progress).await {
+                Ok(done) => break done,
+                Err(Failure::Permanent(error)) => {
+                    tracing::warn!(envelope_id = %envelope.id, kind, attempts = progress.attempts, %error, "email refused for good; writing it off");
+                    break self.bury(envelope, &progress, &error, pause).await?;
+                }
+                Err(Failure::Transient(error)) => error,
+            };
+            metrics::counter!("onsale_emails_total", "kind" => kind, "outcome" => "retry")
+                .increment(1);
+            let failing_for = (Utc::now() - progress.first_attempt_at)
+                .to_std()
+                .unwrap_or_default();
+            // Once the message went out, only the log write is retried, for as long
+            // as it takes: writing it off would be untrue.
+            if progress.sent_at.is_none() && failing_for >= self.retry.give_up_after() {
+                tracing::warn!(envelope_id = %envelope.id, kind, attempts = progress.attempts, failing_for_s = failing_for.as_secs(), %error, "email still failing past the give-up time; writing it off");
+                break self.bury(envelope, &progress, &error, pause).await?;
+            }
+            tracing::warn!(envelope_id = %envelope.id, kind, attempts = progress.attempts, retry_in_ms = delay.as_millis() as u64, %error, "email attempt failed");
+            if !pause.pause(delay).await {
+                tracing::info!(envelope_id = %envelope.id, kind, "stopping with the email unfinished; the record will be delivered again");
+                return None;
+            }
+            delay = (delay * 2).min(self.retry.max());
+        };
+        metrics::counter!("onsale_emails_total", "kind" => kind, "outcome" => done.as_str())
+            .increment(1);
+        tracing::info!(envelope_id = %envelope.id, kind, outcome = done.as_str(), attempts = progress.attempts, "envelope done");
+        Some(done)
+    }
+
+    /// One attempt, under the envelope's advisory lock.
+    async fn attempt(&self, envelope: &Envelope, progress: &mut Progress) -> Result<Done, Failure> {
+        let Some(kind) = EventType::parse(&envelope.kind).and_then(Kind::for_event) else {
+            let fan_id = envelope
+                .payload
+                .get("fan_id")
+                .and_then(|v| serde_json::from_value(v.clone()).ok());
+            let fresh = log::skip(&self.pool, envelope, fan_id).await.map_err(db)?;
+            return Ok(if fresh {
+                Done::Skipped
+            } else {
+                Done::Duplicate
+            });
+        };
+        let payload = Payload::parse(kind, &envelope.payload)
+            .map_err(|e| Failure::Permanent(format!("payload of {}: {e}", envelope.kind)))?;
+        progress.fan_id = Some(payload.fan_id());
+
+        // The lock belongs to this transaction, so it dies with a crashed process's
+        // connection; nothing is written inside it (the log writes must commit on
+        // their own, before and after the SMTP conversation).
+        let mut lock = self.pool.begin().await.map_err(db)?;
+        let (class, key) = log::lock_key(envelope.id);
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(class)
+            .bind(key)
+            .execute(&mut *lock)
+            .await
+            .map_err(db)?;
+        let outcome = self
+            .attempt_locked(envelope, kind, &payload, progress)
+            .await;
+        if let Err(error) = lock.rollback().await {
+            tracing::debug!(%error, "releasing the envelope lock failed; the connection's end releases it");
+        }
+        outcome
+    }
+
+    async fn attempt_locked(
+        &self,
+        envelope: &Envelope,
+        kind: Kind,
+        payload: &Payload,
+        progress: &mut Progress,
+    ) -> Result<Done, Failure> {
+        match log::find(&self.pool, envelope.id).await.map_err(db)? {
+            Some(entry) if entry.status.is_final() => return Ok(Done::Duplicate),
+            Some(entry) => {
+                progress.first_attempt_at = progress.first_attempt_at.min(entry.created_at);
+                if progress.attempts == 0 && progress.sent_at.is_none() {
+                    tracing::warn!(envelope_id = %envelope.id, earlier_attempts = entry.attempts, "an earlier attempt may have sent this email; sending it again under the same message id");
+                }
+            }
+            None => {}
+        }
+        if let Some(sent_at) = progress.sent_at {
+            log::mark_sent(&self.pool, envelope.id, sent_at)
+                .await
+                .map_err(db)?;
+            return Ok(Done::Sent);
+        }
+
+        let (to, event_name) = self.lookup(envelope, payload).await?;
+        let facts = Facts::new(payload, &event_name, &self.public_base);
+        let rendered = self
+            .templates
+            .render(kind, &facts)
+            .map_err(|e| Failure::Permanent(format!("rendering the email: {e:#}")))?;
+        let message = self.message(envelope, to.clone(), &rendered)?;
+        let Some(entry) = log::claim(
+            &self.pool,
+            envelope,
+            payload.fan_id(),
+            to.email.as_ref(),
+            &rendered.subject,
+        )
+        .await
+        .map_err(db)?
+        else {
+            return Ok(Done::Duplicate);
+        };
+        progress.attempts += 1;
+        progress.first_attempt_at = progress.first_attempt_at.min(entry.created_at);
+
+        match self.mailer.send(message).await {
+            Ok(_) => {
+                let sent_at = Utc::now();
+                progress.sent_at = Some(sent_at);
+                let lag = (sent_at - envelope.occurred_at).as_seconds_f64().max(0.0);
+                metrics::histogram!("onsale_email_lag_seconds").record(lag);
+                log::mark_sent(&self.pool, envelope.id, sent_at)
+                    .await
+                    .map_err(|e| {
+                        Failure::Transient(format!("sent, but recording it failed: {e}"))
+                    })?;
+                Ok(Done::Sent)
+            }
+            Err(error) => {
+                let failure = if error.is_permanent() || error.is_client() {
+                    Failure::Permanent(format!("smtp: {error}"))
+                } else {
+                    Failure::Transient(format!("smtp: {error}"))
+                };
+                if let Err(e) =
+                    log::note_failure(&self.pool, envelope.id, &format!("smtp: {error}")).await
+                {
+                    tracing::debug!(envelope_id = %envelope.id, error = %e, "cannot note the failed attempt");
+                }
+                Err(failure)
+            }
+        }
+    }
+
+    /// The fan's address (`gateway.users`) and the event's name (`inventory.events`).
+    async fn lookup(
+        &self,
+        envelope: &Envelope,
+        payload: &Payload,
+    ) -> Result<(Mailbox, String), Failure> {
+        let fan_id = payload.fan_id();
+        let email: Option<String> =
+            sqlx::query_scalar("SELECT email FROM gateway.users WHERE user_id = $1")
+                .bind(fan_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        let email =
+            email.ok_or_else(|| Failure::Permanent(format!("fan {fan_id} has no account")))?;
+        let to: Mailbox = email
+            .parse()
+            .map_err(|e| Failure::Permanent(format!("the address of fan {fan_id}: {e}")))?;
+        let name: Option<String> =
+            sqlx::query_scalar("SELECT name FROM inventory.events WHERE event_id = $1")
+                .bind(envelope.event_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        // An email about a payment still goes out when the event row is missing.
+        let name = name.unwrap_or_else(|| {
+            tracing::warn!(event_id = %envelope.event_id, "event not found; the email says \"your event\"");
+            "your event".to_owned()
+        });
+        Ok((to, name))
+    }
+
+    fn message(
+        &self,
+        envelope: &Envelope,
+        to: Mailbox,
+        email: &Rendered,
+    ) -> Result<Message, Failure> {
+        Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(email.subject.clone())
+            .message_id(Some(log::message_id(envelope.id)))
+            .multipart(MultiPart::alternative_plain_html(
+                email.text.clone(),
+                email.html.clone(),
+            ))
+            .map_err(|e| Failure::Permanent(format!("building the message: {e}")))
+    }
+
+    /// Writes the dead letter, retrying while Postgres fails.
+    async fn bury(
+        &self,
+        envelope: &Envelope,
+        progress: &Progress,
+        error: &str,
+        pause: &mut impl Pause,
+    ) -> Option<Done> {
+        let mut delay = self.retry.initial();
+        loop {
+            match log::bury(&self.pool, envelope, progress.fan_id, error).await {
+                Ok(()) => return Some(Done::Dead),
+                Err(e) => {
+                    tracing::warn!(envelope_id = %envelope.id, error = %e, "cannot write the dead letter; retrying");
+                    if !pause.pause(delay).await {
+                        return None;
+                    }
+                    delay = (delay * 2).min(self.retry.max());
+                }
+            }
+        }
+    }
+}
+
+fn db(error: sqlx::Error) -> Failure {
+    Failure::Transient(format!("postgres: {error}"))
+}
+
+/// The `kind` label: known event types only, so a bad producer cannot grow the
+/// metric's series without bound.
+fn metric_kind(envelope: &Envelope) -> &'static str {
+    EventType::parse(&envelope.kind).map_or("unknown", EventType::as_str)
+}
