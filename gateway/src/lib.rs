@@ -170,8 +170,14 @@ pub fn router(
         },
         verifier: verifier.clone(),
     };
+    // Keys live in a pool of their own: a keyed request holds its key's row (one
+    // connection) while it runs, and must not starve the connections its own handler
+    // needs when many run at once (a flash sale's checkouts).
     let idempotency = Idempotency {
-        pool,
+        pool: sqlx::postgres::PgPoolOptions::new()
+            .max_connections(config.database.max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with((*pool.connect_options()).clone()),
         body_limit: config.limits.body_bytes,
     };
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())

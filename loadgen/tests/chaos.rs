@@ -1,7 +1,6 @@
-//! The history checker's seeded short run, as CI runs it: `loadgen chaos` against
-//! the real Postgres (`DATABASE_URL`) and a Redis of the run's own (append-only,
-//! which the nemesis kills and restarts), with booking-worker processes under the
-//! nemesis. The run fails itself when a promise breaks; this
+//! The history checker's seeded short run, as CI runs it: `loadgen chaos` on a
+//! Postgres and a Redis of the run's own (which the nemesis crashes and restarts),
+//! with booking-worker processes under the nemesis. The run fails itself when a promise breaks; this
 //! test also checks that the faults it claims to inject were injected.
 
 use std::process::Command;
@@ -20,10 +19,11 @@ fn a_seeded_run_under_faults_keeps_every_promise() {
             "--seed",
             "7",
             "--seconds",
-            "15",
+            "20",
             "--fans",
             "120",
             "--own-redis",
+            "--own-postgres",
         ])
         .env("RUST_LOG", "error")
         .output()
@@ -54,6 +54,8 @@ fn a_seeded_run_under_faults_keeps_every_promise() {
         "deleted mid-sale",
         "two drawers",
         "connections cut",
+        "Redis killed",
+        "Postgres crashed",
     ] {
         let injected: u64 = faults
             .iter()

@@ -20,22 +20,55 @@ pub async fn reconcile_order(
     order_id: OrderId,
 ) -> Result<&'static str, crate::Error> {
     Ok(match payments.provider.lookup(order_id).await? {
-        Some((charge, ChargeStatus::Succeeded | ChargeStatus::Refunded)) => {
+        Some((charge, ChargeStatus::Succeeded)) => {
             settle::succeeded(payments, order_id, Some(&charge)).await?;
             "settled_success"
+        }
+        // A refund whose bookkeeping was lost: the money is back already.
+        Some((charge, ChargeStatus::Refunded)) => {
+            settle::refunded(payments, order_id, &charge, "refunded").await?;
+            "settled_refund"
         }
         Some((charge, ChargeStatus::Declined { reason })) => {
             settle::failed(payments, order_id, Some(&charge), &reason).await?;
             "settled_decline"
         }
-        // The provider tells by webhook.
-        Some((_, ChargeStatus::Pending)) => "still_pending",
-        // The checkout stopped before charging.
+        // The provider tells by webhook, unless the hold it was paying for is over:
+        // then the payment is abandoned (voided; should it have succeeded first, the
+        // next pass finds it and refunds it).
+        Some((_, ChargeStatus::Pending)) => {
+            if paying_still(payments, order_id).await? || !payments.provider.void(order_id).await? {
+                "still_pending"
+            } else {
+                settle::cancelled(payments, order_id, "abandoned").await?;
+                "abandoned"
+            }
+        }
+        // The checkout stopped before charging. The payment is voided first, so a
+        // charge still on its way is declined rather than taken for nothing.
         None => {
-            settle::cancelled(payments, order_id).await?;
-            "cancelled"
+            if payments.provider.void(order_id).await? {
+                settle::cancelled(payments, order_id, "no_charge").await?;
+                "cancelled"
+            } else {
+                "still_pending"
+            }
         }
     })
+}
+
+/// Whether the order's request is still paying within its deadline, as the ledger
+/// has it.
+async fn paying_still(payments: &Payments, order_id: OrderId) -> Result<bool, crate::Error> {
+    let paying: Option<bool> = sqlx::query_scalar(
+        "SELECT r.state = 'paying' AND r.hold_expires_at > now()
+         FROM payments.orders o JOIN booking.requests r USING (request_id)
+         WHERE o.order_id = $1",
+    )
+    .bind(order_id)
+    .fetch_optional(&payments.pool)
+    .await?;
+    Ok(paying.unwrap_or(false))
 }
 
 /// One pass of the reconciler over stale pending orders; returns how many it settled.
@@ -77,10 +110,18 @@ pub async fn send_due_webhooks(
     client: &reqwest::Client,
     settings: &Settings,
 ) -> Result<usize, sqlx::Error> {
+    // A payment called off (voided) meanwhile is never announced.
+    sqlx::query(
+        "UPDATE payments.sandbox_charges SET notified_at = now()
+         WHERE notified_at IS NULL AND notify_at IS NOT NULL AND state = 'voided'",
+    )
+    .execute(pool)
+    .await?;
     let due: Vec<(String, uuid::Uuid, String)> = sqlx::query_as(
         "UPDATE payments.sandbox_charges SET state = CASE WHEN state = 'pending' THEN settles_to ELSE state END
          WHERE charge_id IN (SELECT charge_id FROM payments.sandbox_charges
-                             WHERE notified_at IS NULL AND notify_at <= now() LIMIT 50)
+                             WHERE notified_at IS NULL AND notify_at <= now() AND state <> 'voided'
+                             ORDER BY notify_at LIMIT 50)
          RETURNING charge_id, order_id, settles_to",
     )
     .fetch_all(pool)

@@ -72,6 +72,10 @@ pub trait PaymentProvider: Send + Sync {
     /// Pays a successful charge back in full; refunding twice refunds once. A
     /// pending charge whose success was announced (by webhook) is refunded too.
     fn refund<'a>(&'a self, charge_id: &'a str) -> BoxFuture<'a, Result<(), ProviderError>>;
+    /// Calls the order's payment off unless it already succeeded: a charge not yet
+    /// made will be declined, a pending one will not complete. Returns whether the
+    /// payment is now void (`false`: it succeeded, or was refunded, first).
+    fn void(&self, order: OrderId) -> BoxFuture<'_, Result<bool, ProviderError>>;
     /// The order's charge and where it stands, if there is one.
     fn lookup(
         &self,
@@ -106,6 +110,9 @@ fn status_of(state: &str, reason: Option<String>) -> ChargeStatus {
         "succeeded" => ChargeStatus::Succeeded,
         "pending" => ChargeStatus::Pending,
         "refunded" => ChargeStatus::Refunded,
+        "voided" => ChargeStatus::Declined {
+            reason: "voided".into(),
+        },
         _ => ChargeStatus::Declined {
             reason: reason.unwrap_or_else(|| "card_declined".into()),
         },
@@ -156,6 +163,10 @@ impl PaymentProvider for Sandbox {
             Ok(match state.as_str() {
                 "succeeded" | "refunded" => Charge::Succeeded { charge_id },
                 "pending" => Charge::Pending { charge_id },
+                "voided" => Charge::Declined {
+                    charge_id,
+                    reason: "voided".into(),
+                },
                 _ => Charge::Declined {
                     charge_id,
                     reason: if card.number() == CARD_DECLINED {
@@ -178,6 +189,24 @@ impl PaymentProvider for Sandbox {
             .execute(&self.pool)
             .await?;
             Ok(())
+        })
+    }
+
+    fn void(&self, order: OrderId) -> BoxFuture<'_, Result<bool, ProviderError>> {
+        Box::pin(async move {
+            let state: String = sqlx::query_scalar(
+                "INSERT INTO payments.sandbox_charges (charge_id, order_id, amount_cents, state)
+                 VALUES ($1, $2, 0, 'voided')
+                 ON CONFLICT (order_id) DO UPDATE SET state = CASE
+                     WHEN payments.sandbox_charges.state IN ('pending', 'declined', 'failed', 'voided') THEN 'voided'
+                     ELSE payments.sandbox_charges.state END
+                 RETURNING state",
+            )
+            .bind(format!("ch_{}", uuid::Uuid::now_v7().simple()))
+            .bind(order)
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(state == "voided")
         })
     }
 

@@ -53,7 +53,14 @@ async fn post_checkout(
     Path(request_id): Path<RequestId>,
     Json(body): Json<Checkout>,
 ) -> Result<Json<Order>, ErrorBody> {
-    let order = checkout::checkout(&payments, caller.user_id, request_id, &body).await?;
+    // Once started, a checkout runs to its end on a task of its own: a client that
+    // goes away mid-way (a timeout, a closed tab) must not leave the request paying
+    // with no order, nor a charge without its settlement.
+    let order = tokio::spawn(async move {
+        checkout::checkout(&payments, caller.user_id, request_id, &body).await
+    })
+    .await
+    .map_err(|e| Error::Unexpected(format!("checkout task: {e}")))??;
     Ok(Json(order.to_wire()))
 }
 

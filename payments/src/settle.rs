@@ -48,10 +48,17 @@ pub async fn succeeded(
 ) -> Result<OrderRow, Error> {
     let mut tx = payments.pool.begin().await?;
     let order = orders::lock(&mut tx, order_id).await?;
-    if order.state() != OrderState::Pending {
-        return Ok(order);
-    }
     let charge_id = charge_id.map(str::to_owned).or(order.charge_id.clone());
+    match order.state() {
+        OrderState::Pending => {}
+        // Money arrived for an order that ended unpaid (voided too late, a provider
+        // that settled after a decline): it goes back.
+        OrderState::Cancelled | OrderState::Declined => {
+            tracing::warn!(order_id = %order.order_id, state = order.state().as_str(), "a payment succeeded for an order that ended unpaid; refunding");
+            return refund(payments, tx, order, charge_id, "order_ended", true).await;
+        }
+        _ => return Ok(order),
+    }
     let mut redis = payments.redis.clone();
     let confirmed: Vec<Value> = proto::scripts::confirm(
         &payments.keys,
@@ -63,10 +70,15 @@ pub async fn succeeded(
     .await?;
     match reply(confirmed) {
         Reply::Done(_) => {}
-        Reply::Refused(why) if why == "restoring" => return Err(Error::Restoring),
+        // Redis does not have the request as paying for a reason that is not the end
+        // of its hold: its keys are lost or being restored (the restore may have put
+        // the hold back as held). Not refunded: settled again once it is restored.
+        Reply::Refused(why) if matches!(why.as_str(), "restoring" | "" | "held") => {
+            return Err(Error::Restoring);
+        }
         Reply::Refused(why) => {
             tracing::info!(order_id = %order.order_id, request_id = %order.request_id, state = why, "payment landed after the hold ended; refunding");
-            return refund(payments, tx, order, charge_id, "hold_ended").await;
+            return refund(payments, tx, order, charge_id, "hold_ended", false).await;
         }
     }
     match sell(&mut tx, &order, charge_id.as_deref()).await {
@@ -86,7 +98,7 @@ pub async fn succeeded(
             tracing::error!(order_id = %order.order_id, request_id = %order.request_id, %error,
                 "the ledger refused a sale that redis confirmed; refunding (restore the event to realign redis)");
             let tx = payments.pool.begin().await?;
-            refund(payments, tx, order, charge_id, "seat_conflict").await
+            refund(payments, tx, order, charge_id, "seat_conflict", false).await
         }
     }
 }
@@ -97,7 +109,16 @@ async fn sell(
     order: &OrderRow,
     charge_id: Option<&str>,
 ) -> Result<OrderRow, Error> {
-    ledger::sell(tx, order.event_id, order.request_id).await?;
+    let (_, mut sold) = ledger::sell(tx, order.event_id, order.request_id).await?;
+    let mut ordered = order.seats.clone();
+    sold.sort();
+    ordered.sort();
+    if sold != ordered {
+        return Err(Error::Unexpected(format!(
+            "the ledger sells {sold:?} to request {}, the order is for {ordered:?}",
+            order.request_id
+        )));
+    }
     orders::issue_tickets(tx, order).await?;
     let paid = orders::set_state(tx, order.order_id, OrderState::Paid, charge_id, None).await?;
     outbox::write(tx, &[paid.message(EventType::OrderPaid)]).await?;
@@ -110,13 +131,39 @@ fn is_conflict(error: &sqlx::Error) -> bool {
         .is_some_and(|e| e.is_unique_violation() || e.is_foreign_key_violation())
 }
 
-/// Pays a successful charge back and marks the order refunded, in `tx`.
+/// A refund the provider already made (its bookkeeping was lost): the order is
+/// marked refunded.
+pub async fn refunded(
+    payments: &Payments,
+    order_id: OrderId,
+    charge_id: &str,
+    reason: &str,
+) -> Result<OrderRow, Error> {
+    let mut tx = payments.pool.begin().await?;
+    let order = orders::lock(&mut tx, order_id).await?;
+    if order.state() != OrderState::Pending {
+        return Ok(order);
+    }
+    refund(
+        payments,
+        tx,
+        order,
+        Some(charge_id.to_owned()),
+        reason,
+        false,
+    )
+    .await
+}
+
+/// Pays a successful charge back and marks the order refunded, in `tx`; `ended`
+/// allows an order that already ended unpaid.
 async fn refund(
     payments: &Payments,
     mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
     order: OrderRow,
     charge_id: Option<String>,
     reason: &str,
+    ended: bool,
 ) -> Result<OrderRow, Error> {
     let charge_id = match charge_id {
         Some(id) => Some(id),
@@ -130,7 +177,10 @@ async fn refund(
         payments.provider.refund(charge_id).await?;
     }
     let order = orders::lock(&mut tx, order.order_id).await?;
-    if order.state() != OrderState::Pending {
+    let open = order.state() == OrderState::Pending
+        || (ended && matches!(order.state(), OrderState::Cancelled | OrderState::Declined));
+    if !open || charge_id.is_none() {
+        // Nothing to pay back: the order stays as it is.
         return Ok(order);
     }
     let refunded = orders::set_state(
@@ -159,10 +209,15 @@ pub async fn failed(
     end_unpaid(payments, order_id, charge_id, OrderState::Declined, reason).await
 }
 
-/// No charge was ever made (the checkout stopped before it): the order is cancelled
-/// and the request held again, as after a decline.
-pub async fn cancelled(payments: &Payments, order_id: OrderId) -> Result<OrderRow, Error> {
-    end_unpaid(payments, order_id, None, OrderState::Cancelled, "no_charge").await
+/// The payment was called off (voided at the provider): no charge was made (the
+/// checkout stopped before it), or a pending one was abandoned. The order is
+/// cancelled and the request held again, as after a decline, if its hold lasts.
+pub async fn cancelled(
+    payments: &Payments,
+    order_id: OrderId,
+    reason: &str,
+) -> Result<OrderRow, Error> {
+    end_unpaid(payments, order_id, None, OrderState::Cancelled, reason).await
 }
 
 async fn end_unpaid(
@@ -182,7 +237,11 @@ async fn end_unpaid(
         proto::scripts::unpay(&payments.keys, order.event_id, order.request_id)
             .invoke_async(&mut redis)
             .await?;
-    if let Reply::Done(values) = reply(unpaid) {
+    let unpaid = reply(unpaid);
+    if matches!(&unpaid, Reply::Refused(why) if why == "restoring") {
+        return Err(Error::Restoring);
+    }
+    if let Reply::Done(values) = unpaid {
         let held_until = values
             .get(1)
             .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())

@@ -89,7 +89,9 @@ end
 
 -- The refused request: its seats that are still its hold return to the pool, and it
 -- goes back in line.
-if r[1] == 'held' then
+-- A refused hold whose fan already started paying is undone the same way: the
+-- checkout finds the ledger without the hold and gives up without charging.
+if r[1] == 'held' or r[1] == 'paying' then
   local prefix = 'h:' .. id .. ':'
   local count = 0
   for seat in string.gmatch(r[3] or '', '%S+') do
@@ -101,7 +103,7 @@ if r[1] == 'held' then
   redis.call('HINCRBY', fanseats, r[2], 0 - count)
   redis.call('ZREM', holds, id)
   redis.call('HSET', key, 'state', 'queued')
-  redis.call('HDEL', key, 'expires')
+  redis.call('HDEL', key, 'expires', 'held_until')
   -- A best-available ask is decided afresh; named seats stay the ask.
   if r[4] ~= 'seats' then redis.call('HDEL', key, 'seats') end
   redis.call('HSET', fans, r[2], id)

@@ -2,13 +2,17 @@
 -- normal end, so the fan can try another card while the hold lasts.
 --
 -- KEYS[1] the request hash   KEYS[2] holds zset   KEYS[3] section holds zset
--- KEYS[4] seat hash
+-- KEYS[4] seat hash          KEYS[5] the event's drain lease
 -- ARGV[1] request id
 --
 -- Returns {1, held_until (ms)} when the request is held again (also when it already
 -- was: a retried settlement), {0, state} when it was not paying (already ended by
 -- the sweep, or confirmed). A normal end already past is put back as it is: the next
--- sweep ends the hold.
+-- sweep ends the hold. {0, "restoring"} while a restore holds the lease (it is
+-- rewriting the hold from the ledger; the decline is settled again afterwards).
+
+local lease = redis.call('GET', KEYS[5]) or ''
+if string.sub(lease, 1, 8) == 'restore-' then return {0, 'restoring'} end
 
 local id, key = ARGV[1], KEYS[1]
 local r = redis.call('HMGET', key, 'state', 'seats', 'expires', 'held_until')

@@ -52,7 +52,9 @@ CREATE TABLE payments.sandbox_charges (
     charge_id    text PRIMARY KEY,
     order_id     uuid NOT NULL UNIQUE,
     amount_cents bigint NOT NULL,
-    state        text NOT NULL CHECK (state IN ('succeeded', 'declined', 'pending', 'failed', 'refunded')),
+    -- voided: the merchant called the payment off before it succeeded (a checkout
+    -- that never charged, a pending payment abandoned); a later charge is declined.
+    state        text NOT NULL CHECK (state IN ('succeeded', 'declined', 'pending', 'failed', 'refunded', 'voided')),
     -- A pending charge's outcome and when the sandbox tells it by webhook.
     settles_to   text CHECK (settles_to IN ('succeeded', 'failed')),
     notify_at    timestamptz,

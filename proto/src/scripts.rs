@@ -90,6 +90,7 @@ pub fn unpay(
         .key(keys.holds(event))
         .key(keys.section_holds(event))
         .key(keys.seat_states(event))
+        .key(keys.lease(event))
         .arg(request.to_string());
     invocation
 }

@@ -320,6 +320,15 @@ pub async fn leave(
                 metrics::counter!("onsale_holds_released_total", "by" => "fan").increment(1);
             }
             [_, why]
+                if redis::from_redis_value::<String>(why.clone()).is_ok_and(|w| w == "paying") =>
+            {
+                // Its fan started paying between the two scripts.
+                return Err(Error::refused(
+                    ErrorCode::PaymentInFlight,
+                    format!("a payment for request {request_id} is in flight"),
+                ));
+            }
+            [_, why]
                 if redis::from_redis_value::<String>(why.clone())
                     .is_ok_and(|w| w == "restoring") =>
             {

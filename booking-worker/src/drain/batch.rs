@@ -90,6 +90,14 @@ fn parse(reply: &[Value], entries: &[Entry]) -> Result<Outcome, DrainError> {
         let state = RequestState::parse(&state_text).ok_or_else(|| {
             DrainError::Unexpected(format!("request {request_id} in state {state_text:?}"))
         })?;
+        // A redelivered entry whose request went on to pay before the ledger had its
+        // hold (a drainer that died after deciding): the ledger gets the hold, with
+        // its claims, so that the checkout can move it on to paying.
+        let state = if state == RequestState::Paying {
+            RequestState::Held
+        } else {
+            state
+        };
         let expires_ms = i64::from_redis_value(expires.clone()).unwrap_or(0);
         decisions.push(Decision {
             request_id,

@@ -27,10 +27,17 @@ pub enum BeginPaying {
 }
 
 async fn share_fence(tx: &mut PgConnection, event_id: EventId) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT 1 FROM booking.drain_fences WHERE event_id = $1 FOR SHARE")
-        .bind(event_id)
-        .execute(&mut *tx)
-        .await?;
+    // A checkout stalled mid-transaction must not hold the fence row for good (a
+    // drainer taking over, a restore, wait for it): Postgres ends it when idle.
+    sqlx::query(&format!(
+        "SELECT 1 FROM booking.drain_fences,
+                set_config('idle_in_transaction_session_timeout', '{}', true)
+         WHERE event_id = $1 FOR SHARE OF drain_fences",
+        super::STALLED_TRANSACTION_MS
+    ))
+    .bind(event_id)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 

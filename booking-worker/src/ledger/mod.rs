@@ -66,7 +66,7 @@ pub struct Claim {
 /// How long a fenced ledger transaction may sit idle (its drainer stalled between
 /// two statements: a pause, SIGSTOP) before Postgres ends it. It holds the fence row
 /// shared, and a successor's [`raise_fence`] waits for it: this bounds the wait.
-const STALLED_TRANSACTION_MS: u32 = 5_000;
+pub(crate) const STALLED_TRANSACTION_MS: u32 = 5_000;
 /// How long [`raise_fence`] waits for the fence row before giving up (the caller
 /// tries again later); longer than [`STALLED_TRANSACTION_MS`].
 const RAISE_WAIT_MS: u32 = 15_000;
@@ -255,6 +255,9 @@ pub async fn record(
             let kind = match d.state {
                 RequestState::Held => EventType::RequestHeld,
                 RequestState::Rejected => EventType::RequestRejected,
+                // The hold ended before the ledger had it (a redelivered entry).
+                RequestState::Expired => EventType::RequestExpired,
+                RequestState::Released => EventType::RequestReleased,
                 _ => return None,
             };
             Some(request_message(

@@ -569,3 +569,161 @@ async fn fifty_fans_racing_for_one_seat_end_with_one_paid_order(pool: PgPool) {
     wait_for_seats(&app, &event, &["Floor-A-1".to_owned()], "sold").await;
     stop.cancel();
 }
+
+/// Payments' work on the test's connections, for driving its reconciler; orders
+/// pending longer than `reconcile_after_seconds` are looked up.
+pub fn payments_of(app: &TestApp, reconcile_after_seconds: u64) -> payments::Payments {
+    let mut settings = config("unused").payments;
+    settings.reconcile_after_seconds = reconcile_after_seconds;
+    payments::Payments {
+        pool: app.pool.clone(),
+        redis: app.redis.clone(),
+        keys: app.keys.clone(),
+        provider: std::sync::Arc::new(payments::Sandbox::new(app.pool.clone(), None)),
+        settings: std::sync::Arc::new(settings),
+    }
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_checkout_that_stopped_before_charging_is_voided_and_the_hold_restored(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (_, event, stop) = open_sale(&app, 600).await;
+    let (token, request, before) = held(&app, &event, &json!({"quantity": 1})).await;
+    // The checkout's first steps, as a process that died before charging left them:
+    // the request paying in Redis and the ledger, a pending order, no charge.
+    let (event_id, request_id): (proto::EventId, proto::RequestId) = (
+        event.parse().expect("event"),
+        request.parse().expect("request"),
+    );
+    let fan: proto::UserId =
+        sqlx::query_scalar("SELECT fan_id FROM booking.requests WHERE request_id = $1")
+            .bind(request_id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("fan");
+    let mut redis = app.redis.clone();
+    let paid: Vec<redis::Value> = proto::scripts::pay(
+        &app.keys,
+        event_id,
+        request_id,
+        fan,
+        chrono::Utc::now().timestamp_millis(),
+        120_000,
+    )
+    .invoke_async(&mut redis)
+    .await
+    .expect("pay.lua");
+    assert_eq!(paid.first(), Some(&redis::Value::Int(1)));
+    let deadline = chrono::Utc::now() + chrono::Duration::seconds(600);
+    let mut tx = app.pool.begin().await.expect("tx");
+    booking_worker::ledger::checkout::begin_paying(&mut tx, event_id, request_id, deadline)
+        .await
+        .expect("ledger");
+    let seats = seats_of(&before);
+    let order = payments::orders::create(
+        &mut tx,
+        proto::OrderId::from(uuid::Uuid::now_v7()),
+        request_id,
+        event_id,
+        fan,
+        &seats,
+        4500,
+        "EUR",
+        "4242",
+        "sandbox",
+    )
+    .await
+    .expect("order")
+    .expect("created");
+    tx.commit().await.expect("commit");
+
+    let settled = payments::background::reconcile(&payments_of(&app, 0))
+        .await
+        .expect("reconcile");
+    assert_eq!(settled, 1);
+    let read: Value = app
+        .get_json(&format!("/v1/orders/{}", order.order_id), Some(&token))
+        .await;
+    assert_eq!(read["state"], "cancelled", "{read}");
+    assert_eq!(read["reason"], "no_charge");
+    let after: Value = app
+        .get_json(&format!("/v1/requests/{request}"), Some(&token))
+        .await;
+    assert_eq!(
+        after["state"], "held",
+        "the hold is the fan's again: {after}"
+    );
+    assert_eq!(after["hold_expires_at"], before["hold_expires_at"]);
+    // A charge for the voided order, arriving late, is declined: no money moves.
+    let card = payments::card::validate(
+        &proto::wire::payments::Checkout {
+            card_number: PAID.into(),
+            expiry: "12/34".into(),
+            cvc: "123".into(),
+        },
+        chrono::Utc::now().date_naive(),
+    )
+    .expect("card");
+    use payments::PaymentProvider as _;
+    let late = payments::Sandbox::new(app.pool.clone(), None)
+        .charge(order.order_id, 4500, &card)
+        .await
+        .expect("charge");
+    assert!(
+        matches!(late, payments::provider::Charge::Declined { .. }),
+        "{late:?}"
+    );
+    // And the fan pays as usual.
+    let order: Value = checkout(&app, &token, &request, PAID, None)
+        .await
+        .json()
+        .await
+        .expect("order");
+    assert_eq!(order["state"], "paid");
+    stop.cancel();
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn an_abandoned_pending_payment_is_voided_and_its_order_cancelled(pool: PgPool) {
+    let app = spawn_app_with(pool, |config| config.payments.paying_grace_seconds = 1).await;
+    let (_, event, stop) = open_sale(&app, 2).await;
+    let (token, request, _) = held(&app, &event, &json!({"quantity": 1})).await;
+    let order: Value = checkout(&app, &token, &request, PENDING, None)
+        .await
+        .json()
+        .await
+        .expect("order");
+    assert_eq!(order["state"], "pending");
+    let order_id = order["order_id"].as_str().expect("order_id");
+    // The provider never says; the hold and its grace run out.
+    wait_for_state(&app, &token, &request, &["expired"]).await;
+    let payments = payments_of(&app, 0);
+    let started = Instant::now();
+    loop {
+        payments::background::reconcile(&payments)
+            .await
+            .expect("reconcile");
+        let read: Value = app
+            .get_json(&format!("/v1/orders/{order_id}"), Some(&token))
+            .await;
+        if read["state"] == "cancelled" {
+            assert_eq!(read["reason"], "abandoned");
+            break;
+        }
+        assert_eq!(read["state"], "pending", "{read}");
+        // The ledger learns of the expiry from the drainer, shortly after Redis.
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never abandoned: {read}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let charge: String =
+        sqlx::query_scalar("SELECT state FROM payments.sandbox_charges WHERE order_id = $1::uuid")
+            .bind(order_id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("charge");
+    assert_eq!(charge, "voided", "the provider will not complete it");
+    stop.cancel();
+}

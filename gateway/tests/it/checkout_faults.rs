@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::checkout::*;
 use crate::helpers::*;
-use crate::private_postgres::PrivatePostgres;
+use testkit::PrivatePostgres;
 
 /// What one fan's checkout attempts came to.
 #[derive(Debug, Default)]
@@ -112,13 +112,7 @@ async fn postgres_restarts_mid_checkout_and_no_seat_is_sold_twice_or_held_foreve
 
     // Pending cards hear from their provider; orders whose answer was lost in the
     // crash are settled by the reconciler.
-    let payments = payments::Payments {
-        pool: app.pool.clone(),
-        redis: app.redis.clone(),
-        keys: app.keys.clone(),
-        provider: Arc::new(payments::Sandbox::new(app.pool.clone(), None)),
-        settings: Arc::new(config("unused").payments),
-    };
+    let payments = payments_of(&app, 1);
     let pending: Vec<uuid::Uuid> =
         sqlx::query_scalar("SELECT order_id FROM payments.sandbox_charges WHERE state = 'pending'")
             .fetch_all(&app.pool)
@@ -138,12 +132,6 @@ async fn postgres_restarts_mid_checkout_and_no_seat_is_sold_twice_or_held_foreve
     }
     let started = Instant::now();
     loop {
-        let mut settings = (*payments.settings).clone();
-        settings.reconcile_after_seconds = 1;
-        let payments = payments::Payments {
-            settings: Arc::new(settings),
-            ..payments.clone()
-        };
         payments::background::reconcile(&payments)
             .await
             .expect("reconcile");

@@ -233,82 +233,11 @@ async fn consumers_replaced(app: &TestApp) -> u64 {
         .unwrap_or(0)
 }
 
-/// A tansu broker of the test's own, which it may kill and start again on the same
-/// port (in memory: a restart loses every topic and offset).
-struct Broker {
-    port: u16,
-    child: Option<std::process::Child>,
-}
-
-impl Broker {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut broker = Self { port, child: None };
-        broker.restart();
-        broker
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the broker (SIGKILL).
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts the broker (killing a running one first) and waits until it listens.
-    fn restart(&mut self) {
-        self.kill();
-        let program = ["tansu".to_owned(), format!("{}/.cargo/bin/tansu", std::env::var("HOME").unwrap_or_default())]
-            .into_iter()
-            .find(|p| std::process::Command::new(p).arg("--version").output().is_ok())
-            .expect("the tansu broker (cargo install tansu --locked --features dynostore; deploy/test installs it)");
-        let url = format!("tcp://{}", self.address());
-        self.child = Some(
-            std::process::Command::new(program)
-                .args([
-                    "broker",
-                    "--storage-engine",
-                    "memory://tansu/",
-                    "--listener-url",
-                    &url,
-                    "--advertised-listener-url",
-                    &url,
-                ])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("tansu starts"),
-        );
-        let started = std::time::Instant::now();
-        while std::net::TcpStream::connect(self.address()).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "tansu did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
 async fn the_broker_restarts_between_the_outbox_write_and_the_publish_and_the_email_arrives_once(
     pool: PgPool,
 ) {
-    let mut broker = Broker::start();
+    let mut broker = testkit::PrivateBroker::start();
     let app = spawn_app(pool).await;
     let pipeline = pipeline(&app, &broker.address()).await;
     let (_, event, stop) = open_sale(&app, 600).await;

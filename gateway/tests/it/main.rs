@@ -11,7 +11,6 @@ mod helpers;
 mod idempotency;
 mod inventory;
 mod limits;
-mod private_postgres;
 mod queue;
 mod restore;
 mod system;

@@ -238,6 +238,7 @@ pub const KILL: &str = "worker SIGKILL (and a new worker)";
 pub const LOSS: &str = "every Redis key of the event deleted mid-sale, then restored";
 pub const CUT: &str = "the workers' Postgres connections cut (pg_terminate_backend)";
 pub const RESTART: &str = "Redis killed (SIGKILL) and restarted on its append-only file";
+pub const PG_RESTART: &str = "Postgres crashed (immediate stop) and restarted";
 
 /// The Postgres `application_name` of the chaos run's workers.
 const WORKER_APPLICATION: &str = "onsale-chaos-worker";
@@ -327,17 +328,25 @@ impl Operator {
 /// worker stopped past its lease, a worker killed, the workers' Postgres
 /// connections cut);
 /// with an `operator`, now and then (at most every 5 s, at least every 10 s) the
-/// event's Redis keys are lost and restored. Returns how many of each kind it injected.
+/// event's Redis keys are lost and restored; with the run's own Redis or Postgres,
+/// now and then (at most every 6 s, at least every 12 s) it is crashed and
+/// restarted. Returns how many of each kind it injected.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "each fault's target, named at the call"
+)]
 pub async fn nemesis(
     farm: &mut Farm,
     rng: &mut StdRng,
     pool: &sqlx::PgPool,
     mut operator: Option<&mut Operator>,
     mut own_redis: Option<&mut OwnRedis>,
+    own_postgres: Option<std::sync::Arc<testkit::PrivatePostgres>>,
     stop: CancellationToken,
 ) -> anyhow::Result<BTreeMap<&'static str, usize>> {
     let mut last_loss = tokio::time::Instant::now();
     let mut last_restart = tokio::time::Instant::now();
+    let mut last_pg_restart = tokio::time::Instant::now();
     let mut last_cut = tokio::time::Instant::now();
     let mut injected: BTreeMap<&'static str, usize> = BTreeMap::new();
     // Stopped workers and when each is resumed.
@@ -383,6 +392,16 @@ pub async fn nemesis(
             redis.restart().await?;
             last_restart = tokio::time::Instant::now();
             *injected.entry(RESTART).or_default() += 1;
+        } else if let Some(postgres) = own_postgres.as_ref()
+            && last_pg_restart.elapsed() > Duration::from_secs(6)
+            && (rng.random_bool(0.2) || last_pg_restart.elapsed() > Duration::from_secs(12))
+        {
+            let postgres = postgres.clone();
+            tokio::task::spawn_blocking(move || postgres.crash_and_restart())
+                .await
+                .context("restarting postgres")?;
+            last_pg_restart = tokio::time::Instant::now();
+            *injected.entry(PG_RESTART).or_default() += 1;
         } else if rng.random_bool(0.15) || last_cut.elapsed() > Duration::from_secs(8) {
             cut_worker_connections(pool).await?;
             last_cut = tokio::time::Instant::now();

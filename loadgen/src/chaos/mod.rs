@@ -61,6 +61,10 @@ pub struct ChaosArgs {
     /// `REDIS_URL`, and let the nemesis kill and restart it.
     #[arg(long)]
     own_redis: bool,
+    /// Run on a Postgres of the run's own (initdb in a temporary directory) instead
+    /// of `DATABASE_URL`, and let the nemesis crash and restart it.
+    #[arg(long)]
+    own_postgres: bool,
 }
 
 pub(crate) const SECRET: &str = "chaos-secret-chaos-secret-chaos-secret-0123";
@@ -222,8 +226,38 @@ async fn all_ended(
 }
 
 pub async fn chaos(stack: &mut Stack, args: ChaosArgs) -> anyhow::Result<()> {
+    if !args.own_postgres {
+        return with_redis(stack, args, None).await;
+    }
+    // The run's own Postgres stands in for DATABASE_URL's until the run ends; its
+    // data goes with it (the shared one keeps nothing of the run).
+    let postgres = std::sync::Arc::new(
+        tokio::task::spawn_blocking(testkit::PrivatePostgres::start)
+            .await
+            .context("starting the run's own postgres")?,
+    );
+    let original = (stack.database_url.clone(), stack.pool.clone());
+    stack.database_url = postgres.url();
+    stack.pool = proto::runtime::connect_postgres(&proto::settings::DatabaseSettings {
+        url: secrecy::SecretString::from(stack.database_url.clone()),
+        max_connections: 16,
+    })
+    .await?;
+    println!("chaos: postgres of the run's own at {}", stack.database_url);
+    // The server lives until the checks are done (the nemesis holds a clone).
+    let outcome = with_redis(stack, args, Some(postgres.clone())).await;
+    (stack.database_url, stack.pool) = original;
+    drop(postgres);
+    outcome
+}
+
+async fn with_redis(
+    stack: &mut Stack,
+    args: ChaosArgs,
+    postgres: Option<std::sync::Arc<testkit::PrivatePostgres>>,
+) -> anyhow::Result<()> {
     if !args.own_redis {
-        return run(stack, args, None).await;
+        return run(stack, args, None, postgres).await;
     }
     // The run's own Redis stands in for REDIS_URL's until the run ends, whatever
     // its outcome; then the stack points back at REDIS_URL's for the cleanup.
@@ -237,7 +271,7 @@ pub async fn chaos(stack: &mut Stack, args: ChaosArgs) -> anyhow::Result<()> {
     stack.redis_url = own.url();
     stack.client = redis::Client::open(stack.redis_url.as_str())?;
     stack.redis = stack.client.get_connection_manager().await?;
-    let outcome = run(stack, args, Some(&mut own)).await;
+    let outcome = run(stack, args, Some(&mut own), postgres).await;
     (stack.redis_url, stack.client, stack.redis) = original;
     outcome
 }
@@ -246,6 +280,7 @@ async fn run(
     stack: &mut Stack,
     args: ChaosArgs,
     own_redis: Option<&mut farm::OwnRedis>,
+    own_postgres: Option<std::sync::Arc<testkit::PrivatePostgres>>,
 ) -> anyhow::Result<()> {
     let mut rng = StdRng::seed_from_u64(args.seed);
     let binary = farm::worker_binary(args.worker_bin.as_deref())?;
@@ -332,8 +367,16 @@ async fn run(
     // The loss is one script that scans the keyspace: on a Redis of the run's own
     // that is a few thousand keys; on a shared one it could block everyone else.
     let operator = (!args.no_key_loss && own_redis.is_some()).then_some(&mut operator);
-    let mut injected =
-        farm::nemesis(&mut farm, &mut rng, &stack.pool, operator, own_redis, stop).await?;
+    let mut injected = farm::nemesis(
+        &mut farm,
+        &mut rng,
+        &stack.pool,
+        operator,
+        own_redis,
+        own_postgres,
+        stop,
+    )
+    .await?;
     timer.await?;
     *injected.entry("two drawers at once").or_default() += 1;
     line.joining.cancel();

@@ -9,48 +9,11 @@
 //! (cf. confluentinc/librdkafka#5280); the notifier replaces its consumer when every
 //! broker is gone, and the test, like a real restart, lets it notice first.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bus::rdkafka::producer::FutureRecord;
 
 use crate::helpers::{WAIT, world_on};
-
-/// A private tansu broker, killed when dropped.
-struct Broker {
-    child: Child,
-}
-
-impl Broker {
-    fn start(port: u16) -> Self {
-        let installed = std::env::var("HOME")
-            .map(|home| format!("{home}/.cargo/bin/tansu"))
-            .ok()
-            .filter(|path| std::path::Path::new(path).exists());
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(installed.as_deref().unwrap_or("tansu"))
-            .args(["broker", "--storage-engine", "memory://tansu/"])
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu starts (cargo install tansu --locked --features dynostore)");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// How many times the notifiers of this process replaced their consumer.
 fn consumers_replaced() -> u64 {
@@ -65,19 +28,15 @@ fn consumers_replaced() -> u64 {
 
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
 async fn the_notifier_survives_a_broker_restart_that_loses_its_topics(pool: sqlx::PgPool) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let broker = Broker::start(port);
-    let world = world_on(pool, "Encore", format!("127.0.0.1:{port}")).await;
+    let mut broker = testkit::PrivateBroker::start();
+    let world = world_on(pool, "Encore", broker.address()).await;
     let app = world.spawn().await;
     let before = world.order("order.paid", 1000, "EUR");
     world.produce(&before).await;
     world.sink.wait_for(1, WAIT).await.expect("the first email");
 
     let replaced = consumers_replaced();
-    drop(broker);
+    broker.kill();
     let started = Instant::now();
     while consumers_replaced() <= replaced {
         assert!(
@@ -86,7 +45,7 @@ async fn the_notifier_survives_a_broker_restart_that_loses_its_topics(pool: sqlx
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _broker = Broker::start(port);
+    broker.restart();
     // A fresh producer: the restarted broker knows nothing of the old one. Its record
     // waits in the producer until the topic exists again, which the notifier sees to.
     let producer = bus::producer(&world.kafka).expect("producer");

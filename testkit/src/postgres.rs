@@ -1,6 +1,4 @@
-//! A Postgres of the test's own, on a free port with its data in a temporary
-//! directory, that the test may crash and restart: the shared one cannot be
-//! restarted under the other tests' feet.
+//! A private Postgres.
 //!
 //! Postgres refuses to run as root: as root, the server runs as the `postgres` user
 //! (or `onsale-pg`, which `deploy/stack.sh` creates) through `runuser`.
@@ -8,6 +6,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+/// A Postgres on a free port with its data in a temporary directory; stopped and
+/// removed when dropped.
 pub struct PrivatePostgres {
     pub port: u16,
     data: PathBuf,
@@ -25,15 +25,8 @@ fn bin_dir() -> PathBuf {
     dirs.pop().expect("a PostgreSQL version with pg_ctl")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 impl PrivatePostgres {
-    /// Initialises and starts a server.
+    /// Initialises and starts a server (a few seconds: `initdb`).
     pub fn start() -> Self {
         let user = is_root().then(|| {
             ["postgres", "onsale-pg"]
@@ -53,7 +46,7 @@ impl PrivatePostgres {
             run(Command::new("chown").arg(user).arg(&data));
         }
         let server = Self {
-            port: free_port(),
+            port: crate::free_port(),
             data,
             bin: bin_dir(),
             user,

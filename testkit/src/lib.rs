@@ -1,0 +1,37 @@
+//! Servers of a test's (or a load run's) own, which it may crash and restart: the
+//! shared ones cannot be restarted under the other tests' feet.
+//!
+//! - [`PrivatePostgres`]: `initdb` into a temporary directory, `pg_ctl` on a free
+//!   port; crashed with an immediate stop (no checkpoint, every connection cut,
+//!   crash recovery on the next start).
+//! - [`PrivateBroker`]: the tansu Kafka-protocol broker with in-memory storage on a
+//!   free port; killed and started again, it has lost every topic and offset.
+//!
+//! Both panic with what to install when a program is missing: they are for tests
+//! and benchmarks, which `deploy/test` runs with everything installed.
+
+mod broker;
+mod postgres;
+
+pub use broker::PrivateBroker;
+pub use postgres::PrivatePostgres;
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+fn wait_for_port(port: u16, what: &str) {
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{what} did not listen on 127.0.0.1:{port} within 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
