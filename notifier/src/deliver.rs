@@ -22,8 +22,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use lettre::Message;
 use lettre::message::{Mailbox, MultiPart};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::mailer::Mailer;
 use proto::UserId;
 use proto::wire::events::{Envelope, EventType};
 use secrecy::ExposeSecret;
@@ -95,7 +97,7 @@ struct Progress {
 /// Sends the emails and keeps the log; one per process, shared by the consumer.
 pub struct Notifier {
     pool: PgPool,
-    mailer: AsyncSmtpTransport<Tokio1Executor>,
+    mailer: Mailer,
     templates: Templates,
     from: Mailbox,
     public_base: String,
@@ -106,18 +108,21 @@ impl Notifier {
     pub fn new(config: &Config, pool: PgPool) -> anyhow::Result<Self> {
         let target =
             SmtpTarget::parse(config.smtp_url.expose_secret()).map_err(anyhow::Error::msg)?;
-        let mut mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(target.host)
-            .port(target.port)
-            .timeout(Some(Duration::from_millis(config.smtp_timeout_ms)));
-        if let Some((user, password)) = target.credentials {
-            mailer = mailer.credentials(lettre::transport::smtp::authentication::Credentials::new(
+        let credentials = target.credentials.map(|(user, password)| {
+            lettre::transport::smtp::authentication::Credentials::new(
                 user,
                 password.expose_secret().to_owned(),
-            ));
-        }
+            )
+        });
+        let mailer = Mailer::new(
+            target.host,
+            target.port,
+            Duration::from_millis(config.smtp_timeout_ms),
+            credentials,
+        );
         Ok(Self {
             pool,
-            mailer: mailer.build(),
+            mailer,
             templates: Templates::new(),
             from: config
                 .mail_from
@@ -261,7 +266,7 @@ impl Notifier {
         progress.attempts += 1;
         progress.first_attempt_at = progress.first_attempt_at.min(entry.created_at);
 
-        match self.mailer.send(message).await {
+        match self.mailer.send(&message).await {
             Ok(_) => {
                 let sent_at = Utc::now();
                 progress.sent_at = Some(sent_at);
@@ -275,7 +280,7 @@ impl Notifier {
                 Ok(Done::Sent)
             }
             Err(error) => {
-                let failure = if error.is_permanent() || error.is_client() {
+                let failure = if error.is_permanent() {
                     Failure::Permanent(format!("smtp: {error}"))
                 } else {
                     Failure::Transient(format!("smtp: {error}"))

@@ -21,6 +21,7 @@ pub mod config;
 pub mod consumer;
 pub mod deliver;
 pub mod log;
+pub mod mailer;
 pub mod sink;
 
 use std::sync::Arc;

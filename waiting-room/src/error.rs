@@ -29,6 +29,9 @@ pub enum Error {
     Database(#[from] sqlx::Error),
     #[error("redis error")]
     Redis(#[from] redis::RedisError),
+    /// A dependency failed for a whole batch of joins (each reports it as this).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     #[error("unexpected reply: {0}")]
     Unexpected(String),
 }
@@ -92,6 +95,13 @@ impl From<Error> for ErrorBody {
             }
             Error::Redis(cause) => {
                 tracing::error!(error = %cause, "redis error");
+                ErrorBody::new(
+                    ErrorCode::ServiceUnavailable,
+                    "the waiting room is unavailable, try again shortly",
+                )
+            }
+            Error::Unavailable(cause) => {
+                tracing::error!(error = %cause, "a join batch failed");
                 ErrorBody::new(
                     ErrorCode::ServiceUnavailable,
                     "the waiting room is unavailable, try again shortly",

@@ -440,6 +440,9 @@ async fn journal_writer(pool: PgPool, mut decided: mpsc::Receiver<Decided>) {
 fn shared(error: &Error) -> Error {
     match error {
         Error::Redis(cause) => Error::Redis(cause.clone()),
+        // Postgres away (a crash, a failover): the join was not journaled, so it
+        // was not answered; the fan asks again.
+        Error::Database(cause) => Error::Unavailable(format!("postgres: {cause}")),
         other => Error::Unexpected(other.to_string()),
     }
 }

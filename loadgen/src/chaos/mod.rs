@@ -480,6 +480,16 @@ async fn run(
     if findings.accepted == 0 {
         broken.push("no request was accepted: the run proves nothing".into());
     }
+    // Faults may make the service unavailable (503), never broken (500).
+    let internal: usize = findings
+        .operations
+        .iter()
+        .filter(|(kind, _)| kind.ends_with(": 500"))
+        .map(|(_, count)| *count)
+        .sum();
+    if internal > 0 {
+        broken.push(format!("{internal} answers were 500 internal errors"));
+    }
     if !broken.is_empty() {
         for violation in &broken {
             eprintln!("violation: {violation}");
