@@ -30,6 +30,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use proto::auth::Caller;
 use proto::{ErrorBody, ErrorCode, UserId};
+use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
@@ -59,6 +60,8 @@ const ROUTES: [(Method, &str); 6] = [
 #[derive(Clone)]
 pub struct Idempotency {
     pub pool: PgPool,
+    /// Keys the request fingerprints (the token signing secret serves).
+    pub secret: secrecy::SecretString,
     /// The largest request body, as for every other route.
     pub body_limit: usize,
 }
@@ -111,14 +114,19 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// What makes two requests the same request.
-fn fingerprint(method: &Method, path_and_query: &str, body: &[u8]) -> String {
-    let mut hash = Sha256::new();
-    hash.update(method.as_str().as_bytes());
-    hash.update(b"\n");
-    hash.update(path_and_query.as_bytes());
-    hash.update(b"\n");
-    hash.update(body);
-    hex(&hash.finalize())
+/// The request's fingerprint: an HMAC under a server secret, not a bare hash, because
+/// a checkout's body holds a card number, which must not be recoverable from what
+/// is stored (a bare hash of a 16-digit number falls to a search).
+fn fingerprint(secret: &[u8], method: &Method, path_and_query: &str, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac =
+        hmac::Hmac::<Sha256>::new_from_slice(secret).expect("hmac accepts any key length");
+    mac.update(method.as_str().as_bytes());
+    mac.update(b"\n");
+    mac.update(path_and_query.as_bytes());
+    mac.update(b"\n");
+    mac.update(body);
+    hex(&mac.finalize().into_bytes())
 }
 
 /// An answer as stored.
@@ -189,7 +197,12 @@ impl Idempotency {
             .uri
             .path_and_query()
             .map_or(parts.uri.path(), |p| p.as_str());
-        let fingerprint = fingerprint(&parts.method, path, &body);
+        let fingerprint = fingerprint(
+            self.secret.expose_secret().as_bytes(),
+            &parts.method,
+            path,
+            &body,
+        );
 
         // A duplicate waits for the first without holding a pooled connection: each
         // try waits on the key's row for a moment only, so a burst of duplicates
@@ -316,11 +329,22 @@ mod tests {
 
     #[test]
     fn the_fingerprint_covers_method_path_and_body() {
-        let base = fingerprint(&Method::POST, "/v1/venues", b"{}");
-        assert_eq!(base, fingerprint(&Method::POST, "/v1/venues", b"{}"));
-        assert_ne!(base, fingerprint(&Method::PUT, "/v1/venues", b"{}"));
-        assert_ne!(base, fingerprint(&Method::POST, "/v1/events", b"{}"));
-        assert_ne!(base, fingerprint(&Method::POST, "/v1/venues", b"{ }"));
-        assert_ne!(base, fingerprint(&Method::POST, "/v1/venues?x=1", b"{}"));
+        let f =
+            |method: &Method, path: &str, body: &[u8]| fingerprint(b"secret", method, path, body);
+        let base = f(&Method::POST, "/v1/venues", b"{}");
+        assert_eq!(base, f(&Method::POST, "/v1/venues", b"{}"));
+        assert_ne!(base, f(&Method::PUT, "/v1/venues", b"{}"));
+        assert_ne!(base, f(&Method::POST, "/v1/events", b"{}"));
+        assert_ne!(base, f(&Method::POST, "/v1/venues", b"{ }"));
+        assert_ne!(base, f(&Method::POST, "/v1/venues?x=1", b"{}"));
+        // Keyed: the same request under another secret does not match.
+        assert_ne!(
+            base,
+            fingerprint(b"other", &Method::POST, "/v1/venues", b"{}")
+        );
+        // Unsalted SHA-256 of the same input is not what is stored.
+        let mut bare = Sha256::new();
+        bare.update(b"POST\n/v1/venues\n{}");
+        assert_ne!(base, hex(&bare.finalize()));
     }
 }

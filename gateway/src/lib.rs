@@ -179,6 +179,7 @@ pub fn router(
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with((*pool.connect_options()).clone()),
         body_limit: config.limits.body_bytes,
+        secret: config.auth.token.jwt_secret.clone(),
     };
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::router().with_state(state.clone()))
