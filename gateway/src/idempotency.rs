@@ -31,7 +31,7 @@ use axum::response::{IntoResponse, Response};
 use proto::auth::Caller;
 use proto::{ErrorBody, ErrorCode, UserId};
 use secrecy::ExposeSecret;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use sqlx::PgPool;
 
 pub const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
@@ -343,6 +343,7 @@ mod tests {
             fingerprint(b"other", &Method::POST, "/v1/venues", b"{}")
         );
         // Unsalted SHA-256 of the same input is not what is stored.
+        use sha2::Digest;
         let mut bare = Sha256::new();
         bare.update(b"POST\n/v1/venues\n{}");
         assert_ne!(base, hex(&bare.finalize()));
