@@ -28,7 +28,18 @@ local r = redis.call('HMGET', key, 'state', 'fan', 'seats', 'expires')
 -- A paying hold ends only by the sweep, once its paying deadline has passed (the
 -- payment is then abandoned); a fan cannot release seats whose payment is in flight.
 local sweep = ARGV[4] == '1'
-if r[1] ~= 'held' and not (sweep and r[1] == 'paying') then return {0, r[1] or ''} end
+if r[1] ~= 'held' and not (sweep and r[1] == 'paying') then
+  if sweep then
+    -- A due entry whose request holds nothing (it ended, was sold or requeued, or a
+    -- restore over live keys left it): always due, it would fill the sweep's page
+    -- for good and keep real holds from ending. It goes.
+    redis.call('ZREM', KEYS[3], id)
+    for seat in string.gmatch(r[3] or '', '%S+') do
+      redis.call('ZREM', KEYS[9], string.match(seat, '^([^-]*)') .. '|' .. id)
+    end
+  end
+  return {0, r[1] or ''}
+end
 if sweep and tonumber(r[4]) > tonumber(ARGV[3]) then return {0, r[1]} end
 
 local prefix = 'h:' .. id .. ':'

@@ -877,3 +877,39 @@ async fn a_seat_map_that_lost_its_seats_but_not_its_layout_refuses_no_seat_as_un
         .await
         .expect("join after the reload");
 }
+
+/// Members of the `holds` zset whose requests no longer hold seats (a restore over
+/// keys that were still there leaves them) are always due: they must not fill the
+/// sweep's page and keep real holds from expiring.
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn stale_hold_entries_do_not_block_the_sweep(pool: PgPool) {
+    let mut sale = sale(pool, &redis_url(), &["Floor"], 1, 10, 4).await;
+    sale.set_hold_ms(1_000).await;
+    let mut pipe = redis::pipe();
+    for _ in 0..600 {
+        let stale = RequestId::new();
+        pipe.zadd(sale.keys.holds(sale.event_id), stale.to_string(), 1)
+            .ignore();
+        pipe.hset(sale.keys.request(sale.event_id, stale), "state", "expired")
+            .ignore();
+    }
+    let _: () = pipe
+        .query_async(&mut sale.redis)
+        .await
+        .expect("stale holds");
+    assert_eq!(sale.join_many(one_seat_each(5), 4).await.len(), 5);
+    sale.open().await;
+    let (stop, task) = start(sale.worker("w", fast_settings()));
+    sale.wait_for(Duration::from_secs(30), "the five holds expired", |o| {
+        o.get("expired").copied().unwrap_or(0) == 5
+    })
+    .await;
+    let left: i64 = redis::cmd("ZCARD")
+        .arg(sale.keys.holds(sale.event_id))
+        .query_async(&mut sale.redis)
+        .await
+        .expect("zcard");
+    assert_eq!(left, 0, "stale entries are dropped by the sweep");
+    stop.cancel();
+    task.await.expect("join").expect("worker");
+}
