@@ -6,8 +6,9 @@
 -- KEYS[8] section holds zset ("<section>|<request>")
 -- KEYS[9..] the ledger owners' request hashes (aligned with the owners in ARGV)
 -- ARGV[1] the refused request's id
--- ARGV[2] the number of owners, then per owner: id, fan, state ("held" or "sold"),
---         expiry (ms, "0" when sold), its seats ("a b c") as the ledger has them
+-- ARGV[2] the number of owners, then per owner: id, fan, state ("held", "paying"
+--         or "sold"), expiry (ms, "0" when sold), its seats ("a b c") as the ledger
+--         has them
 --
 -- Returns the number of seats given to their ledger owners.
 --
@@ -70,7 +71,8 @@ for o = 1, owners do
       count = count + 1
       given = given + 1
     end
-    local restored = state == 'sold' and 'confirmed' or 'held'
+    local restored = 'held'
+    if state == 'sold' then restored = 'confirmed' elseif state == 'paying' then restored = 'paying' end
     redis.call('HSET', okey, 'state', restored, 'fan', fan, 'seats', owned, 'expires', expires)
     redis.call('HINCRBY', fanseats, fan, count)
     if state ~= 'sold' then

@@ -104,7 +104,13 @@ impl Drainer {
             count += 1;
             args.push(owner.request_id.to_string());
             args.push(owner.fan_id.to_string());
-            args.push(first.state.clone());
+            // A held claim of a request that is paying is restored as paying, so its
+            // payment can still complete.
+            args.push(if first.state == "held" && owner.state == "paying" {
+                "paying".to_owned()
+            } else {
+                first.state.clone()
+            });
             args.push(
                 first
                     .expires_at
