@@ -114,6 +114,8 @@ struct Row {
     state: String,
     seats: Vec<String>,
     hold_expires_at: Option<DateTime<Utc>>,
+    /// A paying request's normal hold end (a decline goes back to it).
+    held_until: Option<DateTime<Utc>>,
     reason: Option<String>,
 }
 
@@ -136,7 +138,7 @@ pub async fn decided(
     event_id: EventId,
 ) -> Result<Restored, DrainError> {
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT request_id, fan_id, queue_number, state, seats, hold_expires_at, reason
+        "SELECT request_id, fan_id, queue_number, state, seats, hold_expires_at, held_until, reason
          FROM booking.requests WHERE event_id = $1 ORDER BY queue_number",
     )
     .bind(event_id)
@@ -164,6 +166,9 @@ pub async fn decided(
             let expires = row.hold_expires_at.map(|t| t.timestamp_millis());
             if let (true, Some(expires)) = (live, expires) {
                 fields.push(("expires", expires.to_string()));
+                if let (true, Some(until)) = (row.state == "paying", row.held_until) {
+                    fields.push(("held_until", until.timestamp_millis().to_string()));
+                }
                 pipe.zadd(keys.holds(event_id), row.request_id.to_string(), expires)
                     .ignore();
                 let mut sections: Vec<&str> = row

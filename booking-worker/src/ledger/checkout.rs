@@ -62,7 +62,8 @@ pub async fn begin_paying(
 ) -> Result<BeginPaying, sqlx::Error> {
     share_fence(tx, event_id).await?;
     let seats: Option<Vec<String>> = sqlx::query_scalar(
-        "UPDATE booking.requests SET state = 'paying', hold_expires_at = $2, updated_at = now()
+        "UPDATE booking.requests SET state = 'paying', held_until = hold_expires_at,
+             hold_expires_at = $2, updated_at = now()
          WHERE request_id = $1 AND state = 'held' RETURNING seats",
     )
     .bind(request_id)
@@ -97,7 +98,8 @@ pub async fn back_to_held(
 ) -> Result<bool, sqlx::Error> {
     share_fence(tx, event_id).await?;
     let changed = sqlx::query(
-        "UPDATE booking.requests SET state = 'held', hold_expires_at = $2, updated_at = now()
+        "UPDATE booking.requests SET state = 'held', hold_expires_at = $2, held_until = NULL,
+             updated_at = now()
          WHERE request_id = $1 AND state = 'paying'",
     )
     .bind(request_id)
@@ -150,7 +152,8 @@ pub async fn sell(
 ) -> Result<(UserId, Vec<String>), SellError> {
     share_fence(tx, event_id).await?;
     let row: Option<(UserId, Vec<String>)> = sqlx::query_as(
-        "UPDATE booking.requests SET state = 'confirmed', hold_expires_at = NULL, updated_at = now()
+        "UPDATE booking.requests SET state = 'confirmed', hold_expires_at = NULL, held_until = NULL,
+             updated_at = now()
          WHERE request_id = $1 AND state = 'paying' RETURNING fan_id, seats",
     )
     .bind(request_id)

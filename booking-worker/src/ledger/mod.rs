@@ -304,7 +304,8 @@ pub async fn end_holds(
         .execute(&mut *tx)
         .await?;
     let ended: Vec<(RequestId, UserId, Vec<String>)> = sqlx::query_as(
-        "UPDATE booking.requests SET state = $2, hold_expires_at = NULL, updated_at = now()
+        "UPDATE booking.requests SET state = $2, hold_expires_at = NULL, held_until = NULL,
+             updated_at = now()
          WHERE request_id = ANY($1) AND state IN ('held', 'paying')
          RETURNING request_id, fan_id, seats",
     )

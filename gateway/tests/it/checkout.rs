@@ -359,6 +359,19 @@ async fn a_pending_card_is_sold_by_its_signed_webhook(pool: PgPool) {
         120,
         "the hold runs the paying grace longer"
     );
+    // The ledger keeps the normal end too (a decline, or a restore, goes back to it).
+    let (ledger_end, held_until): (
+        chrono::DateTime<chrono::Utc>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    ) = sqlx::query_as(
+        "SELECT hold_expires_at, held_until FROM booking.requests WHERE request_id = $1::uuid",
+    )
+    .bind(&request)
+    .fetch_one(&app.pool)
+    .await
+    .expect("ledger");
+    assert_eq!(ledger_end.timestamp(), end(&paying));
+    assert_eq!(held_until.map(|t| t.timestamp()), Some(end(&before)));
     // A fan cannot release seats whose payment is in flight.
     let leave = app
         .client
