@@ -14,8 +14,6 @@ pub mod ledger;
 pub mod restore;
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -33,32 +31,7 @@ pub use drain::{DrainSettings, Drainer};
 /// The farm's heartbeat: when the discovery loop last went round. `/healthz` fails
 /// when it stops going round (a wedged worker gets restarted); `/readyz` also checks
 /// Redis and Postgres.
-#[derive(Clone, Debug, Default)]
-pub struct Health {
-    last_tick_ms: Arc<AtomicI64>,
-    rounds: Arc<AtomicU64>,
-}
-
-impl Health {
-    fn tick(&self) {
-        self.last_tick_ms
-            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
-        self.rounds.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// How many times the discovery loop has gone round.
-    pub fn rounds(&self) -> u64 {
-        self.rounds.load(Ordering::Relaxed)
-    }
-
-    /// How long ago the discovery loop last went round; `None` before its first.
-    pub fn since_last_tick(&self) -> Option<Duration> {
-        let last = self.last_tick_ms.load(Ordering::Relaxed);
-        (last > 0).then(|| {
-            Duration::from_millis((chrono::Utc::now().timestamp_millis() - last).max(0) as u64)
-        })
-    }
-}
+pub type Health = proto::runtime::Heartbeat;
 
 #[derive(Clone, Debug, serde::Deserialize)]
 pub struct Config {
@@ -223,19 +196,7 @@ impl Application {
         // answer too.
         let stale_after =
             Duration::from_millis(config.discover_interval_ms * 20).max(Duration::from_secs(10));
-        let live = worker.health.clone();
-        let liveness = move || {
-            let health = live.clone();
-            Box::pin(async move {
-                match health.since_last_tick() {
-                    Some(since) if since > stale_after => Err(format!(
-                        "the discovery loop last ran {} ms ago",
-                        since.as_millis()
-                    )),
-                    _ => Ok(()),
-                }
-            }) as proto::runtime::Check
-        };
+        let liveness = worker.health.liveness(stale_after, "the discovery loop");
         let (ready_pool, ready_redis, ready_live) =
             (worker.pool.clone(), worker.redis.clone(), liveness.clone());
         let readiness = move || {

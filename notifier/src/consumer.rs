@@ -20,7 +20,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use bus::ConsumerOptions;
@@ -46,25 +45,7 @@ const ENSURE_SETTLE: Duration = Duration::from_secs(3);
 const REPLACE_AFTER: Duration = Duration::from_secs(1);
 
 /// The consumer loop's heartbeat, for `/healthz`.
-#[derive(Clone, Debug, Default)]
-pub struct Health {
-    last_tick_ms: Arc<AtomicI64>,
-}
-
-impl Health {
-    fn tick(&self) {
-        self.last_tick_ms
-            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
-    }
-
-    /// How long ago the loop last went round; `None` before it started.
-    pub fn since_last_tick(&self) -> Option<Duration> {
-        let last = self.last_tick_ms.load(Ordering::Relaxed);
-        (last > 0).then(|| {
-            Duration::from_millis((chrono::Utc::now().timestamp_millis() - last).max(0) as u64)
-        })
-    }
-}
+pub type Health = proto::runtime::Heartbeat;
 
 pub struct EventConsumer {
     notifier: Arc<Notifier>,

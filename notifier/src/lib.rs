@@ -59,19 +59,7 @@ impl Application {
         // being down makes neither fail: the retries are the answer to that.
         let stale_after =
             Duration::from_millis(config.smtp_timeout_ms * 2).max(Duration::from_secs(60));
-        let health = consumer.health();
-        let liveness = move || {
-            let health = health.clone();
-            Box::pin(async move {
-                match health.since_last_tick() {
-                    Some(since) if since > stale_after => Err(format!(
-                        "the consumer loop last ran {} s ago",
-                        since.as_secs()
-                    )),
-                    _ => Ok(()),
-                }
-            }) as proto::runtime::Check
-        };
+        let liveness = consumer.health().liveness(stale_after, "the consumer loop");
         let live = liveness.clone();
         let readiness = move || {
             let (pool, live) = (pool.clone(), live.clone());

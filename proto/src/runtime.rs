@@ -81,6 +81,59 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// A service loop's heartbeat: the loop ticks it every time round, and `/healthz`
+/// fails when it has not for too long (a wedged loop gets its process restarted).
+#[derive(Clone, Debug, Default)]
+pub struct Heartbeat {
+    last_tick_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    rounds: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Heartbeat {
+    pub fn tick(&self) {
+        use std::sync::atomic::Ordering;
+        self.last_tick_ms
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+        self.rounds.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times the loop has gone round.
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How long ago the loop last went round; `None` before its first.
+    pub fn since_last_tick(&self) -> Option<std::time::Duration> {
+        let last = self.last_tick_ms.load(std::sync::atomic::Ordering::Relaxed);
+        (last > 0).then(|| {
+            std::time::Duration::from_millis(
+                (chrono::Utc::now().timestamp_millis() - last).max(0) as u64
+            )
+        })
+    }
+
+    /// A liveness check: fails when `what` (e.g. "the discovery loop") has not gone
+    /// round for longer than `stale_after`.
+    pub fn liveness(
+        &self,
+        stale_after: std::time::Duration,
+        what: &'static str,
+    ) -> impl Fn() -> Check + Clone + Send + Sync + 'static {
+        let heartbeat = self.clone();
+        move || {
+            let since = heartbeat.since_last_tick();
+            Box::pin(async move {
+                match since {
+                    Some(since) if since > stale_after => {
+                        Err(format!("{what} last ran {} ms ago", since.as_millis()))
+                    }
+                    _ => Ok(()),
+                }
+            }) as Check
+        }
+    }
+}
+
 /// A health check's answer: `Err` says what is wrong.
 pub type Check = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 type CheckFn = std::sync::Arc<dyn Fn() -> Check + Send + Sync>;
