@@ -20,17 +20,7 @@ pub const PENDING: &str = "4000000000003220";
 /// the API allows (60 s) are set in the sale's Redis settings, which the hold
 /// script reads.
 pub async fn open_sale(app: &TestApp, hold_seconds: u32) -> (String, String, CancellationToken) {
-    let admin = app.admin_token().await;
-    let venue = app.create_venue(&admin, &venue_body()).await;
-    let event = app.create_event(&admin, &venue).await;
-    let opened = app
-        .post(
-            &format!("/v1/ops/events/{event}/open"),
-            Some(&admin),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(opened.status(), StatusCode::OK);
+    let (admin, event) = app.opened_event().await;
     let rate = app
         .client
         .put(app.url(&format!("/v1/ops/events/{event}/admission")))
@@ -49,30 +39,7 @@ pub async fn open_sale(app: &TestApp, hold_seconds: u32) -> (String, String, Can
         .query_async(&mut redis)
         .await
         .expect("hold time");
-    (admin, event, start_worker(app))
-}
-
-/// A booking worker in this process, draining every active event.
-pub fn start_worker(app: &TestApp) -> CancellationToken {
-    let worker = booking_worker::Worker {
-        pool: app.pool.clone(),
-        client: redis::Client::open(redis_url()).expect("url"),
-        redis: app.redis.clone(),
-        keys: app.keys.clone(),
-        name: format!("w-{}", uuid::Uuid::new_v4().simple()),
-        settings: booking_worker::DrainSettings {
-            lease_ms: 1_000,
-            block_ms: 50,
-            sold_out_horizon_ms: 0,
-            sweep_interval_ms: 100,
-            ..Default::default()
-        },
-        discover_every: Duration::from_millis(50),
-        health: Default::default(),
-    };
-    let stop = CancellationToken::new();
-    tokio::spawn(worker.run(stop.clone()));
-    stop
+    (admin, event, app.start_worker().0)
 }
 
 /// Joins with `body` and waits until the request is decided; returns its id and
@@ -135,6 +102,21 @@ pub async fn checkout(
     key: Option<&str>,
 ) -> reqwest::Response {
     checkout_call(app, token, request, card, key).await
+}
+
+/// A checkout's answer, as JSON (an order, or an error body).
+pub async fn pay(
+    app: &TestApp,
+    token: &str,
+    request: &str,
+    card: &str,
+    key: Option<&str>,
+) -> Value {
+    checkout(app, token, request, card, key)
+        .await
+        .json()
+        .await
+        .expect("order")
 }
 
 /// A checkout call that owns what it needs, for spawning many at once.
@@ -420,11 +402,7 @@ async fn a_late_webhook_after_the_hold_ended_is_refunded(pool: PgPool) {
     let (_, event, stop) = open_sale(&app, 2).await;
     let (token, request, status) = held(&app, &event, &json!({"quantity": 2})).await;
     let seats = seats_of(&status);
-    let order: Value = checkout(&app, &token, &request, PENDING, None)
-        .await
-        .json()
-        .await
-        .expect("order");
+    let order: Value = pay(&app, &token, &request, PENDING, None).await;
     assert_eq!(order["state"], "pending");
     // The payment is abandoned when the hold plus its grace runs out.
     let ended = wait_for_state(&app, &token, &request, &["expired"]).await;
@@ -485,11 +463,7 @@ async fn the_same_checkout_retried_with_the_same_key_charges_once(pool: PgPool) 
         assert_eq!(status, StatusCode::OK, "{body}");
         answers.push(body);
     }
-    let late: Value = checkout(&app, &token, &request, PAID, Some("same-key"))
-        .await
-        .json()
-        .await
-        .expect("order");
+    let late: Value = pay(&app, &token, &request, PAID, Some("same-key")).await;
     answers.push(late);
     for answer in &answers {
         assert_eq!(answer, &answers[0], "every retry gets the first answer");
@@ -687,11 +661,7 @@ async fn a_checkout_that_stopped_before_charging_is_voided_and_the_hold_restored
         "{late:?}"
     );
     // And the fan pays as usual.
-    let order: Value = checkout(&app, &token, &request, PAID, None)
-        .await
-        .json()
-        .await
-        .expect("order");
+    let order: Value = pay(&app, &token, &request, PAID, None).await;
     assert_eq!(order["state"], "paid");
     stop.cancel();
 }
@@ -701,11 +671,7 @@ async fn an_abandoned_pending_payment_is_voided_and_its_order_cancelled(pool: Pg
     let app = spawn_app_with(pool, |config| config.payments.paying_grace_seconds = 1).await;
     let (_, event, stop) = open_sale(&app, 2).await;
     let (token, request, _) = held(&app, &event, &json!({"quantity": 1})).await;
-    let order: Value = checkout(&app, &token, &request, PENDING, None)
-        .await
-        .json()
-        .await
-        .expect("order");
+    let order: Value = pay(&app, &token, &request, PENDING, None).await;
     assert_eq!(order["state"], "pending");
     let order_id = order["order_id"].as_str().expect("order_id");
     // The provider never says; the hold and its grace run out.

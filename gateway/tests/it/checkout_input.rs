@@ -116,11 +116,7 @@ async fn bad_checkouts_are_refused_and_change_nothing(pool: PgPool) {
     assert_eq!(state(&app, &fan, waiting).await["state"], "prequeue");
 
     // A paid request is not paid again.
-    let paid: Value = checkout(&app, &token, &request, PAID, None)
-        .await
-        .json()
-        .await
-        .expect("order");
+    let paid: Value = pay(&app, &token, &request, PAID, None).await;
     assert_eq!(paid["state"], "paid");
     assert_error(
         checkout(&app, &token, &request, PAID, None).await,
@@ -173,11 +169,7 @@ async fn bad_webhooks_are_refused_and_change_nothing(pool: PgPool) {
     let app = spawn_app(pool).await;
     let (_, event, stop) = open_sale(&app, 600).await;
     let (token, request, _) = held(&app, &event, &json!({"quantity": 1})).await;
-    let order: Value = checkout(&app, &token, &request, PENDING, None)
-        .await
-        .json()
-        .await
-        .expect("order");
+    let order: Value = pay(&app, &token, &request, PENDING, None).await;
     let order_id = order["order_id"].as_str().expect("order_id");
     let delivery = json!({"id": "wh_1", "type": "payment.succeeded", "order_id": order_id});
     let now = chrono::Utc::now().timestamp();

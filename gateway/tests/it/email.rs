@@ -137,11 +137,7 @@ async fn a_paid_checkout_sends_one_confirmation_with_its_seats_and_amount(pool: 
         .map(|s| s.as_str().expect("seat").to_owned())
         .collect();
 
-    let order: Value = checkout(&app, &token, &request, PAID, Some("pay"))
-        .await
-        .json()
-        .await
-        .expect("order");
+    let order: Value = pay(&app, &token, &request, PAID, Some("pay")).await;
     assert_eq!(order["state"], "paid");
     let (confirmation, _) = wait_for_mail(&pipeline.sink, &email, "your tickets").await;
     let text = confirmation.part("text/plain").expect("a text part");
@@ -187,11 +183,7 @@ async fn a_late_webhook_after_expiry_sends_a_refund_email(pool: PgPool) {
     let (_, event, stop) = open_sale(&app, 2).await;
     let (email, token, request, _) =
         registered_fan_holding(&app, &event, &json!({"quantity": 1, "section": "Floor"})).await;
-    let order: Value = checkout(&app, &token, &request, PENDING, None)
-        .await
-        .json()
-        .await
-        .expect("order");
+    let order: Value = pay(&app, &token, &request, PENDING, None).await;
     assert_eq!(order["state"], "pending");
     wait_for_state(&app, &token, &request, &["expired"]).await;
     let order_id = order["order_id"].as_str().expect("order_id");
@@ -249,11 +241,7 @@ async fn the_broker_restarts_between_the_outbox_write_and_the_publish_and_the_em
     // The broker dies; the sale is written to the outbox meanwhile and cannot leave.
     let replaced_before = consumers_replaced(&app).await;
     broker.kill();
-    let order: Value = checkout(&app, &token, &request, PAID, Some("pay"))
-        .await
-        .json()
-        .await
-        .expect("order");
+    let order: Value = pay(&app, &token, &request, PAID, Some("pay")).await;
     assert_eq!(
         order["state"], "paid",
         "checkout does not wait for the broker"

@@ -242,6 +242,50 @@ pub fn counts(body: &Value) -> (u64, u64, u64) {
 }
 
 impl TestApp {
+    /// The admin's token and a new event on a new [`venue_body`] venue, its sale
+    /// opened.
+    pub async fn opened_event(&self) -> (String, String) {
+        let (admin, event) = self.seeded_event().await;
+        let opened = self
+            .post(
+                &format!("/v1/ops/events/{event}/open"),
+                Some(&admin),
+                &serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(opened.status(), StatusCode::OK);
+        (admin, event)
+    }
+
+    /// A booking worker in this process, draining every active event with short
+    /// leases and sweeps; stop it with the token, and its task says how it ended.
+    pub fn start_worker(
+        &self,
+    ) -> (
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
+        let worker = booking_worker::Worker {
+            pool: self.pool.clone(),
+            client: redis::Client::open(redis_url()).expect("url"),
+            redis: self.redis.clone(),
+            keys: self.keys.clone(),
+            name: format!("w-{}", uuid::Uuid::new_v4().simple()),
+            settings: booking_worker::DrainSettings {
+                lease_ms: 1_000,
+                block_ms: 50,
+                sold_out_horizon_ms: 0,
+                sweep_interval_ms: 100,
+                ..Default::default()
+            },
+            discover_every: std::time::Duration::from_millis(50),
+            health: Default::default(),
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(worker.run(stop.clone()));
+        (stop, task)
+    }
+
     /// The admin's token and a new event on a new [`venue_body`] venue.
     pub async fn seeded_event(&self) -> (String, String) {
         let admin = self.admin_token().await;

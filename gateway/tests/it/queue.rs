@@ -25,20 +25,6 @@ async fn join(
     request.send().await.expect("sent")
 }
 
-/// A new event whose sale an admin has opened.
-async fn opened_event(app: &TestApp) -> String {
-    let (admin, event) = app.seeded_event().await;
-    let opened = app
-        .post(
-            &format!("/v1/ops/events/{event}/open"),
-            Some(&admin),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(opened.status(), StatusCode::OK);
-    event
-}
-
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
 async fn a_fan_joins_once_reads_its_place_and_leaves(pool: PgPool) {
     let app = spawn_app(pool).await;
@@ -131,7 +117,7 @@ async fn a_fan_joins_once_reads_its_place_and_leaves(pool: PgPool) {
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
 async fn bad_requests_are_refused_and_change_nothing(pool: PgPool) {
     let app = spawn_app(pool).await;
-    let event = opened_event(&app).await;
+    let (_, event) = app.opened_event().await;
     let fan = app.fan_token("fan@example.com").await;
     let cases = [
         (
@@ -295,7 +281,7 @@ async fn a_join_works_after_redis_forgot_its_scripts(pool: PgPool) {
     // As after a Redis restart: the script cache is empty, and the one-round-trip
     // join falls back to loading the script.
     let app = spawn_app(pool).await;
-    let event = opened_event(&app).await;
+    let (_, event) = app.opened_event().await;
     let mut redis = app.redis.clone();
     let _: () = redis::cmd("SCRIPT")
         .arg("FLUSH")
@@ -317,7 +303,7 @@ async fn a_join_works_after_redis_forgot_its_scripts(pool: PgPool) {
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
 async fn a_join_reloads_a_seat_map_redis_lost(pool: PgPool) {
     let app = spawn_app(pool).await;
-    let event = opened_event(&app).await;
+    let (_, event) = app.opened_event().await;
     let event_id: proto::EventId = event.parse().expect("id");
     let mut redis = app.redis.clone();
     let _: () = redis::pipe()
@@ -345,7 +331,7 @@ async fn concurrent_joins_share_script_calls_and_each_fan_is_in_line_once(pool: 
     use waiting_room::{Error, Joiner};
 
     let app = spawn_app(pool.clone()).await;
-    let event = opened_event(&app).await;
+    let (_, event) = app.opened_event().await;
     let event_id: proto::EventId = event.parse().expect("id");
     let joiner = Joiner::start(pool, app.redis.clone(), app.keys.clone(), None);
 

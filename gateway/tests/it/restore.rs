@@ -91,24 +91,7 @@ async fn an_event_whose_redis_keys_are_lost_mid_sale_is_restored_from_postgres(p
         .expect("rate");
     assert_eq!(rate.status(), StatusCode::OK);
 
-    let worker = booking_worker::Worker {
-        pool: app.pool.clone(),
-        client: redis::Client::open(redis_url()).expect("url"),
-        redis: app.redis.clone(),
-        keys: app.keys.clone(),
-        name: "w".into(),
-        settings: booking_worker::DrainSettings {
-            lease_ms: 1_000,
-            block_ms: 50,
-            sold_out_horizon_ms: 0,
-            sweep_interval_ms: 100,
-            ..Default::default()
-        },
-        discover_every: Duration::from_millis(50),
-        health: Default::default(),
-    };
-    let stop = tokio_util::sync::CancellationToken::new();
-    let farm = tokio::spawn(worker.run(stop.clone()));
+    let (stop, farm) = app.start_worker();
 
     // Mid-sale: some holds in the ledger, the line not yet through.
     let held = || async {
