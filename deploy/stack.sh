@@ -60,6 +60,24 @@ apt_install() {
     return 1
 }
 
+# What the browser tests need: Node.js, Chromium, and playwright-core (npm).
+ensure_browser() {
+    command -v node >/dev/null 2>&1 || apt_install nodejs \
+        || die "node is missing: install Node.js 18 or later (the browser tests drive Chromium with it)"
+    command -v npm >/dev/null 2>&1 || apt_install npm \
+        || die "npm is missing: install npm (it installs playwright-core for the browser tests)"
+    local chromium=${CHROMIUM:-/usr/bin/chromium}
+    if [ ! -x "$chromium" ]; then
+        apt_install chromium || die "chromium is missing: apt-get install chromium, or set CHROMIUM to a Chromium binary"
+    fi
+    local browser_tests="$root/gateway/tests/browser"
+    if [ ! -d "$browser_tests/node_modules/playwright-core" ]; then
+        say "installing playwright-core for the browser tests (npm ci)"
+        (cd "$browser_tests" && npm ci --no-audit --no-fund --loglevel=error >&2) \
+            || die "npm ci failed in $browser_tests"
+    fi
+}
+
 pg_bin() {
     local name=$1
     if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return 0; fi

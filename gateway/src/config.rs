@@ -21,6 +21,8 @@ pub struct Config {
     pub bootstrap_admin: Option<SecretString>,
     /// Checkout and the webhook (`ONSALE_PAYMENTS__*`).
     pub payments: payments::Settings,
+    /// The live sockets (`ONSALE_LIVE__*`).
+    pub live: realtime::Settings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -79,6 +81,7 @@ impl Config {
                 "body_bytes": 65536, "housekeeping_seconds": 30,
             },
             "payments": payments::Settings::defaults(),
+            "live": realtime::Settings::defaults(),
         })
     }
 

@@ -2,7 +2,7 @@
 //!
 //! It owns accounts and tokens, rate limits, request ids, tracing, metrics, the
 //! OpenAPI document and the static pages, and it mounts the services' routers
-//! in-process (inventory and the waiting room). The services stay independent crates; the gateway
+//! in-process (inventory, the waiting room, payments, and realtime's live sockets). The services stay independent crates; the gateway
 //! is the one place that composes them, so the hot path never pays for a proxy hop.
 //!
 //! Layers, outermost first: request id → trace → panic catcher → metrics → per-IP
@@ -17,6 +17,7 @@ pub mod accounts;
 pub mod config;
 pub mod idempotency;
 pub mod limits;
+pub mod pages;
 pub mod restore;
 pub mod routes;
 pub mod tokens;
@@ -30,7 +31,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef, MatchedPath, Request, State};
 use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use proto::auth::{Caller, TokenVerifier, bearer_token};
 use proto::{ErrorBody, Keys};
@@ -101,15 +102,17 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(waiting_room::router().into_openapi());
     doc.merge(restore::router().into_openapi());
     doc.merge(payments::router().into_openapi());
+    doc.merge(realtime::router().into_openapi());
     doc
 }
 
-/// Builds the gateway's router around live connections.
+/// Builds the gateway's router around live connections; also returns the rate
+/// limits (for housekeeping) and the live sockets' hub (closed at shutdown).
 pub fn router(
     config: &Config,
     pool: PgPool,
     redis: ConnectionManager,
-) -> (Router, Arc<RateLimits>) {
+) -> anyhow::Result<(Router, Arc<RateLimits>, Arc<realtime::Hub>)> {
     let verifier = Arc::new(TokenVerifier::new(&config.auth.token));
     let limits = Arc::new(RateLimits::new(&config.limits));
     let state = GatewayState {
@@ -122,6 +125,19 @@ pub fn router(
     };
     let keys = Keys::new(config.redis.key_prefix.clone());
     let (redis_for_payments, keys_for_payments) = (redis.clone(), keys.clone());
+    // The live sockets answer at the same address as the rest of the API; a load
+    // balancer may route their path to realtime nodes instead (docs/REALTIME.md).
+    let hub = realtime::Hub::new(
+        redis::Client::open(config.redis.url.expose_secret()).context("parsing redis.url")?,
+        redis.clone(),
+        pool.clone(),
+        keys.clone(),
+        config.live.clone(),
+    );
+    let live = realtime::RealtimeState {
+        hub: hub.clone(),
+        verifier: verifier.clone(),
+    };
     let waiting_room = waiting_room::WaitingRoomState {
         pool: pool.clone(),
         redis: redis.clone(),
@@ -187,13 +203,14 @@ pub fn router(
         .merge(waiting_room::router().with_state(waiting_room))
         .merge(restore::router().with_state(restore))
         .merge(payments::router().with_state(payments))
+        .merge(realtime::router().with_state(live))
         .split_for_parts();
 
     let metrics = proto::runtime::metrics();
     let router = api
         .route("/healthz", get(healthz).with_state(state.clone()))
         .route("/metrics", get(move || std::future::ready(metrics.render())))
-        .route("/", get(|| async { Html(include_str!("../static/index.html")) }))
+        .merge(pages::router())
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(proto::http::not_found)
         .method_not_allowed_fallback(proto::http::method_not_allowed)
@@ -213,7 +230,7 @@ pub fn router(
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]));
-    (router, limits)
+    Ok((router, limits, hub))
 }
 
 /// The waiting room's seat-map loader, served by inventory.
@@ -329,6 +346,7 @@ pub struct Application {
     router: Router,
     pool: PgPool,
     limits: Arc<RateLimits>,
+    hub: Arc<realtime::Hub>,
     housekeeping: Duration,
 }
 
@@ -364,7 +382,7 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("{e}"))
             .context("creating the bootstrap admin")?;
         }
-        let (router, limits) = router(&config, pool.clone(), redis);
+        let (router, limits, hub) = router(&config, pool.clone(), redis)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -373,6 +391,7 @@ impl Application {
             router,
             pool,
             limits,
+            hub,
             housekeeping: Duration::from_secs(config.limits.housekeeping_seconds),
         })
     }
@@ -415,7 +434,15 @@ impl Application {
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown({
+            // Live sockets are not requests the server waits for: they are closed
+            // (with a Close frame) as soon as shutdown begins.
+            let hub = self.hub.clone();
+            async move {
+                shutdown.await;
+                hub.shutdown();
+            }
+        })
         .await
         .context("serving http");
         // Order: the listener has stopped and in-flight requests have finished;

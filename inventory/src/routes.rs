@@ -201,6 +201,8 @@ async fn get_event(
 ///
 /// Everyone gets the same snapshot, with an `ETag` and `Cache-Control: public,
 /// max-age=1`; a request whose `If-None-Match` names the current snapshot gets 304.
+/// `Onsale-Seats-Version` names the version of the map the body shows, so a client
+/// following `/v1/events/{event_id}/live` applies only the seat deltas after it.
 #[utoipa::path(
     get, path = "/v1/events/{event_id}/seats", tag = "inventory",
     params(
@@ -208,7 +210,10 @@ async fn get_event(
         ("If-None-Match" = Option<String>, Header, description = "an ETag of an earlier answer"),
     ),
     responses(
-        (status = 200, body = Vec<SeatView>, headers(("ETag" = String), ("Cache-Control" = String))),
+        (status = 200, body = Vec<SeatView>, headers(
+            ("ETag" = String), ("Cache-Control" = String),
+            ("Onsale-Seats-Version" = u64, description = "the seat map's version the body shows; live seat deltas with a greater version come after it"),
+        )),
         (status = 304, description = "the map has not changed since the ETag sent"),
         (status = 404, body = ErrorBody),
     )

@@ -336,6 +336,23 @@ pub async fn redis_states(
         .await?)
 }
 
+/// Every seat's state with the seat map's version (`counts.version`, which every
+/// script that changes a seat bumps in the same step), read in one transaction: the
+/// states are exactly those of that version.
+pub async fn redis_states_versioned(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    event_id: EventId,
+) -> Result<(u64, HashMap<String, String>), Error> {
+    let (version, states): (Option<u64>, HashMap<String, String>) = redis::pipe()
+        .atomic()
+        .hget(keys.seat_counts(event_id), "version")
+        .hgetall(keys.seat_states(event_id))
+        .query_async(redis)
+        .await?;
+    Ok((version.unwrap_or(0), states))
+}
+
 /// A seat of the venue as the seat map shows it, before state is added.
 #[derive(sqlx::FromRow)]
 struct CatalogSeat {

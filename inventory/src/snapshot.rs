@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use proto::wire::seats::{SeatState, SeatStateName};
 use proto::{EventId, Keys, SeatId};
@@ -148,6 +148,9 @@ pub struct Snapshot {
     cache_control: HeaderValue,
     /// Each seat's state in catalog order, to tell whether anything changed.
     names: Arc<[SeatStateName]>,
+    /// The seat map's version these states are (`Onsale-Seats-Version`): a live
+    /// client applies only seat deltas newer than it.
+    version: HeaderValue,
     /// When the read of the states began: the map is at least this recent.
     taken_at: Instant,
 }
@@ -167,6 +170,7 @@ impl Snapshot {
         let headers = [
             (ETAG, self.etag.clone()),
             (CACHE_CONTROL, self.cache_control.clone()),
+            (SEATS_VERSION, self.version.clone()),
         ];
         if if_none_match.is_some_and(|tags| etag_listed(tags, &self.etag)) {
             return (StatusCode::NOT_MODIFIED, headers).into_response();
@@ -178,6 +182,14 @@ impl Snapshot {
         )
             .into_response()
     }
+}
+
+/// The header naming the seat map's version a body shows (also on a 304, so a cache
+/// that revalidates learns the newer version of the same states).
+pub const SEATS_VERSION: HeaderName = HeaderName::from_static("onsale-seats-version");
+
+fn version_header(version: u64) -> HeaderValue {
+    HeaderValue::from(version)
 }
 
 /// Whether an `If-None-Match` list names `etag` (weak comparison, as RFC 9110 has
@@ -473,7 +485,8 @@ impl SeatMapCache {
             )
             .await?;
         }
-        let states = seatmap::redis_states(&mut redis, &self.keys, event_id).await?;
+        let (version, states) =
+            seatmap::redis_states_versioned(&mut redis, &self.keys, event_id).await?;
         self.state_reads.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("onsale_seat_map_state_reads_total").increment(1);
 
@@ -490,6 +503,7 @@ impl SeatMapCache {
                 etag: previous.etag.clone(),
                 cache_control: self.cache_control.clone(),
                 names: previous.names.clone(),
+                version: version_header(version),
                 taken_at,
             },
             _ => Snapshot {
@@ -497,6 +511,7 @@ impl SeatMapCache {
                 etag: etag(event_id, &names),
                 cache_control: self.cache_control.clone(),
                 names: names.into(),
+                version: version_header(version),
                 taken_at,
             },
         });

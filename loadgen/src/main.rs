@@ -8,6 +8,7 @@
 //! loadgen chaos  --seed 1 --seconds 20              the history checker: faults, then proofs
 //! loadgen flood  --seconds 10 --fans 10000         seat-map GETs/s and join latency under a flood
 //! loadgen checkout --fans 2000 --concurrency 32     checkouts/s through the gateway; outbox and email lag
+//! loadgen sockets --sockets 50000 --servers 4      live sockets held, memory per socket, move fan-out latency
 //! ```
 
 mod chaos;
@@ -16,6 +17,7 @@ mod drain;
 mod flood;
 mod joins;
 mod setup;
+mod sockets;
 
 use clap::{Parser, Subcommand};
 
@@ -44,6 +46,16 @@ enum Command {
     /// Checkouts per second through the gateway against bare Postgres commits; with
     /// KAFKA_BROKERS, the outbox's and the email's lag under that load.
     Checkout(checkout::CheckoutArgs),
+    /// Live sockets held by realtime nodes: memory per idle socket and the time a
+    /// move of the line takes to reach every socket, against a bare tokio-tungstenite
+    /// broadcast server.
+    Sockets(sockets::SocketArgs),
+    /// A client process of `sockets` (started by it).
+    #[command(hide = true)]
+    SocketsClient(sockets::ClientArgs),
+    /// The bare baseline server of `sockets` (started by it).
+    #[command(hide = true)]
+    SocketsBare(sockets::BareArgs),
 }
 
 // A general-purpose allocator that keeps the many small per-request allocations
@@ -54,14 +66,24 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     proto::runtime::init_tracing("loadgen");
+    let command = Cli::parse().command;
+    // The helpers of `sockets` serve or hold sockets for a parent run: no Postgres,
+    // no run of their own, no keys to clean up.
+    let command = match command {
+        Command::SocketsClient(args) => return sockets::client(args).await,
+        Command::SocketsBare(args) => return sockets::bare(args).await,
+        command => command,
+    };
     let mut stack = setup::connect().await?;
-    let outcome = match Cli::parse().command {
+    let outcome = match command {
         Command::Drain(args) => drain::drain(&mut stack, args).await,
         Command::Holds(args) => drain::holds(&mut stack, args).await,
         Command::Joins(args) => joins::joins(&mut stack, args).await,
         Command::Chaos(args) => chaos::chaos(&mut stack, args).await,
         Command::Flood(args) => flood::flood(&mut stack, args).await,
         Command::Checkout(args) => checkout::checkout(&mut stack, args).await,
+        Command::Sockets(args) => sockets::sockets(&mut stack, args).await,
+        Command::SocketsClient(_) | Command::SocketsBare(_) => unreachable!("handled above"),
     };
     // The run's keys go whatever the outcome; its Postgres rows stay for inspection.
     setup::cleanup(&mut stack).await?;

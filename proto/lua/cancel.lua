@@ -19,4 +19,5 @@ if r[1] ~= 'queued' and r[1] ~= 'prequeue' then return {0, r[1] or ''} end
 redis.call('HSET', KEYS[1], 'state', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'reason', ARGV[3]) end
 if redis.call('HGET', KEYS[2], r[2]) == ARGV[1] then redis.call('HDEL', KEYS[2], r[2]) end
+publish_changes(KEYS[1], {}, {ARGV[1]})
 return {1, ARGV[2]}

@@ -43,7 +43,16 @@ else
 end
 redis.call('RENAME', KEYS[6], KEYS[7])
 redis.call('PERSIST', KEYS[7])
+-- The seat map's version keeps growing across the swap, even when Redis lost the old
+-- one: it starts again from the clock (microsecond-sized steps per second leave room
+-- for a million changes a second). Listeners are told to fetch the whole map again.
+local old_version = tonumber(redis.call('HGET', KEYS[3], 'version') or '0')
+local clock = redis.call('TIME')
+local version = math.max(old_version + 1, tonumber(clock[1]) * 1000000)
 redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[3],
-  'available', ARGV[3], 'held', ARGV[4], 'sold', ARGV[5], 'generation', generation)
+  'available', ARGV[3], 'held', ARGV[4], 'sold', ARGV[5], 'generation', generation,
+  'version', string.format('%d', version))
+redis.call('PUBLISH', live_channel(KEYS[3]),
+  '{"type":"changes","reset":true,"version":' .. string.format('%d', version) .. '}')
 return 1

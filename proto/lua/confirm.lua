@@ -43,4 +43,7 @@ redis.call('HSET', key, 'state', 'confirmed')
 redis.call('HDEL', key, 'held_until')
 -- The fan's live request has ended; the sold seats still count against the cap.
 if redis.call('HGET', KEYS[5], r[2]) == id then redis.call('HDEL', KEYS[5], r[2]) end
+local changed = {}
+for i, seat in ipairs(list) do changed[i] = {seat, 'sold'} end
+publish_changes(KEYS[2], changed, {id})
 return {1, r[3]}

@@ -41,6 +41,8 @@ if ending then ending = settings[4] == 'closed' and 'sale_closed' or 'sold_out' 
 local max_per_fan, hold_ms = tonumber(settings[1]), tonumber(settings[2])
 local served = tonumber(settings[3] or '0')
 local out = {'ok'}
+-- Seats held by this call, for the realtime feed.
+local held_seats = {}
 -- Counters live in locals for the call and are written back once at the end; whether
 -- held seats come back within the horizon is asked at most once.
 local count_fields = redis.call('HMGET', counts, 'available', 'held')
@@ -289,6 +291,7 @@ local ok, failure = pcall(function()
         local expires = now + hold_ms
         local value = 'h:' .. id .. ':' .. expires
         take(chosen, value)
+        for _, seat in ipairs(chosen) do held_seats[#held_seats + 1] = {seat, 'held'} end
         available = available - #chosen
         held_now = held_now + #chosen
         redis.call('HINCRBY', fanseats, fan, #chosen)
@@ -329,6 +332,7 @@ redis.call('HSET', counts, 'available', available, 'held', held_now)
 for field, delta in pairs(free_delta) do
   if delta ~= 0 then redis.call('HINCRBY', rowfree, field, delta) end
 end
+publish_changes(counts, held_seats, {})
 if not ok then
   -- The requests before the failing one are decided and written (and their counters
   -- above); the caller retries the rest one at a time to find the poisoned one.

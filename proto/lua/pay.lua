@@ -37,4 +37,5 @@ for seat in string.gmatch(r[3], '%S+') do
     redis.call('HSET', KEYS[4], seat, value)
   end
 end
+publish_changes(KEYS[1], {}, {id})
 return {1, deadline, r[3]}

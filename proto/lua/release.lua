@@ -44,6 +44,7 @@ if sweep and tonumber(r[4]) > tonumber(ARGV[3]) then return {0, r[1]} end
 
 local prefix = 'h:' .. id .. ':'
 local freed, count = 0, 0
+local changed = {}
 for seat in string.gmatch(r[3], '%S+') do
   count = count + 1
   redis.call('ZREM', KEYS[9], string.match(seat, '^([^-]*)') .. '|' .. id)
@@ -53,6 +54,7 @@ for seat in string.gmatch(r[3], '%S+') do
     redis.call('HINCRBY', KEYS[5], string.match(seat, '^(.*)%-%d+$'), 1)
     redis.call('HINCRBY', KEYS[5], 'sec:' .. string.match(seat, '^([^-]*)'), 1)
     freed = freed + 1
+    changed[freed] = {seat, 'available'}
   end
 end
 redis.call('HINCRBY', KEYS[2], 'available', freed)
@@ -64,4 +66,5 @@ redis.call('HSET', key, 'state', ARGV[2])
 redis.call('HDEL', key, 'held_until')
 if redis.call('HGET', KEYS[6], r[2]) == id then redis.call('HDEL', KEYS[6], r[2]) end
 redis.call('XADD', KEYS[8], '*', 'r', id, 's', ARGV[2])
+publish_changes(KEYS[2], changed, {id})
 return {1, ARGV[2], freed}

@@ -35,12 +35,15 @@ end
 local function row_of(seat) return string.match(seat, '^(.*)%-%d+$') end
 local function section_of(seat) return 'sec:' .. string.match(seat, '^([^-]*)') end
 
--- Every seat write goes through here, keeping the counters in step.
+-- Every seat write goes through here, keeping the counters in step and noting the
+-- change for the realtime feed.
+local changed, touched = {}, {}
 local function set_seat(seat, value)
   local before = class(redis.call('HGET', seats, seat))
   local after = class(value)
   redis.call('HSET', seats, seat, value)
   if before == after then return end
+  changed[#changed + 1] = {seat, after}
   if before then redis.call('HINCRBY', counts, before, -1) end
   if after then redis.call('HINCRBY', counts, after, 1) end
   if before == 'available' then
@@ -74,6 +77,7 @@ for o = 1, owners do
     local restored = 'held'
     if state == 'sold' then restored = 'confirmed' elseif state == 'paying' then restored = 'paying' end
     redis.call('HSET', okey, 'state', restored, 'fan', fan, 'seats', owned, 'expires', expires)
+    touched[#touched + 1] = owner
     redis.call('HINCRBY', fanseats, fan, count)
     if state ~= 'sold' then
       redis.call('ZADD', holds, tonumber(expires), owner)
@@ -109,5 +113,7 @@ if r[1] == 'held' or r[1] == 'paying' then
   -- A best-available ask is decided afresh; named seats stay the ask.
   if r[4] ~= 'seats' then redis.call('HDEL', key, 'seats') end
   redis.call('HSET', fans, r[2], id)
+  touched[#touched + 1] = id
 end
+publish_changes(counts, changed, touched)
 return given

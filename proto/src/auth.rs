@@ -106,7 +106,12 @@ impl TokenVerifier {
 
 /// The bearer token of a request, if it sent one.
 pub fn bearer_token(parts: &Parts) -> Result<Option<&str>, ErrorBody> {
-    let Some(value) = parts.headers.get(AUTHORIZATION) else {
+    bearer_token_in(&parts.headers)
+}
+
+/// The bearer token in `headers`, if there is one.
+pub fn bearer_token_in(headers: &axum::http::HeaderMap) -> Result<Option<&str>, ErrorBody> {
+    let Some(value) = headers.get(AUTHORIZATION) else {
         return Ok(None);
     };
     let value = value.to_str().map_err(|_| {

@@ -18,6 +18,12 @@ pub enum ErrorCode {
     InvalidPath,
     /// A query parameter is not understood.
     InvalidQuery,
+    /// A path that only takes a WebSocket upgrade was asked for without one.
+    NotAWebsocket,
+    /// A WebSocket frame of a kind the server does not take (binary).
+    UnsupportedFrame,
+    /// A WebSocket message the server does not understand.
+    InvalidMessage,
     /// A venue without a single seat.
     VenueHasNoSeats,
     /// Two sections of a venue share a name.
@@ -120,6 +126,9 @@ impl ErrorCode {
             MalformedJson
             | InvalidPath
             | InvalidQuery
+            | NotAWebsocket
+            | UnsupportedFrame
+            | InvalidMessage
             | InvalidIdempotencyKey
             | InvalidSignature
             | SignatureExpired => 400,
@@ -159,6 +168,9 @@ impl ErrorCode {
             InvalidRequest => "invalid_request",
             InvalidPath => "invalid_path",
             InvalidQuery => "invalid_query",
+            NotAWebsocket => "not_a_websocket",
+            UnsupportedFrame => "unsupported_frame",
+            InvalidMessage => "invalid_message",
             VenueHasNoSeats => "venue_has_no_seats",
             DuplicateSection => "duplicate_section",
             DuplicateRowLabel => "duplicate_row_label",

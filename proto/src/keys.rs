@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `<p>:{ev:<id>}:seats` | hash | seat id → encoded [`SeatState`](crate::wire::seats::SeatState) |
 //! | `<p>:{ev:<id>}:seats:staging:<generation>` | hash | the seat map being rebuilt, renamed over `seats` on commit |
-//! | `<p>:{ev:<id>}:counts` | hash | `available`, `held`, `sold`, and the `generation` of the loaded map |
+//! | `<p>:{ev:<id>}:counts` | hash | `available`, `held`, `sold`, the `generation` of the loaded map, and the seat map's `version` (grows with every seat change) |
 //! | `<p>:{ev:<id>}:layout` | hash | section → `row:seats,...` in preference order; `_sections`; `tier:<t>` → sections |
 //! | `<p>:{ev:<id>}:rowfree` | hash | `<section>-<row>` → free seats in that row; `sec:<section>` → free seats in the section |
 //! | `<p>:{ev:<id>}:sale` | hash | `state`, `max_per_fan`, `hold_ms`, `admission_per_second`, `served`, `prequeue_size` |
@@ -26,7 +26,7 @@
 //! | `<p>:{ev:<id>}:holds` | zset | request id scored by its hold's expiry (ms) |
 //! | `<p>:{ev:<id>}:secholds` | zset | `<section>|<request>` for each section a hold has seats in, scored by its expiry (ms) |
 //! | `<p>:{ev:<id>}:lease` | string | the worker draining the event, with a TTL |
-//! | `<p>:{ev:<id>}:live` | pub/sub | JSON updates for the realtime service |
+//! | `<p>:{ev:<id>}:live` | pub/sub | JSON updates for the realtime service; the scripts spell it from any event key (`lua/lib/changes.lua`) |
 //! | `<p>:request:<request>` | string | the request's event id, for lookups by request id |
 //! | `<p>:active` | set | events whose sale is drawing, open or paused |
 
@@ -227,6 +227,24 @@ mod tests {
         ] {
             assert_eq!(hash_tag(&key), tag, "{key}");
             assert!(key.starts_with("test:abc:"), "{key}");
+        }
+    }
+
+    /// `lua/lib/changes.lua` spells the live channel from the key it is given: the
+    /// key up to and including `{ev:<id>}:`, then `live`.
+    #[test]
+    fn the_scripts_spell_the_live_channel_from_any_event_key() {
+        let keys = Keys::new("test:{odd}:prefix");
+        let event = EventId::new();
+        let request = RequestId::new();
+        for key in [
+            keys.seat_counts(event),
+            keys.request(event, request),
+            keys.seat_states(event),
+        ] {
+            let start = key.find("{ev:").expect("tagged");
+            let end = start + key[start..].find("}:").expect("closed") + 2;
+            assert_eq!(format!("{}live", &key[..end]), keys.live(event), "{key}");
         }
     }
 

@@ -146,6 +146,7 @@ pub struct OpsServer {
     service: &'static str,
     liveness: Option<CheckFn>,
     readiness: Option<CheckFn>,
+    routes: Option<axum::Router>,
 }
 
 impl OpsServer {
@@ -155,6 +156,7 @@ impl OpsServer {
             service,
             liveness: None,
             readiness: None,
+            routes: None,
         })
     }
 
@@ -167,6 +169,13 @@ impl OpsServer {
     /// What `/readyz` checks (by default: the same as `/healthz`).
     pub fn with_readiness(mut self, check: impl Fn() -> Check + Send + Sync + 'static) -> Self {
         self.readiness = Some(std::sync::Arc::new(check));
+        self
+    }
+
+    /// The service's own routes, served beside the operations endpoints (a realtime
+    /// node's sockets).
+    pub fn with_routes(mut self, routes: axum::Router) -> Self {
+        self.routes = Some(routes);
         self
     }
 
@@ -205,7 +214,10 @@ impl OpsServer {
         };
         let liveness = self.liveness.clone();
         let readiness = self.readiness.clone().or_else(|| self.liveness.clone());
-        let router = axum::Router::new()
+        let port = self.port();
+        let router = self
+            .routes
+            .unwrap_or_default()
             .route("/healthz", get(move || answer(liveness.clone())))
             .route("/readyz", get(move || answer(readiness.clone())))
             .route(
@@ -213,7 +225,7 @@ impl OpsServer {
                 get(move || std::future::ready(metrics.render())),
             )
             .fallback(crate::http::not_found);
-        tracing::info!(service, port = self.port(), "operations endpoint listening");
+        tracing::info!(service, port, "operations endpoint listening");
         axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
             .await?;

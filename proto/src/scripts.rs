@@ -1,6 +1,10 @@
 //! The Lua scripts, one `.lua` file each, loaded once into `redis::Script`s. Each
 //! file's header states its `KEYS`, `ARGV`, return value and the atomicity it gives.
 //!
+//! Every script starts with `lua/lib/changes.lua`, the realtime feed's
+//! `publish_changes`: a script that changes seats or requests publishes the change
+//! itself, atomically with it (see docs/REALTIME.md).
+//!
 //! `Script::invoke_async` reloads a script after `NOSCRIPT` (the cache is empty after
 //! every Redis restart); a pipeline that invokes one must `load_script` it first.
 
@@ -13,7 +17,10 @@ macro_rules! scripts {
         $(
             $(#[$doc])*
             pub static $name: LazyLock<Script> =
-                LazyLock::new(|| Script::new(include_str!(concat!("../lua/", $file))));
+                LazyLock::new(|| Script::new(concat!(
+                    include_str!("../lua/lib/changes.lua"),
+                    include_str!(concat!("../lua/", $file)),
+                )));
         )*
 
         /// Every script with its file name, for tools that preload or benchmark them.

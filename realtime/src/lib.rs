@@ -1,45 +1,160 @@
-//! Realtime: each fan's WebSocket, fed by Redis pub/sub: queue position and wait time,
-//! hold results, seat-map changes and sale state.
+//! Realtime: each fan's WebSocket, fed by Redis pub/sub: queue position and wait
+//! time, the request's state, seat-map changes and the sale's state
+//! (docs/REALTIME.md).
 //!
-//! Today the service runs its operations endpoint (`/healthz`, `/metrics`) so a
-//! deployment can already place, probe and scrape it.
+//! - [`feed`]: one subscription and one task per event per node, shared by its sockets;
+//! - [`socket`]: one fan's socket, from the snapshot to the close;
+//! - [`routes`]: the socket route and its REST fallback, mounted by the gateway too.
+//!
+//! A node serves the live routes beside `/healthz`, `/readyz` and `/metrics`.
+
+pub mod feed;
+pub mod routes;
+pub mod socket;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context;
+use proto::Keys;
+use proto::auth::{TokenSettings, TokenVerifier};
 use proto::runtime::OpsServer;
-use proto::settings::SettingsError;
+use proto::settings::{DatabaseSettings, RedisSettings, SettingsError};
+use secrecy::ExposeSecret;
+
+pub use feed::Hub;
+pub use routes::{RealtimeState, router};
 
 #[derive(Clone, Debug, serde::Deserialize)]
 pub struct Config {
-    /// Where the operations endpoint listens.
+    /// Where the node listens: the live routes and the operations endpoints.
     pub listen: SocketAddr,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub auth: TokenSettings,
+    pub live: Settings,
+}
+
+/// How the sockets behave (`ONSALE_LIVE__*`).
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct Settings {
+    /// How often a feed re-reads its line and sends coalesced seat deltas.
+    pub tick_ms: u64,
+    /// How often a socket re-reads a hold (and checks its peer is alive).
+    pub refresh_seconds: u64,
+    /// Pings go out every this many refreshes.
+    pub pings_every: u64,
+    /// A peer silent this long is dropped.
+    pub idle_seconds: u64,
+    /// A send that cannot finish this fast closes the socket.
+    pub send_timeout_seconds: u64,
+    /// Seat-delta messages a socket may fall behind before it is told to refetch.
+    pub seat_buffer: usize,
+    /// Largest frame or message accepted from a browser.
+    pub max_frame_bytes: usize,
+    /// The socket's read buffer.
+    pub buffer_bytes: usize,
+    /// Most bytes queued for a peer before a send fails.
+    pub max_write_buffer_bytes: usize,
+}
+
+impl Settings {
+    pub fn defaults() -> serde_json::Value {
+        serde_json::json!({
+            "tick_ms": 100, "refresh_seconds": 5, "pings_every": 4, "idle_seconds": 60,
+            "send_timeout_seconds": 10, "seat_buffer": 64, "max_frame_bytes": 4096,
+            "buffer_bytes": 4096, "max_write_buffer_bytes": 1_048_576,
+        })
+    }
+
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.tick_ms.max(10))
+    }
+    pub fn refresh(&self) -> Duration {
+        Duration::from_secs(self.refresh_seconds.max(1))
+    }
+    pub fn pings_every(&self) -> u64 {
+        self.pings_every.max(1)
+    }
+    pub fn idle(&self) -> Duration {
+        Duration::from_secs(self.idle_seconds.max(1))
+    }
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_secs(self.send_timeout_seconds.max(1))
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        serde_json::from_value(Self::defaults()).expect("the defaults parse")
+    }
 }
 
 impl Config {
     pub fn load() -> Result<Self, SettingsError> {
-        proto::settings::load(&serde_json::json!({ "listen": "127.0.0.1:8086" }))
+        let config: Self = proto::settings::load(&serde_json::json!({
+            "listen": "127.0.0.1:8086",
+            "database": { "url": "postgres://postgres@127.0.0.1:5432/onsale", "max_connections": 4 },
+            "redis": { "url": "redis://127.0.0.1:6379", "key_prefix": "onsale" },
+            "auth": { "issuer": "onsale", "audience": "onsale" },
+            "live": Settings::defaults(),
+        }))?;
+        config.auth.validate().map_err(SettingsError::Invalid)?;
+        Ok(config)
     }
 }
 
 pub struct Application {
     ops: OpsServer,
+    hub: Arc<Hub>,
 }
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        Ok(Self {
-            ops: OpsServer::bind(config.listen, "realtime").await?,
-        })
+        let pool = proto::runtime::connect_postgres(&config.database).await?;
+        let client =
+            redis::Client::open(config.redis.url.expose_secret()).context("parsing redis.url")?;
+        let redis = proto::runtime::connect_redis(&config.redis).await?;
+        let hub = Hub::new(
+            client,
+            redis,
+            pool,
+            Keys::new(config.redis.key_prefix.clone()),
+            config.live.clone(),
+        );
+        let state = RealtimeState {
+            hub: hub.clone(),
+            verifier: Arc::new(TokenVerifier::new(&config.auth)),
+        };
+        let (routes, _) = router().with_state(state).split_for_parts();
+        let ops = OpsServer::bind(config.listen, "realtime")
+            .await
+            .with_context(|| format!("binding {}", config.listen))?
+            .with_routes(routes);
+        Ok(Self { ops, hub })
     }
 
     pub fn port(&self) -> u16 {
         self.ops.port()
     }
 
+    pub fn hub(&self) -> Arc<Hub> {
+        self.hub.clone()
+    }
+
+    /// Serves until `shutdown` resolves. Order: the sockets are closed first (each
+    /// with a Close frame, "going away"), then the listener stops.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        self.ops.run(shutdown).await
+        let hub = self.hub.clone();
+        self.ops
+            .run(async move {
+                shutdown.await;
+                hub.shutdown();
+            })
+            .await
     }
 }

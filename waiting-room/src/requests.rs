@@ -175,42 +175,14 @@ pub async fn status_of(
     let (fields, served): (Vec<Option<String>>, Option<u64>) = redis::pipe()
         .cmd("HMGET")
         .arg(keys.request(event_id, request_id))
-        .arg(&["state", "number", "seats", "expires", "reason"])
+        .arg(&RequestStatus::HASH_FIELDS)
         .cmd("HGET")
         .arg(keys.sale(event_id))
         .arg("served")
         .query_async(redis)
         .await?;
-    let field = |i: usize| fields.get(i).cloned().flatten().filter(|v| !v.is_empty());
-    let state = field(0)
-        .and_then(|s| RequestState::parse(&s))
-        .ok_or(Error::RequestNotFound(request_id))?;
-    let queue_number = field(1).and_then(|n| n.parse::<u64>().ok());
-    let position = match state {
-        RequestState::Queued => queue_number.map(|n| n.saturating_sub(served.unwrap_or(0))),
-        _ => None,
-    };
-    let holds_seats = matches!(
-        state,
-        RequestState::Held | RequestState::Paying | RequestState::Confirmed
-    );
-    let seats = field(2)
-        .filter(|_| holds_seats || state == RequestState::Queued)
-        .map(|s| s.split(' ').filter_map(SeatId::parse).collect());
-    let hold_expires_at = field(3)
-        .filter(|_| matches!(state, RequestState::Held | RequestState::Paying))
-        .and_then(|ms| ms.parse::<i64>().ok())
-        .and_then(DateTime::<Utc>::from_timestamp_millis);
-    Ok(RequestStatus {
-        request_id,
-        event_id,
-        state,
-        queue_number,
-        position,
-        seats,
-        hold_expires_at,
-        reason: field(4),
-    })
+    RequestStatus::from_hash(request_id, event_id, &fields, served)
+        .ok_or(Error::RequestNotFound(request_id))
 }
 
 #[derive(sqlx::FromRow)]

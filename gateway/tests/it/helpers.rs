@@ -61,6 +61,7 @@ pub fn config(prefix: &str) -> Config {
             currency: "EUR".into(),
             reconcile_after_seconds: 10,
         },
+        live: realtime::Settings::default(),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod auth;
 mod bad_input;
+mod browser;
 mod checkout;
 mod checkout_faults;
 mod checkout_input;
@@ -11,6 +12,7 @@ mod helpers;
 mod idempotency;
 mod inventory;
 mod limits;
+mod live;
 mod queue;
 mod restore;
 mod system;

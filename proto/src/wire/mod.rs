@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod events;
 pub mod inventory;
+pub mod live;
 pub mod payments;
 pub mod queue;
 pub mod seats;

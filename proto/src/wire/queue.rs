@@ -97,6 +97,51 @@ pub struct RequestStatus {
     pub reason: Option<String>,
 }
 
+impl RequestStatus {
+    /// The fields of a request's Redis hash (`Keys::request`) that
+    /// [`RequestStatus::from_hash`] reads, in its order.
+    pub const HASH_FIELDS: [&'static str; 5] = ["state", "number", "seats", "expires", "reason"];
+
+    /// A request as its fan sees it, from its Redis hash (`fields`: the values of
+    /// [`Self::HASH_FIELDS`], as `HMGET` returns them) and the sale's `served`.
+    /// `None` when the hash has no state (no such request).
+    pub fn from_hash(
+        request_id: RequestId,
+        event_id: EventId,
+        fields: &[Option<String>],
+        served: Option<u64>,
+    ) -> Option<Self> {
+        let field = |i: usize| fields.get(i).cloned().flatten().filter(|v| !v.is_empty());
+        let state = field(0).and_then(|s| RequestState::parse(&s))?;
+        let queue_number = field(1).and_then(|n| n.parse::<u64>().ok());
+        let position = match state {
+            RequestState::Queued => queue_number.map(|n| n.saturating_sub(served.unwrap_or(0))),
+            _ => None,
+        };
+        let holds_seats = matches!(
+            state,
+            RequestState::Held | RequestState::Paying | RequestState::Confirmed
+        );
+        let seats = field(2)
+            .filter(|_| holds_seats || state == RequestState::Queued)
+            .map(|s| s.split(' ').filter_map(SeatId::parse).collect());
+        let hold_expires_at = field(3)
+            .filter(|_| matches!(state, RequestState::Held | RequestState::Paying))
+            .and_then(|ms| ms.parse::<i64>().ok())
+            .and_then(DateTime::<Utc>::from_timestamp_millis);
+        Some(Self {
+            request_id,
+            event_id,
+            state,
+            queue_number,
+            position,
+            seats,
+            hold_expires_at,
+            reason: field(4),
+        })
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SaleState {

@@ -1,0 +1,73 @@
+/* onsale: the list of upcoming on-sales, at /. */
+(function () {
+  'use strict';
+
+  const O = window.Onsale;
+  const $ = (id) => document.getElementById(id);
+
+  function card(e) {
+    const li = document.createElement('li');
+    li.className = 'card event-card';
+    li.dataset.eventId = e.event_id;
+    const href = `/e/${encodeURIComponent(e.event_id)}`;
+
+    const onsale = Date.parse(e.onsale_at);
+    const badge = document.createElement('span');
+    badge.className = 'badge';
+    if (!Number.isNaN(onsale) && onsale <= O.now()) {
+      badge.dataset.kind = 'now';
+      badge.textContent = 'On sale now';
+    } else {
+      badge.textContent = `On sale ${O.fmtDateTime(e.onsale_at)}`;
+    }
+
+    const h = document.createElement('h2');
+    const a = document.createElement('a');
+    a.href = href;
+    a.textContent = e.name;
+    h.append(a);
+
+    const facts = document.createElement('p');
+    facts.className = 'facts';
+    facts.textContent = `Show ${O.fmtDateTime(e.starts_at)} · ${O.plural(e.seat_count, 'seat', 'seats')}`;
+
+    const actions = document.createElement('div');
+    actions.className = 'actions';
+    const go = document.createElement('a');
+    go.className = 'button button-primary';
+    go.href = href;
+    go.textContent = 'Enter the waiting room';
+    go.setAttribute('aria-label', `Enter the waiting room for ${e.name}`);
+    actions.append(go);
+
+    li.append(badge, h, facts, actions);
+    return li;
+  }
+
+  async function load() {
+    const status = $('events-status');
+    const list = $('events');
+    for (let attempt = 0; ; attempt++) {
+      const r = await O.api('GET', '/v1/events?limit=200', { auth: false });
+      if (r.ok && Array.isArray(r.data)) {
+        list.replaceChildren(...r.data.map(card));
+        status.textContent = r.data.length ? '' : 'No upcoming on-sales right now. Check back soon.';
+        status.hidden = !!r.data.length;
+        return;
+      }
+      const wait = r.retryAfter != null ? Math.max(1, r.retryAfter) : Math.min(15, 2 ** attempt);
+      status.hidden = false;
+      status.textContent = `Could not load the events (${O.message(r.error)}) Retrying in ${wait} s…`;
+      await O.sleep(wait * 1000);
+    }
+  }
+
+  function showAccount() {
+    $('signed-in').hidden = !O.token();
+  }
+
+  O.wireAuth();
+  O.onAccountChange(showAccount);
+  showAccount();
+  load();
+})();

@@ -1,0 +1,523 @@
+//! The live socket, `GET /v1/events/{id}/live`, through the gateway against the real
+//! farm: positions in order, snapshots on reconnect, seat deltas, refusals.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::helpers::{TestApp, assert_error, minted_fan_token, spawn_app};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Longest wait for any one expected message.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+impl TestApp {
+    fn live_url(&self, event: &str, query: &str) -> String {
+        format!(
+            "{}/v1/events/{event}/live?{query}",
+            self.base.replacen("http", "ws", 1)
+        )
+    }
+
+    /// Opens the live socket with the token in the query, as a browser does.
+    async fn live(&self, event: &str, token: &str, request: Option<&str>) -> Socket {
+        let mut query = format!("access_token={token}");
+        if let Some(request) = request {
+            query.push_str(&format!("&request_id={request}"));
+        }
+        let (socket, response) = tokio_tungstenite::connect_async(self.live_url(event, &query))
+            .await
+            .expect("the socket opens");
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        socket
+    }
+
+    /// The refusal of an upgrade: its status and error body.
+    async fn refused(&self, url: String, bearer: Option<&str>) -> (StatusCode, Value) {
+        let mut request = url.into_client_request().expect("request");
+        if let Some(token) = bearer {
+            request.headers_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("header"),
+            );
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Err(WsError::Http(response)) => {
+                let body = response.body().clone().unwrap_or_default();
+                (
+                    response.status(),
+                    serde_json::from_slice(&body).expect("error body is json"),
+                )
+            }
+            Err(other) => panic!("expected an HTTP refusal, got {other}"),
+            Ok(_) => panic!("expected a refusal, the socket opened"),
+        }
+    }
+
+    async fn join(&self, event: &str, token: &str, body: Value) -> String {
+        let response = self
+            .post(&format!("/v1/events/{event}/requests"), Some(token), &body)
+            .await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let body: Value = response.json().await.expect("json");
+        body["request_id"].as_str().expect("request_id").to_owned()
+    }
+
+    async fn set_rate(&self, admin: &str, event: &str, per_second: u32) {
+        let response = self
+            .client
+            .put(self.url(&format!("/v1/ops/events/{event}/admission")))
+            .bearer_auth(admin)
+            .json(&json!({"per_second": per_second}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+}
+
+/// The next JSON text message; panics on anything else or after [`PATIENCE`].
+async fn next(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .expect("a message in time")
+            .expect("the socket is open")
+            .expect("a frame");
+        match message {
+            Message::Text(text) => return serde_json::from_str(&text).expect("json"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+/// The next message of type `kind`, skipping others.
+async fn next_of(socket: &mut Socket, kind: &str) -> Value {
+    loop {
+        let message = next(socket).await;
+        if message["type"] == kind {
+            return message;
+        }
+    }
+}
+
+/// The snapshot a socket starts with: sale, then (when following a request) the
+/// request and, while it is queued, its position; then the seat version.
+async fn snapshot(socket: &mut Socket, follows: bool) -> Vec<Value> {
+    let mut messages = vec![next(socket).await];
+    assert_eq!(messages[0]["type"], "sale", "{messages:?}");
+    loop {
+        let message = next(socket).await;
+        let kind = message["type"].as_str().unwrap_or_default().to_owned();
+        messages.push(message);
+        if kind == "seats" {
+            break;
+        }
+    }
+    let kinds: Vec<&str> = messages
+        .iter()
+        .map(|m| m["type"].as_str().unwrap())
+        .collect();
+    if follows {
+        assert_eq!(kinds[1], "request", "{kinds:?}");
+    }
+    messages
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn positions_arrive_in_order_and_never_go_up(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (admin, event) = app.opened_event().await;
+    app.set_rate(&admin, &event, 8).await;
+    // A line of 24 fans for 30 seats, one seat each; the last one watches.
+    let mut last = (String::new(), String::new());
+    for _ in 0..24 {
+        let token = minted_fan_token();
+        let request = app.join(&event, &token, json!({"quantity": 1})).await;
+        last = (token, request);
+    }
+    let (token, request) = last;
+    let mut socket = app.live(&event, &token, Some(&request)).await;
+    let first = snapshot(&mut socket, true).await;
+    let start = first
+        .iter()
+        .find(|m| m["type"] == "position")
+        .expect("a queued request starts with its position");
+    assert_eq!(start["queue_number"], 24);
+    assert_eq!(start["position"], 24);
+    assert_eq!(start["seats_left"], 30);
+
+    let (stop, worker) = app.start_worker();
+    let mut positions = vec![start["position"].as_u64().unwrap()];
+    let held = loop {
+        let message = next(&mut socket).await;
+        match message["type"].as_str() {
+            Some("position") => {
+                assert_eq!(message["request_id"], request.as_str());
+                positions.push(message["position"].as_u64().unwrap());
+                assert!(message["eta_seconds"].is_u64(), "{message}");
+            }
+            Some("request") if message["state"] != "queued" => break message,
+            _ => {}
+        }
+    };
+    stop.cancel();
+    worker
+        .await
+        .expect("worker task")
+        .expect("worker ends cleanly");
+    assert!(
+        positions.windows(2).all(|w| w[1] <= w[0]),
+        "positions went up: {positions:?}"
+    );
+    assert!(
+        positions.len() >= 3,
+        "the line moved in steps, not at once: {positions:?}"
+    );
+    assert_eq!(held["state"], "held", "{held}");
+    assert_eq!(held["seats"].as_array().map(Vec::len), Some(1));
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_reconnect_starts_with_a_snapshot_of_what_changed_meanwhile(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (_admin, event) = app.opened_event().await;
+    let token = minted_fan_token();
+    let request = app.join(&event, &token, json!({"quantity": 2})).await;
+
+    // Without a request id the socket follows the fan's live request.
+    let mut socket = app.live(&event, &token, None).await;
+    let before = snapshot(&mut socket, true).await;
+    assert_eq!(before[0]["state"], "open");
+    assert_eq!(before[1]["request_id"], request.as_str());
+    assert_eq!(before[1]["state"], "queued");
+    let version_before = before.last().unwrap()["version"].as_u64().unwrap();
+    socket.close(None).await.expect("closed");
+
+    // While this tab is away, the farm holds the fan's seats; another tab of the
+    // same fan sees it happen.
+    let mut other_tab = app.live(&event, &token, Some(&request)).await;
+    snapshot(&mut other_tab, true).await;
+    let (stop, worker) = app.start_worker();
+    let status = next_of(&mut other_tab, "request").await;
+    assert_eq!(status["state"], "held");
+    stop.cancel();
+    worker
+        .await
+        .expect("worker task")
+        .expect("worker ends cleanly");
+
+    let mut socket = app.live(&event, &token, Some(&request)).await;
+    let after = snapshot(&mut socket, true).await;
+    assert_eq!(after[1]["state"], "held", "{after:?}");
+    assert_eq!(after[1]["seats"], status["seats"]);
+    assert!(after[1]["hold_expires_at"].is_string());
+    assert!(
+        !after.iter().any(|m| m["type"] == "position"),
+        "a held request has no position: {after:?}"
+    );
+    // The seat version in a snapshot is the one deltas have been sent up to: the
+    // hold's delta is either in it or is the next seat message.
+    let mut version_after = after.last().unwrap()["version"].as_u64().unwrap();
+    if version_after <= version_before {
+        let delta = next_of(&mut socket, "seats").await;
+        version_after = delta["version"].as_u64().unwrap();
+        let seats: Vec<&Value> = delta["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| &c["seat_id"])
+            .collect();
+        for seat in status["seats"].as_array().unwrap() {
+            assert!(seats.contains(&seat), "{delta}");
+        }
+    }
+    assert!(
+        version_after > version_before,
+        "the hold moved the seat version: {version_before} → {version_after}"
+    );
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn another_fans_hold_arrives_as_a_seat_delta_matching_the_seat_map(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (_admin, event) = app.opened_event().await;
+    let watcher = minted_fan_token();
+    let mut socket = app.live(&event, &watcher, None).await;
+    let start = snapshot(&mut socket, false).await;
+    let version = start.last().unwrap()["version"].as_u64().unwrap();
+
+    let buyer = minted_fan_token();
+    app.join(&event, &buyer, json!({"seats": ["Floor-A-3", "Floor-A-4"]}))
+        .await;
+    let (stop, worker) = app.start_worker();
+    let delta = next_of(&mut socket, "seats").await;
+    stop.cancel();
+    worker
+        .await
+        .expect("worker task")
+        .expect("worker ends cleanly");
+
+    assert!(delta["version"].as_u64().unwrap() > version, "{delta}");
+    let mut changes: Vec<(String, String)> = delta["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["seat_id"].as_str().unwrap().to_owned(),
+                c["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    changes.sort();
+    assert_eq!(
+        changes,
+        [
+            ("Floor-A-3".to_owned(), "held".to_owned()),
+            ("Floor-A-4".to_owned(), "held".to_owned())
+        ]
+    );
+
+    // The seat map names its version; once it shows the hold, it is at least the
+    // delta's (it may lag by up to its refresh interval, never lead wrongly).
+    let mut seen = 0;
+    for _ in 0..100 {
+        let response = app.get(&format!("/v1/events/{event}/seats"), None).await;
+        seen = response
+            .headers()
+            .get("onsale-seats-version")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("the seat map names its version");
+        let seats: Vec<Value> = response.json().await.expect("json");
+        let held = seats
+            .iter()
+            .filter(|s| s["seat_id"] == "Floor-A-3" || s["seat_id"] == "Floor-A-4")
+            .all(|s| s["state"] == "held");
+        if held {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen >= delta["version"].as_u64().unwrap());
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_paused_sale_is_pushed_and_the_fan_keeps_the_place(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (admin, event) = app.opened_event().await;
+    let token = minted_fan_token();
+    let request = app.join(&event, &token, json!({"quantity": 1})).await;
+    let mut socket = app.live(&event, &token, Some(&request)).await;
+    let start = snapshot(&mut socket, true).await;
+    let position = start.iter().find(|m| m["type"] == "position").unwrap()["position"].clone();
+
+    let paused = app
+        .post(
+            &format!("/v1/ops/events/{event}/pause"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(paused.status(), StatusCode::OK);
+    let sale = next_of(&mut socket, "sale").await;
+    assert_eq!(sale["state"], "paused");
+    let status: Value = app
+        .get(&format!("/v1/requests/{request}"), Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["state"], "queued");
+    assert_eq!(status["position"], position);
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn refusals_are_plain_http_answers_with_codes(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (_admin, event) = app.opened_event().await;
+    let owner = minted_fan_token();
+    let request = app.join(&event, &owner, json!({"quantity": 1})).await;
+
+    let (status, body) = app.refused(app.live_url(&event, ""), None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthenticated"))
+    );
+
+    let (status, body) = app
+        .refused(app.live_url(&event, "access_token=not.a.token"), None)
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_token"))
+    );
+
+    let forged = {
+        let mut token = minted_fan_token();
+        token.pop();
+        token.push('A');
+        token
+    };
+    let (status, body) = app.refused(app.live_url(&event, ""), Some(&forged)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_token"))
+    );
+
+    let unknown = uuid::Uuid::new_v4();
+    let (status, body) = app
+        .refused(
+            app.live_url(&unknown.to_string(), &format!("access_token={owner}")),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("event_not_found"))
+    );
+
+    let stranger = minted_fan_token();
+    let (status, body) = app
+        .refused(
+            app.live_url(
+                &event,
+                &format!("access_token={stranger}&request_id={request}"),
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+
+    let (status, body) = app
+        .refused(
+            app.live_url(
+                &event,
+                &format!("access_token={owner}&request_id={unknown}"),
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("request_not_found"))
+    );
+
+    let (status, body) = app
+        .refused(
+            app.live_url(&event, &format!("access_token={owner}&request_id=nope")),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_query"))
+    );
+
+    // A plain GET, not an upgrade.
+    let response = app
+        .get(&format!("/v1/events/{event}/live"), Some(&owner))
+        .await;
+    assert_error(response, StatusCode::BAD_REQUEST, "not_a_websocket").await;
+
+    // The REST fallback answers the same facts, with the same refusals.
+    let response = app
+        .get(
+            &format!("/v1/events/{event}/live/snapshot?request_id={request}"),
+            Some(&stranger),
+        )
+        .await;
+    assert_error(response, StatusCode::FORBIDDEN, "forbidden").await;
+    let snapshot: Value = app
+        .get(
+            &format!("/v1/events/{event}/live/snapshot?request_id={request}"),
+            Some(&owner),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(snapshot["sale"]["state"], "open");
+    assert_eq!(snapshot["request"]["state"], "queued");
+    assert_eq!(snapshot["position"]["position"], 1);
+    assert!(snapshot["seats_version"].is_u64());
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn bad_frames_get_an_error_and_a_close_code(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (_admin, event) = app.opened_event().await;
+    let token = minted_fan_token();
+
+    // A text message: told, and the socket stays open.
+    let mut socket = app.live(&event, &token, None).await;
+    snapshot(&mut socket, false).await;
+    socket
+        .send(Message::text("{\"type\":\"hello\"}"))
+        .await
+        .unwrap();
+    let error = next_of(&mut socket, "error").await;
+    assert_eq!(error["code"], "invalid_message");
+    socket
+        .send(Message::Ping(Bytes::from_static(b"still there?")))
+        .await
+        .unwrap();
+    let pong = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Pong(payload))) => return payload,
+                Some(Ok(_)) => continue,
+                other => panic!("socket ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("pong in time");
+    assert_eq!(&pong[..], b"still there?");
+
+    // A binary frame: told, then closed with 1003.
+    socket.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    let error = next_of(&mut socket, "error").await;
+    assert_eq!(error["code"], "unsupported_frame");
+    assert_eq!(close_code(&mut socket).await, CloseCode::Unsupported);
+
+    // An oversized frame: closed with 1009.
+    let mut socket = app.live(&event, &token, None).await;
+    snapshot(&mut socket, false).await;
+    socket
+        .send(Message::text("x".repeat(64 * 1024)))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut socket).await, CloseCode::Size);
+}
+
+/// Reads until the server's Close frame and returns its code.
+async fn close_code(socket: &mut Socket) -> CloseCode {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => return frame.code,
+                Some(Ok(Message::Close(None))) => panic!("closed without a code"),
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => panic!("socket failed before its close frame: {error}"),
+                None => panic!("socket ended without a close frame"),
+            }
+        }
+    })
+    .await
+    .expect("a close frame in time")
+}

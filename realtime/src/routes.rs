@@ -1,0 +1,195 @@
+//! The live routes: the socket and its REST fallback. Everything is checked before
+//! the upgrade, so a refusal is a plain HTTP answer with the usual error body.
+
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{FromRef, State};
+use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
+use proto::auth::{Caller, TokenVerifier, bearer_token_in};
+use proto::http::{Json, Path};
+use proto::wire::live::{LiveMessage, LiveSnapshot};
+use proto::{ErrorBody, ErrorCode, EventId, RequestId, Role};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::feed::{Feed, FeedError, Hub};
+use crate::socket;
+
+#[derive(Clone)]
+pub struct RealtimeState {
+    pub hub: Arc<Hub>,
+    pub verifier: Arc<TokenVerifier>,
+}
+
+impl FromRef<RealtimeState> for Arc<TokenVerifier> {
+    fn from_ref(state: &RealtimeState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+pub fn router() -> OpenApiRouter<RealtimeState> {
+    OpenApiRouter::new()
+        .routes(routes!(live))
+        .routes(routes!(live_snapshot))
+}
+
+/// Query parameters of the live routes.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LiveQuery {
+    /// The access token, for browsers (which cannot set headers on a WebSocket).
+    access_token: Option<String>,
+    /// The request to follow; without it, the caller's live request in the event.
+    request_id: Option<String>,
+}
+
+/// Follow an event live over a WebSocket: sale state, the caller's place in line,
+/// its request, seat-map changes. See docs/REALTIME.md for the messages.
+///
+/// The token travels as `Authorization: Bearer` or, for browsers, as the
+/// `access_token` query parameter.
+#[utoipa::path(
+    get, path = "/v1/events/{event_id}/live", tag = "realtime",
+    params(("event_id" = EventId, Path), LiveQuery),
+    responses(
+        (status = 101, description = "switching to the WebSocket protocol; then JSON text messages", body = LiveMessage),
+        (status = 400, body = ErrorBody, description = "`not_a_websocket`, `invalid_query`"),
+        (status = 401, body = ErrorBody, description = "`unauthenticated`, `invalid_token`"),
+        (status = 403, body = ErrorBody, description = "`forbidden`: another fan's request"),
+        (status = 404, body = ErrorBody, description = "`event_not_found`, `request_not_found`"),
+    ),
+    security(("bearer" = []), ())
+)]
+async fn live(
+    State(state): State<RealtimeState>,
+    Path(event_id): Path<EventId>,
+    headers: HeaderMap,
+    uri: Uri,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ErrorBody> {
+    let (feed, request) = admit(&state, event_id, &headers, &uri).await?;
+    let upgrade = upgrade.map_err(|rejection| {
+        ErrorBody::new(
+            ErrorCode::NotAWebsocket,
+            format!("this path takes a WebSocket upgrade ({rejection})"),
+        )
+    })?;
+    let settings = &state.hub.settings;
+    let hub = state.hub.clone();
+    Ok(upgrade
+        .read_buffer_size(settings.buffer_bytes)
+        .write_buffer_size(0)
+        .max_write_buffer_size(settings.max_write_buffer_bytes)
+        .max_message_size(settings.max_frame_bytes)
+        .max_frame_size(settings.max_frame_bytes)
+        .on_upgrade(move |ws| socket::serve(ws, hub, feed, request)))
+}
+
+/// What a live socket starts with, for a browser that cannot hold one: poll it.
+#[utoipa::path(
+    get, path = "/v1/events/{event_id}/live/snapshot", tag = "realtime",
+    params(("event_id" = EventId, Path), LiveQuery),
+    responses(
+        (status = 200, body = LiveSnapshot),
+        (status = 400, body = ErrorBody, description = "`invalid_query`"),
+        (status = 401, body = ErrorBody, description = "`unauthenticated`, `invalid_token`"),
+        (status = 403, body = ErrorBody, description = "`forbidden`: another fan's request"),
+        (status = 404, body = ErrorBody, description = "`event_not_found`, `request_not_found`"),
+    ),
+    security(("bearer" = []), ())
+)]
+async fn live_snapshot(
+    State(state): State<RealtimeState>,
+    Path(event_id): Path<EventId>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Json<LiveSnapshot>, ErrorBody> {
+    let (feed, request) = admit(&state, event_id, &headers, &uri).await?;
+    socket::snapshot(&state.hub, &feed, request)
+        .await
+        .map(Json)
+        .map_err(feed_error)
+}
+
+/// Checks the token, the event and the request; returns the event's feed and the
+/// request to follow.
+async fn admit(
+    state: &RealtimeState,
+    event_id: EventId,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<(Arc<Feed>, Option<RequestId>), ErrorBody> {
+    let axum::extract::Query(query) = axum::extract::Query::<LiveQuery>::try_from_uri(uri)?;
+    let token = match bearer_token_in(headers)? {
+        Some(token) => token,
+        None => query.access_token.as_deref().ok_or_else(|| {
+            ErrorBody::new(
+                ErrorCode::Unauthenticated,
+                "this needs a token: `Authorization: Bearer` or `?access_token=`",
+            )
+        })?,
+    };
+    let caller = Caller::from(state.verifier.verify(token)?);
+    let requested = match &query.request_id {
+        Some(raw) => Some(raw.parse::<RequestId>().map_err(|_| {
+            ErrorBody::new(ErrorCode::InvalidQuery, "request_id is not a request id")
+        })?),
+        None => None,
+    };
+    let feed = state.hub.feed(event_id).await.map_err(feed_error)?;
+    let mut redis = state.hub.redis.clone();
+    let keys = &state.hub.keys;
+    let request = match requested {
+        Some(request_id) => {
+            let fan: Option<String> = redis::cmd("HGET")
+                .arg(keys.request(event_id, request_id))
+                .arg("fan")
+                .query_async(&mut redis)
+                .await
+                .map_err(|e| feed_error(e.into()))?;
+            let fan = fan.ok_or_else(|| {
+                ErrorBody::new(
+                    ErrorCode::RequestNotFound,
+                    format!("request {request_id} is not in this event's line"),
+                )
+            })?;
+            if fan != caller.user_id.to_string() && !caller.role.includes(Role::Operator) {
+                return Err(ErrorBody::new(
+                    ErrorCode::Forbidden,
+                    "this request belongs to another fan",
+                ));
+            }
+            Some(request_id)
+        }
+        None => {
+            let live: Option<String> = redis::cmd("HGET")
+                .arg(keys.fans(event_id))
+                .arg(caller.user_id.to_string())
+                .query_async(&mut redis)
+                .await
+                .map_err(|e| feed_error(e.into()))?;
+            live.and_then(|id| id.parse().ok())
+        }
+    };
+    Ok((feed, request))
+}
+
+fn feed_error(error: FeedError) -> ErrorBody {
+    match error {
+        FeedError::EventNotFound(id) => {
+            ErrorBody::new(ErrorCode::EventNotFound, format!("event {id} not found"))
+        }
+        other => {
+            tracing::warn!(error = %other, "live route failed");
+            ErrorBody::new(
+                ErrorCode::ServiceUnavailable,
+                "the live feed is unavailable right now; retry shortly",
+            )
+        }
+    }
+}

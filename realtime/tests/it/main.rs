@@ -1,0 +1,3 @@
+//! The realtime node as its own process, against the real Redis and Postgres.
+
+mod slow_reader;
