@@ -64,7 +64,7 @@ impl Settings {
         serde_json::json!({
             "tick_ms": 100, "refresh_seconds": 5, "pings_every": 4, "idle_seconds": 60,
             "send_timeout_seconds": 10, "seat_buffer": 64, "max_frame_bytes": 4096,
-            "buffer_bytes": 4096, "max_write_buffer_bytes": 1_048_576,
+            "buffer_bytes": 1024, "max_write_buffer_bytes": 1_048_576,
         })
     }
 

@@ -212,6 +212,10 @@ impl Session {
 
 /// Serves one socket until the peer leaves, it is too slow or silent, or the node
 /// shuts down.
+///
+/// The task is what an idle socket costs, so its state is kept small: the work done
+/// when something happens (reads from Redis, sends with deadlines) runs in boxed
+/// futures that exist only while it runs.
 pub async fn serve(socket: WebSocket, hub: Arc<Hub>, feed: Arc<Feed>, request: Option<RequestId>) {
     metrics::gauge!("onsale_realtime_sockets").increment(1);
     let mut line_rx = feed.line();
@@ -258,10 +262,10 @@ async fn session_loop(
     // The snapshot: sale, request, position, the seat version.
     let sale = sale_view(&session.feed, &session.line);
     session.sale = Some(sale.clone());
-    if let Err(end) = session.send(&LiveMessage::Sale(sale)).await {
+    if let Err(end) = Box::pin(session.send(&LiveMessage::Sale(sale))).await {
         return end;
     }
-    if let Err(end) = session.refresh_request().await {
+    if let Err(end) = Box::pin(session.refresh_request()).await {
         return end;
     }
     let version = session.line.seats_version;
@@ -270,7 +274,7 @@ async fn session_loop(
         reset: false,
         changes: vec![],
     });
-    if let Err(end) = session.send(&first).await {
+    if let Err(end) = Box::pin(session.send(&first)).await {
         return end;
     }
 
@@ -281,16 +285,16 @@ async fn session_loop(
     loop {
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => Err(End::Close(close_code::AWAY, "server shutting down")),
-            inbound = session.socket.recv() => on_inbound(session, inbound).await,
+            inbound = session.socket.recv() => Box::pin(on_inbound(session, inbound)).await,
             changed = line_rx.changed() => match changed {
                 Ok(()) => {
                     let line = line_rx.borrow_and_update().clone();
-                    session.on_line(line).await
+                    Box::pin(session.on_line(line)).await
                 }
                 Err(_) => Err(End::Close(close_code::AWAY, "feed ended")),
             },
             delta = seats_rx.recv() => match delta {
-                Ok(text) => session.send_text(Utf8Bytes::from(&*text)).await,
+                Ok(text) => Box::pin(session.send_text(Utf8Bytes::from(&*text))).await,
                 Err(RecvError::Lagged(_)) => {
                     // Too far behind to catch up with deltas: refetch the map.
                     metrics::counter!("onsale_realtime_lagged_total").increment(1);
@@ -299,7 +303,7 @@ async fn session_loop(
                         reset: true,
                         changes: vec![],
                     });
-                    session.send(&reset).await
+                    Box::pin(session.send(&reset)).await
                 }
                 Err(RecvError::Closed) => Err(End::Close(close_code::AWAY, "feed ended")),
             },
@@ -309,12 +313,12 @@ async fn session_loop(
                     None => std::future::pending().await,
                 }
             } => match bumped {
-                Ok(()) => session.refresh_request().await,
+                Ok(()) => Box::pin(session.refresh_request()).await,
                 Err(_) => Err(End::Close(close_code::AWAY, "feed ended")),
             },
             _ = heartbeat.tick() => {
                 beats += 1;
-                on_beat(session, beats).await
+                Box::pin(on_beat(session, beats)).await
             }
         };
         if let Err(end) = outcome {

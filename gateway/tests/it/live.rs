@@ -521,3 +521,50 @@ async fn close_code(socket: &mut Socket) -> CloseCode {
     .await
     .expect("a close frame in time")
 }
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_peer_that_never_answers_a_ping_is_dropped(pool: PgPool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = crate::helpers::spawn_app_with(pool, |config| {
+        config.live.refresh_seconds = 1;
+        config.live.pings_every = 1;
+        config.live.idle_seconds = 2;
+    })
+    .await;
+    let (_admin, event) = app.opened_event().await;
+    let token = minted_fan_token();
+    // A raw connection: after the handshake it reads bytes but never answers a
+    // ping (a WebSocket library would answer on its own).
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&address).await.unwrap();
+    let handshake = format!(
+        "GET /v1/events/{event}/live?access_token={token} HTTP/1.1\r\nHost: {address}\r\n\
+         Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    stream.write_all(handshake.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut received)).await;
+    assert!(read.is_ok(), "the server never dropped the silent peer");
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    // Server frames are unmasked: a ping is 0x89, a close 0x88 with its code first.
+    let body = &received[text.find("\r\n\r\n").unwrap() + 4..];
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at + 2 <= body.len() {
+        let (opcode, len) = (body[at] & 0x0f, usize::from(body[at + 1] & 0x7f));
+        let (len, header) = match len {
+            126 => (usize::from(u16::from_be_bytes([body[at + 2], body[at + 3]])), 4),
+            127 => panic!("no frame here is that large"),
+            n => (n, 2),
+        };
+        frames.push((opcode, body[at + header..at + header + len].to_vec()));
+        at += header + len;
+    }
+    assert!(frames.iter().any(|(op, _)| *op == 0x9), "pinged first: {frames:?}");
+    let (_, close) = frames.last().expect("frames");
+    assert_eq!(frames.last().unwrap().0, 0x8, "ends with a close frame");
+    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1008, "policy: no pong");
+}

@@ -70,12 +70,12 @@ fn derived(run: u64, kind: u8, index: u64) -> uuid::Uuid {
     uuid::Builder::from_random_bytes(bytes).into_uuid()
 }
 
-/// The buffers REALTIME.md gives a socket (4 KiB read buffer, writes flushed at
-/// once, frames of at most 4 KiB), for the bare baseline server: the baseline has
+/// The buffers a realtime node gives a socket (1 KiB read buffer, writes flushed
+/// at once, frames of at most 4 KiB), for the bare baseline server: the baseline has
 /// to pay for what the realtime node pays for, or the memory comparison says little.
 pub fn server_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_message_size(Some(4096))
         .max_frame_size(Some(4096))
