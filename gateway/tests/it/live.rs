@@ -556,15 +556,25 @@ async fn a_peer_that_never_answers_a_ping_is_dropped(pool: PgPool) {
     while at + 2 <= body.len() {
         let (opcode, len) = (body[at] & 0x0f, usize::from(body[at + 1] & 0x7f));
         let (len, header) = match len {
-            126 => (usize::from(u16::from_be_bytes([body[at + 2], body[at + 3]])), 4),
+            126 => (
+                usize::from(u16::from_be_bytes([body[at + 2], body[at + 3]])),
+                4,
+            ),
             127 => panic!("no frame here is that large"),
             n => (n, 2),
         };
         frames.push((opcode, body[at + header..at + header + len].to_vec()));
         at += header + len;
     }
-    assert!(frames.iter().any(|(op, _)| *op == 0x9), "pinged first: {frames:?}");
+    assert!(
+        frames.iter().any(|(op, _)| *op == 0x9),
+        "pinged first: {frames:?}"
+    );
     let (_, close) = frames.last().expect("frames");
     assert_eq!(frames.last().unwrap().0, 0x8, "ends with a close frame");
-    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1008, "policy: no pong");
+    assert_eq!(
+        u16::from_be_bytes([close[0], close[1]]),
+        1008,
+        "policy: no pong"
+    );
 }
