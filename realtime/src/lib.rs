@@ -116,6 +116,22 @@ impl Application {
         let client =
             redis::Client::open(config.redis.url.expose_secret()).context("parsing redis.url")?;
         let redis = proto::runtime::connect_redis(&config.redis).await?;
+        // Ready while Redis (the feeds) and Postgres (the events) answer.
+        let (ready_pool, ready_redis) = (pool.clone(), redis.clone());
+        let readiness = move || {
+            let (pool, mut redis) = (ready_pool.clone(), ready_redis.clone());
+            Box::pin(async move {
+                redis::cmd("PING")
+                    .query_async::<String>(&mut redis)
+                    .await
+                    .map_err(|e| format!("redis: {e}"))?;
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map_err(|e| format!("postgres: {e}"))?;
+                Ok(())
+            }) as proto::runtime::Check
+        };
         let hub = Hub::new(
             client,
             redis,
@@ -131,6 +147,7 @@ impl Application {
         let ops = OpsServer::bind(config.listen, "realtime")
             .await
             .with_context(|| format!("binding {}", config.listen))?
+            .with_readiness(readiness)
             .with_routes(routes);
         Ok(Self { ops, hub })
     }
