@@ -26,6 +26,7 @@
 //! | `<p>:{ev:<id>}:holds` | zset | request id scored by its hold's expiry (ms) |
 //! | `<p>:{ev:<id>}:secholds` | zset | `<section>|<request>` for each section a hold has seats in, scored by its expiry (ms) |
 //! | `<p>:{ev:<id>}:lease` | string | the worker draining the event, with a TTL |
+//! | `<p>:{ev:<id>}:samples` | list | `<unix ms> <next> <served> <held> <sold>`, newest first, one a second, the last 10 minutes |
 //! | `<p>:{ev:<id>}:live` | pub/sub | JSON updates for the realtime service; the scripts spell it from any event key (`lua/lib/changes.lua`) |
 //! | `<p>:request:<request>` | string | the request's event id, for lookups by request id |
 //! | `<p>:active` | set | events whose sale is drawing, open or paused |
@@ -165,6 +166,12 @@ impl Keys {
     /// section come back soon, without reading every hold.
     pub fn section_holds(&self, event: EventId) -> String {
         self.event_key(event, "secholds")
+    }
+
+    /// Samples of the line for the operators' rates and charts (newest first):
+    /// `<unix ms> <next> <served> <held> <sold>`.
+    pub fn samples(&self, event: EventId) -> String {
+        self.event_key(event, "samples")
     }
 
     pub fn lease(&self, event: EventId) -> String {

@@ -15,6 +15,7 @@ pub mod requests;
 pub mod restore;
 pub mod routes;
 pub mod sale;
+pub mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,8 +134,14 @@ impl Application {
             );
             async move {
                 let mut tick = tokio::time::interval(every);
+                let mut sampling = tokio::time::interval(Duration::from_secs(1));
                 loop {
                     tokio::select! {
+                        _ = sampling.tick() => {
+                            if let Err(error) = stats::sample_active(&mut redis, &keys).await {
+                                tracing::warn!(%error, "sampling the lines failed");
+                            }
+                        }
                         _ = tick.tick() => {
                             if let Err(error) = draw_due_sales(&pool, &mut redis, &keys).await {
                                 tracing::warn!(%error, "scheduler tick failed");

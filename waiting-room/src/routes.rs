@@ -6,7 +6,8 @@ use axum::http::{HeaderMap, StatusCode};
 use proto::auth::Caller;
 use proto::http::{Json, Path};
 use proto::wire::queue::{
-    CreateRequest, Joined, Lottery, RequestStatus, Sale, SaleState, SetAdmission,
+    AuditEntry, CreateRequest, Joined, Lottery, RequestStatus, Sale, SaleState, SaleStats,
+    SetAdmission,
 };
 use proto::{ErrorBody, ErrorCode, EventId, RequestId, Role};
 use utoipa_axum::router::OpenApiRouter;
@@ -15,7 +16,7 @@ use utoipa_axum::routes;
 use crate::error::Error;
 use crate::requests::{self, Ask};
 use crate::sale::{self, Lever};
-use crate::{WaitingRoomState, lottery};
+use crate::{WaitingRoomState, lottery, stats};
 
 pub fn router() -> OpenApiRouter<WaitingRoomState> {
     OpenApiRouter::new()
@@ -24,6 +25,51 @@ pub fn router() -> OpenApiRouter<WaitingRoomState> {
         .routes(routes!(get_lottery))
         .routes(routes!(pull_lever))
         .routes(routes!(set_admission))
+        .routes(routes!(get_stats))
+        .routes(routes!(get_audit))
+}
+
+/// The sale's figures now: the line, the rates, holds and sales. Read from counters
+/// the farm keeps, so it costs the same for a line of ten or a million.
+#[utoipa::path(
+    get, path = "/v1/ops/events/{event_id}/stats", tag = "operations",
+    params(("event_id" = EventId, Path)),
+    responses(
+        (status = 200, body = SaleStats),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "`event_not_found`, `sale_not_found`"),
+    ),
+    security(("bearer" = []))
+)]
+async fn get_stats(
+    State(mut state): State<WaitingRoomState>,
+    caller: Caller,
+    Path(event_id): Path<EventId>,
+) -> Result<Json<SaleStats>, ErrorBody> {
+    caller.require(Role::Operator)?;
+    Ok(Json(
+        stats::read(&state.pool, &mut state.redis, &state.keys, event_id).await?,
+    ))
+}
+
+/// Who pulled which lever, when, from what to what; newest first, the last 200.
+#[utoipa::path(
+    get, path = "/v1/ops/events/{event_id}/audit", tag = "operations",
+    params(("event_id" = EventId, Path)),
+    responses(
+        (status = 200, body = Vec<AuditEntry>),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "`event_not_found`, `sale_not_found`"),
+    ),
+    security(("bearer" = []))
+)]
+async fn get_audit(
+    State(state): State<WaitingRoomState>,
+    caller: Caller,
+    Path(event_id): Path<EventId>,
+) -> Result<Json<Vec<AuditEntry>>, ErrorBody> {
+    caller.require(Role::Operator)?;
+    Ok(Json(stats::audit_log(&state.pool, event_id, 200).await?))
 }
 
 /// Join the event's line with a booking request.

@@ -475,7 +475,7 @@ pub async fn pull(
         ));
     }
     record_state(pool, event_id, to).await?;
-    let mut detail = serde_json::json!({"from": previous});
+    let mut detail = serde_json::json!({"from": previous, "to": to.as_str()});
     if lever == Lever::Close && previous == SaleState::Scheduled.as_str() {
         // Nobody will draw this pre-queue: every request in it ends, and its fan is
         // told why and is free again.
@@ -544,6 +544,7 @@ pub async fn set_admission(
     }
     let sale = ensure_sale(pool, event_id).await?;
     load_into_redis(redis, keys, &sale).await?;
+    let previous = sale.admission_per_second;
     sqlx::query("UPDATE waiting_room.sales SET admission_per_second = $2, updated_at = now() WHERE event_id = $1")
         .bind(event_id)
         .bind(per_second as i32)
@@ -560,7 +561,7 @@ pub async fn set_admission(
         event_id,
         Some(actor),
         "admission",
-        serde_json::json!({"per_second": per_second}),
+        serde_json::json!({"per_second": per_second, "from": previous, "to": per_second}),
     )
     .await?;
     Ok(())

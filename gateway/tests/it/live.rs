@@ -21,7 +21,7 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 const PATIENCE: Duration = Duration::from_secs(20);
 
 impl TestApp {
-    fn live_url(&self, event: &str, query: &str) -> String {
+    pub(crate) fn live_url(&self, event: &str, query: &str) -> String {
         format!(
             "{}/v1/events/{event}/live?{query}",
             self.base.replacen("http", "ws", 1)
@@ -29,7 +29,7 @@ impl TestApp {
     }
 
     /// Opens the live socket with the token in the query, as a browser does.
-    async fn live(&self, event: &str, token: &str, request: Option<&str>) -> Socket {
+    pub(crate) async fn live(&self, event: &str, token: &str, request: Option<&str>) -> Socket {
         let mut query = format!("access_token={token}");
         if let Some(request) = request {
             query.push_str(&format!("&request_id={request}"));
@@ -63,7 +63,7 @@ impl TestApp {
         }
     }
 
-    async fn join(&self, event: &str, token: &str, body: Value) -> String {
+    pub(crate) async fn join(&self, event: &str, token: &str, body: Value) -> String {
         let response = self
             .post(&format!("/v1/events/{event}/requests"), Some(token), &body)
             .await;
@@ -72,7 +72,7 @@ impl TestApp {
         body["request_id"].as_str().expect("request_id").to_owned()
     }
 
-    async fn set_rate(&self, admin: &str, event: &str, per_second: u32) {
+    pub(crate) async fn set_rate(&self, admin: &str, event: &str, per_second: u32) {
         let response = self
             .client
             .put(self.url(&format!("/v1/ops/events/{event}/admission")))
@@ -86,7 +86,7 @@ impl TestApp {
 }
 
 /// The next JSON text message; panics on anything else or after [`PATIENCE`].
-async fn next(socket: &mut Socket) -> Value {
+pub(crate) async fn next(socket: &mut Socket) -> Value {
     loop {
         let message = tokio::time::timeout(PATIENCE, socket.next())
             .await
@@ -102,7 +102,7 @@ async fn next(socket: &mut Socket) -> Value {
 }
 
 /// The next message of type `kind`, skipping others.
-async fn next_of(socket: &mut Socket, kind: &str) -> Value {
+pub(crate) async fn next_of(socket: &mut Socket, kind: &str) -> Value {
     loop {
         let message = next(socket).await;
         if message["type"] == kind {
@@ -113,7 +113,7 @@ async fn next_of(socket: &mut Socket, kind: &str) -> Value {
 
 /// The snapshot a socket starts with: sale, then (when following a request) the
 /// request and, while it is queued, its position; then the seat version.
-async fn snapshot(socket: &mut Socket, follows: bool) -> Vec<Value> {
+pub(crate) async fn snapshot(socket: &mut Socket, follows: bool) -> Vec<Value> {
     let mut messages = vec![next(socket).await];
     assert_eq!(messages[0]["type"], "sale", "{messages:?}");
     loop {

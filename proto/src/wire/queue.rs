@@ -229,3 +229,47 @@ pub struct EventRestored {
     pub queued: usize,
     pub prequeued: usize,
 }
+
+/// An event's sale as its operators watch it: `GET /v1/ops/events/{id}/stats`.
+/// Read from counters the farm keeps, never by walking the line.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct SaleStats {
+    pub event_id: EventId,
+    pub state: SaleState,
+    /// Requests waiting: in the pre-queue before the draw, in the line after it.
+    pub queue_length: u64,
+    /// The last queue number the workers decided.
+    pub served: u64,
+    /// Requests joining per second, over the last sampled seconds.
+    pub arrivals_per_second: f64,
+    /// Requests decided per second, over the last sampled seconds.
+    pub admitted_per_second: f64,
+    /// The admission rate the operators set.
+    pub admission_per_second: u32,
+    /// How long the last fan in line waits at the admission rate; `null` unless open.
+    pub eta_seconds: Option<u64>,
+    pub holds_active: u64,
+    pub sold: u64,
+    pub available: u64,
+    pub held: u64,
+    /// When the rates were last sampled (the waiting room samples every second).
+    pub sampled_at: Option<DateTime<Utc>>,
+}
+
+/// One lever pulled: who, what, when, from what to what.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct AuditEntry {
+    pub at: DateTime<Utc>,
+    /// The operator or admin; `null` for the system (a sale found sold out, a draw at
+    /// its time).
+    pub actor: Option<crate::UserId>,
+    pub actor_email: Option<String>,
+    /// `open`, `pause`, `resume`, `close`, `admission`, `draw`, `sold_out`, `restore`.
+    pub action: String,
+    #[schema(value_type = Object)]
+    pub from: Option<serde_json::Value>,
+    #[schema(value_type = Object)]
+    pub to: Option<serde_json::Value>,
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}

@@ -1,0 +1,275 @@
+//! The operators' reads and levers: stats from counters, the audit log, who may pull
+//! what, and bad input that changes nothing.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::helpers::{ADMIN_EMAIL, TestApp, assert_error, minted_fan_token, spawn_app};
+use crate::live::{next_of, snapshot};
+
+impl TestApp {
+    async fn stats(&self, admin: &str, event: &str) -> Value {
+        let response = self
+            .get(&format!("/v1/ops/events/{event}/stats"), Some(admin))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("json")
+    }
+
+    async fn audit(&self, token: &str, event: &str) -> Vec<Value> {
+        let response = self
+            .get(&format!("/v1/ops/events/{event}/audit"), Some(token))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("json")
+    }
+
+    async fn put_rate(&self, token: Option<&str>, event: &str, body: &Value) -> reqwest::Response {
+        let mut request = self
+            .client
+            .put(self.url(&format!("/v1/ops/events/{event}/admission")))
+            .json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("sent")
+    }
+
+    async fn sample(&self, event: &str) {
+        let mut redis = self.redis.clone();
+        waiting_room::stats::sample(&mut redis, &self.keys, event.parse().unwrap())
+            .await
+            .expect("sampled");
+    }
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn stats_follow_the_line_from_counters(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (admin, event) = app.opened_event().await;
+    app.set_rate(&admin, &event, 1000).await;
+    let mut last = (String::new(), String::new());
+    for _ in 0..5 {
+        let token = minted_fan_token();
+        let request = app.join(&event, &token, json!({"quantity": 1})).await;
+        last = (token, request);
+    }
+    app.sample(&event).await;
+    let before = app.stats(&admin, &event).await;
+    assert_eq!(before["state"], "open");
+    assert_eq!(before["queue_length"], 5);
+    assert_eq!(before["served"], 0);
+    assert_eq!(before["admission_per_second"], 1000);
+    assert_eq!(before["eta_seconds"], 1);
+    assert_eq!(before["holds_active"], 0);
+    assert_eq!(
+        (before["available"].clone(), before["sold"].clone()),
+        (json!(30), json!(0))
+    );
+
+    // The farm serves the line; the last fan watches for their hold.
+    let (token, request) = last;
+    let mut socket = app.live(&event, &token, Some(&request)).await;
+    snapshot(&mut socket, true).await;
+    let (stop, worker) = app.start_worker();
+    loop {
+        let message = next_of(&mut socket, "request").await;
+        if message["state"] != "queued" {
+            assert_eq!(message["state"], "held");
+            break;
+        }
+    }
+    stop.cancel();
+    worker
+        .await
+        .expect("worker task")
+        .expect("worker ends cleanly");
+    app.sample(&event).await;
+    let after = app.stats(&admin, &event).await;
+    assert_eq!(after["queue_length"], 0);
+    assert_eq!(after["served"], 5);
+    assert_eq!(after["holds_active"], 5);
+    assert_eq!(after["held"], 5);
+    assert_eq!(after["available"], 25);
+    assert!(
+        after["admitted_per_second"].as_f64().unwrap() > 0.0,
+        "{after}"
+    );
+    assert_eq!(
+        after["arrivals_per_second"].as_f64(),
+        Some(0.0),
+        "nobody joined between the samples"
+    );
+    assert!(after["sampled_at"].is_string());
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn the_audit_log_names_who_pulled_what_from_what_to_what(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (admin, event) = app.opened_event().await;
+    for lever in ["pause", "resume"] {
+        let response = app
+            .post(
+                &format!("/v1/ops/events/{event}/{lever}"),
+                Some(&admin),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let rate = app
+        .put_rate(Some(&admin), &event, &json!({"per_second": 50}))
+        .await;
+    assert_eq!(rate.status(), StatusCode::OK);
+
+    let log = app.audit(&admin, &event).await;
+    let actions: Vec<&str> = log.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        &actions[..3],
+        ["admission", "resume", "pause"],
+        "newest first: {log:?}"
+    );
+    assert_eq!(
+        (log[0]["to"].clone(), log[0]["from"].is_number()),
+        (json!(50), true)
+    );
+    assert_eq!(
+        (log[1]["from"].clone(), log[1]["to"].clone()),
+        (json!("paused"), json!("open"))
+    );
+    assert_eq!(
+        (log[2]["from"].clone(), log[2]["to"].clone()),
+        (json!("open"), json!("paused"))
+    );
+    for entry in &log[..3] {
+        assert_eq!(entry["actor_email"], ADMIN_EMAIL);
+        assert!(entry["at"].is_string());
+    }
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn fans_get_403_and_strangers_401_on_every_lever_and_read(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (admin, event) = app.opened_event().await;
+    let fan = minted_fan_token();
+    for token in [Some(fan.as_str()), None] {
+        let (status, code) = match token {
+            Some(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            None => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+        };
+        for lever in ["open", "pause", "resume", "close"] {
+            let response = app
+                .post(
+                    &format!("/v1/ops/events/{event}/{lever}"),
+                    token,
+                    &json!({}),
+                )
+                .await;
+            assert_error(response, status, code).await;
+        }
+        let response = app.put_rate(token, &event, &json!({"per_second": 5})).await;
+        assert_error(response, status, code).await;
+        for read in ["stats", "audit"] {
+            let response = app
+                .get(&format!("/v1/ops/events/{event}/{read}"), token)
+                .await;
+            assert_error(response, status, code).await;
+        }
+    }
+    // Nothing the refused calls asked for happened.
+    let stats = app.stats(&admin, &event).await;
+    assert_eq!(stats["state"], "open");
+    assert_eq!(app.audit(&admin, &event).await.len(), 1, "only the opening");
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn bad_lever_input_gets_a_code_and_changes_nothing(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (admin, event) = app.opened_event().await;
+    let before = app.stats(&admin, &event).await;
+    let audit_before = app.audit(&admin, &event).await.len();
+
+    for body in [
+        json!({"per_second": -1}),
+        json!({"per_second": 0}),
+        json!({"per_second": 1_000_000_000}),
+        json!({"per_second": "fast"}),
+        json!({"per_second": 1.5}),
+        json!({}),
+        json!({"per_second": 5, "burst": 9}),
+    ] {
+        let response = app.put_rate(Some(&admin), &event, &body).await;
+        assert!(
+            response.status() == StatusCode::UNPROCESSABLE_ENTITY
+                || response.status() == StatusCode::BAD_REQUEST,
+            "{body} answered {}",
+            response.status()
+        );
+        let error: Value = response.json().await.unwrap();
+        assert!(
+            ["invalid_request", "malformed_json"].contains(&error["code"].as_str().unwrap()),
+            "{body}: {error}"
+        );
+    }
+    let unknown = uuid::Uuid::new_v4();
+    let response = app
+        .put_rate(
+            Some(&admin),
+            &unknown.to_string(),
+            &json!({"per_second": 5}),
+        )
+        .await;
+    assert_error(response, StatusCode::NOT_FOUND, "event_not_found").await;
+    let response = app
+        .post(
+            &format!("/v1/ops/events/{unknown}/pause"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    assert_error(response, StatusCode::NOT_FOUND, "event_not_found").await;
+    let response = app
+        .post(
+            &format!("/v1/ops/events/{event}/resume"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    assert_error(response, StatusCode::CONFLICT, "invalid_transition").await;
+    let response = app
+        .post(
+            &format!("/v1/ops/events/{event}/launch"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    let after = app.stats(&admin, &event).await;
+    assert_eq!(after["state"], before["state"]);
+    assert_eq!(
+        after["admission_per_second"],
+        before["admission_per_second"]
+    );
+    assert_eq!(app.audit(&admin, &event).await.len(), audit_before);
+
+    // A closed sale cannot be closed again, and nothing more is written.
+    let closed = app
+        .post(
+            &format!("/v1/ops/events/{event}/close"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(closed.status(), StatusCode::OK);
+    let again = app
+        .post(
+            &format!("/v1/ops/events/{event}/close"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    assert_error(again, StatusCode::CONFLICT, "invalid_transition").await;
+    assert_eq!(app.audit(&admin, &event).await.len(), audit_before + 1);
+}
