@@ -4,10 +4,10 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use proto::auth::Caller;
-use proto::http::{Json, Path};
+use proto::http::{Json, Path, Query};
 use proto::wire::queue::{
     AuditEntry, CreateRequest, Joined, Lottery, RequestStatus, Sale, SaleState, SaleStats,
-    SetAdmission,
+    SetAdmission, StatsSample,
 };
 use proto::{ErrorBody, ErrorCode, EventId, RequestId, Role};
 use utoipa_axum::router::OpenApiRouter;
@@ -27,6 +27,63 @@ pub fn router() -> OpenApiRouter<WaitingRoomState> {
         .routes(routes!(set_admission))
         .routes(routes!(get_stats))
         .routes(routes!(get_audit))
+        .routes(routes!(get_history))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    /// How far back, in seconds (1 to 600; default 300).
+    seconds: Option<u32>,
+}
+
+/// The line second by second over the last minutes (oldest first), for charts: one
+/// sample a second while the sale is active.
+#[utoipa::path(
+    get, path = "/v1/ops/events/{event_id}/stats/history", tag = "operations",
+    params(("event_id" = EventId, Path), HistoryQuery),
+    responses(
+        (status = 200, body = Vec<StatsSample>),
+        (status = 400, body = ErrorBody, description = "`invalid_query`"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "`event_not_found`, `sale_not_found`"),
+    ),
+    security(("bearer" = []))
+)]
+async fn get_history(
+    State(mut state): State<WaitingRoomState>,
+    caller: Caller,
+    Path(event_id): Path<EventId>,
+    Query(query): Query<HistoryQuery>,
+) -> Result<Json<Vec<StatsSample>>, ErrorBody> {
+    caller.require(Role::Operator)?;
+    let seconds = query.seconds.unwrap_or(300);
+    if !(1..=600).contains(&seconds) {
+        return Err(ErrorBody::new(
+            ErrorCode::InvalidQuery,
+            "seconds must be 1 to 600",
+        ));
+    }
+    sale::get(&state.pool, event_id).await?;
+    let since = chrono::Utc::now().timestamp_millis() - i64::from(seconds) * 1000;
+    let samples =
+        stats::samples(&mut state.redis, &state.keys, event_id, stats::SAMPLES_KEPT).await?;
+    Ok(Json(
+        samples
+            .into_iter()
+            .rev()
+            .filter(|s| s.at_ms >= since)
+            .filter_map(|s| {
+                Some(StatsSample {
+                    at: chrono::DateTime::from_timestamp_millis(s.at_ms)?,
+                    next: s.next,
+                    served: s.served,
+                    held: s.held,
+                    sold: s.sold,
+                })
+            })
+            .collect(),
+    ))
 }
 
 /// The sale's figures now: the line, the rates, holds and sales. Read from counters

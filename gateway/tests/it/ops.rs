@@ -102,6 +102,30 @@ async fn stats_follow_the_line_from_counters(pool: PgPool) {
         "nobody joined between the samples"
     );
     assert!(after["sampled_at"].is_string());
+
+    // The same samples are the charts' history, oldest first.
+    let history: Vec<Value> = app
+        .get(
+            &format!("/v1/ops/events/{event}/stats/history?seconds=60"),
+            Some(&admin),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let served: Vec<u64> = history
+        .iter()
+        .map(|s| s["served"].as_u64().unwrap())
+        .collect();
+    assert_eq!(served, [0, 5], "{history:?}");
+    assert_eq!(history[1]["held"], 5);
+    let response = app
+        .get(
+            &format!("/v1/ops/events/{event}/stats/history?seconds=0"),
+            Some(&admin),
+        )
+        .await;
+    assert_error(response, StatusCode::BAD_REQUEST, "invalid_query").await;
 }
 
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]

@@ -273,3 +273,15 @@ pub struct AuditEntry {
     #[schema(value_type = Object)]
     pub detail: serde_json::Value,
 }
+
+/// One second of an event's line, for the operators' charts.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct StatsSample {
+    pub at: DateTime<Utc>,
+    /// Queue numbers given out so far (arrivals since the draw, the cohort included).
+    pub next: u64,
+    /// The last queue number decided.
+    pub served: u64,
+    pub held: u64,
+    pub sold: u64,
+}
