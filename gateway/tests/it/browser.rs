@@ -1,7 +1,7 @@
-//! The fan's waiting room in a real browser (Debian's Chromium, driven by npm
-//! `playwright-core`): `gateway/tests/browser/fan.mjs` against this process's gateway,
-//! with a booking worker and the draw scheduler running beside it. Screenshots of
-//! every step land in `target/browser/fan/`.
+//! The pages in a real browser (Debian's Chromium, driven by npm `playwright-core`):
+//! the scripts in `gateway/tests/browser/` against this process's gateway, with a
+//! booking worker, the draw scheduler and the stats sampler running beside it, as
+//! the farm runs them. Screenshots of every step land in `target/browser/<script>/`.
 //!
 //! Needs `node`, `/usr/bin/chromium` (or `CHROMIUM`) and `npm ci` run in
 //! `gateway/tests/browser`; `deploy/test` provides all three.
@@ -14,52 +14,61 @@ use sqlx::PgPool;
 
 use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, spawn_app_with};
 
-fn browser_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
-async fn a_fan_goes_from_the_countdown_to_a_confirmation_in_a_browser(pool: PgPool) {
-    let dir = browser_dir();
+/// Runs `script` against a fresh farm; returns its screenshot folder after
+/// asserting it succeeded.
+async fn run_scenario(pool: PgPool, script: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
         dir.join("node_modules/playwright-core").is_dir(),
         "playwright-core is not installed: run `npm ci` in {} (deploy/test does)",
         dir.display()
     );
-    // Everyone in this test comes from 127.0.0.1: the browser's two fans, the
-    // script's twenty, the admin. The per-address limit is for the internet.
+    // Everyone in these scenarios comes from 127.0.0.1: the browser's pages, the
+    // script's fans, the admin. The per-address limit is for the internet.
     let app = spawn_app_with(pool, |config| {
         config.limits.per_ip_per_second = 10_000;
         config.limits.per_ip_burst = 10_000;
     })
     .await;
     let (stop_worker, worker) = app.start_worker();
-    // The draw scheduler, as the waiting-room process runs it.
+    // The waiting room's scheduler: draws due sales, samples active lines each second.
     let scheduler = {
         let (pool, mut redis, keys) = (app.pool.clone(), app.redis.clone(), app.keys.clone());
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            let mut draws = tokio::time::interval(Duration::from_millis(250));
+            let mut samples = tokio::time::interval(Duration::from_secs(1));
             loop {
-                tick.tick().await;
-                if let Err(error) = waiting_room::draw_due_sales(&pool, &mut redis, &keys).await {
-                    tracing::warn!(%error, "draw failed");
+                tokio::select! {
+                    _ = draws.tick() => {
+                        if let Err(error) = waiting_room::draw_due_sales(&pool, &mut redis, &keys).await {
+                            tracing::warn!(%error, "draw failed");
+                        }
+                    }
+                    _ = samples.tick() => {
+                        if let Err(error) = waiting_room::stats::sample_active(&mut redis, &keys).await {
+                            tracing::warn!(%error, "sampling failed");
+                        }
+                    }
                 }
             }
         })
     };
 
-    let screenshots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/browser/fan");
+    let name = script.trim_end_matches(".mjs");
+    let screenshots = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/browser")
+        .join(name);
     // Last run's pictures must not stand in for this run's.
     let _ = std::fs::remove_dir_all(&screenshots);
-    let base = app.base.clone();
+    let (base, shots, script) = (app.base.clone(), screenshots.clone(), script.to_owned());
     let output = tokio::task::spawn_blocking(move || {
         Command::new("node")
-            .arg("fan.mjs")
+            .arg(script)
             .current_dir(&dir)
             .env("BASE_URL", base)
             .env("ADMIN_EMAIL", ADMIN_EMAIL)
             .env("ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env("SCREENSHOTS", &screenshots)
+            .env("SCREENSHOTS", &shots)
             .output()
     })
     .await
@@ -76,25 +85,32 @@ async fn a_fan_goes_from_the_countdown_to_a_confirmation_in_a_browser(pool: PgPo
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "the browser scenario failed ({}):\n{stdout}\n{stderr}",
+        "the browser scenario {name} failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
-    // Every step the issue names was walked through and photographed.
-    for shot in [
-        "01-countdown.png",
-        "02-in-line.png",
-        "03-paused.png",
-        "04-held.png",
-        "05-confirmed.png",
-        "06-other-fan-sees-sold.png",
-    ] {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/browser/fan")
-            .join(shot);
-        assert!(
-            path.is_file(),
-            "no screenshot {}:\n{stdout}",
-            path.display()
-        );
+    screenshots
+}
+
+fn assert_shots(dir: &std::path::Path, shots: &[&str]) {
+    for shot in shots {
+        let path = dir.join(shot);
+        assert!(path.is_file(), "no screenshot {}", path.display());
     }
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_fan_goes_from_the_countdown_to_a_confirmation_in_a_browser(pool: PgPool) {
+    let shots = run_scenario(pool, "fan.mjs").await;
+    // Every step the scenario walks through was photographed.
+    assert_shots(
+        &shots,
+        &[
+            "01-countdown.png",
+            "02-in-line.png",
+            "03-paused.png",
+            "04-held.png",
+            "05-confirmed.png",
+            "06-other-fan-sees-sold.png",
+        ],
+    );
 }
