@@ -22,6 +22,8 @@ pub mod http;
 pub mod migrations;
 #[cfg(feature = "sqlx")]
 pub mod outbox;
+#[cfg(feature = "redis")]
+pub mod reads;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 #[cfg(feature = "redis")]

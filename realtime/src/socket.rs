@@ -24,18 +24,7 @@ pub async fn read_request(
     event_id: EventId,
     request_id: RequestId,
 ) -> Result<Option<RequestStatus>, FeedError> {
-    let (fields, served): (Vec<Option<String>>, Option<u64>) = redis::pipe()
-        .cmd("HMGET")
-        .arg(keys.request(event_id, request_id))
-        .arg(&RequestStatus::HASH_FIELDS)
-        .cmd("HGET")
-        .arg(keys.sale(event_id))
-        .arg("served")
-        .query_async(redis)
-        .await?;
-    Ok(RequestStatus::from_hash(
-        request_id, event_id, &fields, served,
-    ))
+    Ok(proto::reads::request_status(redis, keys, event_id, request_id).await?)
 }
 
 pub fn sale_view(feed: &Feed, line: &Line) -> SaleView {

@@ -172,16 +172,8 @@ pub async fn status_of(
     event_id: EventId,
     request_id: RequestId,
 ) -> Result<RequestStatus, Error> {
-    let (fields, served): (Vec<Option<String>>, Option<u64>) = redis::pipe()
-        .cmd("HMGET")
-        .arg(keys.request(event_id, request_id))
-        .arg(&RequestStatus::HASH_FIELDS)
-        .cmd("HGET")
-        .arg(keys.sale(event_id))
-        .arg("served")
-        .query_async(redis)
-        .await?;
-    RequestStatus::from_hash(request_id, event_id, &fields, served)
+    proto::reads::request_status(redis, keys, event_id, request_id)
+        .await?
         .ok_or(Error::RequestNotFound(request_id))
 }
 

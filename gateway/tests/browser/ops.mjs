@@ -1,0 +1,695 @@
+// The operator's dashboard, in a real browser, beside a fan's waiting room.
+//
+//   cd gateway/tests/browser && npm ci
+//   BASE_URL=http://127.0.0.1:8080 ADMIN_EMAIL=admin@example.com ADMIN_PASSWORD=... \
+//   SCREENSHOTS=/tmp/shots node ops.mjs
+//
+// Setup goes through the REST API as the bootstrap admin (a venue, an event on sale
+// a few seconds later at 2 admissions a second, background fans in the pre-queue).
+// The operator (1280x900) uses only /ops/events/{event_id}; one fan (390x844) uses
+// only /e/{event_id}. Debian's chromium is driven by playwright-core (CHROMIUM
+// overrides its path). Exit 0 when every step held, 1 otherwise.
+//
+// Needs a gateway with a booking worker, the draw scheduler and the per-second stats
+// sampler running. Optional: TIMEOUT_SECONDS (150), ONSALE_DELAY_SECONDS (5),
+// FANS (30), PAYERS (8: background fans who pay for their holds, so sales move),
+// HEADFUL=1.
+
+import { chromium } from 'playwright-core';
+import crypto from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+
+const BASE_URL = (process.env.BASE_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
+const ADMIN_EMAIL = process.env.ADMIN_EMAIL;
+const ADMIN_PASSWORD = process.env.ADMIN_PASSWORD;
+const SCREENSHOTS = path.resolve(process.env.SCREENSHOTS || path.join(os.tmpdir(), 'onsale-ops-screenshots'));
+const TIMEOUT_S = Number(process.env.TIMEOUT_SECONDS || 150);
+const ONSALE_DELAY_S = Number(process.env.ONSALE_DELAY_SECONDS || 5);
+const FANS = Number(process.env.FANS || 30);
+const PAYERS = Number(process.env.PAYERS ?? 8);
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+const RUN = crypto.randomBytes(4).toString('hex');
+const T0 = Date.now();
+
+// ---------------------------------------------------------------------------
+// reporting
+
+function log(line) {
+  const s = ((Date.now() - T0) / 1000).toFixed(1).padStart(6);
+  console.log(`[${s}s] ${line}`);
+}
+function step(name) {
+  log(`== ${name}`);
+}
+
+class Failure extends Error {}
+function fail(reason) {
+  throw new Failure(reason);
+}
+function check(cond, reason) {
+  if (!cond) fail(reason);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+const pages = []; // {name, page, console: [], errors: []}
+
+function watch(name, page) {
+  const w = { name, page, console: [], errors: [] };
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' || msg.type() === 'warning') {
+      w.console.push(`${msg.type()}: ${msg.text()}`);
+    }
+  });
+  page.on('pageerror', (e) => w.errors.push(`uncaught: ${e.message}`));
+  page.on('requestfailed', (r) => {
+    const f = r.failure();
+    /* a socket closed on purpose, or a fetch aborted by a navigation, is no error */
+    if (f && !/ERR_ABORTED/.test(f.errorText)) w.console.push(`request failed: ${r.method()} ${r.url()} ${f.errorText}`);
+  });
+  pages.push(w);
+  return w;
+}
+
+async function shot(page, file) {
+  const to = path.join(SCREENSHOTS, file);
+  await page.screenshot({ path: to, fullPage: true });
+  log(`   screenshot ${to}`);
+}
+
+// ---------------------------------------------------------------------------
+// the REST API, as the admin and the background fans
+
+/** One call; 429 and 503 are retried after Retry-After, with the same Idempotency-Key. */
+async function call(method, p, { token, body, key, expect } = {}) {
+  const headers = { Accept: 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (key) headers['Idempotency-Key'] = key;
+  for (let attempt = 0; ; attempt++) {
+    let res;
+    try {
+      res = await fetch(BASE_URL + p, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    } catch (e) {
+      if (attempt < 5) {
+        await sleep(500 * (attempt + 1));
+        continue;
+      }
+      fail(`${method} ${p}: ${e.cause ? e.cause.message || e.cause.code : e.message}`);
+    }
+    const text = await res.text();
+    let data = text;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch (_) {
+      /* not JSON */
+    }
+    if ((res.status === 429 || res.status === 503) && attempt < 10) {
+      const wait = Number(res.headers.get('retry-after'));
+      await sleep((Number.isFinite(wait) && wait > 0 ? wait : 1) * 1000);
+      continue;
+    }
+    if (expect && !expect.includes(res.status)) {
+      fail(`${method} ${p} answered ${res.status} (wanted ${expect.join(' or ')}): ${text.slice(0, 400)}`);
+    }
+    return { status: res.status, data, headers: res.headers };
+  }
+}
+
+async function login(email, password) {
+  const r = await call('POST', '/v1/auth/login', { body: { email, password }, expect: [200] });
+  check(r.data && r.data.access_token && r.data.token_type === 'Bearer', `login of ${email}: no bearer token in ${JSON.stringify(r.data)}`);
+  return r.data.access_token;
+}
+
+async function registerFan(i) {
+  const email = `opsfan${i}-${RUN}@example.com`;
+  const password = `pw-${RUN}-${i}-long-enough`;
+  const r = await call('POST', '/v1/auth/register', { body: { email, password }, expect: [201] });
+  check(r.data && r.data.user_id, `register ${email}: no user_id`);
+  return { email, password, token: await login(email, password) };
+}
+
+/** Runs fn over items, `width` at a time. */
+async function pool(items, width, fn) {
+  const out = new Array(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(width, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i], i);
+      }
+    })
+  );
+  return out;
+}
+
+/**
+ * Some background fans pay for their holds as they get them, so the dashboard's
+ * sales move too. Best effort: this is scenery, not a step under test.
+ */
+function startPayers(joined) {
+  const pending = new Map(joined.map((j) => [j.requestId, j]));
+  let stopped = false;
+  let paid = 0;
+  const yy = String((new Date().getUTCFullYear() + 3) % 100).padStart(2, '0');
+  const done = (async () => {
+    while (!stopped && pending.size) {
+      for (const j of Array.from(pending.values())) {
+        if (stopped) break;
+        try {
+          const r = await call('GET', `/v1/requests/${j.requestId}`, { token: j.token });
+          const s = r.status === 200 && r.data ? r.data.state : null;
+          if (s === 'held') {
+            const c = await call('POST', `/v1/requests/${j.requestId}/checkout`, {
+              token: j.token,
+              key: crypto.randomUUID(),
+              body: { card_number: '4242424242424242', expiry: `12/${yy}`, cvc: '123' },
+            });
+            if (c.status === 200 && c.data && c.data.state === 'paid') {
+              paid++;
+              pending.delete(j.requestId);
+            }
+          } else if (s && s !== 'prequeue' && s !== 'queued' && s !== 'paying') {
+            pending.delete(j.requestId); // ended some other way
+          }
+        } catch (_) {
+          /* scenery: a failed poll is tried again next round */
+        }
+      }
+      await sleep(1000); // a polling interval, not a synchronisation
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      await done;
+      return paid;
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// waiting in the browser, never by fixed sleeps
+
+async function waitFor(page, what, fn, arg, timeoutMs = 20000) {
+  try {
+    return await page.waitForFunction(fn, arg, { timeout: timeoutMs, polling: 100 });
+  } catch (e) {
+    fail(`timed out after ${timeoutMs / 1000} s waiting until ${what}`);
+  }
+}
+
+async function text(page, selector) {
+  return (await page.locator(selector).first().textContent({ timeout: 5000 }))?.trim() ?? '';
+}
+
+async function visible(page, selector) {
+  return page.locator(selector).first().isVisible();
+}
+
+/** A figure's raw value (data-value), or null when the page shows none. */
+async function figure(page, id) {
+  return page.evaluate((i) => {
+    const v = document.getElementById(i).dataset.value;
+    return v === '' || v === undefined ? null : Number(v);
+  }, id);
+}
+
+/** Registers through the fan page's sign-in box. */
+async function registerInPage(page, who) {
+  const email = `${who}-${RUN}@example.com`;
+  const password = `pw-${RUN}-${who}-browser`;
+  await waitFor(page, `${who}'s page shows the sign-in box`, () => {
+    const box = document.getElementById('auth');
+    return box && !box.hidden;
+  });
+  await page.fill('#auth-email', email);
+  await page.fill('#auth-password', password);
+  await page.click('#register');
+  await waitFor(
+    page,
+    `${who} is shown as signed in (#signed-in-as = ${email})`,
+    (mail) => {
+      const bar = document.getElementById('account');
+      const msg = document.getElementById('auth-message');
+      if (msg && msg.dataset.kind === 'error' && msg.textContent) return true; // fail fast below
+      return bar && !bar.hidden && document.getElementById('signed-in-as').textContent === mail;
+    },
+    email,
+    30000
+  );
+  const error = await page.evaluate(() => {
+    const msg = document.getElementById('auth-message');
+    return msg && msg.dataset.kind === 'error' ? msg.textContent : '';
+  });
+  check(!error, `${who} could not register through the page: ${error}`);
+  return email;
+}
+
+/** Signs in through the dashboard's own box (#ops-signin). */
+async function opsSignIn(page, email, password) {
+  await waitFor(page, 'the dashboard shows its sign-in box (#ops-signin)', () => {
+    const form = document.getElementById('ops-signin');
+    return form && form.offsetParent !== null;
+  });
+  await page.fill('#ops-email', email);
+  await page.fill('#ops-password', password);
+  await page.click('#ops-signin-button');
+}
+
+/** Opens the confirmation step with `open`, checks what it says, and confirms. */
+async function confirmStep(page, open, expectText) {
+  await open();
+  await waitFor(page, 'the confirmation dialog opens (#confirm-dialog)', () => document.getElementById('confirm-dialog').open);
+  const said = `${await text(page, '#confirm-title')} ${await text(page, '#confirm-text')}`;
+  if (expectText) check(expectText.test(said), `the confirmation says "${said}", wanted ${expectText}`);
+  log(`   the dialog asks: "${said}"`);
+  await page.click('#confirm-yes');
+  await waitFor(page, 'the confirmation dialog closes', () => !document.getElementById('confirm-dialog').open);
+  return said;
+}
+
+async function opsState(page) {
+  return page.evaluate(() => document.getElementById('ops-state').dataset.state);
+}
+
+// ---------------------------------------------------------------------------
+
+async function main() {
+  check(ADMIN_EMAIL && ADMIN_PASSWORD, 'set ADMIN_EMAIL and ADMIN_PASSWORD (the bootstrap admin)');
+  await fs.mkdir(SCREENSHOTS, { recursive: true });
+  log(`run ${RUN} against ${BASE_URL}; screenshots in ${SCREENSHOTS}`);
+
+  step('the gateway answers');
+  {
+    const until = Date.now() + 20000;
+    for (;;) {
+      const r = await fetch(`${BASE_URL}/healthz`).catch(() => null);
+      if (r && r.ok) break;
+      check(Date.now() < until, `${BASE_URL}/healthz did not answer 200 within 20 s`);
+      await sleep(250);
+    }
+  }
+
+  step('the admin signs in (REST)');
+  const admin = await login(ADMIN_EMAIL, ADMIN_PASSWORD);
+
+  step(`${FANS} background fans register and sign in (REST)`);
+  const fans = await pool(Array.from({ length: FANS }, (_, i) => i + 1), 4, (i) => registerFan(i));
+  log(`   ${fans.length} fans signed in`);
+
+  step('the browser starts');
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: !process.env.HEADFUL,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'].filter(
+      (a) => !(process.env.HEADFUL && a === '--headless')
+    ),
+  });
+  try {
+    await scenario(browser, admin, fans);
+  } catch (e) {
+    await failureShots();
+    throw e;
+  } finally {
+    await browser.close().catch(() => {});
+  }
+}
+
+async function scenario(browser, admin, fans) {
+  const phone = await browser.newContext({
+    viewport: { width: 390, height: 844 },
+    deviceScaleFactor: 2,
+    isMobile: true,
+    hasTouch: true,
+    locale: 'en-US',
+    timezoneId: 'UTC',
+  });
+  const desktop = await browser.newContext({
+    viewport: { width: 1280, height: 900 },
+    locale: 'en-US',
+    timezoneId: 'UTC',
+  });
+  const f = watch('fan (phone)', await phone.newPage());
+  const o = watch('operator (desktop)', await desktop.newPage());
+  const fan = f.page;
+  const ops = o.page;
+
+  step('the fan (390x844) registers on the home page, before the event exists');
+  await fan.goto(`${BASE_URL}/`);
+  await registerInPage(fan, 'ops-fan');
+
+  step(`the admin creates a venue and an event on sale in ${ONSALE_DELAY_S} s at 2 admissions a second (REST)`);
+  const venue = await call('POST', '/v1/venues', {
+    token: admin,
+    key: crypto.randomUUID(),
+    expect: [201],
+    body: {
+      name: `Harbour Hall ${RUN}`,
+      sections: [
+        { name: 'Floor', price_tier: 'gold', rows: ['A', 'B', 'C'].map((label) => ({ label, seats: 10 })) },
+        { name: 'Balcony', price_tier: 'silver', rows: ['A', 'B'].map((label) => ({ label, seats: 10 })) },
+      ],
+    },
+  });
+  const venueId = venue.data.venue_id;
+  check(venueId && venue.data.seat_count === 50, `venue: wanted 50 seats, got ${JSON.stringify(venue.data)}`);
+  const onsaleAt = new Date(Date.now() + ONSALE_DELAY_S * 1000);
+  const eventName = `Ops Night ${RUN}`;
+  const created = await call('POST', '/v1/events', {
+    token: admin,
+    key: crypto.randomUUID(),
+    expect: [201],
+    body: {
+      venue_id: venueId,
+      name: eventName,
+      starts_at: new Date(Date.now() + 30 * 86400 * 1000).toISOString(),
+      onsale_at: onsaleAt.toISOString(),
+      max_per_fan: 4,
+      hold_seconds: 300,
+      prices: { gold: 9500, silver: 4500 },
+      admission_per_second: 2,
+    },
+  });
+  const eventId = created.data.event_id;
+  check(eventId, `event: no event_id in ${JSON.stringify(created.data)}`);
+  log(`   event ${eventId}, on sale at ${onsaleAt.toISOString()}`);
+  const opsUrl = `${BASE_URL}/ops/events/${eventId}`;
+
+  step(`the ${fans.length} background fans join the pre-queue, 1 seat each (REST)`);
+  const joins = await pool(fans, 10, (fn) =>
+    call('POST', `/v1/events/${eventId}/requests`, {
+      token: fn.token,
+      key: crypto.randomUUID(),
+      body: { quantity: 1 },
+      expect: [202],
+    })
+  );
+  const prequeued = joins.filter((j) => j.data.queue_number === null).length;
+  log(`   ${joins.length} requests accepted, ${prequeued} of them in the pre-queue`);
+  for (const j of joins) check(j.data.request_id, `a join answered no request_id: ${JSON.stringify(j.data)}`);
+  const evNow = (await call('GET', `/v1/events/${eventId}`, { expect: [200] })).data;
+  if (evNow.admission_per_second !== 2) {
+    log(`   admission is ${evNow.admission_per_second}/s; setting 2/s`);
+    await call('PUT', `/v1/ops/events/${eventId}/admission`, { token: admin, key: crypto.randomUUID(), body: { per_second: 2 }, expect: [200] });
+  }
+  const payers = startPayers(
+    joins.slice(0, PAYERS).map((j, i) => ({ requestId: j.data.request_id, token: fans[i].token }))
+  );
+
+  try {
+    await dashboardScenario({ ops, fan, admin, fans, eventId, eventName, opsUrl, onsaleAt });
+  } finally {
+    const paid = await payers.stop();
+    log(`   (background fans paid for ${paid} holds)`);
+  }
+
+  for (const w of pages) check(!w.errors.length, `${w.name} threw: ${w.errors.join(' | ')}`);
+}
+
+async function dashboardScenario({ ops, fan, admin, fans, eventId, eventName, opsUrl, onsaleAt }) {
+  step('the operator (1280x900) opens the dashboard and signs in through #ops-signin');
+  await ops.goto(opsUrl);
+  check(!(await visible(ops, '#dashboard')), 'the dashboard shows before anyone signed in');
+  await opsSignIn(ops, ADMIN_EMAIL, ADMIN_PASSWORD);
+  await waitFor(
+    ops,
+    `the dashboard of "${eventName}" shows, signed in as ${ADMIN_EMAIL}`,
+    ([name, mail]) => {
+      const msg = document.getElementById('ops-signin-message');
+      if (msg && msg.dataset.kind === 'error' && msg.textContent) return true; // fail fast below
+      const dash = document.getElementById('dashboard');
+      return (
+        dash && !dash.hidden &&
+        document.getElementById('ops-title').textContent === name &&
+        document.getElementById('signed-in-as').textContent === mail
+      );
+    },
+    [eventName, ADMIN_EMAIL],
+    30000
+  );
+  {
+    const error = await ops.evaluate(() => {
+      const msg = document.getElementById('ops-signin-message');
+      return msg && msg.dataset.kind === 'error' ? msg.textContent : '';
+    });
+    check(!error, `the admin could not sign in on the dashboard: ${error}`);
+  }
+  check(!(await visible(ops, '#ops-signin')), 'the sign-in box is still shown after signing in');
+  await waitFor(ops, 'the live connection is up (#connection data-state=live)', () => document.getElementById('connection').dataset.state === 'live');
+  await waitFor(ops, '#stat-rate shows the 2 admissions a second the event was created with', () => document.getElementById('stat-rate').textContent.trim() === '2');
+  log(`   #ops-state: ${await opsState(ops)} ("${await text(ops, '#ops-state')}")`);
+
+  step('the sale opens: the dashboard says so');
+  const untilOpen = Math.max(0, onsaleAt.getTime() - Date.now()) + 30000;
+  await waitFor(ops, '#ops-state data-state=open', () => document.getElementById('ops-state').dataset.state === 'open', undefined, untilOpen);
+  await waitFor(ops, '#lever-pause is enabled and #lever-resume is not', () =>
+    !document.getElementById('lever-pause').disabled && document.getElementById('lever-resume').disabled && document.getElementById('lever-open').disabled
+  );
+  log(`   "${await text(ops, '#ops-state')}"`);
+
+  step('the fan (390x844) joins after the draw, behind the drawn cohort');
+  await fan.goto(`${BASE_URL}/e/${eventId}`);
+  await waitFor(fan, "the fan's page shows the event's name", (n) => document.getElementById('event-name').textContent === n, eventName);
+  await waitFor(fan, 'the fan sees the sale open', () => document.getElementById('sale-state').dataset.state === 'open');
+  await waitFor(fan, 'the join form is shown', () => !document.getElementById('join').hidden);
+  await fan.check('#mode-best');
+  await fan.fill('#best-quantity', '1');
+  await fan.click('#join-button');
+  await waitFor(
+    fan,
+    'the fan sees a place in line (#position shows a number)',
+    () => {
+      const stats = document.getElementById('line-stats');
+      return stats && !stats.hidden && /\d/.test(document.getElementById('position').textContent);
+    },
+    undefined,
+    20000
+  );
+  log(`   the fan is in line: #position ${await text(fan, '#position')}, #eta "${await text(fan, '#eta')}"`);
+
+  step('the figures move while the booking worker drains the line at 2 a second');
+  await waitFor(ops, '#stat-served and #stat-queue show numbers', () =>
+    ['stat-served', 'stat-queue'].every((id) => document.getElementById(id).dataset.value !== '')
+  );
+  const served0 = await figure(ops, 'stat-served');
+  const queue0 = await figure(ops, 'stat-queue');
+  log(`   now: #stat-served ${served0}, #stat-queue ${queue0}`);
+  check(queue0 > 0, `#stat-queue is ${queue0} with ${fans.length + 1} fans in line`);
+  await waitFor(
+    ops,
+    `#stat-served grows past ${served0} and #stat-queue falls below ${queue0}`,
+    ([s0, q0]) => {
+      const v = (id) => Number(document.getElementById(id).dataset.value);
+      return v('stat-served') > s0 && v('stat-queue') < q0;
+    },
+    [served0, queue0],
+    20000
+  );
+  await waitFor(ops, '#stat-admitted shows admissions (> 0 a second)', () => Number(document.getElementById('stat-admitted').dataset.value) > 0, undefined, 20000);
+  await waitFor(ops, '#stat-holds shows holds being made', () => Number(document.getElementById('stat-holds').dataset.value) > 0, undefined, 20000);
+  await waitFor(ops, '#stat-eta shows the expected wait', () => /^\d+:\d{2}/.test(document.getElementById('stat-eta').textContent.trim()));
+  await waitFor(ops, 'available + held + sold is the 50 seats', () => {
+    const v = (id) => Number(document.getElementById(id).dataset.value);
+    return v('stat-available') + v('stat-held') + v('stat-sold') === 50;
+  });
+  await waitFor(ops, 'the charts draw lines from the sampled seconds', () =>
+    ['#chart-queue path[data-series="queue"]', '#chart-rates path[data-series="admitted"]', '#chart-rates path[data-series="arrivals"]', '#chart-sales path[data-series="held"]'].every((sel) => {
+      const p = document.querySelector(sel);
+      return p && Number(p.dataset.points) >= 2;
+    })
+  );
+  for (const id of ['chart-queue', 'chart-rates', 'chart-sales']) {
+    const label = await ops.evaluate((i) => {
+      const svg = document.querySelector(`#${i} svg`);
+      return svg && svg.getAttribute('role') === 'img' ? svg.querySelector('desc').textContent : '';
+    }, id);
+    check(label, `#${id} has no text alternative`);
+    log(`   #${id}: ${label}`);
+  }
+  await waitFor(ops, '#sections lists the Floor (30 seats) and the Balcony (20 seats)', () => {
+    const row = (s) => document.querySelector(`#sections tr[data-section="${s}"]`);
+    return row('Floor') && row('Balcony') && row('Floor').dataset.total === '30' && row('Balcony').dataset.total === '20';
+  });
+  {
+    const sections = await ops.evaluate(() =>
+      Array.from(document.querySelectorAll('#sections tr[data-section]')).map((r) => `${r.dataset.section}: ${r.dataset.available} left, ${r.dataset.held} held, ${r.dataset.sold} sold`)
+    );
+    log(`   #sections: ${sections.join('; ')}`);
+  }
+  const figures = {};
+  for (const id of ['queue', 'served', 'arrivals', 'admitted', 'rate', 'eta', 'holds', 'sold', 'available']) {
+    figures[id] = await text(ops, `#stat-${id}`);
+  }
+  log(`   figures: ${Object.entries(figures).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  await shot(ops, '01-dashboard.png');
+
+  step('the operator pauses the sale (#lever-pause, then confirms)');
+  check(
+    (await fan.evaluate(() => window.onsaleState.request.state)) === 'queued',
+    'the fan left the line before the pause; the line drained faster than expected'
+  );
+  await confirmStep(ops, () => ops.click('#lever-pause'), /Pause the sale\?.*Fans keep their place; nobody is admitted until you resume/);
+  await waitFor(ops, '#ops-state data-state=paused', () => document.getElementById('ops-state').dataset.state === 'paused');
+  await waitFor(ops, '#lever-message says the sale is paused', () => {
+    const m = document.getElementById('lever-message');
+    return m.dataset.kind === 'ok' && /paused/i.test(m.textContent);
+  });
+  check(!(await ops.isDisabled('#lever-resume')) && (await ops.isDisabled('#lever-pause')), 'after the pause, Resume must be enabled and Pause not');
+  await waitFor(ops, '#stat-eta shows no wait while paused', () => document.getElementById('stat-eta').dataset.value === '');
+  log(`   "${await text(ops, '#ops-state')}"; #lever-message "${await text(ops, '#lever-message')}"`);
+
+  await waitFor(fan, 'the fan sees the paused banner', () => {
+    const el = document.getElementById('sale-state');
+    return el.dataset.state === 'paused' && /paused/i.test(el.textContent);
+  });
+  {
+    const s = await fan.evaluate(() => window.onsaleState.request.state);
+    check(s === 'queued', `the fan was ${s} when the pause landed, not in line`);
+    check(await visible(fan, '#position'), "the fan's #position is not visible while paused");
+    const shown = await text(fan, '#position');
+    check(/^\d[\d,.\s]*$/.test(shown), `the fan's #position shows "${shown}" while paused, not a number`);
+    log(`   the fan sees "${await text(fan, '#sale-state')}" and still #position ${shown}`);
+  }
+  await shot(ops, '02-paused.png');
+  await shot(fan, '02-paused-fan.png');
+
+  step('the operator sets the admission rate to 5 (#rate-input, #rate-button, then confirms)');
+  await ops.fill('#rate-input', '5');
+  await confirmStep(ops, () => ops.click('#rate-button'), /admission rate.*From 2 to 5/is);
+  await waitFor(ops, '#stat-rate shows 5', () => document.getElementById('stat-rate').textContent.trim() === '5');
+  await waitFor(ops, '#lever-message says the rate is 5', () => {
+    const m = document.getElementById('lever-message');
+    return m.dataset.kind === 'ok' && /\b5\b/.test(m.textContent);
+  });
+  log(`   #lever-message "${await text(ops, '#lever-message')}"`);
+
+  step('an invalid rate (0) gets a clear message in the form and changes nothing');
+  await ops.fill('#rate-input', '0');
+  await ops.click('#rate-button');
+  await waitFor(ops, '#rate-error explains the rate', () => document.getElementById('rate-error').textContent.trim() !== '');
+  {
+    const msg = await text(ops, '#rate-error');
+    check(/at least 1/i.test(msg), `#rate-error says "${msg}"`);
+    check(!(await ops.evaluate(() => document.getElementById('confirm-dialog').open)), 'an invalid rate opened the confirmation');
+    check((await ops.getAttribute('#rate-input', 'aria-invalid')) === 'true', '#rate-input is not marked aria-invalid');
+    check((await text(ops, '#stat-rate')) === '5', `#stat-rate changed to ${await text(ops, '#stat-rate')}`);
+    log(`   #rate-error "${msg}"; #stat-rate still 5`);
+  }
+
+  step('the operator resumes the sale (#lever-resume, then confirms)');
+  await confirmStep(ops, () => ops.click('#lever-resume'), /Resume the sale\?/);
+  await waitFor(ops, '#ops-state data-state=open', () => document.getElementById('ops-state').dataset.state === 'open');
+  await waitFor(fan, 'the fan sees the sale open again', () => document.getElementById('sale-state').dataset.state === 'open');
+  log(`   "${await text(ops, '#ops-state')}"`);
+
+  step('the audit log lists resume, admission and pause, newest first, by the admin');
+  await waitFor(
+    ops,
+    '#audit starts with resume, admission, pause, each by the admin',
+    (mail) => {
+      const rows = Array.from(document.querySelectorAll('#audit tbody tr')).slice(0, 3);
+      return (
+        rows.map((r) => r.dataset.action).join(',') === 'resume,admission,pause' &&
+        rows.every((r) => r.textContent.includes(mail))
+      );
+    },
+    ADMIN_EMAIL,
+    15000
+  );
+  {
+    const rows = await ops.evaluate(() =>
+      Array.from(document.querySelectorAll('#audit tbody tr')).map((r) => Array.from(r.cells).map((c) => c.textContent.trim()).join(' | '))
+    );
+    for (const r of rows) log(`   ${r}`);
+    check(/2\s*→\s*5/.test(rows[1]), `the admission row says "${rows[1]}", wanted 2 → 5`);
+    check(/open\s*→\s*paused/.test(rows[2]), `the pause row says "${rows[2]}", wanted open → paused`);
+    check(/paused\s*→\s*open/.test(rows[0]), `the resume row says "${rows[0]}", wanted paused → open`);
+  }
+  await ops.locator('#audit').scrollIntoViewIfNeeded();
+  await shot(ops, '03-audit.png');
+
+  step('the API stays the judge: a Resume forced while open is refused, and the page says why');
+  await confirmStep(ops, () =>
+    ops.evaluate(() => {
+      const b = document.getElementById('lever-resume');
+      b.disabled = false;
+      b.click();
+    })
+  );
+  await waitFor(ops, '#lever-message shows the refusal', () => document.getElementById('lever-message').dataset.kind === 'error');
+  {
+    const msg = await text(ops, '#lever-message');
+    check(/409/.test(msg) && /invalid_transition/.test(msg), `#lever-message says "${msg}", wanted 409 invalid_transition`);
+    check((await opsState(ops)) === 'open', `the sale is ${await opsState(ops)} after a refused lever`);
+    log(`   #lever-message "${msg}"`);
+  }
+
+  step("a fan's token gets 403 from the operators' API");
+  {
+    const r = await call('GET', `/v1/ops/events/${eventId}/stats`, { token: fans[0].token });
+    check(r.status === 403, `GET /v1/ops/events/{id}/stats with a fan's token answered ${r.status}, wanted 403`);
+    const a = await call('GET', `/v1/ops/events/${eventId}/stats`, { token: admin, expect: [200] });
+    log(`   fan: 403 ${r.data && r.data.code}; the admin: 200, state ${a.data.state}, rate ${a.data.admission_per_second}`);
+    check(a.data.admission_per_second === 5, `the API says the rate is ${a.data.admission_per_second}, wanted 5`);
+  }
+
+  step('a fan who signs in on the dashboard is told the page is for operators');
+  {
+    const ctx = await ops.context().browser().newContext({ viewport: { width: 1280, height: 900 }, locale: 'en-US', timezoneId: 'UTC' });
+    const w = watch('fan on /ops (desktop)', await ctx.newPage());
+    await w.page.goto(`${BASE_URL}/ops/events/${eventId}`);
+    await opsSignIn(w.page, fans[1].email, fans[1].password);
+    await waitFor(w.page, '#ops-forbidden is shown', () => !document.getElementById('ops-forbidden').hidden, undefined, 20000);
+    const said = await text(w.page, '#ops-forbidden');
+    check(/for operators/i.test(said), `#ops-forbidden says "${said}"`);
+    check(!(await visible(w.page, '#dashboard')), 'a fan sees the dashboard');
+    log(`   "${said.replace(/\s+/g, ' ').slice(0, 120)}…"`);
+    await shot(w.page, '04-fan-refused.png');
+  }
+
+  log(`   at the end: #stat-served ${await text(ops, '#stat-served')}, #stat-sold ${await text(ops, '#stat-sold')}, #stat-held ${await text(ops, '#stat-held')}`);
+}
+
+// ---------------------------------------------------------------------------
+
+function report() {
+  for (const w of pages) {
+    const lines = [...w.errors, ...w.console];
+    console.log(`--- ${w.name}: ${lines.length ? `${lines.length} console errors` : 'no console errors'}`);
+    for (const l of lines.slice(-40)) console.log(`    ${l}`);
+  }
+}
+
+async function failureShots() {
+  for (const w of pages) {
+    const file = `99-failure-${w.name.replace(/[^\w]+/g, '-')}.png`.replace(/-+/g, '-');
+    await w.page.screenshot({ path: path.join(SCREENSHOTS, file), fullPage: true, timeout: 5000 }).catch(() => {});
+  }
+}
+
+const deadline = setTimeout(async () => {
+  console.log(`FAILED: the scenario did not finish within ${TIMEOUT_S} s`);
+  await failureShots();
+  report();
+  process.exit(1);
+}, TIMEOUT_S * 1000);
+
+main()
+  .then(() => {
+    clearTimeout(deadline);
+    report();
+    log(`PASSED in ${((Date.now() - T0) / 1000).toFixed(1)} s`);
+    process.exit(0);
+  })
+  .catch(async (e) => {
+    clearTimeout(deadline);
+    console.log(`FAILED: ${e instanceof Failure ? e.message : e.stack || e}`);
+    report();
+    process.exit(1);
+  });
