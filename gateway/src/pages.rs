@@ -3,6 +3,8 @@
 //!
 //! - `/`: upcoming events, and signing in;
 //! - `/e/{event_id}`: one event's waiting room (the page reads the id from its path);
+//! - `/ops` and `/ops/events/{event_id}`: the operators' events and one sale's
+//!   dashboard with its levers (the API decides who may read and pull them);
 //! - `/static/{file}`: the stylesheet and scripts, cached briefly and revalidated.
 
 use axum::Router;
@@ -14,6 +16,7 @@ use proto::{ErrorBody, ErrorCode};
 
 const INDEX: &str = include_str!("../static/index.html");
 const EVENT: &str = include_str!("../static/event.html");
+const OPS: &str = include_str!("../static/ops.html");
 
 /// Every file under `/static/`, with its content type.
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -37,12 +40,19 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../static/index.js"),
     ),
+    (
+        "ops.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/ops.js"),
+    ),
 ];
 
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|| async { Html(INDEX) }))
         .route("/e/{event_id}", get(|| async { Html(EVENT) }))
+        .route("/ops", get(|| async { Html(OPS) }))
+        .route("/ops/events/{event_id}", get(|| async { Html(OPS) }))
         .route("/static/{file}", get(asset))
 }
 

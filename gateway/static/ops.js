@@ -102,9 +102,12 @@
     return today ? timeFormat.format(d) : `${dayFormat.format(d)}, ${timeFormat.format(d)}`;
   }
 
+  /** "45 s", "5 min"; spans of a minute and a half or more in whole minutes. */
   function fmtSpan(seconds) {
-    if (seconds >= 120) return `${Math.round(seconds / 60)} min`;
-    return `${Math.round(seconds)} s`;
+    const s = Math.round(seconds);
+    if (s >= 60 && s % 60 === 0) return `${s / 60} min`;
+    if (s >= 90) return `${Math.round(s / 60)} min`;
+    return `${s} s`;
   }
 
   /** Runs `fn` again after the delay it answers (ms), or stops when it answers null. */
@@ -914,7 +917,7 @@
     const s = saleState();
     const visible = s === 'scheduled' && at != null && at > O.now();
     show(el, visible);
-    if (visible) setText(el, `Opens in ${O.fmtClock(at - O.now())}`);
+    setText(el, visible ? `Opens in ${O.fmtClock(at - O.now())}` : '');
   }
 
   function renderFigures() {
@@ -1521,6 +1524,26 @@
     return pts;
   }
 
+  /** When the sale was paused, from the audit log: [[from, to], ...] within [t0, t1]. */
+  function pausedSpans(t0, t1) {
+    const evs = dash.audit
+      .filter((a) => a.action === 'pause' || a.action === 'resume' || a.action === 'close')
+      .map((a) => ({ t: Date.parse(a.at), action: a.action }))
+      .filter((e) => !Number.isNaN(e.t))
+      .sort((a, b) => a.t - b.t);
+    const spans = [];
+    let start = null;
+    for (const e of evs) {
+      if (e.action === 'pause') start = start == null ? e.t : start;
+      else if (start != null) {
+        spans.push([start, e.t]);
+        start = null;
+      }
+    }
+    if (start != null && saleState() === 'paused') spans.push([start, t1]);
+    return spans.filter(([a, b]) => b > t0 && a < t1).map(([a, b]) => [Math.max(a, t0), Math.min(b, t1)]);
+  }
+
   function renderCharts() {
     const samples = dash.samples;
     const now = samples.length ? Math.max(samples[samples.length - 1].t, O.now() - 1500) : O.now();
@@ -1542,11 +1565,14 @@
       return out;
     };
     const last = samples.length ? samples[samples.length - 1] : null;
+    const paused = pausedSpans(t0, t1);
+    show($('charts-paused'), paused.length > 0);
     const q = gapsBroken(queue);
     drawChart($('chart-queue'), {
       id: 'queue',
       t0,
       t1,
+      paused,
       series: [{ key: 'queue', label: 'Fans in line', points: q, area: true }],
       summary: summaryOf('Fans in line', q, (v) => num(Math.round(v))),
       fmt: (v) => num(v),
@@ -1559,6 +1585,7 @@
       id: 'rates',
       t0,
       t1,
+      paused,
       series: [
         { key: 'rate', label: 'Admission rate set', points: steps, step: true },
         { key: 'arrivals', label: 'Arrivals per second', points: arrivals },
@@ -1578,6 +1605,7 @@
       id: 'sales',
       t0,
       t1,
+      paused,
       series: [
         { key: 'held', label: 'Seats held', points: held },
         { key: 'sold', label: 'Seats sold', points: sold },
@@ -1594,7 +1622,7 @@
     return `${label}: now ${fmt(vals[vals.length - 1])}, highest ${fmt(Math.max(...vals))}, lowest ${fmt(Math.min(...vals))}.`;
   }
 
-  function drawChart(box, { id, t0, t1, series, summary, fmt }) {
+  function drawChart(box, { id, t0, t1, series, summary, fmt, paused }) {
     if (!box) return;
     const W = Math.max(220, Math.round(box.clientWidth || 480));
     const H = W < 420 ? 120 : 140;
@@ -1623,22 +1651,29 @@
       class: 'chart-svg',
     });
     svg.append(el('title', { id: `chart-${id}-title` }, series.map((s) => s.label).join(', ') + ` over the last ${fmtSpan((t1 - t0) / 1000)}`));
-    svg.append(el('desc', { id: `chart-${id}-desc` }, summary));
+    const pausedNote = paused && paused.length ? ` The sale was paused during ${paused.length === 1 ? 'the shaded span' : `${paused.length} shaded spans`}.` : '';
+    svg.append(el('desc', { id: `chart-${id}-desc` }, summary + pausedNote));
 
     const grid = el('g', { class: 'grid', 'aria-hidden': 'true' });
+    for (const [a, b] of paused || []) {
+      grid.append(el('rect', { x: x(a).toFixed(1), y: m.t, width: Math.max(1, x(b) - x(a)).toFixed(1), height: ih, class: 'paused-span' }));
+    }
     for (const f of [0, 0.5, 1]) {
       const v = top * f;
       const yy = Math.round(y(v)) + 0.5;
       grid.append(el('line', { x1: m.l, x2: W - m.r, y1: yy, y2: yy, class: f === 0 ? 'axis' : 'gridline' }));
       grid.append(el('text', { x: m.l - 6, y: yy + 4, 'text-anchor': 'end', class: 'tick' }, fmt(v)));
     }
+    /* time ticks at round seconds back from now: at most 5 gaps, fewer on a phone */
     const spanS = (t1 - t0) / 1000;
-    const ticks = spanS >= 240 ? [0, 1 / 5, 2 / 5, 3 / 5, 4 / 5, 1] : [0, 0.25, 0.5, 0.75, 1];
-    for (const f of ticks) {
-      const xx = m.l + f * iw;
-      const ago = Math.round(spanS * (1 - f));
-      const label = f === 1 ? 'now' : ago >= 120 ? `−${Math.round(ago / 60)} min` : `−${ago} s`;
-      grid.append(el('text', { x: xx, y: H - 6, 'text-anchor': f === 0 ? 'start' : f === 1 ? 'end' : 'middle', class: 'tick' }, label));
+    const most = W < 420 ? 3 : 5;
+    const stepS = [10, 15, 20, 30, 60, 120, 300].find((st) => spanS / st <= most) || 300;
+    for (let ago = 0; ago <= spanS + 0.5; ago += stepS) {
+      const xx = x(t1 - ago * 1000);
+      if (ago > 0 && xx - m.l < 14) break; // too close to the left edge to read
+      const label = ago === 0 ? 'now' : ago % 60 === 0 ? `−${ago / 60} min` : `−${ago} s`;
+      grid.append(el('line', { x1: xx, x2: xx, y1: m.t + ih, y2: m.t + ih + 4, class: 'axis' }));
+      grid.append(el('text', { x: xx, y: H - 6, 'text-anchor': ago === 0 ? 'end' : 'middle', class: 'tick' }, label));
     }
     svg.append(grid);
 

@@ -114,3 +114,18 @@ async fn a_fan_goes_from_the_countdown_to_a_confirmation_in_a_browser(pool: PgPo
         ],
     );
 }
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn an_operator_pauses_rerates_and_resumes_a_live_sale_from_the_dashboard(pool: PgPool) {
+    let shots = run_scenario(pool, "ops.mjs").await;
+    assert_shots(
+        &shots,
+        &[
+            "01-dashboard.png",
+            "02-paused.png",
+            "02-paused-fan.png",
+            "03-audit.png",
+            "04-fan-refused.png",
+        ],
+    );
+}
