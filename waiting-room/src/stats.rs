@@ -11,7 +11,7 @@
 //! `seat_counts(event)`, `holds(event)`, `samples(event)`; written: `samples(event)`.
 
 use chrono::{DateTime, Utc};
-use proto::wire::queue::{AuditEntry, SaleState, SaleStats};
+use proto::wire::queue::{AuditEntry, OrderCounts, SaleState, SaleStats, WorkerView};
 use proto::{EventId, Keys};
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
@@ -188,6 +188,12 @@ pub async fn read(
     let recent = samples(redis, keys, event, 64).await?;
     let (arrivals_per_second, admitted_per_second) = rates(&recent);
     let count = |i: usize| counts.get(i).copied().flatten().unwrap_or(0);
+    let line = line_consumers(redis, keys, event).await?;
+    let dead_letters: u64 = redis::cmd("XLEN")
+        .arg(keys.dead_letters(event))
+        .query_async(redis)
+        .await?;
+    let money = money(pool, event).await?;
     Ok(SaleStats {
         event_id: event,
         state,
@@ -205,7 +211,130 @@ pub async fn read(
         sampled_at: recent
             .first()
             .and_then(|s| DateTime::<Utc>::from_timestamp_millis(s.at_ms)),
+        workers: line.workers,
+        line_lag: line.lag,
+        line_pending: line.pending,
+        dead_letters,
+        orders: money.orders,
+        revenue_cents: money.revenue_cents,
+        currency: money.currency,
+        outbox_unpublished: money.outbox_unpublished,
+        outbox_lag_seconds: money.outbox_lag_seconds,
     })
+}
+
+/// The line's consumer group: its workers, what waits for delivery, what is in flight.
+struct LineConsumers {
+    workers: Vec<WorkerView>,
+    lag: Option<u64>,
+    pending: u64,
+}
+
+async fn line_consumers(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    event: EventId,
+) -> Result<LineConsumers, Error> {
+    use redis::streams::{StreamInfoConsumersReply, StreamInfoGroupsReply};
+    let stream = keys.stream(event);
+    let groups: StreamInfoGroupsReply = match redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(&stream)
+        .query_async(redis)
+        .await
+    {
+        Ok(groups) => groups,
+        // No line yet (nobody has been numbered): no workers, nothing waits.
+        Err(error)
+            if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>
+        {
+            return Ok(LineConsumers {
+                workers: vec![],
+                lag: Some(0),
+                pending: 0,
+            });
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let Some(group) = groups
+        .groups
+        .into_iter()
+        .find(|g| g.name == proto::keys::WORKER_GROUP)
+    else {
+        return Ok(LineConsumers {
+            workers: vec![],
+            lag: None,
+            pending: 0,
+        });
+    };
+    let consumers: StreamInfoConsumersReply = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(&stream)
+        .arg(proto::keys::WORKER_GROUP)
+        .query_async(redis)
+        .await?;
+    Ok(LineConsumers {
+        workers: consumers
+            .consumers
+            .into_iter()
+            .map(|c| WorkerView {
+                name: c.name,
+                pending: c.pending as u64,
+                idle_ms: c.idle as u64,
+            })
+            .collect(),
+        lag: group.lag.map(|l| l as u64),
+        pending: group.pending as u64,
+    })
+}
+
+/// Orders, revenue and the outbox, as the ledger has them.
+struct Money {
+    orders: OrderCounts,
+    revenue_cents: i64,
+    currency: Option<String>,
+    outbox_unpublished: i64,
+    outbox_lag_seconds: Option<f64>,
+}
+
+async fn money(pool: &PgPool, event: EventId) -> Result<Money, Error> {
+    let rows: Vec<(String, i64, i64, Option<String>)> = sqlx::query_as(
+        "SELECT state, count(*), COALESCE(sum(amount_cents), 0)::bigint, max(currency)
+         FROM payments.orders WHERE event_id = $1 GROUP BY state",
+    )
+    .bind(event)
+    .fetch_all(pool)
+    .await?;
+    let mut money = Money {
+        orders: OrderCounts::default(),
+        revenue_cents: 0,
+        currency: None,
+        outbox_unpublished: 0,
+        outbox_lag_seconds: None,
+    };
+    for (state, count, cents, currency) in rows {
+        money.currency = money.currency.or(currency);
+        match state.as_str() {
+            "pending" => money.orders.pending = count,
+            "paid" => {
+                money.orders.paid = count;
+                money.revenue_cents = cents;
+            }
+            "declined" => money.orders.declined = count,
+            "refunded" => money.orders.refunded = count,
+            "cancelled" => money.orders.cancelled = count,
+            _ => {}
+        }
+    }
+    let (unpublished, lag): (i64, Option<f64>) = sqlx::query_as(
+        "SELECT count(*), EXTRACT(EPOCH FROM now() - min(occurred_at))::float8
+         FROM outbox.messages WHERE published_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await?;
+    money.outbox_unpublished = unpublished;
+    money.outbox_lag_seconds = lag;
+    Ok(money)
 }
 
 /// The levers pulled on the event, newest first (at most `limit`).

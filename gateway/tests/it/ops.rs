@@ -85,12 +85,35 @@ async fn stats_follow_the_line_from_counters(pool: PgPool) {
         .await
         .expect("worker task")
         .expect("worker ends cleanly");
+    let order = crate::checkout::pay(&app, &token, &request, "4242424242424242", None).await;
+    assert_eq!(order["state"], "paid", "{order}");
     app.sample(&event).await;
     let after = app.stats(&admin, &event).await;
+    // The farm's side: the worker that read the line, nothing left in flight.
+    let workers = after["workers"].as_array().expect("workers");
+    assert_eq!(workers.len(), 1, "{after}");
+    assert_eq!(workers[0]["pending"], 0);
+    assert_eq!(
+        (after["line_lag"].clone(), after["line_pending"].clone()),
+        (json!(0), json!(0))
+    );
+    assert_eq!(after["dead_letters"], 0);
+    // The money: one paid order, its amount the revenue.
+    assert_eq!(after["orders"]["paid"], 1);
+    assert_eq!(after["revenue_cents"], order["amount_cents"]);
+    assert_eq!(after["currency"], "EUR");
+    assert!(
+        after["outbox_unpublished"].as_i64().unwrap() >= 1,
+        "the sale waits in the outbox: no relay runs here"
+    );
+    assert!(after["outbox_lag_seconds"].as_f64().is_some());
     assert_eq!(after["queue_length"], 0);
     assert_eq!(after["served"], 5);
-    assert_eq!(after["holds_active"], 5);
-    assert_eq!(after["held"], 5);
+    assert_eq!(after["holds_active"], 4, "one of the five holds was paid");
+    assert_eq!(
+        (after["held"].clone(), after["sold"].clone()),
+        (json!(4), json!(1))
+    );
     assert_eq!(after["available"], 25);
     assert!(
         after["admitted_per_second"].as_f64().unwrap() > 0.0,
@@ -118,7 +141,10 @@ async fn stats_follow_the_line_from_counters(pool: PgPool) {
         .map(|s| s["served"].as_u64().unwrap())
         .collect();
     assert_eq!(served, [0, 5], "{history:?}");
-    assert_eq!(history[1]["held"], 5);
+    assert_eq!(
+        (history[1]["held"].clone(), history[1]["sold"].clone()),
+        (json!(4), json!(1))
+    );
     let response = app
         .get(
             &format!("/v1/ops/events/{event}/stats/history?seconds=0"),

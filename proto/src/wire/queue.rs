@@ -254,6 +254,43 @@ pub struct SaleStats {
     pub held: u64,
     /// When the rates were last sampled (the waiting room samples every second).
     pub sampled_at: Option<DateTime<Utc>>,
+    /// Booking workers reading the event's line.
+    pub workers: Vec<WorkerView>,
+    /// Entries of the line not yet delivered to any worker; `null` when unknown.
+    pub line_lag: Option<u64>,
+    /// Entries delivered to a worker and not yet acknowledged.
+    pub line_pending: u64,
+    /// Entries that kept failing and were set aside.
+    pub dead_letters: u64,
+    pub orders: OrderCounts,
+    /// The sum of paid orders.
+    pub revenue_cents: i64,
+    /// `null` before the event's first order.
+    pub currency: Option<String>,
+    /// Domain events waiting to be relayed to Kafka (every event's).
+    pub outbox_unpublished: i64,
+    /// The age of the oldest of them; `null` when none waits.
+    pub outbox_lag_seconds: Option<f64>,
+}
+
+/// A booking worker as the line's consumer group knows it.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct WorkerView {
+    pub name: String,
+    /// Entries delivered to it and not yet acknowledged.
+    pub pending: u64,
+    /// Milliseconds since it last read.
+    pub idle_ms: u64,
+}
+
+/// An event's orders by state.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+pub struct OrderCounts {
+    pub pending: i64,
+    pub paid: i64,
+    pub declined: i64,
+    pub refunded: i64,
+    pub cancelled: i64,
 }
 
 /// One lever pulled: who, what, when, from what to what.
