@@ -1,9 +1,10 @@
 /* onsale: the operators' pages.
  *
  *   /ops                     the upcoming on-sales, each linking to its dashboard;
- *   /ops/events/{event_id}   one sale: its figures, charts, seats left per section,
- *                            the levers (open, pause, resume, close, admission rate)
- *                            and the audit log.
+ *   /ops/events/{event_id}   one sale: its figures, the booking workers reading its
+ *                            line (the farm), its orders and the outbox (payments),
+ *                            charts, seats left per section, the levers (open, pause,
+ *                            resume, close, admission rate) and the audit log.
  *
  * Sources, all read with the operator's token:
  *   GET /v1/ops/events/{id}/stats              every second
@@ -74,15 +75,18 @@
     if (text && !sticky) pageErrorTimer = setTimeout(() => show(el, false), 15000);
   }
 
-  /** "12", "1,204"; "–" for nothing. */
+  /** What a figure shows when the server gave none. */
+  const NONE = '—';
+
+  /** "12", "1,204"; "—" for nothing. */
   function num(n) {
-    return n == null || !Number.isFinite(Number(n)) ? '–' : O.fmtNumber(Number(n));
+    return n == null || !Number.isFinite(Number(n)) ? NONE : O.fmtNumber(Number(n));
   }
 
   /** One decimal: "1.9", "0", "1,250.5". */
   const oneDecimal = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1, minimumFractionDigits: 0 });
   function rate(n) {
-    return n == null || !Number.isFinite(Number(n)) ? '–' : oneDecimal.format(Math.round(Number(n) * 10) / 10);
+    return n == null || !Number.isFinite(Number(n)) ? NONE : oneDecimal.format(Math.round(Number(n) * 10) / 10);
   }
 
   function setFigure(id, value, text) {
@@ -108,6 +112,51 @@
     if (s >= 60 && s % 60 === 0) return `${s / 60} min`;
     if (s >= 90) return `${Math.round(s / 60)} min`;
     return `${s} s`;
+  }
+
+  /** A finite number from the API, or null (absent, null, or not a number). */
+  function finite(v) {
+    return v == null || v === '' || !Number.isFinite(Number(v)) ? null : Number(v);
+  }
+
+  /** "0.4 s", "12 s", "2 min 5 s", "1 h 3 min"; NONE for nothing. */
+  function fmtDuration(seconds) {
+    if (seconds == null || !Number.isFinite(seconds)) return NONE;
+    const s = Math.max(0, seconds);
+    if (s < 10) return `${oneDecimal.format(Math.round(s * 10) / 10)} s`;
+    if (s < 60) return `${Math.round(s)} s`;
+    const whole = Math.round(s);
+    if (whole < 3600) {
+      const m = Math.floor(whole / 60);
+      const r = whole % 60;
+      return r ? `${m} min ${r} s` : `${m} min`;
+    }
+    const minutes = Math.round(whole / 60);
+    const h = Math.floor(minutes / 60);
+    const m = minutes % 60;
+    return m ? `${h} h ${m} min` : `${h} h`;
+  }
+
+  const twoDecimals = new Intl.NumberFormat(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+
+  /** An amount in cents in its currency ("€1,140.00"); without one, a plain amount. */
+  const moneyFormats = new Map();
+  function fmtCents(cents, currency) {
+    if (cents == null) return NONE;
+    if (currency) {
+      let f = moneyFormats.get(currency);
+      if (f === undefined) {
+        try {
+          f = new Intl.NumberFormat(undefined, { style: 'currency', currency });
+        } catch (_) {
+          f = null; // a code Intl does not know: shown beside the amount
+        }
+        moneyFormats.set(currency, f);
+      }
+      if (f) return f.format(cents / 100);
+      return `${twoDecimals.format(cents / 100)} ${currency}`;
+    }
+    return cents === 0 ? num(0) : twoDecimals.format(cents / 100);
   }
 
   /** Runs `fn` again after the delay it answers (ms), or stops when it answers null. */
@@ -924,16 +973,16 @@
     const st = dash.stats;
     const s = saleState();
     const have = !!st && !dash.noSale;
-    setFigure('stat-queue', have ? st.queue_length : null, have ? num(st.queue_length) : '–');
-    setFigure('stat-served', have ? st.served : null, have ? num(st.served) : '–');
-    setFigure('stat-arrivals', have ? st.arrivals_per_second : null, have ? rate(st.arrivals_per_second) : '–');
-    setFigure('stat-admitted', have ? st.admitted_per_second : null, have ? rate(st.admitted_per_second) : '–');
+    setFigure('stat-queue', have ? st.queue_length : null, have ? num(st.queue_length) : NONE);
+    setFigure('stat-served', have ? st.served : null, have ? num(st.served) : NONE);
+    setFigure('stat-arrivals', have ? st.arrivals_per_second : null, have ? rate(st.arrivals_per_second) : NONE);
+    setFigure('stat-admitted', have ? st.admitted_per_second : null, have ? rate(st.admitted_per_second) : NONE);
     const per = dash.sale.admission_per_second != null ? dash.sale.admission_per_second : have ? st.admission_per_second : null;
     setFigure('stat-rate', per, num(per));
-    setFigure('stat-holds', have ? st.holds_active : null, have ? num(st.holds_active) : '–');
-    setFigure('stat-held', have ? st.held : null, have ? num(st.held) : '–');
-    setFigure('stat-sold', have ? st.sold : null, have ? num(st.sold) : '–');
-    setFigure('stat-available', have ? st.available : null, have ? num(st.available) : '–');
+    setFigure('stat-holds', have ? st.holds_active : null, have ? num(st.holds_active) : NONE);
+    setFigure('stat-held', have ? st.held : null, have ? num(st.held) : NONE);
+    setFigure('stat-sold', have ? st.sold : null, have ? num(st.sold) : NONE);
+    setFigure('stat-available', have ? st.available : null, have ? num(st.available) : NONE);
 
     const eta = have ? st.eta_seconds : null;
     let etaUnit = 'for the last in line';
@@ -941,7 +990,7 @@
       setFigure('stat-eta', eta, O.fmtClock(eta * 1000));
       etaUnit = eta >= 3600 ? 'h:mm:ss for the last in line' : 'min:s for the last in line';
     } else {
-      setFigure('stat-eta', null, '–');
+      setFigure('stat-eta', null, NONE);
       if (s === 'paused') etaUnit = 'none while paused';
       else if (s && s !== 'open') etaUnit = 'only while the sale is open';
     }
@@ -958,6 +1007,128 @@
       pace = `Paused with ${O.plural(st.queue_length, 'fan', 'fans')} in line.`;
     }
     setText($('stat-pace'), pace);
+    renderFarm(have ? st : null);
+    renderPayments(have ? st : null);
+  }
+
+  /* ------------------------------------------------------------------ */
+  /* rendering: the farm and the payments                                */
+  /* ------------------------------------------------------------------ */
+
+  /* Servers before these figures leave them out of the stats: they show NONE, and
+   * `key in st` tells "not reported" from the null a server sends for "unknown". */
+  function reported(st, key) {
+    return !!st && Object.prototype.hasOwnProperty.call(st, key);
+  }
+
+  function renderFarm(st) {
+    const lag = st ? finite(st.line_lag) : null;
+    setFigure('stat-line-lag', lag, num(lag));
+    setText(
+      $('stat-line-lag-unit'),
+      reported(st, 'line_lag') && lag == null ? 'unknown right now' : 'entries no worker has taken yet'
+    );
+    const pending = st ? finite(st.line_pending) : null;
+    setFigure('stat-line-pending', pending, num(pending));
+
+    const dead = st ? finite(st.dead_letters) : null;
+    setFigure('stat-dead-letters', dead, num(dead));
+    const warn = dead != null && dead > 0;
+    const fig = $('figure-dead-letters');
+    if (fig.dataset.warn !== String(warn)) fig.dataset.warn = String(warn);
+    const farm = $('farm');
+    if (farm.dataset.warn !== String(warn)) farm.dataset.warn = String(warn);
+    setText(
+      $('stat-dead-letters-unit'),
+      warn ? `${dead === 1 ? 'entry' : 'entries'} set aside after failing again and again: look into them` : 'entries set aside after failing'
+    );
+
+    renderWorkers(st);
+  }
+
+  function renderWorkers(st) {
+    const body = $('stat-workers');
+    let message = null;
+    if (!st || !reported(st, 'workers') || !Array.isArray(st.workers)) message = NONE;
+    else if (!st.workers.length) message = 'No booking worker is reading this line.';
+    if (message != null) {
+      const only = body.rows.length === 1 && body.rows[0].classList.contains('empty') ? body.rows[0] : null;
+      if (only) setText(only.cells[0], message);
+      else {
+        const tr = document.createElement('tr');
+        tr.className = 'empty';
+        const td = document.createElement('td');
+        td.colSpan = 3;
+        td.textContent = message;
+        tr.append(td);
+        body.replaceChildren(tr);
+      }
+      return;
+    }
+    const workers = st.workers
+      .filter((w) => w && w.name != null)
+      .map((w) => ({ name: String(w.name), pending: finite(w.pending), idleMs: finite(w.idle_ms) }))
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const existing = new Map();
+    for (const tr of Array.from(body.rows)) {
+      if (tr.dataset.worker != null) existing.set(tr.dataset.worker, tr);
+      else tr.remove();
+    }
+    let at = 0;
+    for (const w of workers) {
+      let tr = existing.get(w.name);
+      existing.delete(w.name);
+      if (!tr) {
+        tr = document.createElement('tr');
+        tr.dataset.worker = w.name;
+        const th = document.createElement('th');
+        th.scope = 'row';
+        th.textContent = w.name;
+        const p = document.createElement('td');
+        p.className = 'num';
+        const i = document.createElement('td');
+        i.className = 'num';
+        tr.append(th, p, i);
+      }
+      if (body.rows[at] !== tr) body.insertBefore(tr, body.rows[at] || null);
+      at++;
+      const pending = w.pending == null ? '' : String(w.pending);
+      const idle = w.idleMs == null ? '' : String(w.idleMs);
+      if (tr.dataset.pending !== pending) tr.dataset.pending = pending;
+      if (tr.dataset.idleMs !== idle) tr.dataset.idleMs = idle;
+      setText(tr.cells[1], num(w.pending));
+      setText(tr.cells[2], w.idleMs == null ? NONE : fmtDuration(w.idleMs / 1000));
+    }
+    for (const tr of existing.values()) tr.remove();
+  }
+
+  function renderPayments(st) {
+    const orders = st && st.orders && typeof st.orders === 'object' ? st.orders : null;
+    for (const [id, key] of [
+      ['stat-paid', 'paid'],
+      ['stat-declined', 'declined'],
+      ['stat-pending-orders', 'pending'],
+      ['stat-refunded', 'refunded'],
+      ['stat-cancelled', 'cancelled'],
+    ]) {
+      const v = orders ? finite(orders[key]) : null;
+      setFigure(id, v, num(v));
+    }
+
+    const cents = st ? finite(st.revenue_cents) : null;
+    const currency = st && typeof st.currency === 'string' && st.currency ? st.currency : null;
+    setFigure('stat-revenue', cents, fmtCents(cents, currency));
+    let unit = 'from paid orders';
+    if (cents != null && !currency) unit = reported(st, 'currency') ? 'from paid orders (no order yet, so no currency)' : 'from paid orders (currency not reported)';
+    setText($('stat-revenue-unit'), unit);
+
+    const unpublished = st ? finite(st.outbox_unpublished) : null;
+    setFigure('stat-outbox', unpublished, num(unpublished));
+    const lag = st ? finite(st.outbox_lag_seconds) : null;
+    setFigure('stat-outbox-lag', lag, fmtDuration(lag));
+    let lagUnit = 'since the oldest was written';
+    if (lag == null && reported(st, 'outbox_lag_seconds')) lagUnit = unpublished === 0 ? 'nothing is waiting' : 'age unknown';
+    setText($('stat-outbox-lag-unit'), lagUnit);
   }
 
   function renderUpdated() {

@@ -12,7 +12,8 @@
 //
 // Needs a gateway with a booking worker, the draw scheduler and the per-second stats
 // sampler running. Optional: TIMEOUT_SECONDS (150), ONSALE_DELAY_SECONDS (5),
-// FANS (30), PAYERS (8: background fans who pay for their holds, so sales move),
+// FANS (30), PAYERS (8: background fans who pay for their holds, so sales and the
+// Payments panel move; with 0 the "#stat-paid reaches 1" step is skipped),
 // HEADFUL=1.
 
 import { chromium } from 'playwright-core';
@@ -174,6 +175,9 @@ function startPayers(joined) {
               paid++;
               pending.delete(j.requestId);
             }
+          } else if (s === 'confirmed') {
+            paid++; // paid after a checkout that answered before its payment settled
+            pending.delete(j.requestId);
           } else if (s && s !== 'prequeue' && s !== 'queued' && s !== 'paying') {
             pending.delete(j.requestId); // ended some other way
           }
@@ -185,6 +189,7 @@ function startPayers(joined) {
     }
   })();
   return {
+    paid: () => paid,
     async stop() {
       stopped = true;
       await done;
@@ -403,7 +408,7 @@ async function scenario(browser, admin, fans) {
   );
 
   try {
-    await dashboardScenario({ ops, fan, admin, fans, eventId, eventName, opsUrl, onsaleAt });
+    await dashboardScenario({ ops, fan, admin, fans, eventId, eventName, opsUrl, onsaleAt, payers });
   } finally {
     const paid = await payers.stop();
     log(`   (background fans paid for ${paid} holds)`);
@@ -412,7 +417,7 @@ async function scenario(browser, admin, fans) {
   for (const w of pages) check(!w.errors.length, `${w.name} threw: ${w.errors.join(' | ')}`);
 }
 
-async function dashboardScenario({ ops, fan, admin, fans, eventId, eventName, opsUrl, onsaleAt }) {
+async function dashboardScenario({ ops, fan, admin, fans, eventId, eventName, opsUrl, onsaleAt, payers }) {
   step('the operator (1280x900) opens the dashboard and signs in through #ops-signin');
   await ops.goto(opsUrl);
   check(!(await visible(ops, '#dashboard')), 'the dashboard shows before anyone signed in');
@@ -522,6 +527,28 @@ async function dashboardScenario({ ops, fan, admin, fans, eventId, eventName, op
     );
     log(`   #sections: ${sections.join('; ')}`);
   }
+
+  step('the farm and payments panels: the booking worker, no dead letters, the orders');
+  await waitFor(ops, '#stat-workers lists at least one booking worker (a row with data-worker)', () => document.querySelectorAll('#stat-workers tr[data-worker]').length >= 1, undefined, 20000);
+  await waitFor(ops, '#stat-dead-letters and #stat-paid show numbers', () =>
+    ['stat-dead-letters', 'stat-paid'].every((id) => document.getElementById(id).dataset.value !== '')
+  );
+  {
+    const dead = await ops.evaluate(() => document.getElementById('stat-dead-letters').dataset.value);
+    check(dead === '0', `#stat-dead-letters data-value is "${dead}", wanted "0": entries of the line were set aside`);
+    const paid = await figure(ops, 'stat-paid');
+    check(Number.isInteger(paid) && paid >= 0, `#stat-paid data-value is ${paid}, wanted a whole number ≥ 0`);
+    const workers = await ops.evaluate(() =>
+      Array.from(document.querySelectorAll('#stat-workers tr[data-worker]')).map((r) => `${r.dataset.worker} (pending ${r.dataset.pending}, idle ${r.dataset.idleMs} ms)`)
+    );
+    log(`   #stat-workers: ${workers.join('; ')}`);
+    const shown = {};
+    for (const id of ['line-lag', 'line-pending', 'dead-letters', 'paid', 'declined', 'pending-orders', 'refunded', 'revenue', 'outbox', 'outbox-lag']) {
+      shown[id] = await text(ops, `#stat-${id}`);
+    }
+    log(`   ${Object.entries(shown).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  }
+
   const figures = {};
   for (const id of ['queue', 'served', 'arrivals', 'admitted', 'rate', 'eta', 'holds', 'sold', 'available']) {
     figures[id] = await text(ops, `#stat-${id}`);
@@ -653,7 +680,19 @@ async function dashboardScenario({ ops, fan, admin, fans, eventId, eventName, op
     await shot(w.page, '04-fan-refused.png');
   }
 
-  log(`   at the end: #stat-served ${await text(ops, '#stat-served')}, #stat-sold ${await text(ops, '#stat-sold')}, #stat-held ${await text(ops, '#stat-held')}`);
+  if (PAYERS > 0) {
+    step(`the background fans' payments show: #stat-paid reaches at least 1 (and at least the ${payers.paid()} paid so far)`);
+    await waitFor(
+      ops,
+      '#stat-paid counts the paid orders',
+      (atLeast) => Number(document.getElementById('stat-paid').dataset.value) >= atLeast,
+      Math.max(1, payers.paid()),
+      30000
+    );
+    log(`   #stat-paid ${await text(ops, '#stat-paid')}, #stat-revenue ${await text(ops, '#stat-revenue')}, #stat-outbox ${await text(ops, '#stat-outbox')} (oldest ${await text(ops, '#stat-outbox-lag')})`);
+  }
+
+  log(`   at the end: #stat-served ${await text(ops, '#stat-served')}, #stat-sold ${await text(ops, '#stat-sold')}, #stat-held ${await text(ops, '#stat-held')}, #stat-paid ${await text(ops, '#stat-paid')}`);
 }
 
 // ---------------------------------------------------------------------------
