@@ -13,6 +13,7 @@ mod idempotency;
 mod inventory;
 mod limits;
 mod live;
+mod observability;
 mod ops;
 mod queue;
 mod restore;
