@@ -200,19 +200,10 @@ impl Application {
         let (ready_pool, ready_redis, ready_live) =
             (worker.pool.clone(), worker.redis.clone(), liveness.clone());
         let readiness = move || {
-            let (pool, mut redis, live) =
-                (ready_pool.clone(), ready_redis.clone(), ready_live.clone());
+            let (pool, redis, live) = (ready_pool.clone(), ready_redis.clone(), ready_live.clone());
             Box::pin(async move {
                 live().await?;
-                redis::cmd("PING")
-                    .query_async::<String>(&mut redis)
-                    .await
-                    .map_err(|e| format!("redis: {e}"))?;
-                sqlx::query("SELECT 1")
-                    .execute(&pool)
-                    .await
-                    .map_err(|e| format!("postgres: {e}"))?;
-                Ok(())
+                proto::runtime::redis_and_postgres_answer(pool, redis).await
             }) as proto::runtime::Check
         };
         Ok(Self {

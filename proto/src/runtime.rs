@@ -233,6 +233,25 @@ impl OpsServer {
     }
 }
 
+/// The readiness check of a service that needs Redis and Postgres: both answer.
+#[cfg(all(feature = "sqlx", feature = "redis"))]
+pub fn redis_and_postgres_answer(
+    pool: sqlx::PgPool,
+    mut redis: redis::aio::ConnectionManager,
+) -> Check {
+    Box::pin(async move {
+        redis::cmd("PING")
+            .query_async::<String>(&mut redis)
+            .await
+            .map_err(|e| format!("redis: {e}"))?;
+        sqlx::query("SELECT 1")
+            .execute(&pool)
+            .await
+            .map_err(|e| format!("postgres: {e}"))?;
+        Ok(())
+    })
+}
+
 /// A Postgres pool for `settings`, with every pending migration applied.
 #[cfg(feature = "sqlx")]
 pub async fn connect_postgres(

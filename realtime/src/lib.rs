@@ -119,18 +119,7 @@ impl Application {
         // Ready while Redis (the feeds) and Postgres (the events) answer.
         let (ready_pool, ready_redis) = (pool.clone(), redis.clone());
         let readiness = move || {
-            let (pool, mut redis) = (ready_pool.clone(), ready_redis.clone());
-            Box::pin(async move {
-                redis::cmd("PING")
-                    .query_async::<String>(&mut redis)
-                    .await
-                    .map_err(|e| format!("redis: {e}"))?;
-                sqlx::query("SELECT 1")
-                    .execute(&pool)
-                    .await
-                    .map_err(|e| format!("postgres: {e}"))?;
-                Ok(())
-            }) as proto::runtime::Check
+            proto::runtime::redis_and_postgres_answer(ready_pool.clone(), ready_redis.clone())
         };
         let hub = Hub::new(
             client,
