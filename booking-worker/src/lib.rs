@@ -192,6 +192,16 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = proto::runtime::connect_postgres(&config.database).await?;
         let worker = Worker::connect(&config, pool).await?;
+        // Rare events' counters exist from the start, at zero, so that a dashboard
+        // asking for them finds a series before the first one happens.
+        for name in [
+            "onsale_worker_dead_letters_total",
+            "onsale_ledger_conflicts_total",
+            "onsale_worker_batch_failures_total",
+            "onsale_worker_entries_reclaimed_total",
+        ] {
+            metrics::counter!(name).increment(0);
+        }
         // Alive while the discovery loop goes round; ready while Redis and Postgres
         // answer too.
         let stale_after =

@@ -56,7 +56,7 @@ use crate::idempotency::Idempotency;
 use crate::limits::RateLimits;
 use crate::tokens::TokenIssuer;
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const REQUEST_ID: HeaderName = HeaderName::from_static(proto::correlation::HEADER);
 
 /// What the gateway's own handlers and middleware need.
 #[derive(Clone, FromRef)]
@@ -208,7 +208,8 @@ pub fn router(
 
     let metrics = proto::runtime::metrics();
     let router = api
-        .route("/healthz", get(healthz).with_state(state.clone()))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz).with_state(state.clone()))
         .route("/metrics", get(move || std::future::ready(metrics.render())))
         .merge(pages::router())
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
@@ -220,13 +221,14 @@ pub fn router(
         .layer(middleware::from_fn_with_state(verifier, authenticate))
         .layer(middleware::from_fn_with_state(limits.clone(), limits::per_ip))
         .layer(middleware::from_fn(record_metrics))
+        .layer(middleware::from_fn(correlate))
         .layer(CatchPanicLayer::custom(|_| {
             ErrorBody::new(proto::ErrorCode::Internal, "internal error").into_response()
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let request_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id)
+            let correlation_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), correlation_id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]));
@@ -294,6 +296,17 @@ async fn authenticate(
     next.run(Request::from_parts(parts, body)).await
 }
 
+/// Serves the call with its `x-request-id` as the current correlation id, so that
+/// whatever it changes carries the id on (see `proto::correlation`).
+async fn correlate(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .and_then(proto::correlation::accept);
+    proto::correlation::scope(id, next.run(request)).await
+}
+
 async fn record_metrics(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();
@@ -311,8 +324,14 @@ async fn record_metrics(request: Request, next: Next) -> Response {
     response
 }
 
-/// Liveness and readiness: Postgres and Redis both answer.
-async fn healthz(State(state): State<GatewayState>) -> (StatusCode, axum::Json<serde_json::Value>) {
+/// Liveness: the gateway answers. Whether it can serve is `/readyz`'s question: a
+/// gateway whose Redis is away needs traffic sent elsewhere, not a restart.
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok", "service": "gateway"}))
+}
+
+/// Readiness: Postgres and Redis both answer, each within two seconds.
+async fn readyz(State(state): State<GatewayState>) -> (StatusCode, axum::Json<serde_json::Value>) {
     let deadline = Duration::from_secs(2);
     let postgres =
         tokio::time::timeout(deadline, sqlx::query("SELECT 1").execute(&state.pool)).await;

@@ -74,6 +74,7 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let (pool, redis) = connect(&config).await?;
         let keys = Keys::new(config.redis.key_prefix.clone());
+        let (ready_pool, ready_redis) = (pool.clone(), redis.clone());
         let state = InventoryState {
             seat_maps: Arc::new(SeatMapCache::new(
                 pool.clone(),
@@ -92,7 +93,19 @@ impl Application {
         let router = router
             .route(
                 "/healthz",
-                axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+                axum::routing::get(|| async {
+                    axum::Json(serde_json::json!({"status": "ok", "service": "inventory"}))
+                }),
+            )
+            .route(
+                "/readyz",
+                axum::routing::get(move || {
+                    let check = proto::runtime::redis_and_postgres_answer(
+                        ready_pool.clone(),
+                        ready_redis.clone(),
+                    );
+                    async move { proto::runtime::check_response("inventory", check.await) }
+                }),
             )
             .route(
                 "/metrics",

@@ -141,6 +141,21 @@ impl Notifier {
     /// writes it off past the give-up time. `None` when `pause` says stop first; the
     /// envelope is then unfinished and its record must not be acknowledged.
     pub async fn process(&self, envelope: &Envelope, pause: &mut impl Pause) -> Option<Done> {
+        use tracing::Instrument;
+        // Every line about this envelope names the fan's request and the HTTP call
+        // that caused it (proto::correlation), so one search finds the whole path.
+        let span = tracing::info_span!(
+            "envelope",
+            request_id = envelope
+                .request_id
+                .map(|r| r.to_string())
+                .unwrap_or_default(),
+            correlation_id = envelope.correlation_id.as_deref().unwrap_or(""),
+        );
+        self.process_in_span(envelope, pause).instrument(span).await
+    }
+
+    async fn process_in_span(&self, envelope: &Envelope, pause: &mut impl Pause) -> Option<Done> {
         let kind = metric_kind(envelope);
         let mut progress = Progress {
             attempts: 0,
@@ -333,11 +348,18 @@ impl Notifier {
         to: Mailbox,
         email: &Rendered,
     ) -> Result<Message, Failure> {
-        Message::builder()
+        let mut builder = Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(email.subject.clone())
-            .message_id(Some(log::message_id(envelope.id)))
+            .message_id(Some(log::message_id(envelope.id)));
+        if let Some(request_id) = envelope.request_id {
+            builder = builder.header(trail::RequestId(request_id.to_string()));
+        }
+        if let Some(correlation_id) = &envelope.correlation_id {
+            builder = builder.header(trail::CorrelationId(correlation_id.clone()));
+        }
+        builder
             .multipart(MultiPart::alternative_plain_html(
                 email.text.clone(),
                 email.html.clone(),
@@ -377,4 +399,34 @@ fn db(error: sqlx::Error) -> Failure {
 /// metric's series without bound.
 fn metric_kind(envelope: &Envelope) -> &'static str {
     EventType::parse(&envelope.kind).map_or("unknown", EventType::as_str)
+}
+
+/// The headers that tie an email to the fan's request and to the HTTP call that
+/// caused it, for support and for tracing (see `proto::correlation`).
+mod trail {
+    use lettre::message::header::{Header, HeaderName, HeaderValue};
+
+    macro_rules! text_header {
+        ($name:ident, $header:literal) => {
+            #[derive(Clone, Debug)]
+            pub struct $name(pub String);
+
+            impl Header for $name {
+                fn name() -> HeaderName {
+                    HeaderName::new_from_ascii_str($header)
+                }
+
+                fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+                    Ok(Self(s.to_owned()))
+                }
+
+                fn display(&self) -> HeaderValue {
+                    HeaderValue::new(Self::name(), self.0.clone())
+                }
+            }
+        };
+    }
+
+    text_header!(RequestId, "X-Onsale-Request-Id");
+    text_header!(CorrelationId, "X-Onsale-Correlation-Id");
 }

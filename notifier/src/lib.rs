@@ -65,11 +65,7 @@ impl Application {
             let (pool, live) = (pool.clone(), live.clone());
             Box::pin(async move {
                 live().await?;
-                sqlx::query("SELECT 1")
-                    .execute(&pool)
-                    .await
-                    .map_err(|e| format!("postgres: {e}"))?;
-                Ok(())
+                proto::runtime::postgres_answers(pool).await
             }) as proto::runtime::Check
         };
         Ok(Self {

@@ -182,6 +182,10 @@ impl Application {
         let pool = proto::runtime::connect_postgres(&config.database).await?;
         let redis = proto::runtime::connect_redis(&config.redis).await?;
         let settings = Arc::new(config.payments);
+        let (ready_pool, ready_redis) = (pool.clone(), redis.clone());
+        let readiness = move || {
+            proto::runtime::redis_and_postgres_answer(ready_pool.clone(), ready_redis.clone())
+        };
         let payments = Payments {
             provider: Arc::new(Sandbox::new(pool.clone(), settings.sandbox_webhook_after())),
             pool,
@@ -190,7 +194,9 @@ impl Application {
             settings,
         };
         Ok(Self {
-            ops: OpsServer::bind(config.listen, "payments").await?,
+            ops: OpsServer::bind(config.listen, "payments")
+                .await?
+                .with_readiness(readiness),
             payments,
             kafka: config.kafka.filter(|k| !k.brokers.is_empty()),
         })

@@ -40,6 +40,7 @@ struct Row {
     request_id: Option<RequestId>,
     payload: serde_json::Value,
     occurred_at: DateTime<Utc>,
+    correlation_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +69,7 @@ pub async fn publish_batch(
         return Ok(0);
     }
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, topic, kind, event_id, request_id, payload, occurred_at FROM outbox.messages
+        "SELECT id, topic, kind, event_id, request_id, payload, occurred_at, correlation_id FROM outbox.messages
          WHERE published_at IS NULL ORDER BY seq LIMIT $1",
     )
     .bind(BATCH)
@@ -87,7 +88,11 @@ pub async fn publish_batch(
             event_id: row.event_id,
             request_id: row.request_id,
             payload: row.payload.clone(),
+            correlation_id: row.correlation_id.clone(),
         };
+        tracing::debug!(envelope_id = %row.id, kind = %row.kind, event_id = %row.event_id,
+            request_id = ?row.request_id, correlation_id = row.correlation_id.as_deref().unwrap_or(""),
+            "publishing");
         let value = serde_json::to_vec(&envelope).unwrap_or_default();
         let key = row.event_id.to_string();
         let topic = proto::topics::with_suffix(&row.topic, &kafka.topic_suffix);

@@ -18,13 +18,13 @@ local first = tonumber(ARGV[1])
 local streamed = 0
 for i = 2, #ARGV do
   local key = KEYS[i + 1]
-  local request = redis.call('HMGET', key, 'state', 'number', 'fan')
+  local request = redis.call('HMGET', key, 'state', 'number', 'fan', 'x')
   if request[1] and not request[2] then
     local number = first + i - 2
     redis.call('HSET', key, 'number', number)
     if request[1] == 'prequeue' then
       redis.call('HSET', key, 'state', 'queued')
-      redis.call('XADD', KEYS[2], '*', 'r', ARGV[i], 'n', number, 'f', request[3])
+      redis.call('XADD', KEYS[2], '*', 'r', ARGV[i], 'n', number, 'f', request[3], 'x', request[4] or '')
       streamed = streamed + 1
     end
   end

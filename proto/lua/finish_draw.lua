@@ -24,12 +24,12 @@ end
 redis.call('SET', KEYS[4], ARGV[1])
 for i = 2, #ARGV do
   local key = KEYS[i + 4]
-  local request = redis.call('HMGET', key, 'state', 'fan')
+  local request = redis.call('HMGET', key, 'state', 'fan', 'x')
   local number = redis.call('INCR', KEYS[4])
   redis.call('HSET', key, 'number', number)
   if request[1] == 'prequeue' then
     redis.call('HSET', key, 'state', 'queued')
-    redis.call('XADD', KEYS[2], '*', 'r', ARGV[i], 'n', number, 'f', request[2])
+    redis.call('XADD', KEYS[2], '*', 'r', ARGV[i], 'n', number, 'f', request[2], 'x', request[3] or '')
   end
 end
 redis.call('DEL', KEYS[3], KEYS[5])

@@ -10,7 +10,8 @@
 -- then, for each request in turn:
 --   request id, fan id, fingerprint of the body ("" when no Idempotency-Key was sent),
 --   kind ("seats" or "best"), quantity, section or "", price tier or "",
---   the number of seat ids that follow, the seat ids (kind "seats")
+--   the number of seat ids that follow, the correlation id of the call ("" if none;
+--   kept as the request's `x` and the stream entry's `x`), the seat ids (kind "seats")
 --
 -- Returns one reply per request, in order: {status, request_id (the earlier request a
 -- replay, reused key or second request names; "" otherwise), queue_number (-1 if none
@@ -59,7 +60,7 @@ do
   for i = 1, count do
     starts[i], key_starts[i], fans[i] = a, k, ARGV[a + 1]
     k = k + (ARGV[a + 2] == '' and 1 or 2)
-    a = a + 8 + tonumber(ARGV[a + 7])
+    a = a + 9 + tonumber(ARGV[a + 7])
   end
 end
 
@@ -120,7 +121,7 @@ for i = 1, count do
   elseif ARGV[a + 6] ~= '' and not known('tier:' .. ARGV[a + 6]) then
     reply = {'unknown_price_tier', '', -1, '', 0, ARGV[a + 6]}
   elseif ARGV[a + 3] == 'seats' then
-    for s = a + 8, a + 7 + tonumber(ARGV[a + 7]) do
+    for s = a + 9, a + 8 + tonumber(ARGV[a + 7]) do
       if redis.call('HEXISTS', KEYS[8], ARGV[s]) == 0 then
         reply = {'unknown_seat', '', -1, '', 0, ARGV[s]}
         break
@@ -151,28 +152,29 @@ if #accepted > 0 then
     local id, fan, fingerprint = ARGV[a], ARGV[a + 1], ARGV[a + 2]
     local key = KEYS[key_starts[i]]
     local section, tier, seat_count = ARGV[a + 5], ARGV[a + 6], tonumber(ARGV[a + 7])
+    local correlation = ARGV[a + 8]
     if section == '' and tier == '' and seat_count == 0 then
       if numbered then
         redis.call('HSET', key, 'fan', fan, 'kind', ARGV[a + 3], 'qty', ARGV[a + 4],
-          'state', request_state, 'created', now, 'number', number)
+          'state', request_state, 'created', now, 'number', number, 'x', correlation)
       else
         redis.call('HSET', key, 'fan', fan, 'kind', ARGV[a + 3], 'qty', ARGV[a + 4],
-          'state', request_state, 'created', now)
+          'state', request_state, 'created', now, 'x', correlation)
       end
     else
       local fields = {'fan', fan, 'kind', ARGV[a + 3], 'qty', ARGV[a + 4],
-        'state', request_state, 'created', now}
+        'state', request_state, 'created', now, 'x', correlation}
       if section ~= '' then fields[#fields + 1] = 'section'; fields[#fields + 1] = section end
       if tier ~= '' then fields[#fields + 1] = 'tier'; fields[#fields + 1] = tier end
       if seat_count > 0 then
         fields[#fields + 1] = 'seats'
-        fields[#fields + 1] = table.concat({unpack(ARGV, a + 8, a + 7 + seat_count)}, ' ')
+        fields[#fields + 1] = table.concat({unpack(ARGV, a + 9, a + 8 + seat_count)}, ' ')
       end
       if numbered then fields[#fields + 1] = 'number'; fields[#fields + 1] = number end
       redis.call('HSET', key, unpack(fields))
     end
     if numbered then
-      redis.call('XADD', KEYS[7], '*', 'r', id, 'n', number, 'f', fan)
+      redis.call('XADD', KEYS[7], '*', 'r', id, 'n', number, 'f', fan, 'x', correlation)
     else
       parked[#parked + 1] = id
     end

@@ -16,6 +16,8 @@ pub mod wire;
 
 #[cfg(feature = "axum")]
 pub mod auth;
+#[cfg(any(feature = "axum", feature = "sqlx"))]
+pub mod correlation;
 #[cfg(feature = "axum")]
 pub mod http;
 #[cfg(feature = "sqlx")]

@@ -16,6 +16,8 @@ pub struct Message {
     pub request_id: Option<RequestId>,
     pub payload: serde_json::Value,
     pub occurred_at: DateTime<Utc>,
+    /// The HTTP call that caused it ([`crate::correlation`]).
+    pub correlation_id: Option<String>,
 }
 
 impl Message {
@@ -31,7 +33,15 @@ impl Message {
             request_id,
             payload: serde_json::to_value(payload).unwrap_or(serde_json::Value::Null),
             occurred_at: Utc::now(),
+            correlation_id: crate::correlation::current(),
         }
+    }
+
+    /// The message, caused by the call `correlation_id` names rather than by the
+    /// call being served (a worker deciding a request that a join put in line).
+    pub fn correlated(mut self, correlation_id: Option<String>) -> Self {
+        self.correlation_id = correlation_id;
+        self
     }
 }
 
@@ -50,10 +60,14 @@ pub async fn write(tx: &mut sqlx::PgConnection, messages: &[Message]) -> Result<
         .collect();
     let payloads: Vec<serde_json::Value> = messages.iter().map(|m| m.payload.clone()).collect();
     let times: Vec<DateTime<Utc>> = messages.iter().map(|m| m.occurred_at).collect();
+    let correlations: Vec<Option<&str>> = messages
+        .iter()
+        .map(|m| m.correlation_id.as_deref())
+        .collect();
     sqlx::query(
-        "INSERT INTO outbox.messages (id, topic, kind, event_id, request_id, payload, occurred_at)
-         SELECT id, topic, kind, event_id, request_id, payload, occurred_at FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::jsonb[], $7::timestamptz[])
-         WITH ORDINALITY AS t(id, topic, kind, event_id, request_id, payload, occurred_at, n)
+        "INSERT INTO outbox.messages (id, topic, kind, event_id, request_id, payload, occurred_at, correlation_id)
+         SELECT id, topic, kind, event_id, request_id, payload, occurred_at, correlation_id FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::jsonb[], $7::timestamptz[], $8::text[])
+         WITH ORDINALITY AS t(id, topic, kind, event_id, request_id, payload, occurred_at, correlation_id, n)
          ORDER BY n",
     )
     .bind(&ids)
@@ -63,6 +77,7 @@ pub async fn write(tx: &mut sqlx::PgConnection, messages: &[Message]) -> Result<
     .bind(&requests)
     .bind(&payloads)
     .bind(&times)
+    .bind(&correlations)
     .execute(tx)
     .await?;
     Ok(())

@@ -194,23 +194,11 @@ impl OpsServer {
         let metrics = metrics();
         let service = self.service;
         let answer = move |check: Option<CheckFn>| async move {
-            use axum::response::IntoResponse;
             let outcome = match check {
                 Some(check) => check().await,
                 None => Ok(()),
             };
-            match outcome {
-                Ok(()) => axum::Json(serde_json::json!({"status": "ok", "service": service}))
-                    .into_response(),
-                Err(message) => {
-                    tracing::warn!(service, %message, "health check failed");
-                    (
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                        axum::Json(serde_json::json!({"code": "not_ready", "message": message})),
-                    )
-                        .into_response()
-                }
-            }
+            check_response(service, outcome)
         };
         let liveness = self.liveness.clone();
         let readiness = self.readiness.clone().or_else(|| self.liveness.clone());
@@ -233,23 +221,69 @@ impl OpsServer {
     }
 }
 
-/// The readiness check of a service that needs Redis and Postgres: both answer.
+/// How long a readiness check waits for a dependency before calling it away (a
+/// stopped server can leave a connection attempt hanging much longer).
+#[cfg(any(feature = "sqlx", feature = "redis"))]
+const DEPENDENCY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A health check's answer: 200 `{"status": "ok", "service"}`, or 503 `{"code":
+/// "not_ready", "message"}` saying what failed.
+pub fn check_response(
+    service: &'static str,
+    outcome: Result<(), String>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match outcome {
+        Ok(()) => {
+            axum::Json(serde_json::json!({"status": "ok", "service": service})).into_response()
+        }
+        Err(message) => {
+            tracing::warn!(service, %message, "health check failed");
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({"code": "not_ready", "message": message})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// The readiness check of a service that needs Redis and Postgres: both answer,
+/// each within two seconds.
 #[cfg(all(feature = "sqlx", feature = "redis"))]
 pub fn redis_and_postgres_answer(
     pool: sqlx::PgPool,
-    mut redis: redis::aio::ConnectionManager,
+    redis: redis::aio::ConnectionManager,
 ) -> Check {
     Box::pin(async move {
-        redis::cmd("PING")
-            .query_async::<String>(&mut redis)
-            .await
-            .map_err(|e| format!("redis: {e}"))?;
-        sqlx::query("SELECT 1")
-            .execute(&pool)
-            .await
-            .map_err(|e| format!("postgres: {e}"))?;
-        Ok(())
+        redis_answers(redis).await?;
+        postgres_answers(pool).await
     })
+}
+
+/// Redis answers a PING within two seconds.
+#[cfg(feature = "redis")]
+pub async fn redis_answers(mut redis: redis::aio::ConnectionManager) -> Result<(), String> {
+    match tokio::time::timeout(
+        DEPENDENCY_DEADLINE,
+        redis::cmd("PING").query_async::<String>(&mut redis),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("redis: {e}")),
+        Err(_) => Err("redis: no answer within 2 s".into()),
+    }
+}
+
+/// Postgres answers a `SELECT 1` within two seconds.
+#[cfg(feature = "sqlx")]
+pub async fn postgres_answers(pool: sqlx::PgPool) -> Result<(), String> {
+    match tokio::time::timeout(DEPENDENCY_DEADLINE, sqlx::query("SELECT 1").execute(&pool)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("postgres: {e}")),
+        Err(_) => Err("postgres: no answer within 2 s".into()),
+    }
 }
 
 /// A Postgres pool for `settings`, with every pending migration applied.

@@ -7,14 +7,19 @@
 //! - [`PrivateBroker`]: the tansu Kafka-protocol broker with in-memory storage on a
 //!   free port; killed and started again, it has lost every topic and offset.
 //!
-//! Both panic with what to install when a program is missing: they are for tests
+//! - [`PrivateRedis`]: `redis-server` with AOF in a temporary directory, stopped and
+//!   started again on the same port.
+//!
+//! All panic with what to install when a program is missing: they are for tests
 //! and benchmarks, which `deploy/test` runs with everything installed.
 
 mod broker;
 mod postgres;
+mod redis;
 
 pub use broker::PrivateBroker;
 pub use postgres::PrivatePostgres;
+pub use redis::PrivateRedis;
 
 /// A TCP port on 127.0.0.1 that nothing listens on right now.
 pub fn free_port() -> u16 {

@@ -109,6 +109,16 @@ impl PrivatePostgres {
         ]);
     }
 
+    /// Stops the server (fast shutdown: sessions are ended, then a checkpoint).
+    pub fn stop(&self) {
+        self.pg(&["pg_ctl", "-D", &self.data_str(), "-m", "fast", "-w", "stop"]);
+    }
+
+    /// Starts a stopped server again on the same port.
+    pub fn start_again(&self) {
+        self.start_server();
+    }
+
     /// Crashes the server (an immediate stop: no checkpoint, every connection cut,
     /// crash recovery on the next start) and starts it again.
     pub fn crash_and_restart(&self) {

@@ -46,7 +46,8 @@ struct Prepared {
     ask: serde_json::Value,
     request_key: String,
     idempotency_key: Option<String>,
-    /// request id, fan, fingerprint, kind, quantity, section, tier, seat count, seats
+    /// request id, fan, fingerprint, kind, quantity, section, tier, seat count,
+    /// correlation id, seats
     args: Vec<String>,
 }
 
@@ -68,6 +69,10 @@ impl Prepared {
             None => (String::new(), None),
         };
         let mut args = vec![request_id.to_string(), fan.to_string(), fingerprint];
+        // The call that joins (its x-request-id) travels with the request: into its
+        // hash and its stream entry, to the worker's outbox rows, to the email.
+        let correlation = proto::correlation::current().unwrap_or_default();
+        tracing::debug!(%event_id, %request_id, %fan, correlation_id = %correlation, "joining");
         match ask {
             Ask::Seats(seats) => {
                 let count = seats.len().to_string();
@@ -77,6 +82,7 @@ impl Prepared {
                     String::new(),
                     String::new(),
                     count,
+                    correlation,
                 ]);
                 args.extend(seats.iter().map(|s| s.as_str().to_owned()));
             }
@@ -90,6 +96,7 @@ impl Prepared {
                 section.clone().unwrap_or_default(),
                 price_tier.clone().unwrap_or_default(),
                 "0".into(),
+                correlation,
             ]),
         }
         Self {

@@ -106,8 +106,14 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = proto::runtime::connect_postgres(&config.database).await?;
         let redis = proto::runtime::connect_redis(&config.redis).await?;
+        let (ready_pool, ready_redis) = (pool.clone(), redis.clone());
+        let readiness = move || {
+            proto::runtime::redis_and_postgres_answer(ready_pool.clone(), ready_redis.clone())
+        };
         Ok(Self {
-            ops: OpsServer::bind(config.listen, "waiting-room").await?,
+            ops: OpsServer::bind(config.listen, "waiting-room")
+                .await?
+                .with_readiness(readiness),
             pool,
             redis,
             keys: Keys::new(config.redis.key_prefix),

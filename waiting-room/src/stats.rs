@@ -113,6 +113,14 @@ pub async fn sample(
         held: counts.first().copied().flatten().unwrap_or(0),
         sold: counts.get(1).copied().flatten().unwrap_or(0),
     };
+    // The same figures for Prometheus, per event: the line's length and progress and
+    // the seats held and sold, as the dashboard's charts show them.
+    let label = [("event_id", event.to_string())];
+    metrics::gauge!("onsale_line_waiting", &label)
+        .set(sample.next.saturating_sub(sample.served) as f64);
+    metrics::gauge!("onsale_line_served", &label).set(sample.served as f64);
+    metrics::gauge!("onsale_seats_held", &label).set(sample.held as f64);
+    metrics::gauge!("onsale_seats_sold", &label).set(sample.sold as f64);
     let key = keys.samples(event);
     let _: () = redis::pipe()
         .lpush(&key, sample.encode())

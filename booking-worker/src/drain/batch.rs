@@ -99,6 +99,8 @@ fn parse(reply: &[Value], entries: &[Entry]) -> Result<Outcome, DrainError> {
             state
         };
         let expires_ms = i64::from_redis_value(expires.clone()).unwrap_or(0);
+        tracing::debug!(%request_id, queue_number = entry.number, state = state.as_str(),
+            correlation_id = entry.correlation_id.as_deref().unwrap_or(""), "decided");
         decisions.push(Decision {
             request_id,
             fan: entry.fan,
@@ -112,6 +114,7 @@ fn parse(reply: &[Value], entries: &[Entry]) -> Result<Outcome, DrainError> {
                 .map(str::to_owned)
                 .collect(),
             reason: Some(text(reason)).filter(|r| !r.is_empty()),
+            correlation_id: entry.correlation_id.clone(),
             state,
         });
     }

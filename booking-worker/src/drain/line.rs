@@ -19,6 +19,8 @@ pub struct Entry {
     pub request_id: RequestId,
     pub number: i64,
     pub fan: UserId,
+    /// The x-request-id of the join that put it in line (`proto::correlation`).
+    pub correlation_id: Option<String>,
 }
 
 pub fn parse_entry(entry: &StreamId) -> Option<Entry> {
@@ -28,6 +30,7 @@ pub fn parse_entry(entry: &StreamId) -> Option<Entry> {
         request_id: field("r")?.parse().ok()?,
         number: field("n")?.parse().ok()?,
         fan: field("f")?.parse().ok()?,
+        correlation_id: proto::correlation::from_field(field("x")),
     })
 }
 

@@ -35,6 +35,8 @@ pub struct Decision {
     pub seats: Vec<String>,
     pub expires_at: Option<DateTime<Utc>>,
     pub reason: Option<String>,
+    /// The join's x-request-id, from the stream entry (`proto::correlation`).
+    pub correlation_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -260,16 +262,19 @@ pub async fn record(
                 RequestState::Released => EventType::RequestReleased,
                 _ => return None,
             };
-            Some(request_message(
-                kind,
-                event_id,
-                d.request_id,
-                d.fan,
-                d.state,
-                d.seats.clone(),
-                d.expires_at,
-                d.reason.clone(),
-            ))
+            Some(
+                request_message(
+                    kind,
+                    event_id,
+                    d.request_id,
+                    d.fan,
+                    d.state,
+                    d.seats.clone(),
+                    d.expires_at,
+                    d.reason.clone(),
+                )
+                .correlated(d.correlation_id.clone()),
+            )
         })
         .collect();
     outbox::write(&mut tx, &messages).await?;

@@ -67,6 +67,7 @@ fn held(request: RequestId, seat: &str) -> Decision {
         seats: vec![seat.to_owned()],
         expires_at: Some(Utc::now() + chrono::Duration::minutes(10)),
         reason: None,
+        correlation_id: None,
     }
 }
 

@@ -5,20 +5,23 @@
 //   SCREENSHOTS=/tmp/shots node ops.mjs
 //
 // Setup goes through the REST API as the bootstrap admin (a venue, an event on sale
-// a few seconds later at 2 admissions a second, background fans in the pre-queue).
+// a few seconds later at 2 admissions a second). The sale itself is driven by the
+// load generator (`loadgen sale`, path in LOADGEN): its fans arrive in waves, join,
+// and pay for, decline or let run out their holds while the operator watches.
 // The operator (1280x900) uses only /ops/events/{event_id}; one fan (390x844) uses
 // only /e/{event_id}. Debian's chromium is driven by playwright-core (CHROMIUM
 // overrides its path). Exit 0 when every step held, 1 otherwise.
 //
 // Needs a gateway with a booking worker, the draw scheduler and the per-second stats
-// sampler running. Optional: TIMEOUT_SECONDS (150), ONSALE_DELAY_SECONDS (5),
-// FANS (30), PAYERS (8: background fans who pay for their holds, so sales and the
-// Payments panel move; with 0 the "#stat-paid reaches 1" step is skipped),
-// HEADFUL=1.
+// sampler running, and LOADGEN (the loadgen binary). Optional: TIMEOUT_SECONDS (150),
+// ONSALE_DELAY_SECONDS (5), FANS (30: the load generator's fans), PAYERS_PER_10 (6:
+// of every 10 of its fans, how many pay, so sales and the Payments panel move; with
+// 0 the "#stat-paid reaches 1" step is skipped), HEADFUL=1.
 
 import { chromium } from 'playwright-core';
 import { BASE_URL, SCREENSHOTS, CHROMIUM, RUN, T0, log, step, Failure, fail, check, sleep, pages, watch, shot, call, login, registerFan, pool } from './lib.mjs';
 import crypto from 'node:crypto';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 
@@ -27,59 +30,62 @@ const ADMIN_PASSWORD = process.env.ADMIN_PASSWORD;
 const TIMEOUT_S = Number(process.env.TIMEOUT_SECONDS || 150);
 const ONSALE_DELAY_S = Number(process.env.ONSALE_DELAY_SECONDS || 5);
 const FANS = Number(process.env.FANS || 30);
-const PAYERS = Number(process.env.PAYERS ?? 8);
+const PAYERS_PER_10 = Number(process.env.PAYERS_PER_10 ?? 6);
+const LOADGEN = process.env.LOADGEN;
 
 /**
- * Some background fans pay for their holds as they get them, so the dashboard's
- * sales move too. Best effort: this is scenery, not a step under test.
+ * The load generator's simulated sale on `eventId`, as a child process. Its progress
+ * lines (`sale: joined 12/30 held 4 paid 2 ...`, one a second) are parsed as they
+ * come; `until(field, n)` waits for a figure, `stop()` ends it (SIGTERM) and resolves
+ * with its JSON summary.
  */
-function startPayers(joined) {
-  const pending = new Map(joined.map((j) => [j.requestId, j]));
-  let stopped = false;
-  let paid = 0;
-  const yy = String((new Date().getUTCFullYear() + 3) % 100).padStart(2, '0');
-  const done = (async () => {
-    while (!stopped && pending.size) {
-      for (const j of Array.from(pending.values())) {
-        if (stopped) break;
-        try {
-          const r = await call('GET', `/v1/requests/${j.requestId}`, { token: j.token });
-          const s = r.status === 200 && r.data ? r.data.state : null;
-          if (s === 'held') {
-            const c = await call('POST', `/v1/requests/${j.requestId}/checkout`, {
-              token: j.token,
-              key: crypto.randomUUID(),
-              body: { card_number: '4242424242424242', expiry: `12/${yy}`, cvc: '123' },
-            });
-            if (c.status === 200 && c.data && c.data.state === 'paid') {
-              paid++;
-              pending.delete(j.requestId);
-            }
-          } else if (s === 'confirmed') {
-            paid++; // paid after a checkout that answered before its payment settled
-            pending.delete(j.requestId);
-          } else if (s && s !== 'prequeue' && s !== 'queued' && s !== 'paying') {
-            pending.delete(j.requestId); // ended some other way
-          }
-        } catch (_) {
-          /* scenery: a failed poll is tried again next round */
-        }
+function startLoadgen(eventId) {
+  check(LOADGEN, 'set LOADGEN to the loadgen binary (the Rust harness does)');
+  const args = ['sale', '--gateway', BASE_URL, '--event', eventId, '--fans', String(FANS),
+    '--payers-per-10', String(PAYERS_PER_10), '--wave', '5', '--wave-ms', '700', '--seconds', String(TIMEOUT_S)];
+  log(`   ${LOADGEN} ${args.join(' ')}`);
+  const child = spawn(LOADGEN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
+  const figures = { joined: 0, held: 0, paid: 0, declined: 0, ended: 0, refused: 0, errors: 0 };
+  let out = '';
+  let err = '';
+  let exited = null;
+  const waiters = new Set();
+  const wake = () => { for (const w of Array.from(waiters)) w(); };
+  child.stdout.on('data', (chunk) => {
+    out += chunk;
+    const lines = out.split('\n');
+    out = lines.pop();
+    for (const line of lines) {
+      const m = /^sale: joined (\d+)\/\d+ held (\d+) paid (\d+) declined (\d+) ended (\d+) refused (\d+) errors (\d+)/.exec(line);
+      if (m) {
+        [figures.joined, figures.held, figures.paid, figures.declined, figures.ended, figures.refused, figures.errors] = m.slice(1).map(Number);
+      } else {
+        summary.push(line);
       }
-      await sleep(1000); // a polling interval, not a synchronisation
     }
-  })();
+    wake();
+  });
+  child.stderr.on('data', (chunk) => { err += chunk; });
+  const summary = [];
+  const done = new Promise((resolve) => child.on('exit', (code, signal) => { exited = { code, signal }; wake(); resolve(); }));
   return {
-    paid: () => paid,
+    figures,
+    async until(field, atLeast, timeoutMs = 30000) {
+      const deadline = Date.now() + timeoutMs;
+      while (figures[field] < atLeast) {
+        check(!exited, `loadgen sale exited (${JSON.stringify(exited)}) with ${field} ${figures[field]} < ${atLeast}: ${err.slice(-2000)}`);
+        check(Date.now() < deadline, `loadgen sale: ${field} stayed at ${figures[field]} (< ${atLeast}) for ${timeoutMs} ms; stderr: ${err.slice(-2000)}`);
+        await new Promise((resolve) => { const w = () => { waiters.delete(w); resolve(); }; waiters.add(w); setTimeout(w, 500); });
+      }
+    },
     async stop() {
-      stopped = true;
+      if (!exited) child.kill('SIGTERM');
       await done;
-      return paid;
+      check(figures.errors === 0, `loadgen sale's fans met errors: ${err.slice(-2000)}`);
+      return summary.join('\n');
     },
   };
 }
-
-// ---------------------------------------------------------------------------
-// waiting in the browser, never by fixed sleeps
 
 async function waitFor(page, what, fn, arg, timeoutMs = 20000) {
   try {
@@ -184,9 +190,8 @@ async function main() {
   step('the admin signs in (REST)');
   const admin = await login(ADMIN_EMAIL, ADMIN_PASSWORD);
 
-  step(`${FANS} background fans register and sign in (REST)`);
-  const fans = await pool(Array.from({ length: FANS }, (_, i) => i + 1), 4, (i) => registerFan(i, 'opsfan'));
-  log(`   ${fans.length} fans signed in`);
+  step('two bystander fans register and sign in, for the refusals (REST)');
+  const fans = await pool([1, 2], 2, (i) => registerFan(i, 'opsfan'));
 
   step('the browser starts');
   const browser = await chromium.launch({
@@ -266,38 +271,27 @@ async function scenario(browser, admin, fans) {
   log(`   event ${eventId}, on sale at ${onsaleAt.toISOString()}`);
   const opsUrl = `${BASE_URL}/ops/events/${eventId}`;
 
-  step(`the ${fans.length} background fans join the pre-queue, 1 seat each (REST)`);
-  const joins = await pool(fans, 10, (fn) =>
-    call('POST', `/v1/events/${eventId}/requests`, {
-      token: fn.token,
-      key: crypto.randomUUID(),
-      body: { quantity: 1 },
-      expect: [202],
-    })
-  );
-  const prequeued = joins.filter((j) => j.data.queue_number === null).length;
-  log(`   ${joins.length} requests accepted, ${prequeued} of them in the pre-queue`);
-  for (const j of joins) check(j.data.request_id, `a join answered no request_id: ${JSON.stringify(j.data)}`);
-  const evNow = (await call('GET', `/v1/events/${eventId}`, { expect: [200] })).data;
-  if (evNow.admission_per_second !== 2) {
-    log(`   admission is ${evNow.admission_per_second}/s; setting 2/s`);
-    await call('PUT', `/v1/ops/events/${eventId}/admission`, { token: admin, key: crypto.randomUUID(), body: { per_second: 2 }, expect: [200] });
-  }
-  const payers = startPayers(
-    joins.slice(0, PAYERS).map((j, i) => ({ requestId: j.data.request_id, token: fans[i].token }))
-  );
-
+  step(`the load generator's ${FANS} fans arrive in waves and join, 1 seat each (loadgen sale)`);
+  const sale = startLoadgen(eventId);
   try {
-    await dashboardScenario({ ops, fan, admin, fans, eventId, eventName, opsUrl, onsaleAt, payers });
+    await sale.until('joined', Math.min(10, FANS));
+    log(`   ${sale.figures.joined} joined so far, ${sale.figures.refused} refused`);
+    const evNow = (await call('GET', `/v1/events/${eventId}`, { expect: [200] })).data;
+    if (evNow.admission_per_second !== 2) {
+      log(`   admission is ${evNow.admission_per_second}/s; setting 2/s`);
+      await call('PUT', `/v1/ops/events/${eventId}/admission`, { token: admin, key: crypto.randomUUID(), body: { per_second: 2 }, expect: [200] });
+    }
+    await dashboardScenario({ ops, fan, admin, fans, eventId, eventName, opsUrl, onsaleAt, sale });
   } finally {
-    const paid = await payers.stop();
-    log(`   (background fans paid for ${paid} holds)`);
+    const summary = await sale.stop();
+    log(`   loadgen sale: ${JSON.stringify(sale.figures)}`);
+    log(summary.split('\n').map((l) => `   | ${l}`).join('\n'));
   }
 
   for (const w of pages) check(!w.errors.length, `${w.name} threw: ${w.errors.join(' | ')}`);
 }
 
-async function dashboardScenario({ ops, fan, admin, fans, eventId, eventName, opsUrl, onsaleAt, payers }) {
+async function dashboardScenario({ ops, fan, admin, fans, eventId, eventName, opsUrl, onsaleAt, sale }) {
   step('the operator (1280x900) opens the dashboard and signs in through #ops-signin');
   await ops.goto(opsUrl);
   check(!(await visible(ops, '#dashboard')), 'the dashboard shows before anyone signed in');
@@ -365,7 +359,7 @@ async function dashboardScenario({ ops, fan, admin, fans, eventId, eventName, op
   const served0 = await figure(ops, 'stat-served');
   const queue0 = await figure(ops, 'stat-queue');
   log(`   now: #stat-served ${served0}, #stat-queue ${queue0}`);
-  check(queue0 > 0, `#stat-queue is ${queue0} with ${fans.length + 1} fans in line`);
+  check(queue0 > 0, `#stat-queue is ${queue0} with ${sale.figures.joined + 1} fans in line`);
   await waitFor(
     ops,
     `#stat-served grows past ${served0} and #stat-queue falls below ${queue0}`,
@@ -560,13 +554,13 @@ async function dashboardScenario({ ops, fan, admin, fans, eventId, eventName, op
     await shot(w.page, '04-fan-refused.png');
   }
 
-  if (PAYERS > 0) {
-    step(`the background fans' payments show: #stat-paid reaches at least 1 (and at least the ${payers.paid()} paid so far)`);
+  if (PAYERS_PER_10 > 0) {
+    step(`the load generator's payments show: #stat-paid reaches at least 1 (and at least the ${sale.figures.paid} its fans paid so far)`);
     await waitFor(
       ops,
       '#stat-paid counts the paid orders',
       (atLeast) => Number(document.getElementById('stat-paid').dataset.value) >= atLeast,
-      Math.max(1, payers.paid()),
+      Math.max(1, sale.figures.paid),
       30000
     );
     log(`   #stat-paid ${await text(ops, '#stat-paid')}, #stat-revenue ${await text(ops, '#stat-revenue')}, #stat-outbox ${await text(ops, '#stat-outbox')} (oldest ${await text(ops, '#stat-outbox-lag')})`);

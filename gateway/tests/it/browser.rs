@@ -4,7 +4,9 @@
 //! the farm runs them. Screenshots of every step land in `target/browser/<script>/`.
 //!
 //! Needs `node`, `/usr/bin/chromium` (or `CHROMIUM`) and `npm ci` run in
-//! `gateway/tests/browser`; `deploy/test` provides all three.
+//! `gateway/tests/browser`; `deploy/test` provides all three. The dashboard's sale is
+//! driven by the load generator's binary (`loadgen sale`), which `cargo test
+//! --workspace` builds beside this test.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -54,6 +56,12 @@ async fn run_scenario(pool: PgPool, script: &str) -> PathBuf {
         })
     };
 
+    // The load generator, built beside this test binary (target/<profile>/deps/..).
+    let loadgen = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("loadgen")))
+        .filter(|path| path.is_file())
+        .expect("the loadgen binary beside this test's: run the suite with `cargo test --workspace` (deploy/test does)");
     let name = script.trim_end_matches(".mjs");
     let screenshots = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../target/browser")
@@ -69,6 +77,7 @@ async fn run_scenario(pool: PgPool, script: &str) -> PathBuf {
             .env("ADMIN_EMAIL", ADMIN_EMAIL)
             .env("ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("SCREENSHOTS", &shots)
+            .env("LOADGEN", loadgen)
             .output()
     })
     .await
@@ -83,6 +92,8 @@ async fn run_scenario(pool: PgPool, script: &str) -> PathBuf {
 
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
+    // The scenario's step log (shown with --nocapture, and with any failure).
+    println!("{stdout}");
     assert!(
         output.status.success(),
         "the browser scenario {name} failed ({}):\n{stdout}\n{stderr}",

@@ -7,9 +7,15 @@ use sqlx::PgPool;
 use crate::helpers::*;
 
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
-async fn health_reports_postgres_and_redis(pool: PgPool) {
+async fn healthz_says_alive_and_readyz_reports_postgres_and_redis(pool: PgPool) {
     let app = spawn_app(pool).await;
     let response = app.get("/healthz", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.json::<Value>().await.expect("json"),
+        json!({"status": "ok", "service": "gateway"})
+    );
+    let response = app.get("/readyz", None).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response.json::<Value>().await.expect("json"),

@@ -176,6 +176,7 @@ impl World {
             event_id: self.event_id,
             request_id: Some(request_id),
             payload,
+            correlation_id: Some(format!("test-{}", Uuid::new_v4().simple())),
         }
     }
 

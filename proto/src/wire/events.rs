@@ -31,6 +31,10 @@ pub struct Envelope {
     pub request_id: Option<RequestId>,
     /// The facts of the event, shaped by `kind` ([`RequestPayload`], [`OrderPayload`]).
     pub payload: serde_json::Value,
+    /// The gateway's `x-request-id` of the HTTP call that caused the event (the join
+    /// for `request.held`, the checkout for `order.paid`); absent when no call did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
 }
 
 /// The event types onsale publishes, with their topics.
