@@ -9,6 +9,7 @@
 //! loadgen flood  --seconds 10 --fans 10000         seat-map GETs/s and join latency under a flood
 //! loadgen checkout --fans 2000 --concurrency 32     checkouts/s through the gateway; outbox and email lag
 //! loadgen sockets --sockets 50000 --servers 4      live sockets held, memory per socket, move fan-out latency
+//! loadgen sale --event ID --fans 30                 a simulated on-sale through a running gateway's REST API
 //! ```
 
 mod chaos;
@@ -16,6 +17,7 @@ mod checkout;
 mod drain;
 mod flood;
 mod joins;
+mod sale;
 mod setup;
 mod sockets;
 
@@ -50,6 +52,10 @@ enum Command {
     /// move of the line takes to reach every socket, against a bare tokio-tungstenite
     /// broadcast server.
     Sockets(sockets::SocketArgs),
+    /// A simulated on-sale through a running gateway's REST API: fans sign up, join
+    /// in waves, pay for (or decline, or let run out) their holds; progress each
+    /// second. For demos and the operators' dashboard test.
+    Sale(sale::SaleArgs),
     /// A client process of `sockets` (started by it).
     #[command(hide = true)]
     SocketsClient(sockets::ClientArgs),
@@ -72,6 +78,8 @@ async fn main() -> anyhow::Result<()> {
     let command = match command {
         Command::SocketsClient(args) => return sockets::client(args).await,
         Command::SocketsBare(args) => return sockets::bare(args).await,
+        // A sale goes through a gateway's public API only.
+        Command::Sale(args) => return sale::sale(args).await,
         command => command,
     };
     let mut stack = setup::connect().await?;
@@ -83,7 +91,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Flood(args) => flood::flood(&mut stack, args).await,
         Command::Checkout(args) => checkout::checkout(&mut stack, args).await,
         Command::Sockets(args) => sockets::sockets(&mut stack, args).await,
-        Command::SocketsClient(_) | Command::SocketsBare(_) => unreachable!("handled above"),
+        Command::SocketsClient(_) | Command::SocketsBare(_) | Command::Sale(_) => {
+            unreachable!("handled above")
+        }
     };
     // The run's keys go whatever the outcome; its Postgres rows stay for inspection.
     setup::cleanup(&mut stack).await?;
