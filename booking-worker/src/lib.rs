@@ -193,7 +193,9 @@ impl Application {
         let pool = proto::runtime::connect_postgres(&config.database).await?;
         let worker = Worker::connect(&config, pool).await?;
         // Rare events' counters exist from the start, at zero, so that a dashboard
-        // asking for them finds a series before the first one happens.
+        // asking for them finds a series before the first one happens (on the
+        // recorder /metrics renders, installed here if it is not yet).
+        proto::runtime::metrics();
         for name in [
             "onsale_worker_dead_letters_total",
             "onsale_ledger_conflicts_total",

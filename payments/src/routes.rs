@@ -56,9 +56,12 @@ async fn post_checkout(
     // Once started, a checkout runs to its end on a task of its own: a client that
     // goes away mid-way (a timeout, a closed tab) must not leave the request paying
     // with no order, nor a charge without its settlement.
-    let order = tokio::spawn(async move {
-        checkout::checkout(&payments, caller.user_id, request_id, &body).await
-    })
+    // It keeps the call's correlation id and log span.
+    let task =
+        async move { checkout::checkout(&payments, caller.user_id, request_id, &body).await };
+    let order = tokio::spawn(tracing::Instrument::in_current_span(
+        proto::correlation::carried(task),
+    ))
     .await
     .map_err(|e| Error::Unexpected(format!("checkout task: {e}")))??;
     Ok(Json(order.to_wire()))

@@ -32,6 +32,13 @@ pub async fn scope<F: Future>(id: Option<String>, work: F) -> F::Output {
     CURRENT.scope(id, work).await
 }
 
+/// `work` with the current correlation id, for a task spawned to finish what a call
+/// started (a task-local does not follow `tokio::spawn` by itself).
+pub fn carried<F: Future>(work: F) -> impl Future<Output = F::Output> {
+    let id = current();
+    CURRENT.scope(id, work)
+}
+
 /// `raw` as a correlation id: 1 to [`MAX_LEN`] visible ASCII characters, or none.
 pub fn accept(raw: &str) -> Option<String> {
     (!raw.is_empty() && raw.len() <= MAX_LEN && raw.bytes().all(|b| b.is_ascii_graphic()))
@@ -65,5 +72,16 @@ mod tests {
         assert_eq!(inside.as_deref(), Some("req-1"));
         assert_eq!(scope(None, async { current() }).await, None);
         assert_eq!(current(), None);
+        let spawned = scope(Some("req-2".into()), async {
+            tokio::spawn(carried(async { current() }))
+                .await
+                .expect("task")
+        })
+        .await;
+        assert_eq!(
+            spawned.as_deref(),
+            Some("req-2"),
+            "carried into a spawned task"
+        );
     }
 }
