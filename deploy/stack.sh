@@ -78,6 +78,25 @@ ensure_browser() {
     fi
 }
 
+# schemathesis (PyPI), for the contract test: in a virtualenv of the project's own
+# under target/tools, pinned, so that the run is the same on every machine. Exports
+# SCHEMATHESIS with its path.
+SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+    local venv="$root/target/tools/schemathesis-$SCHEMATHESIS_VERSION"
+    if [ ! -x "$venv/bin/schemathesis" ]; then
+        command -v python3 >/dev/null 2>&1 || apt_install python3 \
+            || die "python3 is missing: install Python 3.9 or later (the contract test runs schemathesis)"
+        python3 -c 'import venv' 2>/dev/null && python3 -m venv "$venv" 2>/dev/null \
+            || { apt_install python3-venv && python3 -m venv "$venv"; } \
+            || die "cannot make a Python virtualenv: apt-get install python3-venv"
+        say "installing schemathesis $SCHEMATHESIS_VERSION for the contract test (pip, into $venv)"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" >&2 \
+            || die "pip could not install schemathesis==$SCHEMATHESIS_VERSION (it needs the PyPI registry)"
+    fi
+    export SCHEMATHESIS="$venv/bin/schemathesis"
+}
+
 pg_bin() {
     local name=$1
     if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return 0; fi

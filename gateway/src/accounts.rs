@@ -81,8 +81,10 @@ impl From<AccountError> for ErrorBody {
 /// Lower-cases and checks an email address. Deliberately loose: the mail server is
 /// the judge of deliverability, this only refuses what cannot be an address.
 pub fn normalize_email(email: &str) -> Result<String, AccountError> {
+    // The length is the one sent, spaces included (the OpenAPI schema's maxLength).
+    let sent_chars = email.chars().count();
     let email = email.trim().to_lowercase();
-    let valid = email.chars().count() <= MAX_EMAIL_CHARS
+    let valid = sent_chars <= MAX_EMAIL_CHARS
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
         && matches!(email.split_once('@'), Some((local, domain))
             if !local.is_empty() && domain.contains('.') && !domain.contains('@')
@@ -274,13 +276,19 @@ pub async fn authenticate(
     email: &str,
     password: SecretString,
 ) -> Result<Account, AccountError> {
-    let email = email.trim().to_lowercase();
-    let row: Option<(UserId, String, String, String)> = sqlx::query_as(
-        "SELECT user_id, email, role, password_hash FROM gateway.users WHERE email = $1",
-    )
-    .bind(&email)
-    .fetch_optional(pool)
-    .await?;
+    // What cannot be an address has no account: no query (a NUL would not even
+    // reach Postgres), but the same hashing work as a wrong password.
+    let email = normalize_email(email).unwrap_or_default();
+    let row: Option<(UserId, String, String, String)> = if email.is_empty() {
+        None
+    } else {
+        sqlx::query_as(
+            "SELECT user_id, email, role, password_hash FROM gateway.users WHERE email = $1",
+        )
+        .bind(&email)
+        .fetch_optional(pool)
+        .await?
+    };
     let (account, hash) = match row {
         Some((user_id, email, role, hash)) => (
             Some(Account {

@@ -15,6 +15,7 @@
 
 pub mod accounts;
 pub mod config;
+mod contract;
 pub mod idempotency;
 pub mod limits;
 pub mod pages;
@@ -95,7 +96,7 @@ impl utoipa::Modify for BearerAuth {
 }
 
 /// The complete OpenAPI document of the public API, without a running server.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+pub fn openapi() -> serde_json::Value {
     let mut doc = ApiDoc::openapi();
     doc.merge(routes::router().into_openapi());
     doc.merge(inventory::router().into_openapi());
@@ -103,7 +104,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(restore::router().into_openapi());
     doc.merge(payments::router().into_openapi());
     doc.merge(realtime::router().into_openapi());
-    doc
+    contract::complete(doc)
 }
 
 /// Builds the gateway's router around live connections; also returns the rate
@@ -212,7 +213,7 @@ pub fn router(
         .route("/readyz", get(readyz).with_state(state.clone()))
         .route("/metrics", get(move || std::future::ready(metrics.render())))
         .merge(pages::router())
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", contract::complete(openapi)))
         .fallback(proto::http::not_found)
         .method_not_allowed_fallback(proto::http::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.limits.body_bytes))

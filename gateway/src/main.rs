@@ -7,16 +7,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    proto::runtime::init_tracing("gateway");
+    // `gateway openapi` prints the document alone, with no log line before it.
     if std::env::args().nth(1).as_deref() == Some("openapi") {
         println!(
             "{}",
-            gateway::openapi()
-                .to_pretty_json()
-                .context("rendering openapi")?
+            serde_json::to_string_pretty(&gateway::openapi()).context("rendering openapi")?
         );
         return Ok(());
     }
+    proto::runtime::init_tracing("gateway");
     let config = gateway::Config::load().context("loading configuration")?;
     gateway::Application::build(config)
         .await?

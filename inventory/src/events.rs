@@ -13,7 +13,7 @@ use crate::error::Error;
 
 pub const MAX_PER_FAN: u32 = 50;
 pub const HOLD_SECONDS: std::ops::RangeInclusive<u32> = 60..=3_600;
-pub const ADMISSION_PER_SECOND: std::ops::RangeInclusive<u32> = 1..=100_000;
+pub use proto::wire::queue::ADMISSION_PER_SECOND;
 /// A price above this (one million in the currency's units) is a typo.
 pub const MAX_PRICE_CENTS: u64 = 100_000_000;
 
@@ -33,11 +33,13 @@ pub struct EventRow {
 
 /// Checks an event on its own; [`create`] checks it against its venue.
 pub fn validate(event: &CreateEvent) -> Result<(), Error> {
-    let name = event.name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
+    let longest = crate::venues::MAX_NAME_CHARS;
+    if !crate::venues::is_display_name(&event.name) {
         return Err(Error::invalid(
             ErrorCode::InvalidRequest,
-            "event name must be 1 to 200 characters",
+            format!(
+                "event name must be 1 to {longest} characters, not only spaces, no control characters"
+            ),
         ));
     }
     if event.onsale_at >= event.starts_at {

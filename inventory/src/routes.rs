@@ -120,6 +120,9 @@ async fn create_event(
     Ok((StatusCode::CREATED, Json(EventCreated { event_id })))
 }
 
+/// How many events one listing may ask for.
+pub const LIST_LIMIT: std::ops::RangeInclusive<u32> = 1..=200;
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct ListParams {
@@ -137,7 +140,17 @@ async fn list_events(
     State(state): State<InventoryState>,
     Query(params): Query<ListParams>,
 ) -> Result<Json<Vec<EventSummary>>, Error> {
-    let limit = params.limit.unwrap_or(50).clamp(1, 200);
+    let limit = params.limit.unwrap_or(50);
+    if !LIST_LIMIT.contains(&limit) {
+        return Err(Error::invalid(
+            proto::ErrorCode::InvalidQuery,
+            format!(
+                "limit must be {} to {}",
+                LIST_LIMIT.start(),
+                LIST_LIMIT.end()
+            ),
+        ));
+    }
     let rows = events::upcoming(&state.pool, limit.into()).await?;
     Ok(Json(rows.into_iter().map(EventSummary::from).collect()))
 }

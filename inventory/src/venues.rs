@@ -11,6 +11,12 @@ use crate::error::Error;
 
 /// Most sections one venue may have.
 pub const MAX_SECTIONS: usize = 200;
+/// Longest venue or event name, in characters (after trimming).
+pub const MAX_NAME_CHARS: usize = 200;
+/// Longest section name or price tier (letters, digits, `_`).
+pub const MAX_SECTION_NAME: usize = 32;
+/// Longest row label (letters and digits).
+pub const MAX_ROW_LABEL: usize = 8;
 /// Most rows one section may have.
 pub const MAX_ROWS: usize = 500;
 /// Most seats one row may have.
@@ -30,13 +36,23 @@ fn is_name(s: &str, max: usize) -> bool {
     !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+/// A venue's or an event's name as sent: 1 to [`MAX_NAME_CHARS`] characters, no
+/// control characters (Postgres text cannot even hold a NUL), not only spaces.
+pub fn is_display_name(name: &str) -> bool {
+    name.chars().count() <= MAX_NAME_CHARS
+        && !name.chars().any(char::is_control)
+        && !name.trim().is_empty()
+}
+
 /// Checks a venue description; the first problem found is the error.
 pub fn validate(venue: CreateVenue) -> Result<ValidVenue, Error> {
     let name = venue.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 200 {
+    if !is_display_name(&venue.name) {
         return Err(Error::invalid(
             ErrorCode::InvalidRequest,
-            "venue name must be 1 to 200 characters",
+            format!(
+                "venue name must be 1 to {MAX_NAME_CHARS} characters, not only spaces, no control characters"
+            ),
         ));
     }
     if venue.sections.len() > MAX_SECTIONS {
@@ -48,11 +64,11 @@ pub fn validate(venue: CreateVenue) -> Result<ValidVenue, Error> {
     let mut section_names = HashSet::new();
     let mut seat_count: u32 = 0;
     for section in &venue.sections {
-        if !is_name(&section.name, 32) {
+        if !is_name(&section.name, MAX_SECTION_NAME) {
             return Err(Error::invalid(
                 ErrorCode::InvalidRequest,
                 format!(
-                    "section name {:?} must be 1 to 32 letters, digits or underscores",
+                    "section name {:?} must be 1 to {MAX_SECTION_NAME} letters, digits or underscores",
                     section.name
                 ),
             ));
@@ -63,11 +79,11 @@ pub fn validate(venue: CreateVenue) -> Result<ValidVenue, Error> {
                 format!("section {:?} appears more than once", section.name),
             ));
         }
-        if !is_name(&section.price_tier, 32) {
+        if !is_name(&section.price_tier, MAX_SECTION_NAME) {
             return Err(Error::invalid(
                 ErrorCode::InvalidRequest,
                 format!(
-                    "price tier {:?} must be 1 to 32 letters, digits or underscores",
+                    "price tier {:?} must be 1 to {MAX_SECTION_NAME} letters, digits or underscores",
                     section.price_tier
                 ),
             ));
@@ -82,12 +98,12 @@ pub fn validate(venue: CreateVenue) -> Result<ValidVenue, Error> {
         for RowSpec { label, seats } in &section.rows {
             if !label.bytes().all(|b| b.is_ascii_alphanumeric())
                 || label.is_empty()
-                || label.len() > 8
+                || label.len() > MAX_ROW_LABEL
             {
                 return Err(Error::invalid(
                     ErrorCode::InvalidRequest,
                     format!(
-                        "row label {label:?} in section {:?} must be 1 to 8 letters or digits",
+                        "row label {label:?} in section {:?} must be 1 to {MAX_ROW_LABEL} letters or digits",
                         section.name
                     ),
                 ));

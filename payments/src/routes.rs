@@ -23,6 +23,8 @@ pub fn router() -> OpenApiRouter<PaymentsState> {
         .routes(routes!(webhook))
 }
 
+/// Longest webhook delivery id.
+pub const MAX_WEBHOOK_ID: usize = 255;
 /// Pay for a held request's seats.
 ///
 /// The request must be the caller's and held. While the payment is in flight the
@@ -152,10 +154,13 @@ async fn webhook(
             format!("the webhook body is not a webhook: {e}"),
         )
     })?;
-    if delivery.id.is_empty() || delivery.id.len() > 255 {
+    if delivery.id.is_empty()
+        || delivery.id.chars().count() > MAX_WEBHOOK_ID
+        || delivery.id.chars().any(char::is_control)
+    {
         return Err(ErrorBody::new(
             ErrorCode::InvalidRequest,
-            "id must be 1 to 255 characters",
+            format!("id must be 1 to {MAX_WEBHOOK_ID} characters, no control characters"),
         ));
     }
     let succeeded = match delivery.kind.as_str() {

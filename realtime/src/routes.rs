@@ -40,6 +40,7 @@ pub fn router() -> OpenApiRouter<RealtimeState> {
 
 /// Query parameters of the live routes.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LiveQuery {
     /// The access token, for browsers (which cannot set headers on a WebSocket).

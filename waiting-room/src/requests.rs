@@ -17,8 +17,9 @@ use crate::lottery::to_hex;
 
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+pub use proto::wire::queue::MAX_SEATS_PER_REQUEST;
 /// Seat, section and tier names are short; anything longer is not one of ours.
-const MAX_NAME: usize = 64;
+pub const MAX_NAME: usize = 64;
 
 /// A validated ask.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,8 +47,10 @@ impl Ask {
                 if seats.is_empty() {
                     return Err(invalid("seats must name at least one seat"));
                 }
-                if seats.len() > 50 {
-                    return Err(invalid("at most 50 seats per request"));
+                if seats.len() > MAX_SEATS_PER_REQUEST as usize {
+                    return Err(invalid(&format!(
+                        "at most {MAX_SEATS_PER_REQUEST} seats per request"
+                    )));
                 }
                 let mut seen = HashSet::new();
                 let mut parsed = Vec::with_capacity(seats.len());
@@ -73,8 +76,10 @@ impl Ask {
                 section,
                 price_tier,
             } => {
-                if quantity == 0 || quantity > 50 {
-                    return Err(invalid("quantity must be 1 to 50"));
+                if quantity == 0 || quantity > MAX_SEATS_PER_REQUEST {
+                    return Err(invalid(&format!(
+                        "quantity must be 1 to {MAX_SEATS_PER_REQUEST}"
+                    )));
                 }
                 if section.is_some() && price_tier.is_some() {
                     return Err(invalid("name a section or a price tier, not both"));

@@ -30,6 +30,9 @@ pub fn router() -> OpenApiRouter<WaitingRoomState> {
         .routes(routes!(get_history))
 }
 
+/// How far back `stats/history` reaches, in seconds.
+pub const HISTORY_SECONDS: std::ops::RangeInclusive<u32> = 1..=600;
+
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 struct HistoryQuery {
@@ -58,10 +61,14 @@ async fn get_history(
 ) -> Result<Json<Vec<StatsSample>>, ErrorBody> {
     caller.require(Role::Operator)?;
     let seconds = query.seconds.unwrap_or(300);
-    if !(1..=600).contains(&seconds) {
+    if !HISTORY_SECONDS.contains(&seconds) {
         return Err(ErrorBody::new(
             ErrorCode::InvalidQuery,
-            "seconds must be 1 to 600",
+            format!(
+                "seconds must be {} to {}",
+                HISTORY_SECONDS.start(),
+                HISTORY_SECONDS.end()
+            ),
         ));
     }
     sale::get(&state.pool, event_id).await?;

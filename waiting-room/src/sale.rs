@@ -536,10 +536,15 @@ pub async fn set_admission(
     per_second: u32,
     actor: UserId,
 ) -> Result<(), Error> {
-    if !(1..=100_000).contains(&per_second) {
+    let allowed = proto::wire::queue::ADMISSION_PER_SECOND;
+    if !allowed.contains(&per_second) {
         return Err(Error::refused(
             ErrorCode::InvalidRequest,
-            "per_second must be 1 to 100000",
+            format!(
+                "per_second must be {} to {}",
+                allowed.start(),
+                allowed.end()
+            ),
         ));
     }
     let sale = ensure_sale(pool, event_id).await?;

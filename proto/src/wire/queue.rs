@@ -189,6 +189,11 @@ pub struct Lottery {
     pub order: Option<Vec<RequestId>>,
 }
 
+/// The admission rates an operator may set (requests per second).
+pub const ADMISSION_PER_SECOND: std::ops::RangeInclusive<u32> = 1..=100_000;
+/// Most seats one booking request may ask for (named or best available).
+pub const MAX_SEATS_PER_REQUEST: u32 = 50;
+
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetAdmission {
