@@ -76,6 +76,13 @@ ensure_browser() {
         (cd "$browser_tests" && npm ci --no-audit --no-fund --loglevel=error >&2) \
             || die "npm ci failed in $browser_tests"
     fi
+    # The generated-client test: openapi-typescript, typescript, openapi-fetch.
+    local client_tests="$root/gateway/tests/client"
+    if [ ! -d "$client_tests/node_modules/openapi-typescript" ]; then
+        say "installing the client generator for the contract tests (npm ci)"
+        (cd "$client_tests" && npm ci --no-audit --no-fund --loglevel=error >&2) \
+            || die "npm ci failed in $client_tests"
+    fi
 }
 
 # schemathesis (PyPI), for the contract test: in a virtualenv of the project's own

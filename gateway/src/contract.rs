@@ -23,7 +23,76 @@ pub fn complete(doc: utoipa::openapi::OpenApi) -> Value {
     shared_responses(&mut value);
     constraints(&mut value);
     links(&mut value);
+    roles(&mut value);
     value
+}
+
+/// The role each signed-in operation needs, as checked by the handler's
+/// `Caller::require` (roles rank fan < operator < admin); any other operation with
+/// a security requirement takes any account.
+const ROLES: [(&str, &str); 10] = [
+    ("create_venue", "admin"),
+    ("create_event", "admin"),
+    ("set_role", "admin"),
+    ("rebuild_seat_map", "admin"),
+    ("restore", "operator"),
+    ("get_stats", "operator"),
+    ("get_history", "operator"),
+    ("get_audit", "operator"),
+    ("pull_lever", "operator"),
+    ("set_admission", "operator"),
+];
+
+/// Says on every operation who may call it: OpenAPI 3.1 lets a bearer requirement
+/// list role names, and the description says it in words.
+fn roles(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for item in paths.values_mut() {
+        for operation in item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|i| i.values_mut())
+        {
+            let id = operation["operationId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let secured = operation
+                .get("security")
+                .and_then(Value::as_array)
+                .is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some()));
+            let (role, words) = if !secured {
+                (None, "Needs: nothing (no token).")
+            } else {
+                match ROLES.iter().find(|(op, _)| *op == id) {
+                    Some((_, "admin")) => (Some("admin"), "Needs: an admin's token."),
+                    Some(_) => (
+                        Some("operator"),
+                        "Needs: an operator's or an admin's token.",
+                    ),
+                    None => (
+                        Some("fan"),
+                        "Needs: any account's token (fan, operator or admin).",
+                    ),
+                }
+            };
+            if let Some(role) = role {
+                for requirement in operation["security"].as_array_mut().into_iter().flatten() {
+                    if let Some(bearer) = requirement.get_mut("bearer") {
+                        *bearer = json!([role]);
+                    }
+                }
+            }
+            let description = operation["description"].as_str().unwrap_or_default();
+            operation["description"] = json!(if description.is_empty() {
+                words.to_owned()
+            } else {
+                format!("{description}\n\n{words}")
+            });
+        }
+    }
 }
 
 /// Where an id a response carries can go next (OpenAPI links): what a client
@@ -512,6 +581,39 @@ mod tests {
                 "{pointer} does not resolve"
             );
             rest = &tail[end..];
+        }
+    }
+
+    #[test]
+    fn every_operation_says_who_may_call_it() {
+        let doc = crate::openapi();
+        let op = |path: &str, method: &str| doc["paths"][path][method].clone();
+        assert_eq!(
+            op("/v1/venues", "post")["security"][0]["bearer"],
+            json!(["admin"])
+        );
+        assert_eq!(
+            op("/v1/ops/events/{event_id}/stats", "get")["security"][0]["bearer"],
+            json!(["operator"])
+        );
+        assert_eq!(
+            op("/v1/events/{event_id}/requests", "post")["security"][0]["bearer"],
+            json!(["fan"])
+        );
+        assert!(op("/v1/events", "get").get("security").is_none());
+        for (id, _) in ROLES {
+            assert!(
+                doc["paths"]
+                    .to_string()
+                    .contains(&format!("\"operationId\":\"{id}\"")),
+                "ROLES names {id}, which is no operation"
+            );
+        }
+        for item in doc["paths"].as_object().expect("paths").values() {
+            for operation in item.as_object().expect("item").values() {
+                let said = operation["description"].as_str().unwrap_or_default();
+                assert!(said.contains("Needs: "), "{}", operation["operationId"]);
+            }
         }
     }
 

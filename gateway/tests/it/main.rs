@@ -7,6 +7,7 @@ mod browser;
 mod checkout;
 mod checkout_faults;
 mod checkout_input;
+mod client;
 mod contract;
 mod email;
 mod helpers;
