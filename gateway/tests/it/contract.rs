@@ -45,7 +45,9 @@ async fn schemathesis_finds_the_service_as_the_document_describes_it(pool: PgPoo
             // line would override the per-operation exceptions listed there).
             .args(["--seed", "20261130"])
             .args(["--max-examples", &examples])
-            .args(["--workers", "2", "--no-color"])
+            // One worker: hypothesis describing its filters from two threads at once
+            // has crashed with "AST constructor recursion depth mismatch".
+            .args(["--workers", "1", "--no-color"])
             .output()
     })
     .await
