@@ -8,7 +8,6 @@ mod checkout;
 mod checkout_faults;
 mod checkout_input;
 mod client;
-mod contract;
 mod email;
 mod helpers;
 mod idempotency;
