@@ -5,7 +5,9 @@
 # (`later`: a broker that must first be installed starts in the background). It uses
 # REDIS_URL, DATABASE_URL and KAFKA_BROKERS when they are set; for each one that is
 # not, it starts a private instance on a free loopback port with its data under
-# <dir>, waits until it answers, and exports the variable. `stack_down` (installed
+# <dir>, waits until it answers, and exports the variable. With ONSALE_REDIS_CLUSTER=1
+# (and no REDIS_URL) the private Redis is a cluster of three masters, and REDIS_URL is
+# a redis+cluster:// URL naming them. `stack_down` (installed
 # as an EXIT trap) stops what stack_up started.
 #
 # Missing programs are installed where possible (apt-get as root; cargo install
@@ -137,6 +139,53 @@ start_redis() {
     wait_tcp "$port" 10 "redis-server"
     export REDIS_URL="redis://127.0.0.1:$port"
     say "redis      $REDIS_URL (private, data in $dir/redis)"
+}
+
+# A local Redis Cluster of three masters (no replicas), each a redis-server with
+# cluster mode on and its data under <dir>/redis-cluster/<port>. Exports REDIS_URL as
+# redis+cluster://… naming all three.
+start_redis_cluster() {
+    local dir=$1
+    if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+        apt_install redis-server || die "redis-server and redis-cli are missing: install Redis 7 (Debian: apt-get install redis-server) or set REDIS_URL"
+    fi
+    local ports=() port node
+    for _ in 1 2 3; do
+        # A node also listens on its port + 10000 (the cluster bus): both must be free,
+        # and free_port may hand out the same port twice before anything listens.
+        port=$(free_port)
+        while [ "$port" -ge 55000 ] || [[ " ${ports[*]} " == *" $port "* ]] \
+            || (exec 3<>"/dev/tcp/127.0.0.1/$(( port + 10000 ))") 2>/dev/null; do
+            port=$(free_port)
+        done
+        ports+=("$port")
+    done
+    for port in "${ports[@]}"; do
+        node="$dir/redis-cluster/$port"
+        mkdir -p "$node"
+        redis-server --bind 127.0.0.1 --port "$port" --dir "$node" --save '' \
+            --appendonly yes --appendfsync everysec \
+            --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+            --daemonize no --logfile "$node/redis.log" >/dev/null 2>&1 &
+        STACK_PIDS+=("$!")
+        STACK_LOGS="$node/redis.log"
+        wait_tcp "$port" 10 "redis-server (cluster node)"
+    done
+    local nodes=() url=""
+    for port in "${ports[@]}"; do nodes+=("127.0.0.1:$port"); url+="127.0.0.1:$port,"; done
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >"$dir/redis-cluster/create.log" 2>&1 \
+        || die "redis-cli --cluster create failed (log: $dir/redis-cluster/create.log)"
+    # Every node must agree that all 16384 slots are served before a client connects.
+    for port in "${ports[@]}"; do
+        for _ in $(seq 1 100); do
+            redis-cli -p "$port" cluster info 2>/dev/null | grep -q '^cluster_state:ok' && break
+            sleep 0.1
+        done
+        redis-cli -p "$port" cluster info 2>/dev/null | grep -q '^cluster_state:ok' \
+            || die "the redis cluster did not reach cluster_state:ok on port $port (logs: $dir/redis-cluster)"
+    done
+    export REDIS_URL="redis+cluster://${url%,}"
+    say "redis      $REDIS_URL (private cluster of 3 masters, data in $dir/redis-cluster)"
 }
 
 start_postgres() {
@@ -280,7 +329,9 @@ stack_up() {
     chmod 755 "$dir"
     trap stack_down EXIT
     trap 'exit 130' INT TERM
-    if [ -n "${REDIS_URL:-}" ]; then say "redis      $REDIS_URL (given)"; else start_redis "$dir"; fi
+    if [ -n "${REDIS_URL:-}" ]; then say "redis      $REDIS_URL (given)"
+    elif [ "${ONSALE_REDIS_CLUSTER:-0}" = 1 ]; then start_redis_cluster "$dir"
+    else start_redis "$dir"; fi
     if [ -n "${DATABASE_URL:-}" ]; then say "postgres   $DATABASE_URL (given)"; else start_postgres "$dir"; fi
     if [ -n "${KAFKA_BROKERS:-}" ]; then say "broker     $KAFKA_BROKERS (given)"; else start_broker "$dir" "$broker"; fi
 }

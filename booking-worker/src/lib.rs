@@ -19,8 +19,8 @@ use std::time::Duration;
 use anyhow::Context;
 use proto::runtime::OpsServer;
 use proto::settings::{DatabaseSettings, RedisSettings, SettingsError};
+use proto::store::{Redis, Store};
 use proto::{EventId, Keys};
-use redis::aio::ConnectionManager;
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
@@ -70,8 +70,8 @@ impl Config {
 #[derive(Clone)]
 pub struct Worker {
     pub pool: PgPool,
-    pub client: redis::Client,
-    pub redis: ConnectionManager,
+    pub store: Store,
+    pub redis: Redis,
     pub keys: Keys,
     pub name: String,
     pub settings: DrainSettings,
@@ -81,15 +81,14 @@ pub struct Worker {
 
 impl Worker {
     pub async fn connect(config: &Config, pool: PgPool) -> anyhow::Result<Self> {
-        let client =
-            redis::Client::open(config.redis.url.expose_secret()).context("parsing redis.url")?;
-        let redis = client
-            .get_connection_manager()
+        let store = Store::open(config.redis.url.expose_secret()).context("parsing redis.url")?;
+        let redis = store
+            .shared()
             .await
             .context("connecting to redis (redis.url)")?;
         Ok(Self {
             pool,
-            client,
+            store,
             redis,
             keys: Keys::new(config.redis.key_prefix.clone()),
             name: config.name.clone(),
@@ -103,10 +102,8 @@ impl Worker {
         // Blocking reads get a connection of their own, without a response timeout:
         // a blocked read would stall every other command on a shared connection.
         let blocking = self
-            .client
-            .get_multiplexed_async_connection_with_config(
-                &redis::AsyncConnectionConfig::new().set_response_timeout(None),
-            )
+            .store
+            .blocking()
             .await
             .context("opening a blocking redis connection")?;
         Ok(Drainer::new(

@@ -16,8 +16,8 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use proto::store::Redis;
 use proto::{EventId, Keys, RequestId, UserId};
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
 use crate::drain::DrainError;
@@ -38,7 +38,7 @@ pub struct Seized {
 /// the ledger.
 pub async fn seize(
     pool: &PgPool,
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
     ttl_ms: u64,
@@ -91,11 +91,7 @@ pub async fn seize(
 }
 
 /// Gives the event back to the farm: the restore's lease ends at once.
-pub async fn hand_back(
-    redis: &mut ConnectionManager,
-    keys: &Keys,
-    seized: Seized,
-) -> Result<(), DrainError> {
+pub async fn hand_back(redis: &mut Redis, keys: &Keys, seized: Seized) -> Result<(), DrainError> {
     let _: i64 = proto::scripts::LEASE
         .key(keys.lease(seized.event_id))
         .arg(&seized.value)
@@ -132,7 +128,7 @@ pub struct Restored {
 /// event must be seized.
 pub async fn decided(
     pool: &PgPool,
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     _seized: &Seized,
     event_id: EventId,

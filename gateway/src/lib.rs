@@ -14,6 +14,7 @@
 //! that finds no seat map has inventory load it.
 
 pub mod accounts;
+pub mod client_address;
 pub mod config;
 mod contract;
 pub mod idempotency;
@@ -35,8 +36,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use proto::auth::{Caller, TokenVerifier, bearer_token};
+use proto::store::Redis;
 use proto::{ErrorBody, Keys};
-use redis::aio::ConnectionManager;
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -63,7 +64,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static(proto::correlation::HEADE
 #[derive(Clone, FromRef)]
 pub struct GatewayState {
     pub pool: PgPool,
-    pub redis: ConnectionManager,
+    pub redis: Redis,
     pub verifier: Arc<TokenVerifier>,
     pub issuer: Arc<TokenIssuer>,
     pub limits: Arc<RateLimits>,
@@ -112,7 +113,7 @@ pub fn openapi() -> serde_json::Value {
 pub fn router(
     config: &Config,
     pool: PgPool,
-    redis: ConnectionManager,
+    redis: Redis,
 ) -> anyhow::Result<(Router, Arc<RateLimits>, Arc<realtime::Hub>)> {
     let verifier = Arc::new(TokenVerifier::new(&config.auth.token));
     let limits = Arc::new(RateLimits::new(&config.limits));
@@ -129,7 +130,7 @@ pub fn router(
     // The live sockets answer at the same address as the rest of the API; a load
     // balancer may route their path to realtime nodes instead (docs/REALTIME.md).
     let hub = realtime::Hub::new(
-        redis::Client::open(config.redis.url.expose_secret()).context("parsing redis.url")?,
+        proto::store::Store::open(config.redis.url.expose_secret()).context("parsing redis.url")?,
         redis.clone(),
         pool.clone(),
         keys.clone(),
@@ -239,7 +240,7 @@ pub fn router(
 /// The waiting room's seat-map loader, served by inventory.
 struct InventorySeatMaps {
     pool: PgPool,
-    redis: ConnectionManager,
+    redis: Redis,
     keys: Keys,
 }
 
@@ -386,7 +387,7 @@ impl Application {
     pub async fn with_connections(
         config: Config,
         pool: PgPool,
-        redis: ConnectionManager,
+        redis: Redis,
     ) -> anyhow::Result<Self> {
         config.validate().context("invalid configuration")?;
         if let Some(admin) = &config.bootstrap_admin {

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use axum::extract::{FromRef, State};
 use proto::auth::{Caller, TokenVerifier};
 use proto::http::{Json, Path};
+use proto::store::Redis;
 use proto::wire::queue::{EventRestored, RestoreEvent, SaleState};
 use proto::{ErrorBody, ErrorCode, EventId, Keys, Role};
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -27,7 +27,7 @@ use waiting_room::sale::{self, Lever};
 #[derive(Clone, FromRef)]
 pub struct RestoreState {
     pub pool: PgPool,
-    pub redis: ConnectionManager,
+    pub redis: Redis,
     pub keys: Keys,
     pub verifier: Arc<TokenVerifier>,
 }

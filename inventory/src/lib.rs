@@ -21,8 +21,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::extract::FromRef;
 use proto::auth::TokenVerifier;
+use proto::store::Redis;
 use proto::{EventId, Keys};
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
@@ -47,7 +47,7 @@ pub trait OnEventCreated: Send + Sync {
 #[derive(Clone, FromRef)]
 pub struct InventoryState {
     pub pool: PgPool,
-    pub redis: ConnectionManager,
+    pub redis: Redis,
     pub keys: Keys,
     pub verifier: Arc<TokenVerifier>,
     /// The shared seat-map snapshots anonymous readers get.
@@ -57,7 +57,7 @@ pub struct InventoryState {
 }
 
 /// Connects to Postgres (running pending migrations) and to Redis.
-pub async fn connect(config: &Config) -> anyhow::Result<(PgPool, ConnectionManager)> {
+pub async fn connect(config: &Config) -> anyhow::Result<(PgPool, Redis)> {
     Ok((
         proto::runtime::connect_postgres(&config.database).await?,
         proto::runtime::connect_redis(&config.redis).await?,

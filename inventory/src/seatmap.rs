@@ -20,9 +20,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
+use proto::store::Redis;
 use proto::wire::seats::{SeatState, SeatStateName, SeatView};
 use proto::{EventId, Keys, RequestId, SeatId, VenueId};
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
 use crate::error::Error;
@@ -197,7 +197,7 @@ fn row_key(seat: &SeatId) -> &str {
 /// Rebuilds the event's Redis seat map from Postgres.
 pub async fn rebuild(
     pool: &PgPool,
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
     mode: LoadMode,
@@ -278,7 +278,7 @@ pub async fn rebuild(
 
 /// The event's counters, or `None` when Redis has no seat map for it.
 pub async fn counts(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
 ) -> Result<Option<Counts>, Error> {
@@ -306,7 +306,7 @@ pub async fn counts(
 /// The event's counters, loading its seat map from Postgres first if Redis has none.
 pub async fn ensure_loaded(
     pool: &PgPool,
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
 ) -> Result<Counts, Error> {
@@ -326,7 +326,7 @@ pub async fn ensure_loaded(
 
 /// Every seat's state as Redis has it.
 pub async fn redis_states(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
 ) -> Result<HashMap<String, String>, Error> {
@@ -340,7 +340,7 @@ pub async fn redis_states(
 /// script that changes a seat bumps in the same step), read in one transaction: the
 /// states are exactly those of that version.
 pub async fn redis_states_versioned(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
 ) -> Result<(u64, HashMap<String, String>), Error> {
@@ -366,7 +366,7 @@ struct CatalogSeat {
 /// The event's seat map: the venue's seats from Postgres, their states from Redis.
 pub async fn seat_map(
     pool: &PgPool,
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
 ) -> Result<Vec<SeatView>, Error> {
@@ -425,7 +425,7 @@ pub struct SeatDiff {
 /// with Postgres seat for seat.
 pub async fn diff_against_ledger(
     pool: &PgPool,
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
 ) -> Result<Vec<SeatDiff>, Error> {

@@ -35,9 +35,9 @@ use axum::body::Bytes;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use proto::store::Redis;
 use proto::wire::seats::{SeatState, SeatStateName};
 use proto::{EventId, Keys, SeatId};
-use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tokio::sync::OnceCell;
@@ -89,7 +89,7 @@ pub struct Stats {
 /// The shared seat-map snapshots of every event being read.
 pub struct SeatMapCache {
     pool: PgPool,
-    redis: ConnectionManager,
+    redis: Redis,
     keys: Keys,
     settings: Settings,
     cache_control: HeaderValue,
@@ -316,7 +316,7 @@ fn etag(event_id: EventId, names: &[SeatStateName]) -> HeaderValue {
 }
 
 impl SeatMapCache {
-    pub fn new(pool: PgPool, redis: ConnectionManager, keys: Keys, settings: Settings) -> Self {
+    pub fn new(pool: PgPool, redis: Redis, keys: Keys, settings: Settings) -> Self {
         let max_age = settings.refresh.as_secs()
             + u64::from(settings.refresh.subsec_nanos() > 0 || settings.refresh.is_zero());
         let cache_control = HeaderValue::try_from(format!("public, max-age={max_age}"))

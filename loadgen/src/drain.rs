@@ -67,7 +67,7 @@ fn mixed_asks(n: usize, sections: u32, rows: u32, per_row: u32) -> Vec<Ask> {
 fn worker(stack: &Stack, name: &str, batch: usize) -> Worker {
     Worker {
         pool: stack.pool.clone(),
-        client: stack.client.clone(),
+        store: stack.store.clone(),
         redis: stack.redis.clone(),
         keys: stack.keys.clone(),
         name: name.to_owned(),

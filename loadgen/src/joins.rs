@@ -207,7 +207,7 @@ impl Cpu {
 /// from `INFO cpu`.
 pub(crate) struct Meter {
     pub(crate) gateway_pid: u32,
-    pub(crate) redis: redis::aio::ConnectionManager,
+    pub(crate) redis: proto::store::Redis,
 }
 
 impl Meter {

@@ -10,17 +10,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use inventory::seatmap::{self, LoadMode};
 use inventory::{events, venues};
 use proto::settings::{DatabaseSettings, RedisSettings};
+use proto::store::Redis;
 use proto::wire::inventory::{CreateEvent, CreateVenue, RowSpec, SectionSpec};
 use proto::{ErrorCode, EventId, Keys, UserId};
-use redis::aio::ConnectionManager;
 use secrecy::SecretString;
 use sqlx::PgPool;
 use waiting_room::requests::Ask;
 
 pub struct Stack {
     pub pool: PgPool,
-    pub client: redis::Client,
-    pub redis: ConnectionManager,
+    pub store: proto::store::Store,
+    pub redis: Redis,
     pub redis_url: String,
     pub database_url: String,
     pub keys: Keys,
@@ -40,11 +40,11 @@ pub async fn connect() -> anyhow::Result<Stack> {
         key_prefix: String::new(),
     };
     let redis = proto::runtime::connect_redis(&settings).await?;
-    let client = redis::Client::open(redis_url.as_str())?;
+    let store = proto::store::Store::open(redis_url.as_str())?;
     let keys = Keys::new(format!("bench:{}", uuid::Uuid::new_v4().simple()));
     Ok(Stack {
         pool,
-        client,
+        store,
         redis,
         redis_url,
         database_url,
@@ -256,6 +256,18 @@ pub async fn decided(pool: &PgPool, event_id: EventId) -> anyhow::Result<i64> {
 /// again a few times before the run reports the keys it left.
 pub async fn cleanup(stack: &mut Stack) -> anyhow::Result<()> {
     let pattern = format!("{}:*", stack.keys.prefix());
+    if stack.store.is_cluster() {
+        // Each master scanned in turn; UNLINK of keys in many slots is split by node.
+        let keys = stack.redis.scan_everywhere(&pattern).await?;
+        for chunk in keys.chunks(1_000) {
+            let _: i64 = redis::cmd("UNLINK")
+                .arg(chunk)
+                .query_async(&mut stack.redis)
+                .await
+                .with_context(|| format!("removing this run's keys ({pattern})"))?;
+        }
+        return Ok(());
+    }
     let mut cursor: u64 = 0;
     loop {
         let mut attempt = 0;

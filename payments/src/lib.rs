@@ -31,7 +31,7 @@ use proto::Keys;
 use proto::auth::TokenVerifier;
 use proto::runtime::OpsServer;
 use proto::settings::{DatabaseSettings, KafkaSettings, RedisSettings, SettingsError};
-use redis::aio::ConnectionManager;
+use proto::store::Redis;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -104,7 +104,7 @@ impl Settings {
 #[derive(Clone)]
 pub struct Payments {
     pub pool: PgPool,
-    pub redis: ConnectionManager,
+    pub redis: Redis,
     pub keys: Keys,
     pub provider: Arc<dyn PaymentProvider>,
     pub settings: Arc<Settings>,

@@ -30,6 +30,8 @@ pub mod reads;
 pub mod runtime;
 #[cfg(feature = "redis")]
 pub mod scripts;
+#[cfg(feature = "redis")]
+pub mod store;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use ids::{EventId, OrderId, RequestId, SeatId, UserId, VenueId};

@@ -1,7 +1,7 @@
 //! Reads of Redis structures that more than one service answers from: one place, so
 //! a fan sees the same request whether asked over REST or pushed over the live socket.
 
-use redis::aio::ConnectionManager;
+use crate::store::Redis;
 
 use crate::wire::queue::RequestStatus;
 use crate::{EventId, Keys, RequestId};
@@ -9,7 +9,7 @@ use crate::{EventId, Keys, RequestId};
 /// A request as its fan sees it (one round trip: its hash and the sale's `served`);
 /// `None` when Redis has no such request.
 pub async fn request_status(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
     request_id: RequestId,

@@ -251,10 +251,7 @@ pub fn check_response(
 /// The readiness check of a service that needs Redis and Postgres: both answer,
 /// each within two seconds.
 #[cfg(all(feature = "sqlx", feature = "redis"))]
-pub fn redis_and_postgres_answer(
-    pool: sqlx::PgPool,
-    redis: redis::aio::ConnectionManager,
-) -> Check {
+pub fn redis_and_postgres_answer(pool: sqlx::PgPool, redis: crate::store::Redis) -> Check {
     Box::pin(async move {
         redis_answers(redis).await?;
         postgres_answers(pool).await
@@ -263,7 +260,7 @@ pub fn redis_and_postgres_answer(
 
 /// Redis answers a PING within two seconds.
 #[cfg(feature = "redis")]
-pub async fn redis_answers(mut redis: redis::aio::ConnectionManager) -> Result<(), String> {
+pub async fn redis_answers(mut redis: crate::store::Redis) -> Result<(), String> {
     match tokio::time::timeout(
         DEPENDENCY_DEADLINE,
         redis::cmd("PING").query_async::<String>(&mut redis),
@@ -310,12 +307,12 @@ pub async fn connect_postgres(
 #[cfg(feature = "redis")]
 pub async fn connect_redis(
     settings: &crate::settings::RedisSettings,
-) -> anyhow::Result<redis::aio::ConnectionManager> {
+) -> anyhow::Result<crate::store::Redis> {
     use anyhow::Context;
     use secrecy::ExposeSecret;
-    redis::Client::open(settings.url.expose_secret())
+    crate::store::Store::open(settings.url.expose_secret())
         .context("parsing redis.url")?
-        .get_connection_manager()
+        .shared()
         .await
         .context("connecting to redis (redis.url)")
 }

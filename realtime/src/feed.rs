@@ -26,10 +26,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
+use proto::store::{Redis, Store};
 use proto::wire::live::{LiveMessage, Published, SeatChange, SeatsDelta};
 use proto::wire::queue::SaleState;
 use proto::{EventId, Keys, RequestId};
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
@@ -72,8 +72,8 @@ pub enum FeedError {
 
 /// The node's feeds, by event. Cheap to share behind an `Arc`.
 pub struct Hub {
-    pub(crate) redis: ConnectionManager,
-    client: redis::Client,
+    pub(crate) redis: Redis,
+    store: Store,
     pool: PgPool,
     pub(crate) keys: Keys,
     pub(crate) settings: Settings,
@@ -84,15 +84,15 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(
-        client: redis::Client,
-        redis: ConnectionManager,
+        store: Store,
+        redis: Redis,
         pool: PgPool,
         keys: Keys,
         settings: Settings,
     ) -> Arc<Self> {
         Arc::new(Self {
             redis,
-            client,
+            store,
             pool,
             keys,
             settings,
@@ -257,7 +257,7 @@ impl Feed {
 /// `previous` keeps `served` from going back (a restore that rebuilds the sale hash
 /// may lag behind the line for a moment) and the version forwarded so far.
 async fn read_line(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
     info: &EventInfo,
@@ -364,7 +364,7 @@ async fn run(feed: Weak<Feed>, hub: Arc<Hub>, info: EventInfo) {
     let mut backoff = Duration::from_millis(100);
     let mut first = true;
     'connect: loop {
-        let mut pubsub = match subscribe(&hub.client, &channel).await {
+        let mut pubsub = match subscribe(&hub.store, &channel).await {
             Ok(pubsub) => pubsub,
             Err(error) => {
                 tracing::warn!(%event_id, %error, "live channel subscription failed, retrying");
@@ -419,11 +419,8 @@ async fn run(feed: Weak<Feed>, hub: Arc<Hub>, info: EventInfo) {
     tracing::debug!(%event_id, "feed ended");
 }
 
-async fn subscribe(
-    client: &redis::Client,
-    channel: &str,
-) -> redis::RedisResult<redis::aio::PubSub> {
-    let mut pubsub = client.get_async_pubsub().await?;
+async fn subscribe(store: &Store, channel: &str) -> redis::RedisResult<redis::aio::PubSub> {
+    let mut pubsub = store.pubsub().await?;
     pubsub.subscribe(channel).await?;
     Ok(pubsub)
 }
@@ -463,7 +460,7 @@ fn on_published(feed: &Feed, pending: &mut Pending, published: Published) {
 
 async fn on_tick(
     feed: &Feed,
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     info: &EventInfo,
     pending: &mut Pending,

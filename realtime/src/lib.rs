@@ -113,8 +113,8 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = proto::runtime::connect_postgres(&config.database).await?;
-        let client =
-            redis::Client::open(config.redis.url.expose_secret()).context("parsing redis.url")?;
+        let store = proto::store::Store::open(config.redis.url.expose_secret())
+            .context("parsing redis.url")?;
         let redis = proto::runtime::connect_redis(&config.redis).await?;
         // Ready while Redis (the feeds) and Postgres (the events) answer.
         let (ready_pool, ready_redis) = (pool.clone(), redis.clone());
@@ -122,7 +122,7 @@ impl Application {
             proto::runtime::redis_and_postgres_answer(ready_pool.clone(), ready_redis.clone())
         };
         let hub = Hub::new(
-            client,
+            store,
             redis,
             pool,
             Keys::new(config.redis.key_prefix.clone()),

@@ -9,17 +9,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
+use proto::store::Redis;
 use proto::wire::live::{LiveMessage, LiveSnapshot, PositionView, SaleView, SeatsDelta};
 use proto::wire::queue::{RequestState, RequestStatus, SaleState};
 use proto::{ErrorCode, EventId, Keys, RequestId};
-use redis::aio::ConnectionManager;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::feed::{Feed, FeedError, Hub, Line};
 
 /// Reads a request as its fan sees it, with the sale's `served`.
 pub async fn read_request(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
     request_id: RequestId,

@@ -21,6 +21,16 @@ pub use broker::PrivateBroker;
 pub use postgres::PrivatePostgres;
 pub use redis::PrivateRedis;
 
+/// Every service a farm deploys, each its own binary, in the order they start.
+pub const SERVICES: [&str; 6] = [
+    "gateway",
+    "waiting-room",
+    "booking-worker",
+    "payments",
+    "notifier",
+    "realtime",
+];
+
 /// A TCP port on 127.0.0.1 that nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::Utc;
+use proto::store::Redis;
 use proto::wire::queue::Joined;
 use proto::{ErrorCode, EventId, Keys, RequestId, UserId};
-use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
@@ -114,7 +114,7 @@ impl Prepared {
 /// Decides `batch` (every join for `event_id`) in one script call; one reply per
 /// join, in order.
 async fn decide(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
     batch: &[&Prepared],
@@ -236,7 +236,7 @@ pub struct Joiner(Arc<Entrance>);
 
 struct Entrance {
     pool: PgPool,
-    redis: ConnectionManager,
+    redis: Redis,
     keys: Keys,
     seat_maps: Option<Arc<dyn SeatMaps>>,
     queue: mpsc::Sender<Pending>,
@@ -248,7 +248,7 @@ impl Joiner {
     /// event's seat map when a join finds none in Redis.
     pub fn start(
         pool: PgPool,
-        redis: ConnectionManager,
+        redis: Redis,
         keys: Keys,
         seat_maps: Option<Arc<dyn SeatMaps>>,
     ) -> Self {
@@ -322,7 +322,7 @@ impl Joiner {
 async fn batch_joins(
     mut pending: mpsc::Receiver<Pending>,
     pool: PgPool,
-    redis: ConnectionManager,
+    redis: Redis,
     keys: Keys,
     calls: Arc<AtomicU64>,
 ) {
@@ -347,7 +347,7 @@ async fn batch_joins(
 /// Decides one batch, a script call per event in order of each event's first join,
 /// journals what was accepted, and answers every join in it.
 async fn send_batch(
-    mut redis: ConnectionManager,
+    mut redis: Redis,
     keys: Keys,
     mut batch: Vec<Pending>,
     calls: Arc<AtomicU64>,
@@ -458,7 +458,7 @@ fn shared(error: &Error) -> Error {
 /// tools and tests; the HTTP API goes through a [`Joiner`].
 pub async fn join(
     pool: &PgPool,
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
     fan: UserId,
@@ -467,7 +467,7 @@ pub async fn join(
 ) -> Result<Joined, Error> {
     let request_id = RequestId::new();
     let join = Prepared::new(keys, event_id, request_id, fan, ask, idempotency);
-    let once = |redis: &mut ConnectionManager| {
+    let once = |redis: &mut Redis| {
         let mut redis = redis.clone();
         let join = &join;
         async move {
@@ -491,7 +491,7 @@ pub async fn join(
 /// restore instead.
 async fn load_sale(
     pool: &PgPool,
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
 ) -> Result<(), Error> {
@@ -505,7 +505,7 @@ async fn load_sale(
 /// What a join's reply means to the fan.
 async fn outcome(
     pool: &PgPool,
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     join: &Prepared,
     reply: Reply,

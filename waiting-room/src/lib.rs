@@ -25,7 +25,7 @@ use proto::Keys;
 use proto::auth::TokenVerifier;
 use proto::runtime::OpsServer;
 use proto::settings::{DatabaseSettings, RedisSettings, SettingsError};
-use redis::aio::ConnectionManager;
+use proto::store::Redis;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -47,7 +47,7 @@ pub trait SeatMaps: Send + Sync {
 #[derive(Clone, FromRef)]
 pub struct WaitingRoomState {
     pub pool: PgPool,
-    pub redis: ConnectionManager,
+    pub redis: Redis,
     pub keys: Keys,
     pub verifier: Arc<TokenVerifier>,
     /// Where joins enter the line (it loads seat maps a join finds missing).
@@ -76,11 +76,7 @@ impl Config {
 }
 
 /// Draws every sale whose on-sale time has come; returns how many it opened.
-pub async fn draw_due_sales(
-    pool: &PgPool,
-    redis: &mut ConnectionManager,
-    keys: &Keys,
-) -> Result<usize, Error> {
+pub async fn draw_due_sales(pool: &PgPool, redis: &mut Redis, keys: &Keys) -> Result<usize, Error> {
     let mut opened = 0;
     for event_id in sale::due_for_draw(pool).await? {
         match sale::draw(pool, redis, keys, event_id, None).await {
@@ -97,7 +93,7 @@ pub async fn draw_due_sales(
 pub struct Application {
     ops: OpsServer,
     pool: PgPool,
-    redis: ConnectionManager,
+    redis: Redis,
     keys: Keys,
     interval: Duration,
 }

@@ -7,9 +7,9 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
+use proto::store::Redis;
 use proto::wire::queue::{CreateRequest, RequestState, RequestStatus};
 use proto::{ErrorCode, EventId, Keys, RequestId, SeatId, UserId};
-use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
@@ -141,7 +141,7 @@ pub fn idempotency_digest(key: &str) -> Result<String, Error> {
 
 /// The event a request belongs to.
 pub async fn event_of(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     request_id: RequestId,
 ) -> Result<EventId, Error> {
@@ -156,7 +156,7 @@ pub async fn event_of(
 
 /// The fan who made a request, as Redis has it.
 pub async fn owner_of(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
     request_id: RequestId,
@@ -172,7 +172,7 @@ pub async fn owner_of(
 
 /// Where a request stands.
 pub async fn status_of(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
     request_id: RequestId,
@@ -258,7 +258,7 @@ pub async fn recorded(
 /// Leaves the line, or releases the hold. Returns the request's state afterwards.
 pub async fn leave(
     pool: &sqlx::PgPool,
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
     request_id: RequestId,

@@ -12,9 +12,9 @@
 //! Keys: the event's `sale`, `next`, `requests` stream, `prequeue`, `fans`, request
 //! hashes, and the request index.
 
+use proto::store::Redis;
 use proto::wire::queue::SaleState;
 use proto::{EventId, Keys};
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
 use crate::error::Error;
@@ -36,7 +36,7 @@ pub struct Restored {
 /// Restores the sale hash and the line from Postgres.
 pub async fn line(
     pool: &PgPool,
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
 ) -> Result<Restored, Error> {

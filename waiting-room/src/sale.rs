@@ -7,9 +7,9 @@
 //! are listed in `Keys::active_events` for the booking workers.
 
 use chrono::{DateTime, Utc};
+use proto::store::Redis;
 use proto::wire::queue::SaleState;
 use proto::{ErrorCode, EventId, Keys, RequestId, UserId};
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
 use crate::error::Error;
@@ -122,11 +122,7 @@ pub async fn ensure_sale(pool: &PgPool, event_id: EventId) -> Result<SaleRow, Er
 
 /// Loads the sale into Redis where Redis has none; fields Redis has are kept (they
 /// are newer than Postgres's on the hot path).
-pub async fn load_into_redis(
-    redis: &mut ConnectionManager,
-    keys: &Keys,
-    sale: &SaleRow,
-) -> Result<(), Error> {
+pub async fn load_into_redis(redis: &mut Redis, keys: &Keys, sale: &SaleRow) -> Result<(), Error> {
     let key = keys.sale(sale.event_id);
     let mut pipe = redis::pipe();
     pipe.hset_nx(&key, "state", sale.state().as_str())
@@ -185,7 +181,7 @@ async fn record_state(pool: &PgPool, event_id: EventId, state: SaleState) -> Res
 /// a sale that Redis opened but the ledger still has as drawing is only recorded.
 pub async fn draw(
     pool: &PgPool,
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
     actor: Option<UserId>,
@@ -317,7 +313,7 @@ pub async fn draw(
 /// only the ledger's side may be left; anything else is the error it was.
 async fn finished_by_another(
     pool: &PgPool,
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
     actor: Option<UserId>,
@@ -340,7 +336,7 @@ async fn finished_by_another(
 /// latecomers' only in Redis, read from their request hashes).
 async fn journal_numbers(
     pool: &PgPool,
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
 ) -> Result<(), Error> {
@@ -372,7 +368,7 @@ async fn journal_numbers(
 /// Recorded (and audited) once, however many drawers finish.
 async fn record_open(
     pool: &PgPool,
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
     actor: Option<UserId>,
@@ -437,7 +433,7 @@ impl Lever {
 /// Pulls a lever; returns the sale's new state.
 pub async fn pull(
     pool: &PgPool,
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
     lever: Lever,
@@ -492,7 +488,7 @@ pub async fn pull(
 /// scheduled): the set is left in place, as a draw would need it.
 async fn end_prequeue(
     pool: &PgPool,
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
     reason: &str,
@@ -530,7 +526,7 @@ async fn end_prequeue(
 /// Sets how many requests per second the workers admit.
 pub async fn set_admission(
     pool: &PgPool,
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
     per_second: u32,
@@ -577,7 +573,7 @@ pub async fn set_admission(
 /// many it recorded.
 pub async fn mirror_sold_out(
     pool: &PgPool,
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
 ) -> Result<usize, Error> {
     let live: Vec<EventId> = sqlx::query_scalar(

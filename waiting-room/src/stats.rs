@@ -11,9 +11,9 @@
 //! `seat_counts(event)`, `holds(event)`, `samples(event)`; written: `samples(event)`.
 
 use chrono::{DateTime, Utc};
+use proto::store::Redis;
 use proto::wire::queue::{AuditEntry, OrderCounts, SaleState, SaleStats, WorkerView};
 use proto::{EventId, Keys};
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
 use crate::error::Error;
@@ -80,7 +80,7 @@ pub fn rates(samples: &[Sample]) -> (f64, f64) {
 
 /// Appends a sample for every active event (drawing, open or paused); returns how
 /// many it took.
-pub async fn sample_active(redis: &mut ConnectionManager, keys: &Keys) -> Result<usize, Error> {
+pub async fn sample_active(redis: &mut Redis, keys: &Keys) -> Result<usize, Error> {
     let events: Vec<String> = redis::cmd("SMEMBERS")
         .arg(keys.active_events())
         .query_async(redis)
@@ -93,11 +93,7 @@ pub async fn sample_active(redis: &mut ConnectionManager, keys: &Keys) -> Result
 }
 
 /// Appends one sample of `event`'s line.
-pub async fn sample(
-    redis: &mut ConnectionManager,
-    keys: &Keys,
-    event: EventId,
-) -> Result<Sample, Error> {
+pub async fn sample(redis: &mut Redis, keys: &Keys, event: EventId) -> Result<Sample, Error> {
     let (next, served, counts): (Option<u64>, Option<u64>, Vec<Option<u64>>) = redis::pipe()
         .get(keys.next_number(event))
         .hget(keys.sale(event), "served")
@@ -134,7 +130,7 @@ pub async fn sample(
 
 /// The event's samples, newest first (at most `limit`).
 pub async fn samples(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event: EventId,
     limit: isize,
@@ -163,7 +159,7 @@ type AuditRow = (
 /// The sale's figures now.
 pub async fn read(
     pool: &PgPool,
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event: EventId,
 ) -> Result<SaleStats, Error> {
@@ -239,7 +235,7 @@ struct LineConsumers {
 }
 
 async fn line_consumers(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event: EventId,
 ) -> Result<LineConsumers, Error> {

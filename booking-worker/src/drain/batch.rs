@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use proto::store::Redis;
 use proto::wire::queue::RequestState;
 use proto::{EventId, Keys, RequestId};
-use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, Value};
 
 use super::DrainError;
@@ -29,7 +29,7 @@ pub enum Outcome {
 
 /// Decides `entries` with one script call under the lease value `lease`.
 pub async fn hold_batch(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event: EventId,
     lease: &str,

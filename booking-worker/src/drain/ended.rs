@@ -13,9 +13,9 @@ use std::collections::HashMap;
 
 use chrono::Utc;
 use proto::keys::WORKER_GROUP;
+use proto::store::Redis;
 use proto::wire::queue::RequestState;
 use proto::{EventId, Keys, RequestId};
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Value};
 use sqlx::PgPool;
 
@@ -26,7 +26,7 @@ use crate::ledger;
 /// Releases holds that have expired in Redis, up to 500 per call, as the drainer
 /// holding `lease` (a drainer that lost it releases nothing); returns how many.
 pub async fn sweep(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event: EventId,
     lease: &str,
@@ -68,7 +68,7 @@ pub async fn sweep(
 /// Whether ended holds wait to be carried into the ledger (one round trip: the
 /// changes group's lag and pending count).
 pub async fn changes_waiting(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event: EventId,
 ) -> Result<bool, DrainError> {
@@ -95,7 +95,7 @@ pub async fn changes_waiting(
 /// them: an entry whose write failed is read again from this consumer's pending list.
 /// `None` when the lease was lost.
 pub async fn apply_changes(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     pool: &PgPool,
     keys: &Keys,
     event: EventId,

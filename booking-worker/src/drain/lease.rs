@@ -10,8 +10,8 @@
 //!
 //! Keys: the event's `lease`.
 
+use proto::store::Redis;
 use proto::{EventId, Keys};
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
 use super::DrainError;
@@ -53,7 +53,7 @@ impl Lease {
 
     async fn swap(
         &self,
-        redis: &mut ConnectionManager,
+        redis: &mut Redis,
         expected: &str,
         value: &str,
     ) -> Result<bool, DrainError> {
@@ -69,11 +69,7 @@ impl Lease {
 
     /// Takes the free lease and fences off every earlier holder; false when another
     /// worker holds it.
-    pub async fn take(
-        &mut self,
-        redis: &mut ConnectionManager,
-        pool: &PgPool,
-    ) -> Result<bool, DrainError> {
+    pub async fn take(&mut self, redis: &mut Redis, pool: &PgPool) -> Result<bool, DrainError> {
         let unfenced = format!("{}#0", self.token);
         if !self.swap(redis, "", &unfenced).await? {
             return Ok(false);
@@ -94,7 +90,7 @@ impl Lease {
 
     /// Renews the lease; false when it lapsed (another worker may have taken it, and
     /// this drainer must stop: its epoch is, or soon will be, fenced off).
-    pub async fn renew(&mut self, redis: &mut ConnectionManager) -> Result<bool, DrainError> {
+    pub async fn renew(&mut self, redis: &mut Redis) -> Result<bool, DrainError> {
         self.swap(redis, &self.value.clone(), &self.value.clone())
             .await
     }

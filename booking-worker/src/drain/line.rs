@@ -5,8 +5,8 @@
 //! `dead` stream, and its `lease` (every read is checked against it).
 
 use proto::keys::WORKER_GROUP;
+use proto::store::Redis;
 use proto::{EventId, Keys, RequestId, UserId};
-use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::streams::{StreamId, StreamReadReply};
 use redis::{AsyncCommands, FromRedisValue, Value};
 
@@ -52,7 +52,7 @@ pub enum Read {
     reason = "one script call, its arguments spelled out"
 )]
 pub async fn read(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event: EventId,
     stream: &str,
@@ -98,7 +98,7 @@ pub async fn read(
 /// Waits up to `block_ms` for an entry after `last_id` on a connection of its own
 /// (a blocked read stalls every other command on its connection).
 pub async fn wait_for_new(
-    blocking: &mut MultiplexedConnection,
+    blocking: &mut Redis,
     stream: &str,
     last_id: &str,
     block_ms: u64,
@@ -121,7 +121,7 @@ pub async fn wait_for_new(
 /// pending list counts it). Only the lease holder reads, so their owners are gone
 /// or fenced off. Returns how many moved.
 pub async fn claim_orphans(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     stream: &str,
     consumer: &str,
 ) -> Result<usize, DrainError> {
@@ -183,7 +183,7 @@ pub async fn claim_orphans(
 /// Deletes the group's consumers other than `consumer` that hold nothing pending
 /// (a restarted worker comes back under a new name): consumer lists stay short.
 pub async fn forget_idle_consumers(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     stream: &str,
     consumer: &str,
 ) -> Result<(), DrainError> {
@@ -293,11 +293,7 @@ pub fn queue_burials(pipe: &mut redis::Pipeline, keys: &Keys, event: EventId, en
 }
 
 /// Acknowledges entries on `stream`.
-pub async fn ack(
-    redis: &mut ConnectionManager,
-    stream: &str,
-    ids: &[&str],
-) -> Result<(), DrainError> {
+pub async fn ack(redis: &mut Redis, stream: &str, ids: &[&str]) -> Result<(), DrainError> {
     if !ids.is_empty() {
         let _: i64 = redis.xack(stream, WORKER_GROUP, ids).await?;
     }

@@ -35,10 +35,10 @@ use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
 
 use proto::keys::WORKER_GROUP;
+use proto::store::Redis;
 use proto::wire::queue::RequestState;
 use proto::{EventId, Keys, RequestId};
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, MultiplexedConnection};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
@@ -130,9 +130,9 @@ pub struct Step {
 pub struct Drainer {
     pub event_id: EventId,
     pub pool: PgPool,
-    pub redis: ConnectionManager,
+    pub redis: Redis,
     /// A connection of this drainer's own for blocking reads.
-    pub blocking: MultiplexedConnection,
+    pub blocking: Redis,
     pub keys: Keys,
     pub settings: DrainSettings,
     /// This worker's consumer name in the group.
@@ -168,8 +168,8 @@ impl Drainer {
     pub fn new(
         event_id: EventId,
         pool: PgPool,
-        redis: ConnectionManager,
-        blocking: MultiplexedConnection,
+        redis: Redis,
+        blocking: Redis,
         keys: Keys,
         settings: DrainSettings,
         consumer: String,

@@ -11,8 +11,8 @@
 //! Keys: every key under the event's hash tag, the request index, `active`.
 
 use proto::keys::WORKER_GROUP;
+use proto::store::Redis;
 use proto::{EventId, Keys};
-use redis::aio::ConnectionManager;
 use redis::streams::StreamInfoGroupsReply;
 
 use super::DrainError;
@@ -20,7 +20,7 @@ use super::DrainError;
 /// The worker group's state on `stream`: (pending, lag, last delivered id); `None`
 /// when the stream or the group does not exist.
 async fn group(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     stream: &str,
 ) -> Result<Option<(usize, Option<usize>, String)>, DrainError> {
     let reply: redis::RedisResult<StreamInfoGroupsReply> = redis::cmd("XINFO")
@@ -46,7 +46,7 @@ async fn group(
 
 /// Trims `stream` below its oldest entry the group still needs: the oldest pending
 /// one, else the next undelivered one. Returns how many entries went.
-pub async fn trim(redis: &mut ConnectionManager, stream: &str) -> Result<u64, DrainError> {
+pub async fn trim(redis: &mut Redis, stream: &str) -> Result<u64, DrainError> {
     let Some((pending, _, last_delivered)) = group(redis, stream).await? else {
         return Ok(0);
     };
@@ -80,7 +80,7 @@ pub async fn trim(redis: &mut ConnectionManager, stream: &str) -> Result<u64, Dr
 /// Whether the event is over for the farm: the sale ended, nothing waits in the line
 /// or on the changes stream, and no hold is left.
 pub async fn finished(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event: EventId,
     sale_state: Option<&str>,
@@ -106,7 +106,7 @@ pub async fn finished(
 /// `retention_seconds` to live, and takes the event off the farm's active list.
 /// Returns how many keys got a TTL.
 pub async fn retire(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event: EventId,
     retention_seconds: u64,
@@ -119,13 +119,9 @@ pub async fn retire(
     let mut cursor: u64 = 0;
     let mut expired = 0;
     loop {
-        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1_000)
-            .query_async(redis)
+        // On a cluster, the scan runs on the node holding the event's slot.
+        let (next, found) = redis
+            .scan_near(&keys.sale(event), cursor, &pattern, 1_000)
             .await?;
         let mut pipe = redis::pipe();
         for key in &found {

@@ -11,10 +11,10 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use proto::keys::WORKER_GROUP;
+use proto::store::Redis;
 use proto::wire::queue::RequestState;
 use proto::{EventId, Keys};
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
 use super::DrainError;
@@ -23,7 +23,7 @@ use crate::ledger::{self, Conflict, Decision};
 
 pub struct Sink {
     pub pool: PgPool,
-    pub redis: ConnectionManager,
+    pub redis: Redis,
     pub keys: Keys,
     pub event_id: EventId,
     pub epoch: i64,
@@ -82,7 +82,7 @@ impl Sink {
 /// Publishes what changed for the realtime service, one message per batch: the line
 /// moved, these requests were decided, these seats are now held.
 pub async fn publish(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
     decisions: &[Decision],

@@ -5,10 +5,10 @@ use booking_worker::{DrainSettings, Worker};
 use chrono::Utc;
 use inventory::seatmap::{self, LoadMode};
 use inventory::{events, venues};
+use proto::store::{Redis, Store};
 use proto::wire::inventory::{CreateEvent, CreateVenue, RowSpec, SectionSpec};
 use proto::wire::queue::Joined;
 use proto::{EventId, Keys, UserId};
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -20,16 +20,16 @@ pub fn redis_url() -> String {
         .expect("REDIS_URL must name a Redis; run the tests through deploy/test")
 }
 
-pub async fn connect(url: &str) -> (redis::Client, ConnectionManager) {
-    let client = redis::Client::open(url).expect("redis url");
-    let manager = client.get_connection_manager().await.expect("redis");
-    (client, manager)
+pub async fn connect(url: &str) -> (Store, Redis) {
+    let store = Store::open(url).expect("redis url");
+    let redis = store.shared().await.expect("redis");
+    (store, redis)
 }
 
 pub struct Sale {
     pub pool: PgPool,
-    pub client: redis::Client,
-    pub redis: ConnectionManager,
+    pub store: Store,
+    pub redis: Redis,
     pub keys: Keys,
     pub event_id: EventId,
 }
@@ -78,14 +78,14 @@ pub async fn sale(
     )
     .await
     .expect("event");
-    let (client, mut redis) = connect(redis_url).await;
+    let (store, mut redis) = connect(redis_url).await;
     let keys = Keys::new(format!("test:{}", uuid::Uuid::new_v4().simple()));
     seatmap::rebuild(&pool, &mut redis, &keys, event_id, LoadMode::Force)
         .await
         .expect("seat map");
     Sale {
         pool,
-        client,
+        store,
         redis,
         keys,
         event_id,
@@ -214,7 +214,7 @@ impl Sale {
     pub fn worker(&self, name: &str, settings: DrainSettings) -> Worker {
         Worker {
             pool: self.pool.clone(),
-            client: self.client.clone(),
+            store: self.store.clone(),
             redis: self.redis.clone(),
             keys: self.keys.clone(),
             name: name.to_owned(),

@@ -80,13 +80,7 @@ async fn a_stalled_drainer_strands_nothing_and_its_successor_decides_everything(
     sale.set_admission(40).await;
 
     // Drainer A decides a first batch, then stalls: its lease lapses meanwhile.
-    let blocking = sale
-        .client
-        .get_multiplexed_async_connection_with_config(
-            &redis::AsyncConnectionConfig::new().set_response_timeout(None),
-        )
-        .await
-        .expect("blocking connection");
+    let blocking = sale.store.blocking().await.expect("blocking connection");
     let mut stalled = Drainer::new(
         sale.event_id,
         sale.pool.clone(),
@@ -340,7 +334,7 @@ async fn a_worker_that_cannot_drain_an_event_keeps_going_round(pool: PgPool) {
     sale.open().await;
     // Blocking reads get their own connection; this worker cannot open one.
     let worker = booking_worker::Worker {
-        client: redis::Client::open("redis://127.0.0.1:1").expect("url"),
+        store: proto::store::Store::open("redis://127.0.0.1:1").expect("url"),
         ..sale.worker("w", fast_settings())
     };
     let health = worker.health.clone();
@@ -614,26 +608,9 @@ async fn a_draw_run_again_around_a_cancel_hands_out_no_number_twice(pool: PgPool
 }
 
 /// Keys under `keys`' prefix and their memory (SCAN leaves out expired keys).
-async fn footprint(redis: &mut redis::aio::ConnectionManager, keys: &proto::Keys) -> (usize, u64) {
+async fn footprint(redis: &mut proto::store::Redis, keys: &proto::Keys) -> (usize, u64) {
     let pattern = format!("{}:*", keys.prefix());
-    let mut cursor: u64 = 0;
-    let mut names = Vec::new();
-    loop {
-        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1_000)
-            .query_async(redis)
-            .await
-            .expect("scan");
-        names.extend(found);
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    let names = redis.scan_everywhere(&pattern).await.expect("scan");
     let mut bytes = 0;
     for name in &names {
         let size: Option<u64> = redis::cmd("MEMORY")

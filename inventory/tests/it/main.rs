@@ -8,19 +8,15 @@ use std::collections::BTreeMap;
 use chrono::{Duration, Utc};
 use inventory::seatmap::{self, LoadMode};
 use inventory::{events, venues};
+use proto::store::Redis;
 use proto::wire::inventory::{CreateEvent, CreateVenue, RowSpec, SectionSpec};
 use proto::{EventId, Keys, RequestId};
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
-async fn redis() -> ConnectionManager {
+async fn redis() -> Redis {
     let url = std::env::var("REDIS_URL")
         .expect("REDIS_URL must name a Redis; run the tests through deploy/test");
-    redis::Client::open(url)
-        .expect("url")
-        .get_connection_manager()
-        .await
-        .expect("redis")
+    Redis::connect(&url).await.expect("redis")
 }
 
 fn keys() -> Keys {
@@ -72,7 +68,7 @@ async fn sell(pool: &PgPool, event_id: EventId, seat: &str) {
         .expect("sale");
 }
 
-async fn staging_keys(redis: &mut ConnectionManager, keys: &Keys) -> Vec<String> {
+async fn staging_keys(redis: &mut Redis, keys: &Keys) -> Vec<String> {
     redis::cmd("KEYS")
         .arg(format!("{}:*staging*", keys.prefix()))
         .query_async(redis)

@@ -13,9 +13,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
+use proto::store::Redis;
 use proto::wire::queue::RequestState;
 use proto::{EventId, Keys, RequestId};
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -61,24 +61,8 @@ struct LedgerRequest {
 type LedgerSpan = (DateTime<Utc>, DateTime<Utc>, RequestId);
 
 /// Every key matching `pattern` (SCAN, so Redis is never blocked).
-async fn scan(redis: &mut ConnectionManager, pattern: &str) -> anyhow::Result<Vec<String>> {
-    let mut cursor: u64 = 0;
-    let mut names = Vec::new();
-    loop {
-        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(2_000)
-            .query_async(redis)
-            .await?;
-        names.extend(found);
-        if next == 0 {
-            return Ok(names);
-        }
-        cursor = next;
-    }
+async fn scan(redis: &mut Redis, pattern: &str) -> anyhow::Result<Vec<String>> {
+    Ok(redis.scan_everywhere(pattern).await?)
 }
 
 /// A request as Redis has it.
@@ -88,7 +72,7 @@ struct LiveRequest {
 }
 
 async fn live_requests(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
 ) -> anyhow::Result<HashMap<RequestId, LiveRequest>> {
@@ -130,7 +114,7 @@ fn ask_key(ask: &Value) -> String {
 
 pub async fn check(
     pool: &PgPool,
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
     ops: &[Op],
@@ -353,7 +337,7 @@ pub async fn check(
 /// The event's keys in Redis and their memory, for the bound on what a finished
 /// sale leaves behind.
 pub async fn footprint(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
 ) -> anyhow::Result<(usize, u64)> {

@@ -265,14 +265,14 @@ async fn with_redis(
     let mut own = farm::OwnRedis::start(dir).await?;
     let original = (
         stack.redis_url.clone(),
-        stack.client.clone(),
+        stack.store.clone(),
         stack.redis.clone(),
     );
     stack.redis_url = own.url();
-    stack.client = redis::Client::open(stack.redis_url.as_str())?;
-    stack.redis = stack.client.get_connection_manager().await?;
+    stack.store = proto::store::Store::open(stack.redis_url.as_str())?;
+    stack.redis = stack.store.shared().await?;
     let outcome = run(stack, args, Some(&mut own), postgres).await;
-    (stack.redis_url, stack.client, stack.redis) = original;
+    (stack.redis_url, stack.store, stack.redis) = original;
     outcome
 }
 

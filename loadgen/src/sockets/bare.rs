@@ -44,9 +44,9 @@ struct Published<'a> {
 
 pub async fn run(args: BareArgs) -> anyhow::Result<()> {
     let redis_url = std::env::var("REDIS_URL").context("REDIS_URL must name the Redis to use")?;
-    let client = redis::Client::open(redis_url.as_str())?;
-    let mut pubsub = client
-        .get_async_pubsub()
+    let store = proto::store::Store::open(redis_url.as_str())?;
+    let mut pubsub = store
+        .pubsub()
         .await
         .context("connecting to Redis for pub/sub")?;
     pubsub
@@ -54,7 +54,7 @@ pub async fn run(args: BareArgs) -> anyhow::Result<()> {
         .await
         .context("subscribing")?;
     // Read after subscribing: a move made in between is then both read and heard.
-    let mut redis = client.get_multiplexed_async_connection().await?;
+    let mut redis = store.shared().await?;
     let served: Option<u64> = redis::cmd("HGET")
         .arg(&args.sale_key)
         .arg("served")

@@ -101,11 +101,7 @@ async fn event(pool: &PgPool) -> EventId {
 async fn a_reader_that_stops_for_a_minute_does_not_grow_the_nodes_memory(pool: PgPool) {
     let prefix = format!("test:{}", uuid::Uuid::new_v4().simple());
     let keys = Keys::new(prefix.clone());
-    let mut redis = redis::Client::open(redis_url())
-        .unwrap()
-        .get_connection_manager()
-        .await
-        .unwrap();
+    let mut redis = proto::store::Redis::connect(&redis_url()).await.unwrap();
     let event = event(&pool).await;
     // A line: the sale open, two fans far back in it.
     let (slow_fan, live_fan) = (UserId::new(), UserId::new());
