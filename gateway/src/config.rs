@@ -53,7 +53,10 @@ impl AuthSettings {
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct LimitSettings {
-    /// Sustained requests per second from one client address, and its burst.
+    /// Sustained requests per second from one client address, and its burst. Each
+    /// gateway node keeps its own buckets: behind a load balancer that spreads a
+    /// client over N nodes, the client's budget is up to N times this (set it to the
+    /// total divided by N; docs/SCALING.md says why it is not shared in Redis).
     pub per_ip_per_second: u32,
     pub per_ip_burst: u32,
     /// Sustained requests per second from one signed-in account, and its burst.
@@ -63,6 +66,17 @@ pub struct LimitSettings {
     pub body_bytes: usize,
     /// How often idle rate-limiter keys are forgotten.
     pub housekeeping_seconds: u64,
+    /// Proxies (comma-separated CIDRs or addresses) whose `Forwarded` or
+    /// `X-Forwarded-For` is believed; empty: the TCP peer is the client.
+    #[serde(default)]
+    pub trusted_proxies: String,
+    /// The header those proxies write: `x-forwarded-for` (default) or `forwarded`.
+    #[serde(default = "default_forwarded_header")]
+    pub forwarded_header: String,
+}
+
+fn default_forwarded_header() -> String {
+    "x-forwarded-for".into()
 }
 
 impl Config {
@@ -122,6 +136,12 @@ impl Config {
                 "limits.* rates and bursts must be positive".into(),
             ));
         }
+        l.trusted_proxies
+            .parse::<crate::client_address::TrustedProxies>()
+            .map_err(SettingsError::Invalid)?;
+        l.forwarded_header
+            .parse::<crate::client_address::ForwardedHeader>()
+            .map_err(SettingsError::Invalid)?;
         if l.body_bytes < 1024 {
             return Err(SettingsError::Invalid(
                 "limits.body_bytes must be at least 1024".into(),

@@ -3,7 +3,9 @@
 //! A keyed limiter remembers every key it has seen until told to forget, so a flood
 //! of distinct addresses would grow it without bound: [`RateLimits::housekeep`]
 //! drops keys whose buckets are full again, and runs on an interval. Addresses are
-//! the TCP peer's, never a client-supplied `X-Forwarded-For`.
+//! the TCP peer's, or, behind trusted proxies, the hop they vouch for
+//! ([`crate::client_address`]); never whatever a client writes in `X-Forwarded-For`.
+//! IPv6 clients are keyed by their /64. The buckets are this node's own.
 
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
@@ -22,6 +24,7 @@ use governor::{Quota, RateLimiter};
 use proto::auth::Caller;
 use proto::{ErrorBody, ErrorCode, UserId};
 
+use crate::client_address::{TrustedProxies, bucket};
 use crate::config::LimitSettings;
 
 /// A keyed GCRA limiter with its clock, so waits can be told in seconds.
@@ -68,6 +71,7 @@ impl<K: Hash + Eq + Clone, C: Clock + Clone> KeyedLimiter<K, C> {
 pub struct RateLimits {
     pub per_ip: KeyedLimiter<IpAddr>,
     pub per_user: KeyedLimiter<UserId>,
+    pub trusted: TrustedProxies,
 }
 
 impl RateLimits {
@@ -83,6 +87,12 @@ impl RateLimits {
                 settings.per_user_burst,
                 DefaultClock::default(),
             ),
+            // Checked by `Config::validate`; a bad list trusts no one.
+            trusted: settings
+                .trusted_proxies
+                .parse::<TrustedProxies>()
+                .unwrap_or_default()
+                .reading(settings.forwarded_header.parse().unwrap_or_default()),
         }
     }
 
@@ -110,14 +120,15 @@ pub fn too_many(wait: Duration, whose: &'static str) -> Response {
     response
 }
 
-/// Middleware: one bucket per TCP peer address.
+/// Middleware: one bucket per client address (IPv6: per /64).
 pub async fn per_ip(
     State(limits): State<Arc<RateLimits>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
     next: Next,
 ) -> Response {
-    match limits.per_ip.check(&peer.ip()) {
+    let client = limits.trusted.client(peer.ip(), request.headers());
+    match limits.per_ip.check(&bucket(client)) {
         Ok(()) => next.run(request).await,
         Err(wait) => too_many(wait, "address"),
     }

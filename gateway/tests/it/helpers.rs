@@ -4,7 +4,7 @@ use gateway::config::{AuthSettings, Config, LimitSettings};
 use proto::Keys;
 use proto::auth::TokenSettings;
 use proto::settings::{DatabaseSettings, RedisSettings};
-use redis::aio::ConnectionManager;
+use proto::store::Redis;
 use reqwest::{Response, StatusCode};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -49,6 +49,8 @@ pub fn config(prefix: &str) -> Config {
             per_user_burst: 10_000,
             body_bytes: 64 * 1024,
             housekeeping_seconds: 30,
+            trusted_proxies: String::new(),
+            forwarded_header: "x-forwarded-for".into(),
         },
         bootstrap_admin: Some(SecretString::from(format!(
             "{ADMIN_EMAIL}:{ADMIN_PASSWORD}"
@@ -69,7 +71,7 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub pool: PgPool,
-    pub redis: ConnectionManager,
+    pub redis: Redis,
     pub keys: Keys,
 }
 
@@ -82,9 +84,7 @@ pub async fn spawn_app_with(pool: PgPool, adjust: impl FnOnce(&mut Config)) -> T
     let prefix = format!("test:{}", uuid::Uuid::new_v4().simple());
     let mut config = config(&prefix);
     adjust(&mut config);
-    let redis = redis::Client::open(redis_url())
-        .expect("redis url")
-        .get_connection_manager()
+    let redis = proto::store::Redis::connect(&redis_url())
         .await
         .expect("connecting to redis");
     let app = gateway::Application::with_connections(config, pool.clone(), redis.clone())
@@ -268,7 +268,7 @@ impl TestApp {
     ) {
         let worker = booking_worker::Worker {
             pool: self.pool.clone(),
-            client: redis::Client::open(redis_url()).expect("url"),
+            store: proto::store::Store::open(&redis_url()).expect("url"),
             redis: self.redis.clone(),
             keys: self.keys.clone(),
             name: format!("w-{}", uuid::Uuid::new_v4().simple()),
