@@ -107,36 +107,29 @@ impl Farm {
                     .to_owned(),
             ),
         ];
-        let services = [
-            "gateway",
-            "waiting-room",
-            "booking-worker",
-            "payments",
-            "notifier",
-            "realtime",
-        ]
-        .into_iter()
-        .map(|name| {
-            let port = free_port();
-            let log = dir.join(format!("{name}.log"));
-            let file = std::fs::File::create(&log).expect("log file");
-            let child = Command::new(binary(name))
-                .envs(common.iter().map(|(k, v)| (*k, v.as_str())))
-                .env("ONSALE_LISTEN", format!("127.0.0.1:{port}"))
-                .env("ONSALE_NAME", format!("farm-{name}"))
-                .stdout(file.try_clone().expect("log file"))
-                .stderr(file)
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-            Service {
-                name,
-                port,
-                child,
-                log,
-            }
-        })
-        .collect();
+        let services = testkit::SERVICES
+            .into_iter()
+            .map(|name| {
+                let port = free_port();
+                let log = dir.join(format!("{name}.log"));
+                let file = std::fs::File::create(&log).expect("log file");
+                let child = Command::new(binary(name))
+                    .envs(common.iter().map(|(k, v)| (*k, v.as_str())))
+                    .env("ONSALE_LISTEN", format!("127.0.0.1:{port}"))
+                    .env("ONSALE_NAME", format!("farm-{name}"))
+                    .stdout(file.try_clone().expect("log file"))
+                    .stderr(file)
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+                Service {
+                    name,
+                    port,
+                    child,
+                    log,
+                }
+            })
+            .collect();
         Self { services, dir }
     }
 
