@@ -13,8 +13,8 @@
 //!   the farm holds seats again.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -23,57 +23,16 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use testkit::{PrivatePostgres, PrivateRedis, free_port};
 
+#[allow(
+    dead_code,
+    reason = "each multi-process test uses part of the support module"
+)]
+mod support;
+use support::{Service, binary};
+
 const ADMIN: &str = "farm-admin@onsale.test:farm-admin-password";
 const JWT_SECRET: &str = "farm-test-secret-at-least-32-bytes-long!!";
 const WEBHOOK_SECRET: &str = "farm-webhook-secret";
-
-/// One service process, its ops port and its log; killed when dropped.
-struct Service {
-    name: &'static str,
-    port: u16,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Service {
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            let log = self.log_text();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            panic!(
-                "{} exited ({status}); last lines of its log:\n{}",
-                self.name,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A sibling binary of this test's `loadgen` (`cargo test --workspace` builds them all).
-fn binary(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_loadgen")).with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run the suite as the README says (deploy/test builds every service)",
-        path.display()
-    );
-    path
-}
 
 struct Farm {
     services: Vec<Service>,

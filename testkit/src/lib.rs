@@ -40,7 +40,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Waits until something accepts connections on 127.0.0.1:`port`.
-fn wait_for_port(port: u16, what: &str) {
+pub fn wait_for_port(port: u16, what: &str) {
     let started = std::time::Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(

@@ -1,0 +1,610 @@
+//! The farm behind a real load balancer: haproxy (Debian's package) in front of two
+//! gateways and two realtime nodes, with two booking-worker processes, a waiting
+//! room, a private Redis and Postgres. Fans register, join, watch their socket,
+//! are held and pay, all through haproxy's one address, while one gateway and one
+//! realtime node are killed (SIGKILL) at random moments of the sale.
+//!
+//! What it proves, over the whole history of every fan's calls and socket frames:
+//! - no join is lost or doubled: every fan ends with one request, its retries (the
+//!   same `Idempotency-Key`) answered with that same request, and the ledger holds
+//!   exactly one request per fan;
+//! - every socket the dead realtime node held is closed, reconnects through
+//!   haproxy to the survivor, and starts again from a snapshot (`sale`, then the
+//!   fan's `request`); every socket then sees its fan held;
+//! - haproxy's `X-Forwarded-For` is believed (a trusted proxy): fans behind it
+//!   from different addresses have their own rate-limit buckets.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use rand::Rng;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use testkit::{PrivatePostgres, PrivateRedis, free_port};
+
+mod support;
+use support::Service;
+
+const ADMIN: (&str, &str) = ("lb-admin@onsale.test", "lb-admin-password");
+const JWT_SECRET: &str = "balanced-test-secret-at-least-32-bytes!!";
+const FANS: usize = 24;
+const WATCHERS: usize = 16;
+
+/// haproxy on a free port, its configuration written beside the logs.
+struct Haproxy {
+    child: Child,
+    port: u16,
+}
+
+impl Haproxy {
+    fn start(dir: &std::path::Path, gateways: [u16; 2], realtime: [u16; 2]) -> Self {
+        let port = free_port();
+        // Retries go to the other server (redispatch) when a connection fails or a
+        // server dies before answering: safe for every POST here, because each one
+        // carries an Idempotency-Key. Health checks every 200 ms take a dead node
+        // out of rotation.
+        let config = format!(
+            "global\n    maxconn 4096\n\
+             defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    timeout tunnel 1h\n\
+             \x20   retries 3\n    option redispatch 1\n    retry-on conn-failure empty-response response-timeout\n\
+             frontend public\n    bind 127.0.0.1:{port}\n\
+             \x20   http-request del-header X-Forwarded-For\n    option forwardfor\n\
+             \x20   acl live path_reg ^/v1/events/[^/]+/live\n    use_backend realtime if live\n    default_backend gateway\n\
+             backend gateway\n    balance roundrobin\n    option httpchk GET /readyz\n\
+             \x20   server gateway-1 127.0.0.1:{} check inter 200 fall 1 rise 2\n\
+             \x20   server gateway-2 127.0.0.1:{} check inter 200 fall 1 rise 2\n\
+             backend realtime\n    balance leastconn\n    option httpchk GET /readyz\n\
+             \x20   server realtime-1 127.0.0.1:{} check inter 200 fall 1 rise 2\n\
+             \x20   server realtime-2 127.0.0.1:{} check inter 200 fall 1 rise 2\n",
+            gateways[0], gateways[1], realtime[0], realtime[1]
+        );
+        let path = dir.join("haproxy.cfg");
+        std::fs::write(&path, config).expect("haproxy.cfg");
+        let log = std::fs::File::create(dir.join("haproxy.log")).expect("haproxy log");
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting haproxy (Debian: apt-get install haproxy; deploy/test installs it)");
+        testkit::wait_for_port(port, "haproxy");
+        Self { child, port }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fan's HTTP client, connecting from `source` (a loopback address of its own).
+fn fan_client(source: Ipv4Addr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(IpAddr::V4(source))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// Sends until an answer that is not the balancer's own 502/503/504 or a broken
+/// connection, as a fan's page does; the answer and how many tries it took.
+async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+    idempotency: Option<&str>,
+) -> (StatusCode, Value, u32) {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let mut request = client.request(method.clone(), url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = &body {
+            request = request.json(body);
+        }
+        if let Some(key) = idempotency {
+            request = request.header("Idempotency-Key", key);
+        }
+        match request.send().await {
+            Ok(response) if !matches!(response.status().as_u16(), 502..=504) || tries >= 20 => {
+                let status = response.status();
+                let body = response.json().await.unwrap_or(Value::Null);
+                return (status, body, tries);
+            }
+            Ok(_) | Err(_) if tries < 20 => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("{method} {url} failed 20 times: {error}"),
+            Ok(_) => unreachable!("the first arm takes the last try"),
+        }
+    }
+}
+
+async fn token(client: &reqwest::Client, lb: &Haproxy, email: &str, password: &str) -> String {
+    let credentials = json!({"email": email, "password": password});
+    let (status, body, _) = call(
+        client,
+        reqwest::Method::POST,
+        &lb.url("/v1/auth/login"),
+        None,
+        Some(credentials),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "login: {body}");
+    body["access_token"].as_str().expect("token").to_owned()
+}
+
+async fn new_fan(client: &reqwest::Client, lb: &Haproxy, n: usize) -> String {
+    let email = format!("lb-fan-{n}-{}@onsale.test", uuid::Uuid::new_v4().simple());
+    let credentials = json!({"email": email, "password": "a fan's password"});
+    let (status, body, _) = call(
+        client,
+        reqwest::Method::POST,
+        &lb.url("/v1/auth/register"),
+        None,
+        Some(credentials),
+        Some(&format!("register-{email}")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "register: {body}");
+    token(client, lb, &email, "a fan's password").await
+}
+
+/// What one watcher's socket saw: frames since each (re)connection.
+#[derive(Default)]
+struct Watch {
+    connections: Vec<Vec<Value>>,
+}
+
+/// Holds a socket through the balancer for `request`, reconnecting whenever it
+/// drops, until `stop`; every frame is kept, per connection.
+async fn watch(
+    lb_port: u16,
+    event: String,
+    token: String,
+    request: String,
+    log: Arc<Mutex<Watch>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let url = format!(
+        "ws://127.0.0.1:{lb_port}/v1/events/{event}/live?access_token={token}&request_id={request}"
+    );
+    while !stop.is_cancelled() {
+        let Ok((mut socket, _)) = tokio_tungstenite::connect_async(&url).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        log.lock().unwrap().connections.push(Vec::new());
+        loop {
+            let frame = tokio::select! {
+                frame = socket.next() => frame,
+                _ = stop.cancelled() => return,
+            };
+            match frame {
+                Some(Ok(message)) if message.is_text() => {
+                    let value: Value = serde_json::from_str(message.to_text().unwrap_or("null"))
+                        .unwrap_or(Value::Null);
+                    log.lock()
+                        .unwrap()
+                        .connections
+                        .last_mut()
+                        .unwrap()
+                        .push(value);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break,
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_haproxy_a_sale_survives_losing_a_gateway_and_a_realtime_node() {
+    let redis = PrivateRedis::start();
+    let postgres = PrivatePostgres::start();
+    let dir = std::env::temp_dir().join(format!("onsale-lb-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let _keep = KeepLogs(dir.clone());
+    let env: Vec<(&str, String)> = vec![
+        ("DATABASE_URL", postgres.url()),
+        ("REDIS_URL", redis.url()),
+        ("ONSALE_AUTH__JWT_SECRET", JWT_SECRET.into()),
+        (
+            "ONSALE_PAYMENTS__WEBHOOK_SECRET",
+            "lb-webhook-secret".into(),
+        ),
+        ("ONSALE_PAYMENTS__SANDBOX_WEBHOOK_SECONDS", "0".into()),
+        ("ONSALE_BOOTSTRAP_ADMIN", format!("{}:{}", ADMIN.0, ADMIN.1)),
+        ("ONSALE_LIMITS__TRUSTED_PROXIES", "127.0.0.1".into()),
+        ("ONSALE_LIMITS__PER_IP_PER_SECOND", "200".into()),
+        ("ONSALE_LIMITS__PER_IP_BURST", "40".into()),
+        ("ONSALE_DISCOVER_INTERVAL_MS", "50".into()),
+        ("ONSALE_DRAIN__BLOCK_MS", "50".into()),
+        ("ONSALE_DRAIN__LEASE_MS", "1000".into()),
+        ("RUST_LOG", "warn".into()),
+    ];
+    // The first gateway alone first: it migrates the database and creates the
+    // admin, so the others start on a finished schema.
+    let mut gateway_1 = Service::spawn("gateway-1", "gateway", &dir, &env);
+    let mut services = Vec::new();
+    wait_ready(&mut gateway_1).await;
+    let mut gateway_2 = Service::spawn("gateway-2", "gateway", &dir, &env);
+    let mut realtime_1 = Service::spawn("realtime-1", "realtime", &dir, &env);
+    let mut realtime_2 = Service::spawn("realtime-2", "realtime", &dir, &env);
+    for (name, program) in [
+        ("waiting-room", "waiting-room"),
+        ("booking-worker-1", "booking-worker"),
+        ("booking-worker-2", "booking-worker"),
+    ] {
+        services.push(Service::spawn(name, program, &dir, &env));
+    }
+    for service in [&mut gateway_2, &mut realtime_1, &mut realtime_2]
+        .into_iter()
+        .chain(services.iter_mut())
+    {
+        wait_ready(service).await;
+    }
+    let lb = Haproxy::start(
+        &dir,
+        [gateway_1.port, gateway_2.port],
+        [realtime_1.port, realtime_2.port],
+    );
+
+    // The sale: 60 seats, admission slow enough that the line is still moving when
+    // the nodes die.
+    let operator = fan_client(Ipv4Addr::LOCALHOST);
+    let admin = token(&operator, &lb, ADMIN.0, ADMIN.1).await;
+    let event = sale(&operator, &lb, &admin).await;
+
+    // Fans each come from an address of their own (127.0.0.10 + n): behind the
+    // trusted balancer each has its own bucket.
+    let fans: Vec<(reqwest::Client, String)> = futures_util::future::join_all((0..FANS).map(|n| {
+        let client = fan_client(Ipv4Addr::new(127, 0, 0, 10 + n as u8));
+        let lb = &lb;
+        async move {
+            let token = new_fan(&client, lb, n).await;
+            (client, token)
+        }
+    }))
+    .await;
+
+    // Joins, concurrently; gateway-1 dies after a random number of them.
+    let kill_gateway_after = rand::rng().random_range(FANS / 4..FANS * 3 / 4);
+    let joined = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let gateway_killed = tokio_util::sync::CancellationToken::new();
+    let killer = {
+        let (joined, killed) = (joined.clone(), gateway_killed.clone());
+        tokio::spawn(async move {
+            while joined.load(std::sync::atomic::Ordering::SeqCst) < kill_gateway_after {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            gateway_1.kill();
+            killed.cancel();
+            gateway_1
+        })
+    };
+    let path = lb.url(&format!("/v1/events/{event}/requests"));
+    let joins: Vec<(String, u32)> =
+        futures_util::future::join_all(fans.iter().enumerate().map(|(n, (client, token))| {
+            let (path, joined) = (path.clone(), joined.clone());
+            async move {
+                let key = format!("join-{n}");
+                let (status, body, tries) = call(
+                    client,
+                    reqwest::Method::POST,
+                    &path,
+                    Some(token),
+                    Some(json!({"quantity": 2})),
+                    Some(&key),
+                )
+                .await;
+                joined.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                assert_eq!(status, StatusCode::ACCEPTED, "fan {n}'s join: {body}");
+                let request = body["request_id"].as_str().expect("request id").to_owned();
+                // The same key again, through whichever gateway is left: the same request.
+                let (again, body, _) = call(
+                    client,
+                    reqwest::Method::POST,
+                    &path,
+                    Some(token),
+                    Some(json!({"quantity": 2})),
+                    Some(&key),
+                )
+                .await;
+                assert_eq!(again, StatusCode::ACCEPTED, "fan {n}'s retry: {body}");
+                assert_eq!(body["request_id"], request.as_str(), "fan {n}'s retry");
+                (request, tries)
+            }
+        }))
+        .await;
+    let _gateway_1 = killer.await.expect("killer");
+    assert!(
+        gateway_killed.is_cancelled(),
+        "gateway-1 was killed mid-sale"
+    );
+
+    // Watchers: the first WATCHERS fans hold a socket each through the balancer.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let watches: Vec<Arc<Mutex<Watch>>> = (0..WATCHERS).map(|_| Arc::default()).collect();
+    let mut watchers = Vec::new();
+    for (n, watch_log) in watches.iter().enumerate() {
+        watchers.push(tokio::spawn(watch(
+            lb.port,
+            event.clone(),
+            fans[n].1.clone(),
+            joins[n].0.clone(),
+            watch_log.clone(),
+            stop.clone(),
+        )));
+    }
+    // Every watcher connected once, then the line moves and realtime-1 dies at a
+    // random moment of it.
+    eventually(
+        Duration::from_secs(20),
+        "every watcher's first snapshot",
+        || {
+            watches.iter().all(|w| {
+                w.lock()
+                    .unwrap()
+                    .connections
+                    .first()
+                    .is_some_and(|c| !c.is_empty())
+            })
+        },
+    )
+    .await;
+    let (status, body, _) = call(
+        &operator,
+        reqwest::Method::PUT,
+        &lb.url(&format!("/v1/ops/events/{event}/admission")),
+        Some(&admin),
+        Some(json!({"per_second": 4})),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "admission: {body}");
+    tokio::time::sleep(Duration::from_millis(rand::rng().random_range(200..1500))).await;
+    realtime_1.kill();
+
+    // Every fan is held in the end, and every watcher's socket says so.
+    for (n, (client, token)) in fans.iter().enumerate() {
+        let url = lb.url(&format!("/v1/requests/{}", joins[n].0));
+        let started = Instant::now();
+        loop {
+            let (status, body, _) =
+                call(client, reqwest::Method::GET, &url, Some(token), None, None).await;
+            assert_eq!(status, StatusCode::OK, "fan {n}'s request: {body}");
+            match body["state"].as_str() {
+                Some("held") => break,
+                Some("queued") => {}
+                other => panic!("fan {n}'s request went {other:?}: {body}"),
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "fan {n} never held"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    eventually(
+        Duration::from_secs(30),
+        "every watcher's socket to show its fan held",
+        || {
+            watches.iter().all(|w| {
+                w.lock().unwrap().connections.last().is_some_and(|frames| {
+                    frames
+                        .iter()
+                        .any(|f| f["type"] == "request" && f["state"] == "held")
+                })
+            })
+        },
+    )
+    .await;
+    stop.cancel();
+    for watcher in watchers {
+        watcher.await.expect("watcher");
+    }
+
+    // The history: sockets cut by the kill reconnected and began from a snapshot.
+    let mut reconnected = 0;
+    for (n, watch_log) in watches.iter().enumerate() {
+        let watch_log = watch_log.lock().unwrap();
+        for (c, frames) in watch_log.connections.iter().enumerate() {
+            let types: Vec<&str> = frames.iter().filter_map(|f| f["type"].as_str()).collect();
+            assert_eq!(
+                types.first().copied(),
+                Some("sale"),
+                "watcher {n}'s connection {c} starts with the sale: {types:?}"
+            );
+            assert!(
+                types.contains(&"request"),
+                "watcher {n}'s connection {c} carries the fan's request: {types:?}"
+            );
+        }
+        reconnected += usize::from(watch_log.connections.len() > 1);
+    }
+    assert!(
+        reconnected > 0,
+        "leastconn spread the sockets over both nodes, so killing one cut some"
+    );
+
+    // Nothing doubled: one request per fan in the ledger, each the one its fan was given.
+    let pool = sqlx::PgPool::connect(&postgres.url()).await.expect("pool");
+    let ledger: Vec<(uuid::Uuid,)> =
+        sqlx::query_as("SELECT request_id FROM waiting_room.requests WHERE event_id = $1::uuid")
+            .bind(&event)
+            .fetch_all(&pool)
+            .await
+            .expect("ledger");
+    let mut given: Vec<String> = joins.iter().map(|(r, _)| r.clone()).collect();
+    let mut recorded: Vec<String> = ledger.iter().map(|(r,)| r.to_string()).collect();
+    given.sort();
+    recorded.sort();
+    assert_eq!(
+        recorded, given,
+        "the ledger holds exactly the fans' requests"
+    );
+
+    // A fan pays through whichever gateway is left.
+    let (client, token) = &fans[0];
+    let (status, order, _) = call(
+        client,
+        reqwest::Method::POST,
+        &lb.url(&format!("/v1/requests/{}/checkout", joins[0].0)),
+        Some(token),
+        Some(json!({"card_number": "4242424242424242", "expiry": "12/34", "cvc": "123"})),
+        Some("pay-0"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "checkout: {order}");
+    assert_eq!(order["state"], "paid", "{order}");
+
+    // Behind the trusted balancer, one address's bucket does not drain another's.
+    let greedy = fan_client(Ipv4Addr::new(127, 0, 0, 2));
+    let mut limited = false;
+    for _ in 0..200 {
+        let response = greedy
+            .get(lb.url("/v1/events"))
+            .send()
+            .await
+            .expect("answer");
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "127.0.0.2 ran out of its own bucket");
+    let patient = fan_client(Ipv4Addr::new(127, 0, 0, 3));
+    let response = patient
+        .get(lb.url("/v1/events"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "127.0.0.3 has a bucket of its own"
+    );
+    let retried = joins.iter().filter(|(_, tries)| *tries > 1).count();
+    eprintln!(
+        "balanced: {FANS} fans joined ({retried} after a retry), gateway-1 killed after \
+         {kill_gateway_after} joins, {reconnected} of {WATCHERS} sockets reconnected"
+    );
+    drop(services);
+}
+
+async fn wait_ready(service: &mut Service) {
+    let started = Instant::now();
+    loop {
+        service.assert_running();
+        if let Ok(response) = reqwest::get(service.url("/readyz")).await
+            && response.status() == StatusCode::OK
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{} not ready within 90 s (log: {})",
+            service.name,
+            service.log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < within, "no {what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A venue of 60 seats and an open sale on it; its event id.
+async fn sale(operator: &reqwest::Client, lb: &Haproxy, admin: &str) -> String {
+    let rows: Vec<Value> = (1..=3)
+        .map(|r| json!({"label": format!("R{r}"), "seats": 20}))
+        .collect();
+    let (status, venue, _) = call(
+        operator,
+        reqwest::Method::POST,
+        &lb.url("/v1/venues"),
+        Some(admin),
+        Some(json!({"name": "Balanced Hall", "sections": [
+            {"name": "Floor", "price_tier": "standard", "rows": rows}
+        ]})),
+        Some("venue"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "venue: {venue}");
+    let onsale = chrono::Utc::now() + chrono::Duration::hours(1);
+    let (status, event, _) = call(
+        operator,
+        reqwest::Method::POST,
+        &lb.url("/v1/events"),
+        Some(admin),
+        Some(json!({
+            "venue_id": venue["venue_id"], "name": "Balanced Night",
+            "starts_at": (onsale + chrono::Duration::days(30)).to_rfc3339(),
+            "onsale_at": onsale.to_rfc3339(),
+            "max_per_fan": 4, "hold_seconds": 600, "prices": {"standard": 5000}
+        })),
+        Some("event"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "event: {event}");
+    let event = event["event_id"].as_str().expect("event id").to_owned();
+    // Held back until the sockets are up: the operator lets the line move later.
+    let (status, body, _) = call(
+        operator,
+        reqwest::Method::PUT,
+        &lb.url(&format!("/v1/ops/events/{event}/admission")),
+        Some(admin),
+        Some(json!({"per_second": 1})),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "admission: {body}");
+    let (status, body, _) = call(
+        operator,
+        reqwest::Method::POST,
+        &lb.url(&format!("/v1/ops/events/{event}/open")),
+        Some(admin),
+        Some(json!({})),
+        Some("open"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "open: {body}");
+    event
+}
+
+/// Keeps the run's logs when the test fails, removes them when it passes.
+struct KeepLogs(PathBuf);
+
+impl Drop for KeepLogs {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("the balanced farm's logs are kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
