@@ -253,7 +253,7 @@ pub async fn flood(stack: &mut Stack, args: FloodArgs) -> anyhow::Result<()> {
         .context("drawing the pre-queue")?;
     let gateway = Gateway::start(stack, &args.gateway).await?;
     let mut meter = Meter {
-        gateway_pid: gateway.pid(),
+        gateway_pids: vec![gateway.pid()],
         redis: stack.redis.clone(),
     };
     let host = gateway.host.clone();

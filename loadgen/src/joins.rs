@@ -38,6 +38,10 @@ pub struct JoinArgs {
     /// and `seconds` × this many fan tokens are signed before the phase starts.
     #[arg(long, default_value_t = 40_000)]
     max_rate: usize,
+    /// Gateway processes to run; connections are spread over them in turn, as a
+    /// round-robin balancer would (without a balancer's own cost in the figures).
+    #[arg(long, default_value_t = 1)]
+    pub gateways: usize,
     /// The gateway binary to run.
     #[arg(long, default_value = "target/release/gateway")]
     gateway: String,
@@ -72,6 +76,7 @@ impl Gateway {
             .env("REDIS_URL", &stack.redis_url)
             .env("ONSALE_LISTEN", format!("127.0.0.1:{port}"))
             .env("ONSALE_AUTH__JWT_SECRET", SECRET)
+            .env("ONSALE_PAYMENTS__WEBHOOK_SECRET", "loadgen-webhook-secret")
             .env("ONSALE_REDIS__KEY_PREFIX", stack.keys.prefix())
             .env("ONSALE_LIMITS__PER_IP_PER_SECOND", "10000000")
             .env("ONSALE_LIMITS__PER_IP_BURST", "10000000")
@@ -206,28 +211,39 @@ impl Cpu {
 /// Where the CPU times are read: the gateway's and this process's from /proc, Redis's
 /// from `INFO cpu`.
 pub(crate) struct Meter {
-    pub(crate) gateway_pid: u32,
+    /// Every gateway process of the run.
+    pub(crate) gateway_pids: Vec<u32>,
     pub(crate) redis: proto::store::Redis,
 }
 
 impl Meter {
+    /// CPU seconds so far: the gateways', this process's, and Redis's (every master
+    /// of a cluster, summed).
     pub(crate) async fn read(&mut self) -> anyhow::Result<Cpu> {
-        let info: String = redis::cmd("INFO")
-            .arg("cpu")
-            .query_async(&mut self.redis)
+        let infos: Vec<String> = self
+            .redis
+            .on_each_master(redis::cmd("INFO").arg("cpu"))
             .await?;
-        let field = |name: &str| -> anyhow::Result<f64> {
-            info.lines()
-                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-                .with_context(|| format!("no {name} in INFO cpu"))?
-                .trim()
-                .parse()
-                .with_context(|| format!("{name} in INFO cpu"))
-        };
+        let mut redis = 0.0;
+        for info in &infos {
+            let field = |name: &str| -> anyhow::Result<f64> {
+                info.lines()
+                    .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                    .with_context(|| format!("no {name} in INFO cpu"))?
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("{name} in INFO cpu"))
+            };
+            redis += field("used_cpu_user")? + field("used_cpu_sys")?;
+        }
+        let mut gateway = 0.0;
+        for pid in &self.gateway_pids {
+            gateway += process_cpu(&format!("/proc/{pid}/stat"))?;
+        }
         Ok(Cpu {
-            gateway: process_cpu(&format!("/proc/{}/stat", self.gateway_pid))?,
+            gateway,
             loadgen: process_cpu("/proc/self/stat")?,
-            redis: field("used_cpu_user")? + field("used_cpu_sys")?,
+            redis,
         })
     }
 }
@@ -292,15 +308,15 @@ pub(crate) async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full
 async fn phase(
     name: &str,
     meter: &mut Meter,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     concurrency: usize,
     seconds: u64,
     make: MakeRequest,
     expect: StatusCode,
 ) -> anyhow::Result<Phase> {
     let mut senders = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
-        senders.push(connect(addr).await?);
+    for i in 0..concurrency {
+        senders.push(connect(addrs[i % addrs.len()]).await?);
     }
     let cpu_at_start = meter.read().await?;
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -366,12 +382,16 @@ pub async fn joins(stack: &mut Stack, args: JoinArgs) -> anyhow::Result<()> {
         .await
         .context("drawing the pre-queue")?;
 
-    let gateway = Gateway::start(stack, &args.gateway).await?;
+    let mut gateways = Vec::new();
+    for _ in 0..args.gateways.max(1) {
+        gateways.push(Gateway::start(stack, &args.gateway).await?);
+    }
     let mut meter = Meter {
-        gateway_pid: gateway.pid(),
+        gateway_pids: gateways.iter().map(Gateway::pid).collect(),
         redis: stack.redis.clone(),
     };
-    let (addr, host) = (gateway.addr, gateway.host.clone());
+    let addrs: Vec<SocketAddr> = gateways.iter().map(|g| g.addr).collect();
+    let (addr, host) = (addrs.as_slice(), gateways[0].host.clone());
 
     let key = EncodingKey::from_secret(SECRET.as_bytes());
     // The baseline may reuse tokens (a 404 does not care who asks); joins may not.
@@ -423,7 +443,14 @@ pub async fn joins(stack: &mut Stack, args: JoinArgs) -> anyhow::Result<()> {
         "{}",
         baseline.line("baseline (404 fallback through every layer)")
     );
-    println!("{}", joined.line("joins"));
+    println!(
+        "{}",
+        joined.line(&format!(
+            "joins through {} gateway{}",
+            addr.len(),
+            if addr.len() == 1 { "" } else { "s" }
+        ))
+    );
     println!("{}", baseline.cpu_line("baseline"));
     println!("{}", joined.cpu_line("joins"));
     println!(

@@ -40,16 +40,25 @@ pub async fn world(pool: PgPool, event_name: &str) -> World {
 
 /// A world on the broker at `brokers`.
 pub async fn world_on(pool: PgPool, event_name: &str, brokers: String) -> World {
+    // One partition: records are consumed in the order the test produces them.
+    world_with(pool, event_name, brokers, 1).await
+}
+
+/// A world whose topics have `partitions` partitions.
+pub async fn world_with(pool: PgPool, event_name: &str, brokers: String, partitions: i32) -> World {
     proto::runtime::init_test_tracing();
     let suffix = format!("test{}", Uuid::new_v4().simple());
     let kafka = KafkaSettings {
         brokers,
         topic_suffix: suffix.clone(),
     };
-    // One partition: records are consumed in the order the test produces them.
-    bus::ensure_topics(&kafka, &[proto::topics::BOOKINGS, proto::topics::ORDERS], 1)
-        .await
-        .expect("topics");
+    bus::ensure_topics(
+        &kafka,
+        &[proto::topics::BOOKINGS, proto::topics::ORDERS],
+        partitions,
+    )
+    .await
+    .expect("topics");
     let producer = bus::producer(&kafka).expect("producer");
     let sink = MailSink::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
@@ -137,11 +146,22 @@ impl World {
     }
 
     pub fn order(&self, kind: &str, amount_cents: i64, currency: &str) -> Envelope {
+        self.order_in(self.event_id, kind, amount_cents, currency)
+    }
+
+    /// An order envelope of `event` (see [`World::another_event`]).
+    pub fn order_in(
+        &self,
+        event: EventId,
+        kind: &str,
+        amount_cents: i64,
+        currency: &str,
+    ) -> Envelope {
         let request_id = RequestId::new();
         let payload = OrderPayload {
             order_id: OrderId::new(),
             request_id,
-            event_id: self.event_id,
+            event_id: event,
             fan_id: self.fan,
             state: kind.trim_start_matches("order.").into(),
             seats: vec!["Floor-R3-7".into(), "Floor-R3-8".into()],
@@ -150,7 +170,28 @@ impl World {
             card_last4: "4242".into(),
             reason: (kind == "order.refunded").then(|| "hold_ended".into()),
         };
-        self.envelope(kind, request_id, serde_json::to_value(payload).unwrap())
+        let mut envelope = self.envelope(kind, request_id, serde_json::to_value(payload).unwrap());
+        envelope.event_id = event;
+        envelope
+    }
+
+    /// Another event on the world's venue, for envelopes keyed to other partitions.
+    pub async fn another_event(&self, name: &str) -> EventId {
+        let event = EventId::new();
+        sqlx::query(
+            "INSERT INTO inventory.events (event_id, venue_id, name, starts_at, onsale_at,
+                 max_per_fan, hold_seconds, admission_per_second)
+             SELECT $1, venue_id, $2, starts_at, onsale_at, max_per_fan, hold_seconds,
+                 admission_per_second
+             FROM inventory.events WHERE event_id = $3",
+        )
+        .bind(event)
+        .bind(name)
+        .bind(self.event_id)
+        .execute(&self.pool)
+        .await
+        .expect("another event");
+        event
     }
 
     pub fn request(&self, kind: &str) -> Envelope {

@@ -5,6 +5,7 @@
 
 mod broker;
 mod delivery;
+mod group;
 mod helpers;
 mod outage;
 mod redelivery;
