@@ -207,16 +207,7 @@ impl Redis {
                     .arg(pattern)
                     .arg("COUNT")
                     .arg(1_000);
-                let (next, keys): (u64, Vec<String>) = match (&mut *self, &node) {
-                    (Redis::Cluster(connection), Some((host, port))) => {
-                        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                            host: host.clone(),
-                            port: *port,
-                        });
-                        redis::from_redis_value(connection.route_command(scan, routing).await?)?
-                    }
-                    (connection, _) => scan.query_async(connection).await?,
-                };
+                let (next, keys): (u64, Vec<String>) = self.on_node(&node, scan).await?;
                 found.extend(keys);
                 cursor = next;
                 if cursor == 0 {
@@ -225,6 +216,38 @@ impl Redis {
             }
         }
         Ok(found)
+    }
+
+    /// `cmd`'s reply from every master (a single server: from it), in node order:
+    /// `INFO` of the whole cluster, for instance.
+    pub async fn on_each_master<T: redis::FromRedisValue>(
+        &mut self,
+        cmd: &Cmd,
+    ) -> RedisResult<Vec<T>> {
+        let mut replies = Vec::new();
+        for node in self.masters().await? {
+            replies.push(self.on_node(&node, cmd.clone()).await?);
+        }
+        Ok(replies)
+    }
+
+    async fn on_node<T: redis::FromRedisValue>(
+        &mut self,
+        node: &Option<(String, u16)>,
+        cmd: Cmd,
+    ) -> RedisResult<T> {
+        match (self, node) {
+            (Redis::Cluster(connection), Some((host, port))) => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                });
+                Ok(redis::from_redis_value(
+                    connection.route_command(cmd, routing).await?,
+                )?)
+            }
+            (connection, _) => cmd.query_async(connection).await,
+        }
     }
 
     /// The address of every master of a cluster, from `CLUSTER NODES`; one `None`
