@@ -174,6 +174,7 @@ start_redis_cluster() {
         redis-server --bind 127.0.0.1 --port "$port" --dir "$node" --save '' \
             --appendonly yes --appendfsync everysec \
             --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+            --cluster-require-full-coverage no \
             --daemonize no --logfile "$node/redis.log" >/dev/null 2>&1 &
         STACK_PIDS+=("$!")
         STACK_LOGS="$node/redis.log"

@@ -149,6 +149,21 @@ impl Worker {
                 if drainers.contains_key(&event_id) {
                     continue;
                 }
+                // An event another worker drains needs nothing from here: a drainer
+                // would open a blocking connection (on a cluster, one per master)
+                // only to find the lease taken. One that is free is raced for.
+                match redis::cmd("EXISTS")
+                    .arg(self.keys.lease(event_id))
+                    .query_async::<bool>(&mut redis)
+                    .await
+                {
+                    Ok(false) => {}
+                    Ok(true) => continue,
+                    Err(error) => {
+                        tracing::warn!(%event_id, %error, "cannot read the event's lease");
+                        continue;
+                    }
+                }
                 let drainer = match self.drainer(event_id, &token).await {
                     Ok(drainer) => drainer,
                     Err(error) => {

@@ -13,6 +13,9 @@
 //!   fan's `request`); every socket then sees its fan held;
 //! - haproxy's `X-Forwarded-For` is believed (a trusted proxy): fans behind it
 //!   from different addresses have their own rate-limit buckets.
+//!
+//! And the fan's page (`gateway/tests/browser/fan.mjs`, in Debian's Chromium) goes
+//! from the countdown to a confirmation through haproxy, unchanged.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -216,69 +219,108 @@ async fn watch(
     }
 }
 
+/// The farm behind haproxy; every process goes when it is dropped, haproxy first.
+struct Balanced {
+    lb: Haproxy,
+    gateways: Vec<Service>,
+    realtime: Vec<Service>,
+    _others: Vec<Service>,
+    postgres: PrivatePostgres,
+    _redis: PrivateRedis,
+    _logs: KeepLogs,
+}
+
+impl Balanced {
+    /// Two gateways, two realtime nodes, the waiting room and two booking workers on
+    /// a private Redis and Postgres, behind haproxy; `extra` settings win over the
+    /// defaults.
+    async fn start(extra: &[(&'static str, String)]) -> Self {
+        let redis = PrivateRedis::start();
+        let postgres = PrivatePostgres::start();
+        let dir = std::env::temp_dir().join(format!("onsale-lb-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut env: Vec<(&str, String)> = vec![
+            ("DATABASE_URL", postgres.url()),
+            ("REDIS_URL", redis.url()),
+            ("ONSALE_AUTH__JWT_SECRET", JWT_SECRET.into()),
+            (
+                "ONSALE_PAYMENTS__WEBHOOK_SECRET",
+                "lb-webhook-secret".into(),
+            ),
+            ("ONSALE_PAYMENTS__SANDBOX_WEBHOOK_SECONDS", "0".into()),
+            ("ONSALE_BOOTSTRAP_ADMIN", format!("{}:{}", ADMIN.0, ADMIN.1)),
+            ("ONSALE_LIMITS__TRUSTED_PROXIES", "127.0.0.1".into()),
+            ("ONSALE_LIMITS__PER_IP_PER_SECOND", "200".into()),
+            ("ONSALE_LIMITS__PER_IP_BURST", "40".into()),
+            ("ONSALE_DISCOVER_INTERVAL_MS", "50".into()),
+            ("ONSALE_DRAIN__BLOCK_MS", "50".into()),
+            ("ONSALE_DRAIN__LEASE_MS", "1000".into()),
+            ("RUST_LOG", "warn".into()),
+        ];
+        env.retain(|(name, _)| !extra.iter().any(|(other, _)| other == name));
+        env.extend(extra.iter().cloned());
+        // The first gateway alone first: it migrates the database and creates the
+        // admin, so the others start on a finished schema.
+        let mut gateway_1 = Service::spawn("gateway-1", "gateway", &dir, &env);
+        wait_ready(&mut gateway_1).await;
+        let mut gateways = vec![
+            gateway_1,
+            Service::spawn("gateway-2", "gateway", &dir, &env),
+        ];
+        let mut realtime = vec![
+            Service::spawn("realtime-1", "realtime", &dir, &env),
+            Service::spawn("realtime-2", "realtime", &dir, &env),
+        ];
+        let mut others: Vec<Service> = [
+            ("waiting-room", "waiting-room"),
+            ("booking-worker-1", "booking-worker"),
+            ("booking-worker-2", "booking-worker"),
+        ]
+        .into_iter()
+        .map(|(name, program)| Service::spawn(name, program, &dir, &env))
+        .collect();
+        for service in gateways
+            .iter_mut()
+            .chain(realtime.iter_mut())
+            .chain(others.iter_mut())
+        {
+            wait_ready(service).await;
+        }
+        let lb = Haproxy::start(
+            &dir,
+            [gateways[0].port, gateways[1].port],
+            [realtime[0].port, realtime[1].port],
+        );
+        Self {
+            lb,
+            gateways,
+            realtime,
+            _others: others,
+            postgres,
+            _redis: redis,
+            _logs: KeepLogs(dir),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_haproxy_a_sale_survives_losing_a_gateway_and_a_realtime_node() {
-    let redis = PrivateRedis::start();
-    let postgres = PrivatePostgres::start();
-    let dir = std::env::temp_dir().join(format!("onsale-lb-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let _keep = KeepLogs(dir.clone());
-    let env: Vec<(&str, String)> = vec![
-        ("DATABASE_URL", postgres.url()),
-        ("REDIS_URL", redis.url()),
-        ("ONSALE_AUTH__JWT_SECRET", JWT_SECRET.into()),
-        (
-            "ONSALE_PAYMENTS__WEBHOOK_SECRET",
-            "lb-webhook-secret".into(),
-        ),
-        ("ONSALE_PAYMENTS__SANDBOX_WEBHOOK_SECONDS", "0".into()),
-        ("ONSALE_BOOTSTRAP_ADMIN", format!("{}:{}", ADMIN.0, ADMIN.1)),
-        ("ONSALE_LIMITS__TRUSTED_PROXIES", "127.0.0.1".into()),
-        ("ONSALE_LIMITS__PER_IP_PER_SECOND", "200".into()),
-        ("ONSALE_LIMITS__PER_IP_BURST", "40".into()),
-        ("ONSALE_DISCOVER_INTERVAL_MS", "50".into()),
-        ("ONSALE_DRAIN__BLOCK_MS", "50".into()),
-        ("ONSALE_DRAIN__LEASE_MS", "1000".into()),
-        ("RUST_LOG", "warn".into()),
-    ];
-    // The first gateway alone first: it migrates the database and creates the
-    // admin, so the others start on a finished schema.
-    let mut gateway_1 = Service::spawn("gateway-1", "gateway", &dir, &env);
-    let mut services = Vec::new();
-    wait_ready(&mut gateway_1).await;
-    let mut gateway_2 = Service::spawn("gateway-2", "gateway", &dir, &env);
-    let mut realtime_1 = Service::spawn("realtime-1", "realtime", &dir, &env);
-    let mut realtime_2 = Service::spawn("realtime-2", "realtime", &dir, &env);
-    for (name, program) in [
-        ("waiting-room", "waiting-room"),
-        ("booking-worker-1", "booking-worker"),
-        ("booking-worker-2", "booking-worker"),
-    ] {
-        services.push(Service::spawn(name, program, &dir, &env));
-    }
-    for service in [&mut gateway_2, &mut realtime_1, &mut realtime_2]
-        .into_iter()
-        .chain(services.iter_mut())
-    {
-        wait_ready(service).await;
-    }
-    let lb = Haproxy::start(
-        &dir,
-        [gateway_1.port, gateway_2.port],
-        [realtime_1.port, realtime_2.port],
-    );
+    let mut farm = Balanced::start(&[]).await;
+    let mut gateway_1 = farm.gateways.remove(0);
+    let mut realtime_1 = farm.realtime.remove(0);
+    let lb = &farm.lb;
 
     // The sale: 60 seats, admission slow enough that the line is still moving when
     // the nodes die.
     let operator = fan_client(Ipv4Addr::LOCALHOST);
-    let admin = token(&operator, &lb, ADMIN.0, ADMIN.1).await;
-    let event = sale(&operator, &lb, &admin).await;
+    let admin = token(&operator, lb, ADMIN.0, ADMIN.1).await;
+    let event = sale(&operator, lb, &admin).await;
 
     // Fans each come from an address of their own (127.0.0.10 + n): behind the
     // trusted balancer each has its own bucket.
     let fans: Vec<(reqwest::Client, String)> = futures_util::future::join_all((0..FANS).map(|n| {
         let client = fan_client(Ipv4Addr::new(127, 0, 0, 10 + n as u8));
-        let lb = &lb;
+        let lb = &*lb;
         async move {
             let token = new_fan(&client, lb, n).await;
             (client, token)
@@ -447,7 +489,9 @@ async fn behind_haproxy_a_sale_survives_losing_a_gateway_and_a_realtime_node() {
     );
 
     // Nothing doubled: one request per fan in the ledger, each the one its fan was given.
-    let pool = sqlx::PgPool::connect(&postgres.url()).await.expect("pool");
+    let pool = sqlx::PgPool::connect(&farm.postgres.url())
+        .await
+        .expect("pool");
     let ledger: Vec<(uuid::Uuid,)> =
         sqlx::query_as("SELECT request_id FROM waiting_room.requests WHERE event_id = $1::uuid")
             .bind(&event)
@@ -508,7 +552,6 @@ async fn behind_haproxy_a_sale_survives_losing_a_gateway_and_a_realtime_node() {
         "balanced: {FANS} fans joined ({retried} after a retry), gateway-1 killed after \
          {kill_gateway_after} joins, {reconnected} of {WATCHERS} sockets reconnected"
     );
-    drop(services);
 }
 
 async fn wait_ready(service: &mut Service) {
@@ -607,4 +650,49 @@ impl Drop for KeepLogs {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fans_page_works_unchanged_through_haproxy() {
+    let browser = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../gateway/tests/browser");
+    assert!(
+        browser.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed: run `npm ci` in {} (deploy/test does)",
+        browser.display()
+    );
+    // The browser's pages, the script's fans and the admin all come from 127.0.0.1.
+    let farm = Balanced::start(&[
+        ("ONSALE_LIMITS__PER_IP_PER_SECOND", "10000".into()),
+        ("ONSALE_LIMITS__PER_IP_BURST", "10000".into()),
+    ])
+    .await;
+    let screenshots =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/browser/fan-balanced");
+    let _ = std::fs::remove_dir_all(&screenshots);
+    let (base, shots) = (farm.lb.url(""), screenshots.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg("fan.mjs")
+            .current_dir(&browser)
+            .env("BASE_URL", base)
+            .env("ADMIN_EMAIL", ADMIN.0)
+            .env("ADMIN_PASSWORD", ADMIN.1)
+            .env("SCREENSHOTS", &shots)
+            .output()
+    })
+    .await
+    .expect("the browser task")
+    .expect("node runs (is Node.js installed?)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "the fan's scenario through haproxy failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(
+        screenshots.join("01-countdown.png").is_file(),
+        "the scenario photographed its first step"
+    );
 }

@@ -181,14 +181,13 @@ async fn open_order(
     }
 }
 
-/// The event a request belongs to, from Redis's request index.
+/// The event a request belongs to (see [`proto::reads::event_of_request`]).
 async fn event_of(payments: &Payments, request_id: RequestId) -> Result<Option<EventId>, Error> {
     let mut redis = payments.redis.clone();
-    let event: Option<String> = redis::cmd("GET")
-        .arg(payments.keys.request_index(request_id))
-        .query_async(&mut redis)
-        .await?;
-    Ok(event.and_then(|e| e.parse().ok()))
+    Ok(
+        proto::reads::event_of_request(&mut redis, &payments.keys, &payments.pool, request_id)
+            .await?,
+    )
 }
 
 /// Why a request Redis no longer has cannot be checked out, from the ledger.

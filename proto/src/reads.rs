@@ -27,3 +27,37 @@ pub async fn request_status(
         request_id, event_id, &fields, served,
     ))
 }
+
+/// The event a request belongs to: from Redis's request index, or, when the index
+/// has no entry or cannot be read (on a cluster it lives on whichever master owns
+/// its slot, not the event's), from the waiting room's journal, which every accepted
+/// join is written to before its fan hears of it. `None`: no such request.
+#[cfg(feature = "sqlx")]
+pub async fn event_of_request(
+    redis: &mut Redis,
+    keys: &Keys,
+    pool: &sqlx::PgPool,
+    request_id: RequestId,
+) -> Result<Option<EventId>, sqlx::Error> {
+    let indexed: Result<Option<String>, redis::RedisError> = redis::cmd("GET")
+        .arg(keys.request_index(request_id))
+        .query_async(redis)
+        .await;
+    match indexed {
+        Ok(Some(event)) => {
+            if let Ok(event) = event.parse() {
+                return Ok(Some(event));
+            }
+        }
+        Ok(None) => {}
+        Err(error) => {
+            tracing::warn!(%error, %request_id, "request index unreadable; asking the journal")
+        }
+    }
+    let journaled: Option<(EventId,)> =
+        sqlx::query_as("SELECT event_id FROM waiting_room.requests WHERE request_id = $1")
+            .bind(request_id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(journaled.map(|(event,)| event))
+}

@@ -261,12 +261,7 @@ pub fn redis_and_postgres_answer(pool: sqlx::PgPool, redis: crate::store::Redis)
 /// Redis answers a PING within two seconds.
 #[cfg(feature = "redis")]
 pub async fn redis_answers(mut redis: crate::store::Redis) -> Result<(), String> {
-    match tokio::time::timeout(
-        DEPENDENCY_DEADLINE,
-        redis::cmd("PING").query_async::<String>(&mut redis),
-    )
-    .await
-    {
+    match tokio::time::timeout(DEPENDENCY_DEADLINE, redis.ping()).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(format!("redis: {e}")),
         Err(_) => Err("redis: no answer within 2 s".into()),

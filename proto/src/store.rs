@@ -161,6 +161,10 @@ pub enum Redis {
 }
 
 impl Redis {
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Redis::Cluster(_))
+    }
+
     /// Connects to `url` (see [`Store::open`]).
     pub async fn connect(url: &str) -> RedisResult<Self> {
         Store::open(url)?.shared().await
@@ -216,6 +220,24 @@ impl Redis {
             }
         }
         Ok(found)
+    }
+
+    /// Some node answers `PING`: on a cluster, any live master (one master down
+    /// leaves the events on the others served, so readiness must not hang on it).
+    pub async fn ping(&mut self) -> RedisResult<()> {
+        if !self.is_cluster() {
+            return redis::cmd("PING").query_async::<()>(self).await;
+        }
+        let mut last = None;
+        for node in self.masters().await? {
+            match self.on_node::<()>(&node, redis::cmd("PING")).await {
+                Ok(()) => return Ok(()),
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            RedisError::from((redis::ErrorKind::Client, "the cluster names no master"))
+        }))
     }
 
     /// `cmd`'s reply from every master (a single server: from it), in node order:

@@ -9,6 +9,8 @@
 //!
 //! - [`PrivateRedis`]: `redis-server` with AOF in a temporary directory, stopped and
 //!   started again on the same port.
+//! - [`PrivateRedisCluster`]: three masters in cluster mode, each of which may be
+//!   killed and started again.
 //!
 //! All panic with what to install when a program is missing: they are for tests
 //! and benchmarks, which `deploy/test` runs with everything installed.
@@ -16,10 +18,12 @@
 mod broker;
 mod postgres;
 mod redis;
+mod redis_cluster;
 
 pub use broker::PrivateBroker;
 pub use postgres::PrivatePostgres;
 pub use redis::PrivateRedis;
+pub use redis_cluster::PrivateRedisCluster;
 
 /// Every service a farm deploys, each its own binary, in the order they start.
 pub const SERVICES: [&str; 6] = [

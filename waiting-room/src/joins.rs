@@ -6,9 +6,10 @@
 //! Redis round trip, one script start and one read of the sale and of the fans carry
 //! many joins instead of one. There is no timer: a join that finds no call out goes
 //! at once, alone, so a quiet line pays no added latency, and a busy one waits at
-//! most for the call ahead of it (up to [`MAX_BATCH`] joins). One call is out at a
-//! time, so joins are numbered in the order they reached the joiner: first come,
-//! first served.
+//! most for the call ahead of it (up to [`MAX_BATCH`] joins). Events are spread over
+//! a few lanes, each with one call out at a time: an event's joins all take the same
+//! lane, so they are numbered in the order they reached the joiner (first come, first
+//! served), and a slow event (its Redis master away) holds up only its own lane.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +29,10 @@ use crate::{SeatMaps, journal, sale};
 
 /// Most joins one script call decides.
 pub const MAX_BATCH: usize = 128;
+/// Independent batching tasks of a [`Joiner`]; an event's joins always go to the same
+/// one (by its id), so its order of arrival is kept, and events in different lanes do
+/// not wait on each other's script calls (on a cluster, on each other's masters).
+const LANES: usize = 8;
 /// Joins waiting for a call before callers wait to hand theirs over.
 const QUEUE: usize = 4 * MAX_BATCH;
 /// Decided batches one journal write takes at most (and may wait for it).
@@ -139,38 +144,50 @@ async fn decide(
         }
         invocation.arg(&join.args);
     }
-    // The request-to-event index lives outside the event's slot, so it is written
-    // beside the script call, in the same round trip (an index entry of a refused join
-    // names a request that does not exist, which reads as "not found"). After a Redis
-    // restart the script cache is empty: the pipeline fails with NOSCRIPT, the script
-    // is loaded, and the pipeline (whose index writes are idempotent) runs again.
+    // The request-to-event index lives outside the event's slot. On one server it is
+    // written beside the script call, in the same round trip (an index entry of a
+    // refused join names a request that does not exist, which reads as "not found").
+    // After a Redis restart the script cache is empty: the pipeline fails with
+    // NOSCRIPT, the script is loaded, and the pipeline (whose index writes are
+    // idempotent) runs again.
     let event = event_id.to_string();
     let mut pipe = redis::pipe();
     for join in batch {
         pipe.set(keys.request_index(join.request_id), &event)
             .ignore();
     }
-    pipe.invoke_script(&invocation);
-    let replies = match pipe.query_async::<(Vec<Reply>,)>(redis).await {
-        Ok((replies,)) => replies,
-        Err(error)
-            if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-        {
-            let _: String = proto::scripts::JOIN
-                .prepare_invoke()
-                .load_async(redis)
-                .await?;
-            pipe.query_async::<(Vec<Reply>,)>(redis).await?.0
+    let replies = if redis.is_cluster() {
+        // On a cluster the index entries fall on every master and the script on the
+        // event's alone. A master that is down must stall only its own events: the
+        // index goes beside the script, and its failure is logged, not the join's
+        // (readers then find the event in the journal).
+        let mut index = redis.clone();
+        let (replies, indexed) = tokio::join!(
+            invocation.invoke_async::<Vec<Reply>>(redis),
+            pipe.query_async::<()>(&mut index)
+        );
+        if let Err(error) = indexed {
+            metrics::counter!("onsale_request_index_failures_total").increment(1);
+            tracing::warn!(%error, %event_id, joins = batch.len(), "request index not written");
         }
-        Err(error) => return Err(error.into()),
+        replies?
+    } else {
+        pipe.invoke_script(&invocation);
+        match pipe.query_async::<(Vec<Reply>,)>(redis).await {
+            Ok((replies,)) => replies,
+            Err(error)
+                if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                let _: String = proto::scripts::JOIN
+                    .prepare_invoke()
+                    .load_async(redis)
+                    .await?;
+                pipe.query_async::<(Vec<Reply>,)>(redis).await?.0
+            }
+            Err(error) => return Err(error.into()),
+        }
     };
-    if replies.len() != batch.len() {
-        return Err(Error::Unexpected(format!(
-            "join gave {} replies for {} requests",
-            replies.len(),
-            batch.len()
-        )));
-    }
+    let replies = check_replies(replies, batch.len())?;
     // A refused join's index entry names a request that does not exist: it goes,
     // off the join's path (a flood of refusals must not fill Redis).
     let refused: Vec<String> = batch
@@ -190,6 +207,17 @@ async fn decide(
                 tracing::warn!(%error, "removing refused joins' index entries failed");
             }
         });
+    }
+    Ok(replies)
+}
+
+/// `replies`, when there is one per join.
+fn check_replies(replies: Vec<Reply>, joins: usize) -> Result<Vec<Reply>, Error> {
+    if replies.len() != joins {
+        return Err(Error::Unexpected(format!(
+            "join gave {} replies for {joins} requests",
+            replies.len()
+        )));
     }
     Ok(replies)
 }
@@ -239,12 +267,13 @@ struct Entrance {
     redis: Redis,
     keys: Keys,
     seat_maps: Option<Arc<dyn SeatMaps>>,
-    queue: mpsc::Sender<Pending>,
+    /// One queue per lane.
+    lanes: Vec<mpsc::Sender<Pending>>,
     calls: Arc<AtomicU64>,
 }
 
 impl Joiner {
-    /// Starts the batching task on the current Tokio runtime. `seat_maps` loads an
+    /// Starts the batching tasks on the current Tokio runtime. `seat_maps` loads an
     /// event's seat map when a join finds none in Redis.
     pub fn start(
         pool: PgPool,
@@ -252,21 +281,26 @@ impl Joiner {
         keys: Keys,
         seat_maps: Option<Arc<dyn SeatMaps>>,
     ) -> Self {
-        let (queue, pending) = mpsc::channel(QUEUE);
         let calls = Arc::new(AtomicU64::new(0));
-        tokio::spawn(batch_joins(
-            pending,
-            pool.clone(),
-            redis.clone(),
-            keys.clone(),
-            calls.clone(),
-        ));
+        let lanes = (0..LANES)
+            .map(|_| {
+                let (queue, pending) = mpsc::channel(QUEUE);
+                tokio::spawn(batch_joins(
+                    pending,
+                    pool.clone(),
+                    redis.clone(),
+                    keys.clone(),
+                    calls.clone(),
+                ));
+                queue
+            })
+            .collect();
         Self(Arc::new(Entrance {
             pool,
             redis,
             keys,
             seat_maps,
-            queue,
+            lanes,
             calls,
         }))
     }
@@ -286,10 +320,10 @@ impl Joiner {
     ) -> Result<Joined, Error> {
         let this = &*self.0;
         let request_id = RequestId::new();
+        let lane = &this.lanes[lane_of(event_id)];
         let submit = |join| async move {
             let (reply, outcome) = oneshot::channel();
-            this.queue
-                .send(Pending { join, reply })
+            lane.send(Pending { join, reply })
                 .await
                 .map_err(|_| Error::Unexpected("the join queue has stopped".into()))?;
             outcome
@@ -313,7 +347,12 @@ impl Joiner {
     }
 }
 
-/// The [`Joiner`]'s task: one script call at a time, each taking every join that
+/// The lane of `event`'s joins: the same for every join of it.
+fn lane_of(event: EventId) -> usize {
+    (event.as_uuid().as_u128() % LANES as u128) as usize
+}
+
+/// A lane of the [`Joiner`]: one script call at a time, each taking every join that
 /// waited for it (up to [`MAX_BATCH`]). One call at a time is what makes the order of
 /// arrival the order of the queue numbers; while a call is out, the next batch forms.
 ///

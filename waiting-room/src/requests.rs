@@ -139,18 +139,15 @@ pub fn idempotency_digest(key: &str) -> Result<String, Error> {
     Ok(to_hex(&Sha256::digest(key.as_bytes())))
 }
 
-/// The event a request belongs to.
+/// The event a request belongs to (see [`proto::reads::event_of_request`]).
 pub async fn event_of(
     redis: &mut Redis,
     keys: &Keys,
+    pool: &sqlx::PgPool,
     request_id: RequestId,
 ) -> Result<EventId, Error> {
-    let event: Option<String> = redis::cmd("GET")
-        .arg(keys.request_index(request_id))
-        .query_async(redis)
-        .await?;
-    event
-        .and_then(|e| e.parse().ok())
+    proto::reads::event_of_request(redis, keys, pool, request_id)
+        .await?
         .ok_or(Error::RequestNotFound(request_id))
 }
 

@@ -182,7 +182,8 @@ async fn visible_request(
     caller: Caller,
     request_id: RequestId,
 ) -> Result<EventId, Error> {
-    let event_id = requests::event_of(&mut state.redis, &state.keys, request_id).await?;
+    let event_id =
+        requests::event_of(&mut state.redis, &state.keys, &state.pool, request_id).await?;
     let owner = requests::owner_of(&mut state.redis, &state.keys, event_id, request_id).await?;
     if owner != caller.user_id && !caller.role.includes(Role::Operator) {
         // Someone else's request does not exist, as far as this caller can tell.

@@ -334,7 +334,6 @@ impl Sale {
     }
 }
 
-/// Runs `worker` until the returned token is cancelled.
 /// `n` best-available asks for one seat anywhere.
 pub fn one_seat_each(n: usize) -> Vec<Ask> {
     (0..n)
@@ -346,6 +345,7 @@ pub fn one_seat_each(n: usize) -> Vec<Ask> {
         .collect()
 }
 
+/// Runs `worker` until the returned token is cancelled.
 pub fn start(worker: Worker) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
     let stop = CancellationToken::new();
     let task = tokio::spawn(worker.run(stop.clone()));

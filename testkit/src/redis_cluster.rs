@@ -1,0 +1,200 @@
+//! A private Redis Cluster of three masters, whose masters a test may kill and
+//! start again.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// Three `redis-server`s in cluster mode on free ports (each also listening on its
+/// port + 10000, the cluster bus), created with `redis-cli --cluster create`, with
+/// `cluster-require-full-coverage no` (a dead master leaves the other slots served).
+pub struct PrivateRedisCluster {
+    ports: Vec<u16>,
+    dir: PathBuf,
+    children: Vec<Option<Child>>,
+}
+
+impl PrivateRedisCluster {
+    /// Starts the three masters and waits until every one reports `cluster_state:ok`.
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "onsale-redis-cluster-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let mut ports = Vec::new();
+        while ports.len() < 3 {
+            let port = crate::free_port();
+            let bus_free = std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok();
+            if port < 55_000 && bus_free && !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+        let mut cluster = Self {
+            children: ports.iter().map(|_| None).collect(),
+            ports,
+            dir,
+        };
+        for index in 0..3 {
+            cluster.start_node(index);
+        }
+        let nodes: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .status()
+            .expect("running redis-cli --cluster create (Debian: apt-get install redis-tools)");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        for port in cluster.ports.clone() {
+            cluster.wait_ok(port);
+        }
+        cluster
+    }
+
+    /// `redis+cluster://` naming every master.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
+    }
+
+    /// The port of the master that owns `key`'s slot.
+    pub fn port_of(&self, key: &str) -> u16 {
+        let live = self.ports[self
+            .children
+            .iter()
+            .position(Option::is_some)
+            .expect("a live master")];
+        let slot: u16 = cli(live, &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("a slot");
+        let nodes = cli(live, &["CLUSTER", "NODES"]);
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let owns = fields.iter().skip(8).any(|range| {
+                let (low, high) = range.split_once('-').unwrap_or((range, range));
+                match (low.parse::<u16>(), high.parse::<u16>()) {
+                    (Ok(low), Ok(high)) => (low..=high).contains(&slot),
+                    _ => false,
+                }
+            });
+            if owns {
+                let address = fields[1].split('@').next().expect("an address");
+                return address
+                    .rsplit_once(':')
+                    .expect("host:port")
+                    .1
+                    .parse()
+                    .expect("a port");
+            }
+        }
+        panic!("no master owns slot {slot}: {nodes}");
+    }
+
+    /// SIGKILL the master on `port`.
+    pub fn kill(&mut self, port: u16) {
+        let index = self.index(port);
+        if let Some(mut child) = self.children[index].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the master on `port` again (its node file brings it back into the
+    /// cluster with its slots) and waits until the cluster is whole.
+    pub fn start_again(&mut self, port: u16) {
+        let index = self.index(port);
+        self.start_node(index);
+        for port in self.ports.clone() {
+            self.wait_ok(port);
+        }
+    }
+
+    fn index(&self, port: u16) -> usize {
+        self.ports
+            .iter()
+            .position(|p| *p == port)
+            .expect("a master of this cluster")
+    }
+
+    fn start_node(&mut self, index: usize) {
+        assert!(self.children[index].is_none(), "the node is running");
+        let port = self.ports[index];
+        let node = self.dir.join(port.to_string());
+        std::fs::create_dir_all(&node).expect("node dir");
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+            .args([
+                "--cluster-node-timeout",
+                "2000",
+                "--cluster-require-full-coverage",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&node)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting redis-server (Debian: apt-get install redis-server)");
+        self.children[index] = Some(child);
+        crate::wait_for_port(port, "redis-server (cluster node)");
+    }
+
+    fn wait_ok(&self, port: u16) {
+        let started = std::time::Instant::now();
+        while !cli(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "the cluster node on {port} did not reach cluster_state:ok"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("running redis-cli");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+impl Drop for PrivateRedisCluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
