@@ -1,5 +1,5 @@
-//! A private Redis Cluster of three masters, whose masters a test may kill and
-//! start again.
+//! A private Redis Cluster of three masters (with replicas, if asked), whose nodes a
+//! test may kill and start again.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -16,12 +16,18 @@ pub struct PrivateRedisCluster {
 impl PrivateRedisCluster {
     /// Starts the three masters and waits until every one reports `cluster_state:ok`.
     pub fn start() -> Self {
+        Self::start_with_replicas(0)
+    }
+
+    /// Three masters with `replicas` replicas each: a master killed for longer than
+    /// the node timeout (2 s) is replaced by one of its replicas.
+    pub fn start_with_replicas(replicas: usize) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "onsale-redis-cluster-{}",
             uuid::Uuid::new_v4().simple()
         ));
         let mut ports = Vec::new();
-        while ports.len() < 3 {
+        while ports.len() < 3 * (1 + replicas) {
             let port = crate::free_port();
             let bus_free = std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok();
             if port < 55_000 && bus_free && !ports.contains(&port) {
@@ -33,7 +39,7 @@ impl PrivateRedisCluster {
             ports,
             dir,
         };
-        for index in 0..3 {
+        for index in 0..cluster.ports.len() {
             cluster.start_node(index);
         }
         let nodes: Vec<String> = cluster
@@ -45,7 +51,7 @@ impl PrivateRedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&nodes)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .status()
@@ -54,10 +60,51 @@ impl PrivateRedisCluster {
         for port in cluster.ports.clone() {
             cluster.wait_ok(port);
         }
+        if replicas > 0 {
+            cluster.wait_replicated(3 * replicas);
+        }
         cluster
     }
 
-    /// `redis+cluster://` naming every master.
+    /// Until the masters report `count` replicas online (synced and streaming).
+    fn wait_replicated(&self, count: usize) {
+        let started = std::time::Instant::now();
+        loop {
+            let online: usize = self
+                .ports
+                .iter()
+                .map(|port| {
+                    cli(*port, &["INFO", "replication"])
+                        .lines()
+                        .filter(|line| line.starts_with("slave") && line.contains("state=online"))
+                        .count()
+                })
+                .sum();
+            if online >= count {
+                return;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "{online} of {count} replicas online after 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until the master on `port` has sent every write so far to at least one
+    /// replica (`WAIT 1`): a test then knows a failover loses nothing.
+    pub fn wait_for_replica(&self, port: u16) {
+        let acknowledged: u32 = cli(port, &["WAIT", "1", "5000"])
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        assert!(
+            acknowledged >= 1,
+            "no replica of {port} acknowledged its writes"
+        );
+    }
+
+    /// `redis+cluster://` naming every node.
     pub fn url(&self) -> String {
         let nodes: Vec<String> = self
             .ports
@@ -105,7 +152,7 @@ impl PrivateRedisCluster {
         panic!("no master owns slot {slot}: {nodes}");
     }
 
-    /// SIGKILL the master on `port`.
+    /// SIGKILL the node on `port`.
     pub fn kill(&mut self, port: u16) {
         let index = self.index(port);
         if let Some(mut child) = self.children[index].take() {
@@ -157,6 +204,9 @@ impl PrivateRedisCluster {
                 "2000",
                 "--cluster-require-full-coverage",
                 "no",
+                // A replica takes over however long it was cut off from its master.
+                "--cluster-replica-validity-factor",
+                "0",
             ])
             .arg("--dir")
             .arg(&node)
