@@ -37,41 +37,27 @@ const JWT_SECRET: &str = "balanced-test-secret-at-least-32-bytes!!";
 const FANS: usize = 24;
 const WATCHERS: usize = 16;
 
-/// haproxy on a free port, its configuration written beside the logs.
+/// haproxy on a free port.
 struct Haproxy {
     child: Child,
     port: u16,
 }
 
 impl Haproxy {
+    /// haproxy with `deploy/haproxy/local.cfg`, as `ONSALE_BALANCED=1 deploy/run` runs it.
     fn start(dir: &std::path::Path, gateways: [u16; 2], realtime: [u16; 2]) -> Self {
         let port = free_port();
-        // Retries go to the other server (redispatch) when a connection fails or a
-        // server dies before answering: safe for every POST here, because each one
-        // carries an Idempotency-Key. Health checks every 200 ms take a dead node
-        // out of rotation.
-        let config = format!(
-            "global\n    maxconn 4096\n\
-             defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    timeout tunnel 1h\n\
-             \x20   retries 3\n    option redispatch 1\n    retry-on conn-failure empty-response response-timeout\n\
-             frontend public\n    bind 127.0.0.1:{port}\n\
-             \x20   http-request del-header X-Forwarded-For\n    option forwardfor\n\
-             \x20   acl live path_reg ^/v1/events/[^/]+/live\n    use_backend realtime if live\n    default_backend gateway\n\
-             backend gateway\n    balance roundrobin\n    option httpchk GET /readyz\n\
-             \x20   server gateway-1 127.0.0.1:{} check inter 200 fall 1 rise 2\n\
-             \x20   server gateway-2 127.0.0.1:{} check inter 200 fall 1 rise 2\n\
-             backend realtime\n    balance leastconn\n    option httpchk GET /readyz\n\
-             \x20   server realtime-1 127.0.0.1:{} check inter 200 fall 1 rise 2\n\
-             \x20   server realtime-2 127.0.0.1:{} check inter 200 fall 1 rise 2\n",
-            gateways[0], gateways[1], realtime[0], realtime[1]
-        );
-        let path = dir.join("haproxy.cfg");
-        std::fs::write(&path, config).expect("haproxy.cfg");
+        let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/haproxy/local.cfg");
         let log = std::fs::File::create(dir.join("haproxy.log")).expect("haproxy log");
         let child = Command::new("haproxy")
             .arg("-db")
             .arg("-f")
-            .arg(&path)
+            .arg(&config)
+            .env("ONSALE_LB_LISTEN", format!("127.0.0.1:{port}"))
+            .env("ONSALE_GATEWAY_1", format!("127.0.0.1:{}", gateways[0]))
+            .env("ONSALE_GATEWAY_2", format!("127.0.0.1:{}", gateways[1]))
+            .env("ONSALE_REALTIME_1", format!("127.0.0.1:{}", realtime[0]))
+            .env("ONSALE_REALTIME_2", format!("127.0.0.1:{}", realtime[1]))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .stdin(Stdio::null())
