@@ -1,5 +1,6 @@
 //! Two notifier processes in one consumer group: they share the partitions (both
-//! send), and every envelope is emailed once between them.
+//! send), every envelope is emailed once between them, and when one leaves the
+//! other takes its partitions, still once per envelope.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -74,7 +75,9 @@ fn database_url(pool: &PgPool) -> String {
 }
 
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
-async fn two_members_share_the_partitions_and_email_each_event_once(pool: PgPool) {
+async fn two_members_share_the_partitions_and_email_each_event_once_even_as_one_leaves(
+    pool: PgPool,
+) {
     let brokers = std::env::var("KAFKA_BROKERS").expect("KAFKA_BROKERS");
     let world = world_with(pool.clone(), "Shared Night", brokers, PARTITIONS).await;
     let url = database_url(&pool);
@@ -126,5 +129,40 @@ async fn two_members_share_the_partitions_and_email_each_event_once(pool: PgPool
         a + b,
         produced.len() as u64,
         "the members' counts add up ({a} + {b})"
+    );
+
+    // A scale-down: one member leaves (SIGTERM) while a wave is produced; the other
+    // takes its partitions, and still every envelope is emailed once.
+    let [mut leaving, staying] = members;
+    let pid = leaving.child.id().to_string();
+    let signalled = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(signalled.success(), "SIGTERM sent");
+    for event in &events {
+        let envelope = world.order_in(*event, "order.paid", 4200, "EUR");
+        world.produce(&envelope).await;
+        produced.push(envelope);
+    }
+    let status = leaving.child.wait().expect("the member exits");
+    assert!(status.success(), "the member shut down cleanly: {status}");
+    world
+        .sink
+        .wait_for(produced.len() as u64, WAIT)
+        .await
+        .expect("every email, the last wave's through the remaining member");
+    for envelope in &produced {
+        assert_eq!(
+            world.emails_for(envelope).len(),
+            1,
+            "envelope {} emailed once",
+            envelope.id
+        );
+    }
+    assert_eq!(world.sink.messages().len(), produced.len(), "no email more");
+    assert!(
+        staying.sent().await > b,
+        "the remaining member took over the partitions"
     );
 }
