@@ -152,6 +152,49 @@ impl PrivateRedisCluster {
         panic!("no master owns slot {slot}: {nodes}");
     }
 
+    /// Moves `key`'s slot, with every key in it, to the master on `to`, the way
+    /// `redis-cli --cluster reshard` does: the slot is marked importing and migrating,
+    /// its keys go across in `MIGRATE` batches (clients meanwhile get `ASK` for the
+    /// keys already moved, `TRYAGAIN` for commands spanning both sides), then every
+    /// master is told its new owner (clients get `MOVED`). Returns how many keys moved.
+    pub fn move_slot(&self, key: &str, to: u16) -> usize {
+        let from = self.port_of(key);
+        assert_ne!(from, to, "the slot is already there");
+        let slot = cli(from, &["CLUSTER", "KEYSLOT", key]).trim().to_owned();
+        let id = |port: u16| cli(port, &["CLUSTER", "MYID"]).trim().to_owned();
+        let (from_id, to_id) = (id(from), id(to));
+        ok(cli(
+            to,
+            &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id],
+        ));
+        ok(cli(
+            from,
+            &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id],
+        ));
+        let mut moved = 0;
+        loop {
+            let batch = cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "10"]);
+            let keys: Vec<&str> = batch.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let port = to.to_string();
+            let mut migrate = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            migrate.extend(keys.iter().copied());
+            ok(cli(from, &migrate));
+            moved += keys.len();
+        }
+        for port in self
+            .ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| self.children[i].as_ref().map(|_| *p))
+        {
+            cli(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        }
+        moved
+    }
+
     /// SIGKILL the node on `port`.
     pub fn kill(&mut self, port: u16) {
         let index = self.index(port);
@@ -228,6 +271,11 @@ impl PrivateRedisCluster {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
+}
+
+/// Panics unless a `redis-cli` reply is `OK`.
+fn ok(reply: String) {
+    assert_eq!(reply.trim(), "OK", "redis-cli answered {reply:?}");
 }
 
 fn cli(port: u16, args: &[&str]) -> String {

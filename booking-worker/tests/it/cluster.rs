@@ -11,6 +11,27 @@ use testkit::PrivateRedisCluster;
 
 use crate::helpers::{Sale, fast_settings, one_seat_each, sale, start};
 
+/// Waits until the ledger has decided all `requests`, stops the worker, and checks
+/// that no seat of the 20 is held twice and that Redis agrees with Postgres.
+async fn all_decided_each_seat_once(
+    sale: &Sale,
+    requests: usize,
+    stop: tokio_util::sync::CancellationToken,
+    worker: tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    sale.wait_for(Duration::from_secs(60), "every request decided", |o| {
+        o.values().sum::<i64>() == requests as i64
+    })
+    .await;
+    stop.cancel();
+    worker
+        .await
+        .expect("worker task")
+        .expect("worker ends cleanly");
+    sale.assert_no_seat_held_twice(20).await;
+    sale.assert_redis_agrees_with_ledger().await;
+}
+
 async fn small_sale(pool: &PgPool, url: &str) -> Sale {
     let mut sale = sale(pool.clone(), url, &["A"], 1, 20, 4).await;
     sale.open().await;
@@ -130,15 +151,86 @@ async fn a_replica_takes_over_a_dead_master_and_the_line_goes_on(pool: PgPool) {
     // The worker's drainer lost its master with the line half drained; it (or its
     // successor, once the lease ran out) decides every request, each seat once.
     let joins = before.len() + 1;
-    sale.wait_for(Duration::from_secs(60), "every request decided", |o| {
-        o.values().sum::<i64>() == joins as i64
+    all_decided_each_seat_once(&sale, joins, stop, worker).await;
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn an_event_s_slot_moved_to_another_master_mid_sale_loses_nothing(pool: PgPool) {
+    let cluster = PrivateRedisCluster::start();
+    let url = cluster.url();
+    let mut sale = small_sale(&pool, &url).await;
+    sale.set_admission(20).await;
+    let (stop, worker) = start(sale.worker("resharded", fast_settings()));
+    let from = cluster.port_of(&sale.keys.sale(sale.event_id));
+    let to = *cluster
+        .ports()
+        .iter()
+        .find(|p| **p != from)
+        .expect("another master");
+
+    // Fans join through a joiner, as a gateway's do, and ask again with the same
+    // key when a call fails, while the slot moves under them.
+    let joiner = waiting_room::joins::Joiner::start(
+        sale.pool.clone(),
+        sale.redis.clone(),
+        sale.keys.clone(),
+        None,
+    );
+    let ask = one_seat_each(1).remove(0);
+    let fans = 40;
+    let joining = {
+        let (joiner, event) = (joiner.clone(), sale.event_id);
+        tokio::spawn(async move {
+            let mut joined = Vec::new();
+            let mut retries = 0;
+            for n in 0..fans {
+                let (fan, key) = (UserId::new(), format!("reshard-{n}"));
+                loop {
+                    match joiner.join(event, fan, &ask, Some(&key)).await {
+                        Ok(answer) => break joined.push(answer),
+                        Err(error) => {
+                            retries += 1;
+                            assert!(retries < 500, "joins kept failing: {error}");
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (joined, retries)
+        })
+    };
+    sale.wait_for(Duration::from_secs(20), "a first hold", |o| {
+        o.get("held").copied().unwrap_or(0) > 0
     })
     .await;
-    stop.cancel();
-    worker
-        .await
-        .expect("worker task")
-        .expect("worker ends cleanly");
-    sale.assert_no_seat_held_twice(20).await;
-    sale.assert_redis_agrees_with_ledger().await;
+    let moved = tokio::task::spawn_blocking({
+        let key = sale.keys.sale(sale.event_id);
+        move || {
+            let moved = cluster.move_slot(&key, to);
+            (cluster, moved)
+        }
+    })
+    .await
+    .expect("the move");
+    let (cluster, moved) = moved;
+    let (joined, retries) = joining.await.expect("the fans");
+    eprintln!("reshard: {moved} keys moved mid-sale; {retries} join calls tried again");
+    assert_eq!(
+        cluster.port_of(&sale.keys.sale(sale.event_id)),
+        to,
+        "the slot is on its new master"
+    );
+
+    // Every fan has one request with its own number, every request is decided,
+    // each seat once, and Redis agrees with Postgres.
+    let mut numbers: Vec<u64> = joined.iter().filter_map(|j| j.queue_number).collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    assert_eq!(
+        numbers.len(),
+        fans,
+        "{fans} fans, {fans} distinct queue numbers"
+    );
+    all_decided_each_seat_once(&sale, fans, stop, worker).await;
 }
