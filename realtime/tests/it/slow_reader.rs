@@ -298,9 +298,13 @@ async fn a_reader_that_stops_for_a_minute_does_not_grow_the_nodes_memory(pool: P
         published > 20 * 1024 * 1024,
         "enough was published to notice buffering: {published} bytes"
     );
+    // A node that buffered for the stopped reader would grow by about what went past
+    // it; the allocator's own retention here has reached 8 MiB. Half of what was
+    // published (over 10 MiB) tells the two apart.
+    let bound = published as u64 / 1024 / 2;
     assert!(
-        grown < 8 * 1024,
-        "the node grew by {grown} KiB ({before} → {after} KiB) while {published} bytes \
-         went past a reader that did not read"
+        grown < bound,
+        "the node grew by {grown} KiB ({before} → {after} KiB, bound {bound} KiB) while \
+         {published} bytes went past a reader that did not read"
     );
 }
