@@ -324,14 +324,7 @@ async fn the_farm_as_processes_traces_a_fan_exposes_its_metrics_and_reports_read
         .await
         .expect("smtp sink");
     let mut farm = Farm::start(&redis, &postgres, &brokers, &sink.url());
-    let all = [
-        "gateway",
-        "waiting-room",
-        "booking-worker",
-        "payments",
-        "notifier",
-        "realtime",
-    ];
+    let all = testkit::SERVICES;
     farm.wait_readiness(&all, StatusCode::OK, Duration::from_secs(90))
         .await;
 
