@@ -10,16 +10,15 @@
 //! dead worker's entries are taken over.
 
 pub mod drain;
-pub mod ledger;
 pub mod restore;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use proto::runtime::OpsServer;
-use proto::settings::{DatabaseSettings, RedisSettings, SettingsError};
-use proto::store::{Redis, Store};
+use platform::runtime::OpsServer;
+use platform::settings::{DatabaseSettings, RedisSettings, SettingsError};
+use platform::store::{Redis, Store};
 use proto::{EventId, Keys};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
@@ -31,7 +30,7 @@ pub use drain::{DrainSettings, Drainer};
 /// The farm's heartbeat: when the discovery loop last went round. `/healthz` fails
 /// when it stops going round (a wedged worker gets restarted); `/readyz` also checks
 /// Redis and Postgres.
-pub type Health = proto::runtime::Heartbeat;
+pub type Health = platform::runtime::Heartbeat;
 
 #[derive(Clone, Debug, serde::Deserialize)]
 pub struct Config {
@@ -51,7 +50,7 @@ pub struct Config {
 impl Config {
     pub fn load() -> Result<Self, SettingsError> {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
-        proto::settings::load(&serde_json::json!({
+        platform::settings::load(&serde_json::json!({
             "listen": "127.0.0.1:8083",
             "database": { "url": "postgres://postgres@127.0.0.1:5432/onsale", "max_connections": 8 },
             "redis": { "url": "redis://127.0.0.1:6379", "key_prefix": "onsale" },
@@ -202,12 +201,12 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = proto::runtime::connect_postgres(&config.database).await?;
+        let pool = platform::runtime::connect_postgres(&config.database).await?;
         let worker = Worker::connect(&config, pool).await?;
         // Rare events' counters exist from the start, at zero, so that a dashboard
         // asking for them finds a series before the first one happens (on the
         // recorder /metrics renders, installed here if it is not yet).
-        proto::runtime::metrics();
+        platform::runtime::metrics();
         for name in [
             "onsale_worker_dead_letters_total",
             "onsale_ledger_conflicts_total",
@@ -227,8 +226,8 @@ impl Application {
             let (pool, redis, live) = (ready_pool.clone(), ready_redis.clone(), ready_live.clone());
             Box::pin(async move {
                 live().await?;
-                proto::runtime::redis_and_postgres_answer(pool, redis).await
-            }) as proto::runtime::Check
+                platform::runtime::redis_and_postgres_answer(pool, redis).await
+            }) as platform::runtime::Check
         };
         Ok(Self {
             ops: OpsServer::bind(config.listen, "booking-worker")

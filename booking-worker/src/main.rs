@@ -7,10 +7,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    proto::runtime::init_tracing("booking-worker");
+    platform::runtime::init_tracing("booking-worker");
     let config = booking_worker::Config::load().context("loading configuration")?;
     booking_worker::Application::build(config)
         .await?
-        .run(proto::runtime::shutdown_signal())
+        .run(platform::runtime::shutdown_signal())
         .await
 }

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use proto::settings::KafkaSettings;
+use platform::settings::KafkaSettings;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;

@@ -4,8 +4,8 @@
 
 use std::net::SocketAddr;
 
-use proto::auth::TokenSettings;
-use proto::settings::{DatabaseSettings, RedisSettings, SettingsError};
+use platform::auth::TokenSettings;
+use platform::settings::{DatabaseSettings, RedisSettings, SettingsError};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -100,7 +100,7 @@ impl Config {
     }
 
     pub fn load() -> Result<Self, SettingsError> {
-        let config: Self = proto::settings::load(&Self::defaults())?;
+        let config: Self = platform::settings::load(&Self::defaults())?;
         config.validate()?;
         Ok(config)
     }

@@ -28,7 +28,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use proto::auth::Caller;
+use platform::auth::Caller;
 use proto::{ErrorBody, ErrorCode, UserId};
 use secrecy::ExposeSecret;
 use sha2::Sha256;

@@ -35,8 +35,8 @@ use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use proto::auth::{Caller, TokenVerifier, bearer_token};
-use proto::store::Redis;
+use platform::auth::{Caller, TokenVerifier, bearer_token};
+use platform::store::Redis;
 use proto::{ErrorBody, Keys};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
@@ -58,7 +58,7 @@ use crate::idempotency::Idempotency;
 use crate::limits::RateLimits;
 use crate::tokens::TokenIssuer;
 
-const REQUEST_ID: HeaderName = HeaderName::from_static(proto::correlation::HEADER);
+const REQUEST_ID: HeaderName = HeaderName::from_static(platform::correlation::HEADER);
 
 /// What the gateway's own handlers and middleware need.
 #[derive(Clone, FromRef)]
@@ -130,7 +130,8 @@ pub fn router(
     // The live sockets answer at the same address as the rest of the API; a load
     // balancer may route their path to realtime nodes instead (docs/REALTIME.md).
     let hub = realtime::Hub::new(
-        proto::store::Store::open(config.redis.url.expose_secret()).context("parsing redis.url")?,
+        platform::store::Store::open(config.redis.url.expose_secret())
+            .context("parsing redis.url")?,
         redis.clone(),
         pool.clone(),
         keys.clone(),
@@ -208,15 +209,15 @@ pub fn router(
         .merge(realtime::router().with_state(live))
         .split_for_parts();
 
-    let metrics = proto::runtime::metrics();
+    let metrics = platform::runtime::metrics();
     let router = api
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz).with_state(state.clone()))
         .route("/metrics", get(move || std::future::ready(metrics.render())))
         .merge(pages::router())
         .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", contract::complete(openapi)))
-        .fallback(proto::http::not_found)
-        .method_not_allowed_fallback(proto::http::method_not_allowed)
+        .fallback(platform::http::not_found)
+        .method_not_allowed_fallback(platform::http::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.limits.body_bytes))
         .layer(middleware::from_fn_with_state(idempotency, idempotency::guard))
         .layer(middleware::from_fn_with_state(limits.clone(), limits::per_user))
@@ -299,14 +300,14 @@ async fn authenticate(
 }
 
 /// Serves the call with its `x-request-id` as the current correlation id, so that
-/// whatever it changes carries the id on (see `proto::correlation`).
+/// whatever it changes carries the id on (see `platform::correlation`).
 async fn correlate(request: Request, next: Next) -> Response {
     let id = request
         .headers()
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .and_then(proto::correlation::accept);
-    proto::correlation::scope(id, next.run(request)).await
+        .and_then(platform::correlation::accept);
+    platform::correlation::scope(id, next.run(request)).await
 }
 
 async fn record_metrics(request: Request, next: Next) -> Response {
@@ -378,8 +379,8 @@ impl Application {
     /// Connects, migrates, creates the bootstrap admin, and binds (port 0 picks one).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate().context("invalid configuration")?;
-        let pool = proto::runtime::connect_postgres(&config.database).await?;
-        let redis = proto::runtime::connect_redis(&config.redis).await?;
+        let pool = platform::runtime::connect_postgres(&config.database).await?;
+        let redis = platform::runtime::connect_redis(&config.redis).await?;
         Self::with_connections(config, pool, redis).await
     }
 

@@ -21,7 +21,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
-use proto::auth::Caller;
+use platform::auth::Caller;
 use proto::{ErrorBody, ErrorCode, UserId};
 
 use crate::client_address::{TrustedProxies, bucket};

@@ -15,10 +15,10 @@ async fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    proto::runtime::init_tracing("gateway");
+    platform::runtime::init_tracing("gateway");
     let config = gateway::Config::load().context("loading configuration")?;
     gateway::Application::build(config)
         .await?
-        .run(proto::runtime::shutdown_signal())
+        .run(platform::runtime::shutdown_signal())
         .await
 }

@@ -13,9 +13,9 @@
 use std::sync::Arc;
 
 use axum::extract::{FromRef, State};
-use proto::auth::{Caller, TokenVerifier};
-use proto::http::{Json, Path};
-use proto::store::Redis;
+use platform::auth::{Caller, TokenVerifier};
+use platform::http::{Json, Path};
+use platform::store::Redis;
 use proto::wire::queue::{EventRestored, RestoreEvent, SaleState};
 use proto::{ErrorBody, ErrorCode, EventId, Keys, Role};
 use sqlx::PgPool;

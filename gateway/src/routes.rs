@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use proto::auth::Caller;
-use proto::http::{Json, Path};
+use platform::auth::Caller;
+use platform::http::{Json, Path};
 use proto::wire::auth::{AccessToken, Credentials, Registered, SetRole, User};
 use proto::{ErrorBody, ErrorCode, Role, UserId};
 use secrecy::SecretString;

@@ -1,8 +1,8 @@
-//! Issuing access tokens. Verification is `proto::auth::TokenVerifier`, shared with
+//! Issuing access tokens. Verification is `platform::auth::TokenVerifier`, shared with
 //! every service; this is the only place tokens are signed.
 
 use jsonwebtoken::{EncodingKey, Header};
-use proto::auth::{ALGORITHM, Claims};
+use platform::auth::{ALGORITHM, Claims};
 use proto::{Role, UserId};
 use secrecy::ExposeSecret;
 

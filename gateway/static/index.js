@@ -5,21 +5,44 @@
   const O = window.Onsale;
   const $ = (id) => document.getElementById(id);
 
+  /**
+   * The event's badge from its sale's own state: only an open sale is "on sale
+   * now". Before the server knows a sale (no `sale_state`), the on-sale time decides
+   * between "on sale <when>" and "opening".
+   */
+  function badgeOf(e) {
+    const at = `On sale ${O.fmtDateTime(e.onsale_at)}`;
+    switch (e.sale_state) {
+      case 'open':
+        return ['now', 'On sale now'];
+      case 'paused':
+        return ['paused', 'Paused'];
+      case 'drawing':
+        return ['now', 'Opening now'];
+      case 'sold_out':
+        return ['ended', 'Sold out'];
+      case 'closed':
+        return ['ended', 'Sale closed'];
+      case 'scheduled':
+        return ['', at];
+      default: {
+        const onsale = Date.parse(e.onsale_at);
+        return !Number.isNaN(onsale) && onsale <= O.now() ? ['', 'Opening soon'] : ['', at];
+      }
+    }
+  }
+
   function card(e) {
     const li = document.createElement('li');
     li.className = 'card event-card';
     li.dataset.eventId = e.event_id;
     const href = `/e/${encodeURIComponent(e.event_id)}`;
 
-    const onsale = Date.parse(e.onsale_at);
     const badge = document.createElement('span');
     badge.className = 'badge';
-    if (!Number.isNaN(onsale) && onsale <= O.now()) {
-      badge.dataset.kind = 'now';
-      badge.textContent = 'On sale now';
-    } else {
-      badge.textContent = `On sale ${O.fmtDateTime(e.onsale_at)}`;
-    }
+    const [kind, text] = badgeOf(e);
+    if (kind) badge.dataset.kind = kind;
+    badge.textContent = text;
 
     const h = document.createElement('h2');
     const a = document.createElement('a');

@@ -2,8 +2,8 @@
 
 use std::net::SocketAddr;
 
-use proto::auth::TokenSettings;
-use proto::settings::{DatabaseSettings, RedisSettings, SettingsError};
+use platform::auth::TokenSettings;
+use platform::settings::{DatabaseSettings, RedisSettings, SettingsError};
 
 #[derive(Clone, Debug, serde::Deserialize)]
 pub struct Config {
@@ -26,7 +26,7 @@ impl Config {
 
     /// Compiled defaults, overlaid by the environment, then validated.
     pub fn load() -> Result<Self, SettingsError> {
-        let config: Self = proto::settings::load(&Self::defaults())?;
+        let config: Self = platform::settings::load(&Self::defaults())?;
         config.auth.validate().map_err(SettingsError::Invalid)?;
         Ok(config)
     }

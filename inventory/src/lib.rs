@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::FromRef;
-use proto::auth::TokenVerifier;
-use proto::store::Redis;
+use platform::auth::TokenVerifier;
+use platform::store::Redis;
 use proto::{EventId, Keys};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -59,8 +59,8 @@ pub struct InventoryState {
 /// Connects to Postgres (running pending migrations) and to Redis.
 pub async fn connect(config: &Config) -> anyhow::Result<(PgPool, Redis)> {
     Ok((
-        proto::runtime::connect_postgres(&config.database).await?,
-        proto::runtime::connect_redis(&config.redis).await?,
+        platform::runtime::connect_postgres(&config.database).await?,
+        platform::runtime::connect_redis(&config.redis).await?,
     ))
 }
 
@@ -89,7 +89,7 @@ impl Application {
             on_event_created: None,
         };
         let (router, _api) = router().with_state(state).split_for_parts();
-        let metrics = proto::runtime::metrics();
+        let metrics = platform::runtime::metrics();
         let router = router
             .route(
                 "/healthz",
@@ -100,19 +100,19 @@ impl Application {
             .route(
                 "/readyz",
                 axum::routing::get(move || {
-                    let check = proto::runtime::redis_and_postgres_answer(
+                    let check = platform::runtime::redis_and_postgres_answer(
                         ready_pool.clone(),
                         ready_redis.clone(),
                     );
-                    async move { proto::runtime::check_response("inventory", check.await) }
+                    async move { platform::runtime::check_response("inventory", check.await) }
                 }),
             )
             .route(
                 "/metrics",
                 axum::routing::get(move || std::future::ready(metrics.render())),
             )
-            .fallback(proto::http::not_found)
-            .method_not_allowed_fallback(proto::http::method_not_allowed);
+            .fallback(platform::http::not_found)
+            .method_not_allowed_fallback(platform::http::method_not_allowed);
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;

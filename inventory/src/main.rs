@@ -17,7 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    proto::runtime::init_tracing("inventory");
+    platform::runtime::init_tracing("inventory");
     let config = inventory::Config::load().context("loading configuration")?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args
@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
         [] | ["serve"] => {
             inventory::Application::build(config)
                 .await?
-                .run(proto::runtime::shutdown_signal())
+                .run(platform::runtime::shutdown_signal())
                 .await
         }
         ["rebuild", event] | ["audit", event] => {

@@ -6,9 +6,10 @@ use axum::extract::State;
 use axum::http::header::IF_NONE_MATCH;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use proto::auth::Caller;
-use proto::http::{Json, Path, Query};
+use platform::auth::Caller;
+use platform::http::{Json, Path, Query};
 use proto::wire::inventory::{CreateEvent, CreateVenue, Event, EventCreated, Venue, VenueCreated};
+use proto::wire::queue::SaleState;
 use proto::wire::seats::SeatView;
 use proto::{ErrorBody, EventId, Role, VenueId};
 use serde::{Deserialize, Serialize};
@@ -137,7 +138,7 @@ struct ListParams {
     responses((status = 200, body = Vec<EventSummary>), (status = 400, body = ErrorBody))
 )]
 async fn list_events(
-    State(state): State<InventoryState>,
+    State(mut state): State<InventoryState>,
     Query(params): Query<ListParams>,
 ) -> Result<Json<Vec<EventSummary>>, Error> {
     let limit = params.limit.unwrap_or(50);
@@ -152,7 +153,24 @@ async fn list_events(
         ));
     }
     let rows = events::upcoming(&state.pool, limit.into()).await?;
-    Ok(Json(rows.into_iter().map(EventSummary::from).collect()))
+    let ids: Vec<EventId> = rows.iter().map(|row| row.event_id).collect();
+    // The badge a fan sees ("on sale now", "sold out", "closed") is the sale's own
+    // state; an unreadable Redis leaves it out rather than failing the list.
+    let sale_states = platform::reads::sale_states(&mut state.redis, &state.keys, &ids)
+        .await
+        .unwrap_or_else(|error| {
+            tracing::warn!(%error, "sale states unreadable; the list goes without them");
+            vec![None; ids.len()]
+        });
+    Ok(Json(
+        rows.into_iter()
+            .zip(sale_states)
+            .map(|(row, sale_state)| EventSummary {
+                sale_state,
+                ..EventSummary::from(row)
+            })
+            .collect(),
+    ))
 }
 
 /// An event without live counts, as listed.
@@ -164,6 +182,9 @@ pub struct EventSummary {
     pub starts_at: chrono::DateTime<chrono::Utc>,
     pub onsale_at: chrono::DateTime<chrono::Utc>,
     pub seat_count: u32,
+    /// The sale's state right now; absent when the sale is not set up yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sale_state: Option<SaleState>,
 }
 
 impl From<events::EventRow> for EventSummary {
@@ -175,6 +196,7 @@ impl From<events::EventRow> for EventSummary {
             starts_at: row.starts_at,
             onsale_at: row.onsale_at,
             seat_count: row.seat_count as u32,
+            sale_state: None,
         }
     }
 }

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use proto::store::Redis;
+use platform::store::Redis;
 use proto::wire::seats::{SeatState, SeatStateName, SeatView};
 use proto::{EventId, Keys, RequestId, SeatId, VenueId};
 use sqlx::PgPool;

@@ -35,7 +35,7 @@ use axum::body::Bytes;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use proto::store::Redis;
+use platform::store::Redis;
 use proto::wire::seats::{SeatState, SeatStateName};
 use proto::{EventId, Keys, SeatId};
 use sha2::{Digest, Sha256};

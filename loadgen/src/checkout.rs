@@ -38,7 +38,7 @@ pub struct CheckoutArgs {
 
 fn token(key: &EncodingKey, fan: UserId) -> anyhow::Result<String> {
     let now = chrono::Utc::now().timestamp();
-    let claims = proto::auth::Claims {
+    let claims = platform::auth::Claims {
         sub: fan,
         role: Role::Fan,
         iss: "onsale".into(),
@@ -47,7 +47,7 @@ fn token(key: &EncodingKey, fan: UserId) -> anyhow::Result<String> {
         exp: now + 3600,
     };
     Ok(jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(proto::auth::ALGORITHM),
+        &jsonwebtoken::Header::new(platform::auth::ALGORITHM),
         &claims,
         key,
     )?)
@@ -95,7 +95,7 @@ async fn events_pipeline(
         return Ok(None);
     };
     let suffix = format!("bench{}", uuid::Uuid::new_v4().simple());
-    let kafka = proto::settings::KafkaSettings {
+    let kafka = platform::settings::KafkaSettings {
         brokers: brokers.clone(),
         topic_suffix: suffix.clone(),
     };

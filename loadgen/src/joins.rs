@@ -213,7 +213,7 @@ impl Cpu {
 pub(crate) struct Meter {
     /// Every gateway process of the run.
     pub(crate) gateway_pids: Vec<u32>,
-    pub(crate) redis: proto::store::Redis,
+    pub(crate) redis: platform::store::Redis,
 }
 
 impl Meter {

@@ -71,7 +71,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    proto::runtime::init_tracing("loadgen");
+    platform::runtime::init_tracing("loadgen");
     let command = Cli::parse().command;
     // The helpers of `sockets` serve or hold sockets for a parent run: no Postgres,
     // no run of their own, no keys to clean up.

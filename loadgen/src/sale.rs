@@ -282,7 +282,7 @@ pub async fn sale(args: SaleArgs) -> anyhow::Result<()> {
         }
     };
     let mut report = tokio::time::interval(Duration::from_secs(1));
-    let stop = proto::runtime::shutdown_signal();
+    let stop = platform::runtime::shutdown_signal();
     tokio::pin!(arrivals, stop);
     let reason = loop {
         tokio::select! {

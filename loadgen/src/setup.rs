@@ -9,8 +9,8 @@ use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
 use inventory::seatmap::{self, LoadMode};
 use inventory::{events, venues};
-use proto::settings::{DatabaseSettings, RedisSettings};
-use proto::store::Redis;
+use platform::settings::{DatabaseSettings, RedisSettings};
+use platform::store::Redis;
 use proto::wire::inventory::{CreateEvent, CreateVenue, RowSpec, SectionSpec};
 use proto::{ErrorCode, EventId, Keys, UserId};
 use secrecy::SecretString;
@@ -19,7 +19,7 @@ use waiting_room::requests::Ask;
 
 pub struct Stack {
     pub pool: PgPool,
-    pub store: proto::store::Store,
+    pub store: platform::store::Store,
     pub redis: Redis,
     pub redis_url: String,
     pub database_url: String,
@@ -30,7 +30,7 @@ pub async fn connect() -> anyhow::Result<Stack> {
     let database_url =
         std::env::var("DATABASE_URL").context("DATABASE_URL must name the Postgres to use")?;
     let redis_url = std::env::var("REDIS_URL").context("REDIS_URL must name the Redis to use")?;
-    let pool = proto::runtime::connect_postgres(&DatabaseSettings {
+    let pool = platform::runtime::connect_postgres(&DatabaseSettings {
         url: SecretString::from(database_url.clone()),
         max_connections: 16,
     })
@@ -39,8 +39,8 @@ pub async fn connect() -> anyhow::Result<Stack> {
         url: SecretString::from(redis_url.clone()),
         key_prefix: String::new(),
     };
-    let redis = proto::runtime::connect_redis(&settings).await?;
-    let store = proto::store::Store::open(redis_url.as_str())?;
+    let redis = platform::runtime::connect_redis(&settings).await?;
+    let store = platform::store::Store::open(redis_url.as_str())?;
     let keys = Keys::new(format!("bench:{}", uuid::Uuid::new_v4().simple()));
     Ok(Stack {
         pool,
@@ -56,7 +56,7 @@ pub async fn connect() -> anyhow::Result<Stack> {
 /// secret), valid for an hour.
 pub fn sign(key: &jsonwebtoken::EncodingKey, role: proto::Role) -> anyhow::Result<String> {
     let now = Utc::now().timestamp();
-    let claims = proto::auth::Claims {
+    let claims = platform::auth::Claims {
         sub: UserId::new(),
         role,
         iss: "onsale".into(),
@@ -64,7 +64,7 @@ pub fn sign(key: &jsonwebtoken::EncodingKey, role: proto::Role) -> anyhow::Resul
         iat: now,
         exp: now + 3600,
     };
-    let header = jsonwebtoken::Header::new(proto::auth::ALGORITHM);
+    let header = jsonwebtoken::Header::new(platform::auth::ALGORITHM);
     Ok(jsonwebtoken::encode(&header, &claims, key)?)
 }
 

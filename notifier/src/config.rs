@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use lettre::message::Mailbox;
-use proto::settings::{DatabaseSettings, KafkaSettings, SettingsError};
+use platform::settings::{DatabaseSettings, KafkaSettings, SettingsError};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -82,7 +82,7 @@ impl Config {
     }
 
     pub fn load() -> Result<Self, SettingsError> {
-        let config: Self = proto::settings::load(&Self::defaults())?;
+        let config: Self = platform::settings::load(&Self::defaults())?;
         config.validate()?;
         Ok(config)
     }

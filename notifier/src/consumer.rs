@@ -23,11 +23,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bus::ConsumerOptions;
-use bus::rdkafka::TopicPartitionList;
 use bus::rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use bus::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use bus::rdkafka::message::{Message, OwnedMessage};
-use proto::settings::KafkaSettings;
+use bus::rdkafka::{Offset, TopicPartitionList};
+use platform::settings::KafkaSettings;
 use proto::wire::events::Envelope;
 use tokio_util::sync::CancellationToken;
 
@@ -45,7 +45,7 @@ const ENSURE_SETTLE: Duration = Duration::from_secs(3);
 const REPLACE_AFTER: Duration = Duration::from_secs(1);
 
 /// The consumer loop's heartbeat, for `/healthz`.
-pub type Health = proto::runtime::Heartbeat;
+pub type Health = platform::runtime::Heartbeat;
 
 pub struct EventConsumer {
     notifier: Arc<Notifier>,
@@ -162,7 +162,14 @@ impl EventConsumer {
     /// docs). The old one is closed in the background: closing may wait for a
     /// broker. Offsets it stored but had not committed are delivered again, and the
     /// notification log answers them as duplicates.
+    ///
+    /// The old consumer's stored offsets are forgotten first. Closing a consumer
+    /// commits the stored offset of every partition it gives up, and librdkafka keeps
+    /// that commit until a coordinator answers: when the broker that comes back is a
+    /// new one (its topics recreated, their logs starting again at 0), an offset from
+    /// the old log would make the fresh consumer skip the new log's first records.
     fn replace(&self, old: StreamConsumer, topics: &[String]) -> anyhow::Result<StreamConsumer> {
+        forget_stored_offsets(&old);
         tokio::task::spawn_blocking(move || drop(old));
         let fresh = bus::consumer(&self.kafka, &self.options)
             .map_err(|e| anyhow::anyhow!("creating the kafka consumer: {e}"))?;
@@ -345,5 +352,24 @@ impl Pause for KeepAlive<'_> {
                 }
             }
         }
+    }
+}
+
+/// Clears the offsets `consumer` stored for its partitions, so that closing it
+/// commits none of them (librdkafka commits only valid stored offsets).
+fn forget_stored_offsets(consumer: &StreamConsumer) {
+    let Ok(assigned) = consumer.assignment() else {
+        return;
+    };
+    let mut forget = TopicPartitionList::new();
+    for partition in assigned.elements() {
+        if let Err(error) =
+            forget.add_partition_offset(partition.topic(), partition.partition(), Offset::Invalid)
+        {
+            tracing::debug!(%error, "cannot forget a stored offset");
+        }
+    }
+    if let Err(error) = consumer.store_offsets(&forget) {
+        tracing::debug!(%error, "cannot forget the stored offsets");
     }
 }

@@ -143,7 +143,7 @@ impl Notifier {
     pub async fn process(&self, envelope: &Envelope, pause: &mut impl Pause) -> Option<Done> {
         use tracing::Instrument;
         // Every line about this envelope names the fan's request and the HTTP call
-        // that caused it (proto::correlation), so one search finds the whole path.
+        // that caused it (platform::correlation), so one search finds the whole path.
         let span = tracing::info_span!(
             "envelope",
             request_id = envelope
@@ -402,7 +402,7 @@ fn metric_kind(envelope: &Envelope) -> &'static str {
 }
 
 /// The headers that tie an email to the fan's request and to the HTTP call that
-/// caused it, for support and for tracing (see `proto::correlation`).
+/// caused it, for support and for tracing (see `platform::correlation`).
 mod trail {
     use lettre::message::header::{Header, HeaderName, HeaderValue};
 

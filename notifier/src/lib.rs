@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use proto::runtime::OpsServer;
+use platform::runtime::OpsServer;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -45,7 +45,7 @@ pub struct Application {
 impl Application {
     /// Connects to Postgres (running pending migrations) and binds the endpoint.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = proto::runtime::connect_postgres(&config.database).await?;
+        let pool = platform::runtime::connect_postgres(&config.database).await?;
         Self::with_pool(config, pool).await
     }
 
@@ -65,8 +65,8 @@ impl Application {
             let (pool, live) = (pool.clone(), live.clone());
             Box::pin(async move {
                 live().await?;
-                proto::runtime::postgres_answers(pool).await
-            }) as proto::runtime::Check
+                platform::runtime::postgres_answers(pool).await
+            }) as platform::runtime::Check
         };
         Ok(Self {
             ops: OpsServer::bind(config.listen, "notifier")

@@ -28,19 +28,19 @@ async fn main() -> anyhow::Result<()> {
                 _ => anyhow::bail!("unknown argument {flag:?}; {USAGE}"),
             }
         }
-        proto::runtime::init_tracing("notifier catch-mail");
+        platform::runtime::init_tracing("notifier catch-mail");
         let listen = listen
             .parse()
             .with_context(|| format!("--listen {listen:?}"))?;
-        return notifier::sink::catch_mail(listen, dir, proto::runtime::shutdown_signal()).await;
+        return notifier::sink::catch_mail(listen, dir, platform::runtime::shutdown_signal()).await;
     }
     if let Some(other) = args.first() {
         anyhow::bail!("unknown argument {other:?}; {USAGE}");
     }
-    proto::runtime::init_tracing("notifier");
+    platform::runtime::init_tracing("notifier");
     let config = notifier::Config::load().context("loading configuration")?;
     notifier::Application::build(config)
         .await?
-        .run(proto::runtime::shutdown_signal())
+        .run(platform::runtime::shutdown_signal())
         .await
 }

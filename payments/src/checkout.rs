@@ -23,7 +23,7 @@ use redis::Value;
 use crate::orders::{self, OrderRow};
 use crate::provider::Charge;
 use crate::{Error, Payments, card, settle};
-use booking_worker::ledger::checkout::{self as ledger, BeginPaying};
+use ::ledger::checkout::{self as ledger, BeginPaying};
 
 /// How long a checkout waits for the ledger to record a hold that Redis has.
 const LEDGER_WAIT: Duration = Duration::from_secs(3);
@@ -181,11 +181,11 @@ async fn open_order(
     }
 }
 
-/// The event a request belongs to (see [`proto::reads::event_of_request`]).
+/// The event a request belongs to (see [`platform::reads::event_of_request`]).
 async fn event_of(payments: &Payments, request_id: RequestId) -> Result<Option<EventId>, Error> {
     let mut redis = payments.redis.clone();
     Ok(
-        proto::reads::event_of_request(&mut redis, &payments.keys, &payments.pool, request_id)
+        platform::reads::event_of_request(&mut redis, &payments.keys, &payments.pool, request_id)
             .await?,
     )
 }

@@ -35,10 +35,10 @@ impl Error {
     }
 }
 
-impl From<booking_worker::ledger::checkout::SellError> for Error {
-    fn from(error: booking_worker::ledger::checkout::SellError) -> Self {
+impl From<ledger::checkout::SellError> for Error {
+    fn from(error: ledger::checkout::SellError) -> Self {
         match error {
-            booking_worker::ledger::checkout::SellError::Database(e) => Error::Database(e),
+            ledger::checkout::SellError::Database(e) => Error::Database(e),
             other => Error::Unexpected(other.to_string()),
         }
     }

@@ -27,11 +27,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::FromRef;
+use platform::auth::TokenVerifier;
+use platform::runtime::OpsServer;
+use platform::settings::{DatabaseSettings, KafkaSettings, RedisSettings, SettingsError};
+use platform::store::Redis;
 use proto::Keys;
-use proto::auth::TokenVerifier;
-use proto::runtime::OpsServer;
-use proto::settings::{DatabaseSettings, KafkaSettings, RedisSettings, SettingsError};
-use proto::store::Redis;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -136,7 +136,7 @@ impl Config {
         let mut payments = Settings::defaults();
         // The secret is required and has no default.
         payments["webhook_secret"] = serde_json::Value::Null;
-        let config: Self = proto::settings::load(&serde_json::json!({
+        let config: Self = platform::settings::load(&serde_json::json!({
             "listen": "127.0.0.1:8084",
             "database": { "url": "postgres://postgres@127.0.0.1:5432/onsale", "max_connections": 8 },
             "redis": { "url": "redis://127.0.0.1:6379", "key_prefix": "onsale" },
@@ -179,12 +179,12 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = proto::runtime::connect_postgres(&config.database).await?;
-        let redis = proto::runtime::connect_redis(&config.redis).await?;
+        let pool = platform::runtime::connect_postgres(&config.database).await?;
+        let redis = platform::runtime::connect_redis(&config.redis).await?;
         let settings = Arc::new(config.payments);
         let (ready_pool, ready_redis) = (pool.clone(), redis.clone());
         let readiness = move || {
-            proto::runtime::redis_and_postgres_answer(ready_pool.clone(), ready_redis.clone())
+            platform::runtime::redis_and_postgres_answer(ready_pool.clone(), ready_redis.clone())
         };
         let payments = Payments {
             provider: Arc::new(Sandbox::new(pool.clone(), settings.sandbox_webhook_after())),

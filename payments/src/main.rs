@@ -7,10 +7,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    proto::runtime::init_tracing("payments");
+    platform::runtime::init_tracing("payments");
     let config = payments::Config::load().context("loading configuration")?;
     payments::Application::build(config)
         .await?
-        .run(proto::runtime::shutdown_signal())
+        .run(platform::runtime::shutdown_signal())
         .await
 }

@@ -2,7 +2,7 @@
 //! (`payments.tickets`), and the price of a request's seats.
 
 use chrono::{DateTime, Utc};
-use proto::outbox::Message;
+use platform::outbox::Message;
 use proto::wire::events::{EventType, OrderPayload};
 use proto::wire::payments::{Order, OrderState};
 use proto::{EventId, OrderId, RequestId, UserId};

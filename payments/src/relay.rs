@@ -15,7 +15,7 @@ use std::time::Duration;
 use bus::rdkafka::error::KafkaError;
 use bus::rdkafka::producer::{FutureProducer, FutureRecord};
 use chrono::{DateTime, Utc};
-use proto::settings::KafkaSettings;
+use platform::settings::KafkaSettings;
 use proto::wire::events::{Envelope, SCHEMA_VERSION};
 use proto::{EventId, RequestId};
 use sqlx::PgPool;

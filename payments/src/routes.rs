@@ -4,8 +4,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use chrono::Utc;
-use proto::auth::Caller;
-use proto::http::{Json, Path};
+use platform::auth::Caller;
+use platform::http::{Json, Path};
 use proto::wire::payments::{Checkout, Order, Orders, Webhook, WebhookAck};
 use proto::{ErrorBody, ErrorCode, OrderId, RequestId, Role};
 use secrecy::ExposeSecret;
@@ -62,7 +62,7 @@ async fn post_checkout(
     let task =
         async move { checkout::checkout(&payments, caller.user_id, request_id, &body).await };
     let order = tokio::spawn(tracing::Instrument::in_current_span(
-        proto::correlation::carried(task),
+        platform::correlation::carried(task),
     ))
     .await
     .map_err(|e| Error::Unexpected(format!("checkout task: {e}")))??;

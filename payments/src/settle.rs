@@ -12,15 +12,15 @@
 //! `confirm.lua` answers a confirmed request as confirmed.
 
 use chrono::{DateTime, Utc};
+use platform::outbox;
 use proto::OrderId;
-use proto::outbox;
 use proto::wire::events::EventType;
 use proto::wire::payments::OrderState;
 use redis::Value;
 
 use crate::orders::{self, OrderRow};
 use crate::{Error, Payments};
-use booking_worker::ledger::checkout as ledger;
+use ::ledger::checkout as ledger;
 
 /// What `confirm.lua` or `unpay.lua` answered.
 enum Reply {

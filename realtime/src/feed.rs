@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use proto::store::{Redis, Store};
+use platform::store::{Redis, Store};
 use proto::wire::live::{LiveMessage, Published, SeatChange, SeatsDelta};
 use proto::wire::queue::SaleState;
 use proto::{EventId, Keys, RequestId};

@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use platform::auth::{TokenSettings, TokenVerifier};
+use platform::runtime::OpsServer;
+use platform::settings::{DatabaseSettings, RedisSettings, SettingsError};
 use proto::Keys;
-use proto::auth::{TokenSettings, TokenVerifier};
-use proto::runtime::OpsServer;
-use proto::settings::{DatabaseSettings, RedisSettings, SettingsError};
 use secrecy::ExposeSecret;
 
 pub use feed::Hub;
@@ -93,7 +93,7 @@ impl Default for Settings {
 
 impl Config {
     pub fn load() -> Result<Self, SettingsError> {
-        let config: Self = proto::settings::load(&serde_json::json!({
+        let config: Self = platform::settings::load(&serde_json::json!({
             "listen": "127.0.0.1:8086",
             "database": { "url": "postgres://postgres@127.0.0.1:5432/onsale", "max_connections": 4 },
             "redis": { "url": "redis://127.0.0.1:6379", "key_prefix": "onsale" },
@@ -112,14 +112,14 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = proto::runtime::connect_postgres(&config.database).await?;
-        let store = proto::store::Store::open(config.redis.url.expose_secret())
+        let pool = platform::runtime::connect_postgres(&config.database).await?;
+        let store = platform::store::Store::open(config.redis.url.expose_secret())
             .context("parsing redis.url")?;
-        let redis = proto::runtime::connect_redis(&config.redis).await?;
+        let redis = platform::runtime::connect_redis(&config.redis).await?;
         // Ready while Redis (the feeds) and Postgres (the events) answer.
         let (ready_pool, ready_redis) = (pool.clone(), redis.clone());
         let readiness = move || {
-            proto::runtime::redis_and_postgres_answer(ready_pool.clone(), ready_redis.clone())
+            platform::runtime::redis_and_postgres_answer(ready_pool.clone(), ready_redis.clone())
         };
         let hub = Hub::new(
             store,

@@ -7,10 +7,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    proto::runtime::init_tracing("realtime");
+    platform::runtime::init_tracing("realtime");
     let config = realtime::Config::load().context("loading configuration")?;
     realtime::Application::build(config)
         .await?
-        .run(proto::runtime::shutdown_signal())
+        .run(platform::runtime::shutdown_signal())
         .await
 }

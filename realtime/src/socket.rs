@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
-use proto::store::Redis;
+use platform::store::Redis;
 use proto::wire::live::{LiveMessage, LiveSnapshot, PositionView, SaleView, SeatsDelta};
 use proto::wire::queue::{RequestState, RequestStatus, SaleState};
 use proto::{ErrorCode, EventId, Keys, RequestId};
@@ -24,7 +24,7 @@ pub async fn read_request(
     event_id: EventId,
     request_id: RequestId,
 ) -> Result<Option<RequestStatus>, FeedError> {
-    Ok(proto::reads::request_status(redis, keys, event_id, request_id).await?)
+    Ok(platform::reads::request_status(redis, keys, event_id, request_id).await?)
 }
 
 pub fn sale_view(feed: &Feed, line: &Line) -> SaleView {

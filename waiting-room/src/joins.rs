@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::Utc;
-use proto::store::Redis;
+use platform::store::Redis;
 use proto::wire::queue::Joined;
 use proto::{ErrorCode, EventId, Keys, RequestId, UserId};
 use sha2::{Digest, Sha256};
@@ -76,7 +76,7 @@ impl Prepared {
         let mut args = vec![request_id.to_string(), fan.to_string(), fingerprint];
         // The call that joins (its x-request-id) travels with the request: into its
         // hash and its stream entry, to the worker's outbox rows, to the email.
-        let correlation = proto::correlation::current().unwrap_or_default();
+        let correlation = platform::correlation::current().unwrap_or_default();
         tracing::debug!(%event_id, %request_id, %fan, correlation_id = %correlation, "joining");
         match ask {
             Ask::Seats(seats) => {

@@ -21,11 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::FromRef;
+use platform::auth::TokenVerifier;
+use platform::runtime::OpsServer;
+use platform::settings::{DatabaseSettings, RedisSettings, SettingsError};
+use platform::store::Redis;
 use proto::Keys;
-use proto::auth::TokenVerifier;
-use proto::runtime::OpsServer;
-use proto::settings::{DatabaseSettings, RedisSettings, SettingsError};
-use proto::store::Redis;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -66,7 +66,7 @@ pub struct Config {
 
 impl Config {
     pub fn load() -> Result<Self, SettingsError> {
-        proto::settings::load(&serde_json::json!({
+        platform::settings::load(&serde_json::json!({
             "listen": "127.0.0.1:8082",
             "database": { "url": "postgres://postgres@127.0.0.1:5432/onsale", "max_connections": 4 },
             "redis": { "url": "redis://127.0.0.1:6379", "key_prefix": "onsale" },
@@ -100,11 +100,11 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = proto::runtime::connect_postgres(&config.database).await?;
-        let redis = proto::runtime::connect_redis(&config.redis).await?;
+        let pool = platform::runtime::connect_postgres(&config.database).await?;
+        let redis = platform::runtime::connect_redis(&config.redis).await?;
         let (ready_pool, ready_redis) = (pool.clone(), redis.clone());
         let readiness = move || {
-            proto::runtime::redis_and_postgres_answer(ready_pool.clone(), ready_redis.clone())
+            platform::runtime::redis_and_postgres_answer(ready_pool.clone(), ready_redis.clone())
         };
         Ok(Self {
             ops: OpsServer::bind(config.listen, "waiting-room")

@@ -7,10 +7,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    proto::runtime::init_tracing("waiting-room");
+    platform::runtime::init_tracing("waiting-room");
     let config = waiting_room::Config::load().context("loading configuration")?;
     waiting_room::Application::build(config)
         .await?
-        .run(proto::runtime::shutdown_signal())
+        .run(platform::runtime::shutdown_signal())
         .await
 }

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use proto::store::Redis;
+use platform::store::Redis;
 use proto::wire::queue::{CreateRequest, RequestState, RequestStatus};
 use proto::{ErrorCode, EventId, Keys, RequestId, SeatId, UserId};
 use sha2::{Digest, Sha256};
@@ -139,14 +139,14 @@ pub fn idempotency_digest(key: &str) -> Result<String, Error> {
     Ok(to_hex(&Sha256::digest(key.as_bytes())))
 }
 
-/// The event a request belongs to (see [`proto::reads::event_of_request`]).
+/// The event a request belongs to (see [`platform::reads::event_of_request`]).
 pub async fn event_of(
     redis: &mut Redis,
     keys: &Keys,
     pool: &sqlx::PgPool,
     request_id: RequestId,
 ) -> Result<EventId, Error> {
-    proto::reads::event_of_request(redis, keys, pool, request_id)
+    platform::reads::event_of_request(redis, keys, pool, request_id)
         .await?
         .ok_or(Error::RequestNotFound(request_id))
 }
@@ -174,7 +174,7 @@ pub async fn status_of(
     event_id: EventId,
     request_id: RequestId,
 ) -> Result<RequestStatus, Error> {
-    proto::reads::request_status(redis, keys, event_id, request_id)
+    platform::reads::request_status(redis, keys, event_id, request_id)
         .await?
         .ok_or(Error::RequestNotFound(request_id))
 }

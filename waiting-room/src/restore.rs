@@ -12,7 +12,7 @@
 //! Keys: the event's `sale`, `next`, `requests` stream, `prequeue`, `fans`, request
 //! hashes, and the request index.
 
-use proto::store::Redis;
+use platform::store::Redis;
 use proto::wire::queue::SaleState;
 use proto::{EventId, Keys};
 use sqlx::PgPool;

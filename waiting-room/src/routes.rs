@@ -3,8 +3,8 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use proto::auth::Caller;
-use proto::http::{Json, Path, Query};
+use platform::auth::Caller;
+use platform::http::{Json, Path, Query};
 use proto::wire::queue::{
     AuditEntry, CreateRequest, Joined, Lottery, RequestStatus, Sale, SaleState, SaleStats,
     SetAdmission, StatsSample,

@@ -7,7 +7,7 @@
 //! are listed in `Keys::active_events` for the booking workers.
 
 use chrono::{DateTime, Utc};
-use proto::store::Redis;
+use platform::store::Redis;
 use proto::wire::queue::SaleState;
 use proto::{ErrorCode, EventId, Keys, RequestId, UserId};
 use sqlx::PgPool;

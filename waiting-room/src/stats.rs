@@ -11,7 +11,7 @@
 //! `seat_counts(event)`, `holds(event)`, `samples(event)`; written: `samples(event)`.
 
 use chrono::{DateTime, Utc};
-use proto::store::Redis;
+use platform::store::Redis;
 use proto::wire::queue::{AuditEntry, OrderCounts, SaleState, SaleStats, WorkerView};
 use proto::{EventId, Keys};
 use sqlx::PgPool;

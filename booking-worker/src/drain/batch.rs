@@ -5,14 +5,14 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use proto::store::Redis;
+use platform::store::Redis;
 use proto::wire::queue::RequestState;
 use proto::{EventId, Keys, RequestId};
 use redis::{FromRedisValue, Value};
 
 use super::DrainError;
 use super::line::Entry;
-use crate::ledger::Decision;
+use ledger::Decision;
 
 /// What the script said of one batch.
 pub enum Outcome {

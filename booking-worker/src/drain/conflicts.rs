@@ -9,7 +9,7 @@ use proto::RequestId;
 use super::line::{self, Entry};
 use super::sink::{self, Refused};
 use super::{DrainError, Drainer, ended};
-use crate::ledger::{self, Conflict, Decision};
+use ledger::{Conflict, Decision};
 
 impl Drainer {
     /// Holds the ledger refused (Redis thought a seat free that the ledger gives to

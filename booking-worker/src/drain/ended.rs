@@ -12,8 +12,8 @@
 use std::collections::HashMap;
 
 use chrono::Utc;
+use platform::store::Redis;
 use proto::keys::WORKER_GROUP;
-use proto::store::Redis;
 use proto::wire::queue::RequestState;
 use proto::{EventId, Keys, RequestId};
 use redis::{AsyncCommands, Value};
@@ -21,7 +21,6 @@ use sqlx::PgPool;
 
 use super::DrainError;
 use super::line::{self, Read};
-use crate::ledger;
 
 /// Releases holds that have expired in Redis, up to 500 per call, as the drainer
 /// holding `lease` (a drainer that lost it releases nothing); returns how many.

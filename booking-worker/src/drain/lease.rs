@@ -10,12 +10,11 @@
 //!
 //! Keys: the event's `lease`.
 
-use proto::store::Redis;
+use platform::store::Redis;
 use proto::{EventId, Keys};
 use sqlx::PgPool;
 
 use super::DrainError;
-use crate::ledger;
 
 /// A drainer's lease on one event.
 pub struct Lease {

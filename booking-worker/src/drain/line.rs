@@ -4,8 +4,8 @@
 //! Keys: the event's `requests` stream and `changes` stream (group `workers`), its
 //! `dead` stream, and its `lease` (every read is checked against it).
 
+use platform::store::Redis;
 use proto::keys::WORKER_GROUP;
-use proto::store::Redis;
 use proto::{EventId, Keys, RequestId, UserId};
 use redis::streams::{StreamId, StreamReadReply};
 use redis::{AsyncCommands, FromRedisValue, Value};
@@ -19,7 +19,7 @@ pub struct Entry {
     pub request_id: RequestId,
     pub number: i64,
     pub fan: UserId,
-    /// The x-request-id of the join that put it in line (`proto::correlation`).
+    /// The x-request-id of the join that put it in line (`platform::correlation`).
     pub correlation_id: Option<String>,
 }
 
@@ -30,7 +30,7 @@ pub fn parse_entry(entry: &StreamId) -> Option<Entry> {
         request_id: field("r")?.parse().ok()?,
         number: field("n")?.parse().ok()?,
         fan: field("f")?.parse().ok()?,
-        correlation_id: proto::correlation::from_field(field("x")),
+        correlation_id: platform::correlation::from_field(field("x")),
     })
 }
 
@@ -242,7 +242,7 @@ pub async fn reject_buried(
         .filter_map(|b| b.request.as_ref())
         .map(|e| (e.request_id, e.fan, e.number))
         .collect();
-    crate::ledger::reject_undecided(pool, event, epoch, &named, "dead_letter").await?;
+    ledger::reject_undecided(pool, event, epoch, &named, "dead_letter").await?;
     Ok(())
 }
 

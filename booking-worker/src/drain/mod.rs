@@ -34,17 +34,18 @@ mod sink;
 use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
 
+use platform::store::Redis;
 use proto::keys::WORKER_GROUP;
-use proto::store::Redis;
 use proto::wire::queue::RequestState;
 use proto::{EventId, Keys, RequestId};
 use redis::AsyncCommands;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
-use crate::ledger::LedgerError;
 pub(crate) use ended::apply_changes;
 pub use lease::Lease;
+use ledger::LedgerError;
+use ledger::restore::RestoreError;
 pub(crate) use line::claim_orphans;
 use line::{Burial, Entry, Read};
 use sink::{Refused, Sink};
@@ -98,6 +99,15 @@ pub enum DrainError {
     Fenced(String),
     #[error("unexpected reply: {0}")]
     Unexpected(String),
+}
+
+impl From<RestoreError> for DrainError {
+    fn from(error: RestoreError) -> Self {
+        match error {
+            RestoreError::Database(error) => DrainError::Database(error),
+            RestoreError::Redis(error) => DrainError::Redis(error),
+        }
+    }
 }
 
 impl From<LedgerError> for DrainError {

@@ -10,8 +10,8 @@
 //!
 //! Keys: every key under the event's hash tag, the request index, `active`.
 
+use platform::store::Redis;
 use proto::keys::WORKER_GROUP;
-use proto::store::Redis;
 use proto::{EventId, Keys};
 use redis::streams::StreamInfoGroupsReply;
 

@@ -10,8 +10,8 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
+use platform::store::Redis;
 use proto::keys::WORKER_GROUP;
-use proto::store::Redis;
 use proto::wire::queue::RequestState;
 use proto::{EventId, Keys};
 use redis::AsyncCommands;
@@ -19,7 +19,7 @@ use sqlx::PgPool;
 
 use super::DrainError;
 use super::line::{self, Burial, Entry, queue_burials};
-use crate::ledger::{self, Conflict, Decision};
+use ledger::{Conflict, Decision};
 
 pub struct Sink {
     pub pool: PgPool,

@@ -134,11 +134,15 @@ async fn a_replica_takes_over_a_dead_master_and_the_line_goes_on(pool: PgPool) {
     // new fan behind them all.
     let mut redis = sale.redis.clone();
     for joined in &before {
-        let status =
-            proto::reads::request_status(&mut redis, &sale.keys, sale.event_id, joined.request_id)
-                .await
-                .expect("a status")
-                .expect("the request survived the failover");
+        let status = platform::reads::request_status(
+            &mut redis,
+            &sale.keys,
+            sale.event_id,
+            joined.request_id,
+        )
+        .await
+        .expect("a status")
+        .expect("the request survived the failover");
         assert_eq!(status.queue_number, joined.queue_number);
     }
     let last = before.iter().filter_map(|j| j.queue_number).max();

@@ -75,7 +75,7 @@ fn spawn_worker_process(pool: &PgPool, redis_url: &str, keys: &Keys, name: &str)
     )
 }
 
-async fn pending(redis: &mut proto::store::Redis, keys: &Keys, event_id: EventId) -> i64 {
+async fn pending(redis: &mut platform::store::Redis, keys: &Keys, event_id: EventId) -> i64 {
     let summary: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
         .arg(keys.stream(event_id))
         .arg(WORKER_GROUP)

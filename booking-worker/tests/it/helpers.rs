@@ -5,7 +5,7 @@ use booking_worker::{DrainSettings, Worker};
 use chrono::Utc;
 use inventory::seatmap::{self, LoadMode};
 use inventory::{events, venues};
-use proto::store::{Redis, Store};
+use platform::store::{Redis, Store};
 use proto::wire::inventory::{CreateEvent, CreateVenue, RowSpec, SectionSpec};
 use proto::wire::queue::Joined;
 use proto::{EventId, Keys, UserId};
@@ -44,7 +44,7 @@ pub async fn sale(
     seats: u32,
     max_per_fan: u32,
 ) -> Sale {
-    proto::runtime::init_test_tracing();
+    platform::runtime::init_test_tracing();
     let venue = venues::validate(CreateVenue {
         name: "Hall".into(),
         sections: sections

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use booking_worker::Drainer;
-use booking_worker::ledger::{self, Decision, LedgerError};
 use chrono::Utc;
+use ledger::{self, Decision, LedgerError};
 use proto::keys::WORKER_GROUP;
 use proto::wire::queue::{RequestState, SaleState};
 use proto::{RequestId, SeatId, UserId};
@@ -334,7 +334,7 @@ async fn a_worker_that_cannot_drain_an_event_keeps_going_round(pool: PgPool) {
     sale.open().await;
     // Blocking reads get their own connection; this worker cannot open one.
     let worker = booking_worker::Worker {
-        store: proto::store::Store::open("redis://127.0.0.1:1").expect("url"),
+        store: platform::store::Store::open("redis://127.0.0.1:1").expect("url"),
         ..sale.worker("w", fast_settings())
     };
     let health = worker.health.clone();
@@ -359,7 +359,7 @@ async fn a_worker_that_cannot_drain_an_event_keeps_going_round(pool: PgPool) {
 
 #[tokio::test]
 async fn readiness_fails_with_503_and_says_why() {
-    let ops = proto::runtime::OpsServer::bind("127.0.0.1:0".parse().expect("addr"), "test")
+    let ops = platform::runtime::OpsServer::bind("127.0.0.1:0".parse().expect("addr"), "test")
         .await
         .expect("bind")
         .with_readiness(|| Box::pin(async { Err("redis: connection refused".to_owned()) }));
@@ -608,7 +608,7 @@ async fn a_draw_run_again_around_a_cancel_hands_out_no_number_twice(pool: PgPool
 }
 
 /// Keys under `keys`' prefix and their memory (SCAN leaves out expired keys).
-async fn footprint(redis: &mut proto::store::Redis, keys: &proto::Keys) -> (usize, u64) {
+async fn footprint(redis: &mut platform::store::Redis, keys: &proto::Keys) -> (usize, u64) {
     let pattern = format!("{}:*", keys.prefix());
     let names = redis.scan_everywhere(&pattern).await.expect("scan");
     let mut bytes = 0;

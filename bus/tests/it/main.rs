@@ -6,7 +6,7 @@ use bus::rdkafka::Message;
 use bus::rdkafka::consumer::{CommitMode, Consumer};
 use bus::rdkafka::producer::FutureRecord;
 use bus::{ConsumerOptions, consumer, ensure_topics, producer};
-use proto::settings::KafkaSettings;
+use platform::settings::KafkaSettings;
 
 fn settings() -> KafkaSettings {
     let brokers = std::env::var("KAFKA_BROKERS").expect(
@@ -62,7 +62,7 @@ async fn receive(consumer: &bus::rdkafka::consumer::StreamConsumer, count: usize
 
 #[tokio::test]
 async fn a_consumer_group_receives_what_was_produced_in_order() {
-    proto::runtime::init_test_tracing();
+    platform::runtime::init_test_tracing();
     let settings = settings();
     let topics = ensure_topics(&settings, &[proto::topics::BOOKINGS], 1)
         .await
@@ -81,7 +81,7 @@ async fn a_consumer_group_receives_what_was_produced_in_order() {
 
 #[tokio::test]
 async fn a_restarted_group_member_resumes_after_its_stored_offsets() {
-    proto::runtime::init_test_tracing();
+    platform::runtime::init_test_tracing();
     let settings = settings();
     let topics = ensure_topics(&settings, &[proto::topics::ORDERS], 1)
         .await

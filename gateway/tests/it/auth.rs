@@ -1,5 +1,5 @@
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use proto::auth::Claims;
+use platform::auth::Claims;
 use proto::{Role, UserId};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

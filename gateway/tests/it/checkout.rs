@@ -603,7 +603,7 @@ async fn a_checkout_that_stopped_before_charging_is_voided_and_the_hold_restored
     assert_eq!(paid.first(), Some(&redis::Value::Int(1)));
     let deadline = chrono::Utc::now() + chrono::Duration::seconds(600);
     let mut tx = app.pool.begin().await.expect("tx");
-    booking_worker::ledger::checkout::begin_paying(&mut tx, event_id, request_id, deadline)
+    ledger::checkout::begin_paying(&mut tx, event_id, request_id, deadline)
         .await
         .expect("ledger");
     let seats = seats_of(&before);

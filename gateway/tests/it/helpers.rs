@@ -1,10 +1,10 @@
 use std::net::SocketAddr;
 
 use gateway::config::{AuthSettings, Config, LimitSettings};
+use platform::auth::TokenSettings;
+use platform::settings::{DatabaseSettings, RedisSettings};
+use platform::store::Redis;
 use proto::Keys;
-use proto::auth::TokenSettings;
-use proto::settings::{DatabaseSettings, RedisSettings};
-use proto::store::Redis;
 use reqwest::{Response, StatusCode};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -80,11 +80,11 @@ pub async fn spawn_app(pool: PgPool) -> TestApp {
 }
 
 pub async fn spawn_app_with(pool: PgPool, adjust: impl FnOnce(&mut Config)) -> TestApp {
-    proto::runtime::init_test_tracing();
+    platform::runtime::init_test_tracing();
     let prefix = format!("test:{}", uuid::Uuid::new_v4().simple());
     let mut config = config(&prefix);
     adjust(&mut config);
-    let redis = proto::store::Redis::connect(&redis_url())
+    let redis = platform::store::Redis::connect(&redis_url())
         .await
         .expect("connecting to redis");
     let app = gateway::Application::with_connections(config, pool.clone(), redis.clone())
@@ -268,7 +268,7 @@ impl TestApp {
     ) {
         let worker = booking_worker::Worker {
             pool: self.pool.clone(),
-            store: proto::store::Store::open(&redis_url()).expect("url"),
+            store: platform::store::Store::open(&redis_url()).expect("url"),
             redis: self.redis.clone(),
             keys: self.keys.clone(),
             name: format!("w-{}", uuid::Uuid::new_v4().simple()),
@@ -300,7 +300,7 @@ impl TestApp {
 /// need many fans quickly.
 pub fn minted_fan_token() -> String {
     let now = chrono::Utc::now().timestamp();
-    let claims = proto::auth::Claims {
+    let claims = platform::auth::Claims {
         sub: proto::UserId::new(),
         role: proto::Role::Fan,
         iss: "onsale".into(),
@@ -309,7 +309,7 @@ pub fn minted_fan_token() -> String {
         exp: now + 600,
     };
     jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(proto::auth::ALGORITHM),
+        &jsonwebtoken::Header::new(platform::auth::ALGORITHM),
         &claims,
         &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
     )

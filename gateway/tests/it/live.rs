@@ -366,12 +366,25 @@ async fn refusals_are_plain_http_answers_with_codes(pool: PgPool) {
         (StatusCode::UNAUTHORIZED, Some("invalid_token"))
     );
 
+    // The signature's first character carries six whole bits of its first byte, so
+    // changing it always changes the signature (its last one carries only four, and a
+    // swap there can leave the decoded bytes as they were).
+    let genuine = minted_fan_token();
     let forged = {
-        let mut token = minted_fan_token();
-        token.pop();
-        token.push('A');
-        token
+        let token = &genuine;
+        let signature = token.rfind('.').expect("a JWT has three parts") + 1;
+        let first = &token[signature..=signature];
+        let swapped = if first == "A" { "B" } else { "A" };
+        format!(
+            "{}{swapped}{}",
+            &token[..signature],
+            &token[signature + 1..]
+        )
     };
+    assert_ne!(
+        forged, genuine,
+        "the forged token differs from the minted one"
+    );
     let (status, body) = app.refused(app.live_url(&event, ""), Some(&forged)).await;
     assert_eq!(
         (status, body["code"].as_str()),

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use chrono::{Duration, Utc};
 use inventory::seatmap::{self, LoadMode};
 use inventory::{events, venues};
-use proto::store::Redis;
+use platform::store::Redis;
 use proto::wire::inventory::{CreateEvent, CreateVenue, RowSpec, SectionSpec};
 use proto::{EventId, Keys, RequestId};
 use sqlx::PgPool;

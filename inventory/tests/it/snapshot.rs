@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use inventory::snapshot::{Settings, Stats};
 use inventory::{InventoryState, SeatMapCache};
+use platform::auth::{TokenSettings, TokenVerifier};
 use proto::EventId;
-use proto::auth::{TokenSettings, TokenVerifier};
 use proto::wire::seats::SeatState;
 use reqwest::StatusCode;
 use secrecy::SecretString;
@@ -21,7 +21,7 @@ const LONG: Duration = Duration::from_secs(3_600);
 
 /// Inventory's router with `settings`, served on port 0; its base URL and its cache.
 async fn serve(pool: &PgPool, settings: Settings) -> (String, Arc<SeatMapCache>, proto::Keys) {
-    proto::runtime::init_test_tracing();
+    platform::runtime::init_test_tracing();
     let (redis, keys) = (redis().await, keys());
     let seat_maps = Arc::new(SeatMapCache::new(
         pool.clone(),

@@ -262,7 +262,7 @@ pub struct Operator {
     pub client: reqwest::Client,
     pub base: String,
     pub token: String,
-    pub redis: proto::store::Redis,
+    pub redis: platform::store::Redis,
     pub keys: proto::Keys,
     pub event_id: proto::EventId,
 }

@@ -238,7 +238,7 @@ pub async fn chaos(stack: &mut Stack, args: ChaosArgs) -> anyhow::Result<()> {
     );
     let original = (stack.database_url.clone(), stack.pool.clone());
     stack.database_url = postgres.url();
-    stack.pool = proto::runtime::connect_postgres(&proto::settings::DatabaseSettings {
+    stack.pool = platform::runtime::connect_postgres(&platform::settings::DatabaseSettings {
         url: secrecy::SecretString::from(stack.database_url.clone()),
         max_connections: 16,
     })
@@ -269,7 +269,7 @@ async fn with_redis(
         stack.redis.clone(),
     );
     stack.redis_url = own.url();
-    stack.store = proto::store::Store::open(stack.redis_url.as_str())?;
+    stack.store = platform::store::Store::open(stack.redis_url.as_str())?;
     stack.redis = stack.store.shared().await?;
     let outcome = run(stack, args, Some(&mut own), postgres).await;
     (stack.redis_url, stack.store, stack.redis) = original;

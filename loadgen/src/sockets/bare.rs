@@ -44,7 +44,7 @@ struct Published<'a> {
 
 pub async fn run(args: BareArgs) -> anyhow::Result<()> {
     let redis_url = std::env::var("REDIS_URL").context("REDIS_URL must name the Redis to use")?;
-    let store = proto::store::Store::open(redis_url.as_str())?;
+    let store = platform::store::Store::open(redis_url.as_str())?;
     let mut pubsub = store
         .pubsub()
         .await

@@ -205,7 +205,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
 
 fn token(key: &EncodingKey, run: u64, index: u64) -> anyhow::Result<String> {
     let now = chrono::Utc::now().timestamp();
-    let claims = proto::auth::Claims {
+    let claims = platform::auth::Claims {
         sub: wire::fan(run, index),
         role: Role::Fan,
         iss: "onsale".into(),
@@ -214,7 +214,7 @@ fn token(key: &EncodingKey, run: u64, index: u64) -> anyhow::Result<String> {
         // Connecting, idling and moving take minutes; an hour spares the margin.
         exp: now + 3600,
     };
-    let header = jsonwebtoken::Header::new(proto::auth::ALGORITHM);
+    let header = jsonwebtoken::Header::new(platform::auth::ALGORITHM);
     Ok(jsonwebtoken::encode(&header, &claims, key)?)
 }
 

@@ -17,7 +17,7 @@ use crate::helpers::{WAIT, world_on};
 
 /// How many times the notifiers of this process replaced their consumer.
 fn consumers_replaced() -> u64 {
-    proto::runtime::metrics()
+    platform::runtime::metrics()
         .render()
         .lines()
         .find(|l| l.starts_with("onsale_notifier_consumers_replaced_total"))

@@ -8,7 +8,7 @@ use bus::rdkafka::producer::{FutureProducer, FutureRecord};
 use chrono::Utc;
 use notifier::sink::{MailSink, Received};
 use notifier::{Config, ConsumerSettings, RetrySettings};
-use proto::settings::{DatabaseSettings, KafkaSettings};
+use platform::settings::{DatabaseSettings, KafkaSettings};
 use proto::wire::events::{Envelope, OrderPayload, RequestPayload, SCHEMA_VERSION};
 use proto::{EventId, OrderId, RequestId, UserId};
 use secrecy::SecretString;
@@ -46,7 +46,7 @@ pub async fn world_on(pool: PgPool, event_name: &str, brokers: String) -> World 
 
 /// A world whose topics have `partitions` partitions.
 pub async fn world_with(pool: PgPool, event_name: &str, brokers: String, partitions: i32) -> World {
-    proto::runtime::init_test_tracing();
+    platform::runtime::init_test_tracing();
     let suffix = format!("test{}", Uuid::new_v4().simple());
     let kafka = KafkaSettings {
         brokers,

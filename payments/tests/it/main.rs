@@ -7,8 +7,8 @@ use std::time::Duration;
 use bus::ConsumerOptions;
 use bus::rdkafka::Message;
 use bus::rdkafka::consumer::Consumer;
-use proto::outbox::{self, Message as OutboxMessage};
-use proto::settings::KafkaSettings;
+use platform::outbox::{self, Message as OutboxMessage};
+use platform::settings::KafkaSettings;
 use proto::wire::events::{Envelope, EventType};
 use proto::{EventId, RequestId};
 use sqlx::PgPool;
@@ -25,7 +25,7 @@ fn kafka() -> KafkaSettings {
 
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
 async fn the_relay_publishes_each_sales_events_in_order_once_and_marks_them(pool: PgPool) {
-    proto::runtime::init_test_tracing();
+    platform::runtime::init_test_tracing();
     let kafka = kafka();
     // Three sales' events, interleaved, written in many transactions as the
     // services write them: 300 records on the bookings topic.

@@ -28,6 +28,11 @@ impl std::fmt::Debug for Checkout {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "snake_case")
+)]
 pub enum OrderState {
     /// The payment's outcome is not known yet (it arrives by webhook).
     Pending,

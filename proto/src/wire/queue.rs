@@ -32,6 +32,11 @@ pub struct Joined {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "snake_case")
+)]
 pub enum RequestState {
     Prequeue,
     Queued,
@@ -61,6 +66,11 @@ impl RequestState {
             RequestState::Cancelled => "cancelled",
             RequestState::Rejected => "rejected",
         }
+    }
+
+    /// Whether the request holds seats (held, or held while its payment runs).
+    pub fn is_live(self) -> bool {
+        matches!(self, RequestState::Held | RequestState::Paying)
     }
 
     /// Whether nothing will happen to the request any more.
@@ -144,6 +154,11 @@ impl RequestStatus {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "snake_case")
+)]
 pub enum SaleState {
     /// Before the on-sale: requests wait in the pre-queue.
     Scheduled,

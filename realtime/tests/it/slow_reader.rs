@@ -46,7 +46,7 @@ fn redis_url() -> String {
 
 fn token(fan: UserId) -> String {
     let now = Utc::now().timestamp();
-    let claims = proto::auth::Claims {
+    let claims = platform::auth::Claims {
         sub: fan,
         role: proto::Role::Fan,
         iss: "onsale".into(),
@@ -55,7 +55,7 @@ fn token(fan: UserId) -> String {
         exp: now + 600,
     };
     jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(proto::auth::ALGORITHM),
+        &jsonwebtoken::Header::new(platform::auth::ALGORITHM),
         &claims,
         &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
     )
@@ -101,7 +101,7 @@ async fn event(pool: &PgPool) -> EventId {
 async fn a_reader_that_stops_for_a_minute_does_not_grow_the_nodes_memory(pool: PgPool) {
     let prefix = format!("test:{}", uuid::Uuid::new_v4().simple());
     let keys = Keys::new(prefix.clone());
-    let mut redis = proto::store::Redis::connect(&redis_url()).await.unwrap();
+    let mut redis = platform::store::Redis::connect(&redis_url()).await.unwrap();
     let event = event(&pool).await;
     // A line: the sale open, two fans far back in it.
     let (slow_fan, live_fan) = (UserId::new(), UserId::new());

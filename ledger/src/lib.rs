@@ -15,11 +15,12 @@
 //! nothing twice.
 
 pub mod checkout;
+pub mod restore;
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use proto::outbox::{self, Message};
+use platform::outbox::{self, Message};
 use proto::wire::events::{EventType, RequestPayload};
 use proto::wire::queue::RequestState;
 use proto::{EventId, RequestId, UserId};
@@ -35,7 +36,7 @@ pub struct Decision {
     pub seats: Vec<String>,
     pub expires_at: Option<DateTime<Utc>>,
     pub reason: Option<String>,
-    /// The join's x-request-id, from the stream entry (`proto::correlation`).
+    /// The join's x-request-id, from the stream entry (`platform::correlation`).
     pub correlation_id: Option<String>,
 }
 

@@ -8,7 +8,7 @@
 //! Each is conditional on the request's state, so a retry changes nothing twice.
 
 use chrono::{DateTime, Utc};
-use proto::outbox::{self, Message};
+use platform::outbox::{self, Message};
 use proto::wire::events::EventType;
 use proto::wire::queue::RequestState;
 use proto::{EventId, RequestId, UserId};

@@ -14,7 +14,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::{ErrorBody, ErrorCode, Role, UserId};
+use proto::{ErrorBody, ErrorCode, Role, UserId};
 
 /// The only algorithm onsale signs or accepts.
 pub const ALGORITHM: Algorithm = Algorithm::HS256;

@@ -9,7 +9,7 @@
 //!   apply to every node.
 //!
 //! Every key one script or one command touches carries the event's hash tag
-//! ([`crate::Keys`]), so it sits in one slot. What is not one slot is the
+//! ([`proto::Keys`]), so it sits in one slot. What is not one slot is the
 //! plain pipeline that writes an event's keys and a few global ones in one round
 //! trip (a join writes the request index beside the join script): on a cluster,
 //! [`Redis`] splits such a pipeline by slot, sends the parts concurrently, and

@@ -3,8 +3,9 @@
 
 use crate::store::Redis;
 
-use crate::wire::queue::RequestStatus;
-use crate::{EventId, Keys, RequestId};
+use proto::sale_hash;
+use proto::wire::queue::{RequestStatus, SaleState};
+use proto::{EventId, Keys, RequestId};
 
 /// A request as its fan sees it (one round trip: its hash and the sale's `served`);
 /// `None` when Redis has no such request.
@@ -20,7 +21,7 @@ pub async fn request_status(
         .arg(&RequestStatus::HASH_FIELDS)
         .cmd("HGET")
         .arg(keys.sale(event_id))
-        .arg("served")
+        .arg(sale_hash::SERVED)
         .query_async(redis)
         .await?;
     Ok(RequestStatus::from_hash(
@@ -32,7 +33,6 @@ pub async fn request_status(
 /// has no entry or cannot be read (on a cluster it lives on whichever master owns
 /// its slot, not the event's), from the waiting room's journal, which every accepted
 /// join is written to before its fan hears of it. `None`: no such request.
-#[cfg(feature = "sqlx")]
 pub async fn event_of_request(
     redis: &mut Redis,
     keys: &Keys,
@@ -60,4 +60,25 @@ pub async fn event_of_request(
             .fetch_optional(pool)
             .await?;
     Ok(journaled.map(|(event,)| event))
+}
+
+/// Each event's sale state as Redis has it, in the order asked (one round trip per
+/// event's slot; `None` where Redis has no sale for the event).
+pub async fn sale_states(
+    redis: &mut Redis,
+    keys: &Keys,
+    events: &[EventId],
+) -> redis::RedisResult<Vec<Option<SaleState>>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for event in events {
+        pipe.hget(keys.sale(*event), sale_hash::STATE);
+    }
+    let states: Vec<Option<String>> = pipe.query_async(redis).await?;
+    Ok(states
+        .iter()
+        .map(|s| s.as_deref().and_then(SaleState::parse))
+        .collect())
 }

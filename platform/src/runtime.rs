@@ -223,7 +223,6 @@ impl OpsServer {
 
 /// How long a readiness check waits for a dependency before calling it away (a
 /// stopped server can leave a connection attempt hanging much longer).
-#[cfg(any(feature = "sqlx", feature = "redis"))]
 const DEPENDENCY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A health check's answer: 200 `{"status": "ok", "service"}`, or 503 `{"code":
@@ -250,7 +249,6 @@ pub fn check_response(
 
 /// The readiness check of a service that needs Redis and Postgres: both answer,
 /// each within two seconds.
-#[cfg(all(feature = "sqlx", feature = "redis"))]
 pub fn redis_and_postgres_answer(pool: sqlx::PgPool, redis: crate::store::Redis) -> Check {
     Box::pin(async move {
         redis_answers(redis).await?;
@@ -259,7 +257,6 @@ pub fn redis_and_postgres_answer(pool: sqlx::PgPool, redis: crate::store::Redis)
 }
 
 /// Redis answers a PING within two seconds.
-#[cfg(feature = "redis")]
 pub async fn redis_answers(mut redis: crate::store::Redis) -> Result<(), String> {
     match tokio::time::timeout(DEPENDENCY_DEADLINE, redis.ping()).await {
         Ok(Ok(_)) => Ok(()),
@@ -269,7 +266,6 @@ pub async fn redis_answers(mut redis: crate::store::Redis) -> Result<(), String>
 }
 
 /// Postgres answers a `SELECT 1` within two seconds.
-#[cfg(feature = "sqlx")]
 pub async fn postgres_answers(pool: sqlx::PgPool) -> Result<(), String> {
     match tokio::time::timeout(DEPENDENCY_DEADLINE, sqlx::query("SELECT 1").execute(&pool)).await {
         Ok(Ok(_)) => Ok(()),
@@ -279,7 +275,6 @@ pub async fn postgres_answers(pool: sqlx::PgPool) -> Result<(), String> {
 }
 
 /// A Postgres pool for `settings`, with every pending migration applied.
-#[cfg(feature = "sqlx")]
 pub async fn connect_postgres(
     settings: &crate::settings::DatabaseSettings,
 ) -> anyhow::Result<sqlx::PgPool> {
@@ -291,7 +286,7 @@ pub async fn connect_postgres(
         .connect(settings.url.expose_secret())
         .await
         .context("connecting to postgres (database.url)")?;
-    crate::migrations::MIGRATOR
+    proto::migrations::MIGRATOR
         .run(&pool)
         .await
         .context("running migrations")?;
@@ -299,7 +294,6 @@ pub async fn connect_postgres(
 }
 
 /// The shared, reconnecting Redis connection for everything that does not block.
-#[cfg(feature = "redis")]
 pub async fn connect_redis(
     settings: &crate::settings::RedisSettings,
 ) -> anyhow::Result<crate::store::Redis> {

@@ -15,7 +15,7 @@ pub struct DatabaseSettings {
 #[derive(Clone, Debug, Deserialize)]
 pub struct RedisSettings {
     pub url: SecretString,
-    /// Prefix of every key (see [`crate::Keys`]).
+    /// Prefix of every key (see [`proto::Keys`]).
     pub key_prefix: String,
 }
 
@@ -38,7 +38,6 @@ pub enum SettingsError {
 }
 
 /// Loads `T` from compiled `defaults` (a JSON object) overlaid by the environment.
-#[cfg(feature = "runtime")]
 pub fn load<T: serde::de::DeserializeOwned>(
     defaults: &serde_json::Value,
 ) -> Result<T, SettingsError> {

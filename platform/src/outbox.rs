@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::wire::events::EventType;
-use crate::{EventId, RequestId};
+use proto::wire::events::EventType;
+use proto::{EventId, RequestId};
 
 /// One domain event to publish.
 #[derive(Clone, Debug)]
