@@ -414,9 +414,15 @@
         rowsEl.append(row);
       }
       el.append(rowsEl);
+      const more = document.createElement('p');
+      more.className = 'rows-more';
+      more.hidden = true;
+      more.textContent = 'More seats to the right: scroll sideways, or use the arrow keys →';
+      el.append(more);
       frag.append(el);
     }
     root.replaceChildren(frag);
+    markOverflowingRows();
     root.setAttribute('aria-busy', 'false');
     if (list.length === 0) {
       const p = document.createElement('p');
@@ -504,6 +510,18 @@
       if (c) setText(el.querySelector('.section-count'), `${O.fmtNumber(c.a)} available`);
     }
   }
+
+  /**
+   * A section whose rows are wider than the card scrolls sideways; on a phone the
+   * scrollbar is hidden until touched, so the section says so in words.
+   */
+  function markOverflowingRows() {
+    for (const rows of document.querySelectorAll('.map-section .rows')) {
+      const more = rows.parentElement.querySelector('.rows-more');
+      if (more) more.hidden = rows.scrollWidth <= rows.clientWidth + 1;
+    }
+  }
+  window.addEventListener('resize', markOverflowingRows);
 
   /* ----- picking seats ----- */
 

@@ -115,6 +115,58 @@ async function main() {
   }
 }
 
+/**
+ * A sale that opened and closed is badged as closed on the home page (not "on sale
+ * now"), and on a 390 px phone its 12-seat rows fit the card without scrolling.
+ */
+async function closedSaleOnAPhone(page, admin) {
+  step('c. a closed sale reads "sale closed" on the home page; 12-seat rows fit a phone');
+  const venue = await call('POST', '/v1/venues', {
+    token: admin,
+    key: crypto.randomUUID(),
+    expect: [201],
+    body: {
+      name: `Club Twelve ${RUN}`,
+      sections: [{ name: 'Floor', price_tier: 'gold', rows: ['A', 'B'].map((label) => ({ label, seats: 12 })) }],
+    },
+  });
+  const created = await call('POST', '/v1/events', {
+    token: admin,
+    key: crypto.randomUUID(),
+    expect: [201],
+    body: {
+      venue_id: venue.data.venue_id,
+      name: `Closed Night ${RUN}`,
+      starts_at: new Date(Date.now() + 30 * 86400 * 1000).toISOString(),
+      onsale_at: new Date(Date.now() + 86400 * 1000).toISOString(),
+      max_per_fan: 4,
+      hold_seconds: 300,
+      prices: { gold: 9500 },
+    },
+  });
+  const eventId = created.data.event_id;
+  for (const lever of ['open', 'close']) {
+    await call('POST', `/v1/ops/events/${eventId}/${lever}`, { token: admin, key: crypto.randomUUID(), expect: [200] });
+  }
+  await page.goto(`${BASE_URL}/`);
+  const badge = page.locator(`li[data-event-id="${eventId}"] .badge`);
+  await badge.waitFor({ state: 'visible', timeout: 10000 });
+  const said = (await badge.textContent()).trim();
+  check(said === 'Sale closed', `the closed sale's badge reads "${said}", not "Sale closed"`);
+  await shot(page, 'c-home-closed-sale-390.png');
+  await page.goto(`${BASE_URL}/e/${eventId}`);
+  await waitFor(page, 'the seat map is drawn', () => document.querySelectorAll('.seat-row').length === 2);
+  const fit = await page.evaluate(() => {
+    const rows = document.querySelector('.map-section .rows');
+    const seats = rows.querySelectorAll('.seat');
+    const last = seats[seats.length - 1].getBoundingClientRect();
+    return { scroll: rows.scrollWidth, client: rows.clientWidth, lastRight: last.right, rowsRight: rows.getBoundingClientRect().right, hint: !rows.parentElement.querySelector('.rows-more').hidden };
+  });
+  check(fit.scroll <= fit.client && fit.lastRight <= fit.rowsRight, `a 12-seat row is cut off at 390 px: ${JSON.stringify(fit)}`);
+  check(!fit.hint, 'a row that fits says there are more seats to the right');
+  await shot(page, 'c-seat-map-12-seats-390.png');
+}
+
 async function scenario(browser, admin, fans) {
   const phone = await browser.newContext({
     viewport: { width: 390, height: 844 },
@@ -137,6 +189,8 @@ async function scenario(browser, admin, fans) {
   step('c. fan A (390x844) opens the home page and registers there');
   await pageA.goto(`${BASE_URL}/`);
   const emailA = await registerInPage(pageA, 'fan-a');
+
+  await closedSaleOnAPhone(pageA, admin);
 
   step('a. the admin creates a venue and an event that goes on sale in a few seconds');
   const venue = await call('POST', '/v1/venues', {

@@ -116,6 +116,8 @@ async fn a_fan_goes_from_the_countdown_to_a_confirmation_in_a_browser(pool: PgPo
     assert_shots(
         &shots,
         &[
+            "c-home-closed-sale-390.png",
+            "c-seat-map-12-seats-390.png",
             "01-countdown.png",
             "02-in-line.png",
             "03-paused.png",
