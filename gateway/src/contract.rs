@@ -13,6 +13,7 @@
 //!   The rules no schema can say (an on-sale before the show, a seat that exists)
 //!   stay 422s with their codes, listed on the operation.
 
+use proto::Role;
 use serde_json::{Value, json};
 
 /// The document as served at `/openapi.json`, completed. It stays JSON from here
@@ -30,17 +31,17 @@ pub fn complete(doc: utoipa::openapi::OpenApi) -> Value {
 /// The role each signed-in operation needs, as checked by the handler's
 /// `Caller::require` (roles rank fan < operator < admin); any other operation with
 /// a security requirement takes any account.
-const ROLES: [(&str, &str); 10] = [
-    ("create_venue", "admin"),
-    ("create_event", "admin"),
-    ("set_role", "admin"),
-    ("rebuild_seat_map", "admin"),
-    ("restore", "operator"),
-    ("get_stats", "operator"),
-    ("get_history", "operator"),
-    ("get_audit", "operator"),
-    ("pull_lever", "operator"),
-    ("set_admission", "operator"),
+const ROLES: [(&str, Role); 10] = [
+    ("create_venue", Role::Admin),
+    ("create_event", Role::Admin),
+    ("set_role", Role::Admin),
+    ("rebuild_seat_map", Role::Admin),
+    ("restore", Role::Operator),
+    ("get_stats", Role::Operator),
+    ("get_history", Role::Operator),
+    ("get_audit", Role::Operator),
+    ("pull_lever", Role::Operator),
+    ("set_admission", Role::Operator),
 ];
 
 /// Says on every operation who may call it: OpenAPI 3.1 lets a bearer requirement
@@ -66,14 +67,18 @@ fn roles(doc: &mut Value) {
             let (role, words) = if !secured {
                 (None, "Needs: nothing (no token).")
             } else {
-                match ROLES.iter().find(|(op, _)| *op == id) {
-                    Some((_, "admin")) => (Some("admin"), "Needs: an admin's token."),
-                    Some(_) => (
-                        Some("operator"),
+                match ROLES
+                    .iter()
+                    .find(|(op, _)| *op == id)
+                    .map(|(_, role)| *role)
+                {
+                    Some(Role::Admin) => (Some(Role::Admin), "Needs: an admin's token."),
+                    Some(Role::Operator) => (
+                        Some(Role::Operator),
                         "Needs: an operator's or an admin's token.",
                     ),
-                    None => (
-                        Some("fan"),
+                    Some(Role::Fan) | None => (
+                        Some(Role::Fan),
                         "Needs: any account's token (fan, operator or admin).",
                     ),
                 }
@@ -81,7 +86,7 @@ fn roles(doc: &mut Value) {
             if let Some(role) = role {
                 for requirement in operation["security"].as_array_mut().into_iter().flatten() {
                     if let Some(bearer) = requirement.get_mut("bearer") {
-                        *bearer = json!([role]);
+                        *bearer = json!([role.as_str()]);
                     }
                 }
             }

@@ -170,7 +170,11 @@ async fn the_hot_path_does_no_more_work_per_join_decision_and_checkout_than_its_
         let order = payments::checkout::checkout(&payments, *fan, *request, &card)
             .await
             .expect("a checkout");
-        assert_eq!(order.state, "paid", "the paying card pays");
+        assert_eq!(
+            order.state,
+            proto::wire::payments::OrderState::Paid,
+            "the paying card pays"
+        );
     }
     let checkouts = Counts::read(&mut redis, &statements).await.since(&before);
 

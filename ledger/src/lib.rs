@@ -62,8 +62,27 @@ pub struct Conflict {
 pub struct Claim {
     pub seat_id: String,
     pub request_id: RequestId,
-    pub state: String,
+    pub state: ClaimState,
     pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A seat claim's state in `booking.seat_claims`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum ClaimState {
+    /// A hold, which expires at the claim's `expires_at`.
+    Held,
+    /// Paid for.
+    Sold,
+}
+
+impl ClaimState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimState::Held => "held",
+            ClaimState::Sold => "sold",
+        }
+    }
 }
 
 /// How long a fenced ledger transaction may sit idle (its drainer stalled between
@@ -135,7 +154,7 @@ type TakenSeat = (
     uuid::Uuid,
     String,
     uuid::Uuid,
-    String,
+    ClaimState,
     Option<DateTime<Utc>>,
 );
 
@@ -425,7 +444,7 @@ pub struct HeldRequest {
     pub request_id: RequestId,
     pub fan_id: UserId,
     pub queue_number: Option<i32>,
-    pub state: String,
+    pub state: RequestState,
     pub seats: Vec<String>,
     pub hold_expires_at: Option<DateTime<Utc>>,
 }

@@ -234,7 +234,7 @@ pub async fn fill_line(
 pub async fn unlimited_admission(stack: &mut Stack, event_id: EventId) -> anyhow::Result<()> {
     let _: () = redis::cmd("HSET")
         .arg(stack.keys.sale(event_id))
-        .arg("admission_per_second")
+        .arg(proto::sale_hash::ADMISSION_PER_SECOND)
         .arg(100_000_000)
         .query_async(&mut stack.redis)
         .await?;

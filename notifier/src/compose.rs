@@ -247,15 +247,16 @@ pub fn format_time(at: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proto::wire::payments::OrderState;
     use proto::{EventId, OrderId, RequestId, UserId};
 
-    fn order(state: &str) -> Payload {
+    fn order(state: OrderState) -> Payload {
         Payload::Order(OrderPayload {
             order_id: OrderId::new(),
             request_id: RequestId::new(),
             event_id: EventId::new(),
             fan_id: UserId::new(),
-            state: state.into(),
+            state,
             seats: vec!["Floor-R1-5".into(), "Floor-R1-6".into()],
             amount_cents: 9000,
             currency: "EUR".into(),
@@ -304,7 +305,7 @@ mod tests {
 
     #[test]
     fn a_paid_email_names_event_seats_and_amount_in_both_parts() {
-        let facts = Facts::new(&order("paid"), "Rock Night", "http://x");
+        let facts = Facts::new(&order(OrderState::Paid), "Rock Night", "http://x");
         let email = Templates::new().render(Kind::Paid, &facts).unwrap();
         assert_eq!(email.subject, "Your tickets for Rock Night");
         for part in [&email.text, &email.html] {
@@ -324,7 +325,11 @@ mod tests {
 
     #[test]
     fn html_escapes_what_the_text_part_keeps() {
-        let facts = Facts::new(&order("refunded"), "<b>Rock</b> & \"Roll\"", "http://x");
+        let facts = Facts::new(
+            &order(OrderState::Refunded),
+            "<b>Rock</b> & \"Roll\"",
+            "http://x",
+        );
         let email = Templates::new().render(Kind::Refunded, &facts).unwrap();
         assert!(
             email

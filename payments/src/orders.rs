@@ -17,7 +17,7 @@ pub struct OrderRow {
     pub request_id: RequestId,
     pub event_id: EventId,
     pub fan_id: UserId,
-    pub state: String,
+    pub state: OrderState,
     pub seats: Vec<String>,
     pub amount_cents: i64,
     pub currency: String,
@@ -29,7 +29,7 @@ pub struct OrderRow {
 
 impl OrderRow {
     pub fn state(&self) -> OrderState {
-        OrderState::parse(&self.state).unwrap_or(OrderState::Pending)
+        self.state
     }
 
     pub fn to_wire(&self) -> Order {
@@ -58,7 +58,7 @@ impl OrderRow {
                 request_id: self.request_id,
                 event_id: self.event_id,
                 fan_id: self.fan_id,
-                state: self.state.clone(),
+                state: self.state,
                 seats: self.seats.clone(),
                 amount_cents: self.amount_cents,
                 currency: self.currency.clone(),

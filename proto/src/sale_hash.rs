@@ -15,6 +15,8 @@ pub const ADMISSION_PER_SECOND: &str = "admission_per_second";
 pub const MAX_PER_FAN: &str = "max_per_fan";
 /// How long a hold lasts, in milliseconds.
 pub const HOLD_MS: &str = "hold_ms";
+/// How many requests the draw numbered from the pre-queue (set once it finished).
+pub const PREQUEUE_SIZE: &str = "prequeue_size";
 
 /// The sale hash as Rust sees it: every field optional, since a hash may be partly
 /// written (a sale loaded field by field) or missing (no sale in Redis).

@@ -12,6 +12,8 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+use crate::wire::queue::{RequestState, SaleState};
+
 macro_rules! scripts {
     ($($(#[$doc:meta])* $name:ident => $file:literal),* $(,)?) => {
         $(
@@ -139,32 +141,54 @@ pub fn hold_batch_keys(keys: &crate::Keys, event: crate::EventId) -> [String; 10
     ]
 }
 
-/// `cancel.lua` for one request: ends it in `state` (`cancelled` or `rejected`) with
+/// `set_sale_state.lua`: the sale moves to `to` if it is in one of `from`. The reply,
+/// `(1, previous)` or `(0, current)`, reads with [`sale_state_moved`].
+pub fn set_sale_state(
+    keys: &crate::Keys,
+    event: crate::EventId,
+    to: SaleState,
+    from: &[SaleState],
+) -> redis::ScriptInvocation<'static> {
+    let mut invocation = SET_SALE_STATE.key(keys.sale(event));
+    invocation.arg(to.as_str());
+    for state in from {
+        invocation.arg(state.as_str());
+    }
+    invocation
+}
+
+/// `set_sale_state.lua`'s reply: whether the state moved, and the state it moved
+/// from (or the state it stays in); `None` when Redis has no sale.
+pub fn sale_state_moved((changed, state): (i64, String)) -> (bool, Option<SaleState>) {
+    (changed == 1, SaleState::parse(&state))
+}
+
+/// `cancel.lua` for one request: ends it in `state` (`Cancelled` or `Rejected`) with
 /// `reason` (empty for none) if it is still undecided.
 pub fn cancel(
     keys: &crate::Keys,
     event: crate::EventId,
     request: crate::RequestId,
-    state: &str,
+    state: RequestState,
     reason: &str,
 ) -> redis::ScriptInvocation<'static> {
     let mut invocation = CANCEL.key(keys.request(event, request));
     invocation
         .key(keys.fans(event))
         .arg(request.to_string())
-        .arg(state)
+        .arg(state.as_str())
         .arg(reason);
     invocation
 }
 
 /// `release.lua` for one request, its `KEYS` in the order the script reads them.
-/// `state` is what the hold ends in (`expired`, `released`, `rejected`); `lease` is
+/// `state` is what the hold ends in (`Expired`, `Released`, `Rejected`); `lease` is
 /// the sweeping drainer's lease value, or `""` for a fan's release.
 pub fn release(
     keys: &crate::Keys,
     event: crate::EventId,
     request: crate::RequestId,
-    state: &str,
+    state: RequestState,
     now_ms: i64,
     only_if_expired: bool,
     lease: &str,
@@ -181,7 +205,7 @@ pub fn release(
         .key(keys.section_holds(event))
         .key(keys.lease(event))
         .arg(request.to_string())
-        .arg(state)
+        .arg(state.as_str())
         .arg(now_ms)
         .arg(if only_if_expired { "1" } else { "0" })
         .arg(lease);

@@ -266,7 +266,11 @@ async fn read_line(
     let (sale, counts): (Vec<Option<String>>, Vec<Option<u64>>) = redis::pipe()
         .cmd("HMGET")
         .arg(keys.sale(event_id))
-        .arg(&["state", "served", "admission_per_second"])
+        .arg(&[
+            proto::sale_hash::STATE,
+            proto::sale_hash::SERVED,
+            proto::sale_hash::ADMISSION_PER_SECOND,
+        ])
         .cmd("HMGET")
         .arg(keys.seat_counts(event_id))
         .arg(&["available", "version"])

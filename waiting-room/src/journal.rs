@@ -7,6 +7,7 @@
 //! from here, in order. Decided requests are in `booking.requests`, the booking
 //! workers' record.
 
+use proto::wire::queue::RequestState;
 use proto::{EventId, RequestId, UserId};
 use sqlx::PgPool;
 
@@ -84,12 +85,28 @@ pub async fn record_numbers(
     Ok(())
 }
 
-/// Records that requests ended before any worker decided them: `how` is
-/// `cancelled` or `rejected:<reason>`.
+/// How a request ended before any worker decided it, as the journal's `ended`
+/// column spells it: `cancelled`, or `rejected:<reason>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended<'a> {
+    Cancelled,
+    Rejected(&'a str),
+}
+
+impl Ended<'_> {
+    fn column(self) -> String {
+        match self {
+            Ended::Cancelled => RequestState::Cancelled.as_str().to_owned(),
+            Ended::Rejected(reason) => format!("{}:{reason}", RequestState::Rejected.as_str()),
+        }
+    }
+}
+
+/// Records that requests ended before any worker decided them.
 pub async fn record_ended(
     pool: &PgPool,
     requests: &[RequestId],
-    how: &str,
+    how: Ended<'_>,
 ) -> Result<(), sqlx::Error> {
     if requests.is_empty() {
         return Ok(());
@@ -98,7 +115,7 @@ pub async fn record_ended(
         "UPDATE waiting_room.requests SET ended = $2 WHERE request_id = ANY($1) AND ended IS NULL",
     )
     .bind(requests.iter().map(RequestId::as_uuid).collect::<Vec<_>>())
-    .bind(how)
+    .bind(how.column())
     .execute(pool)
     .await?;
     Ok(())

@@ -261,18 +261,20 @@ pub async fn leave(
     request_id: RequestId,
 ) -> Result<RequestStatus, Error> {
     let (changed, state): (i64, String) =
-        proto::scripts::cancel(keys, event_id, request_id, "cancelled", "")
+        proto::scripts::cancel(keys, event_id, request_id, RequestState::Cancelled, "")
             .invoke_async(redis)
             .await?;
+    // The request's state as the script found it; `None`: no such request.
+    let state = RequestState::parse(&state);
     if changed == 1 {
-        crate::journal::record_ended(pool, &[request_id], "cancelled").await?;
+        crate::journal::record_ended(pool, &[request_id], crate::journal::Ended::Cancelled).await?;
     }
-    if changed == 0 && state == "held" {
+    if changed == 0 && state == Some(RequestState::Held) {
         let reply: Vec<redis::Value> = proto::scripts::release(
             keys,
             event_id,
             request_id,
-            "released",
+            RequestState::Released,
             Utc::now().timestamp_millis(),
             false,
             "",
@@ -286,7 +288,8 @@ pub async fn leave(
                 metrics::counter!("onsale_holds_released_total", "by" => "fan").increment(1);
             }
             [_, why]
-                if redis::from_redis_value::<String>(why.clone()).is_ok_and(|w| w == "paying") =>
+                if redis::from_redis_value::<String>(why.clone())
+                    .is_ok_and(|w| RequestState::parse(&w) == Some(RequestState::Paying)) =>
             {
                 // Its fan started paying between the two scripts.
                 return Err(Error::refused(
@@ -304,14 +307,14 @@ pub async fn leave(
             }
             _ => {}
         }
-    } else if changed == 0 && state == "paying" {
+    } else if changed == 0 && state == Some(RequestState::Paying) {
         return Err(Error::refused(
             ErrorCode::PaymentInFlight,
             format!(
                 "a payment for request {request_id} is in flight; its seats are released if it fails and the hold runs out"
             ),
         ));
-    } else if changed == 0 && state.is_empty() {
+    } else if changed == 0 && state.is_none() {
         return Err(Error::RequestNotFound(request_id));
     }
     status_of(redis, keys, event_id, request_id).await

@@ -57,19 +57,20 @@ pub async fn line(
             .fetch_one(pool)
             .await?;
     let (current_served, current_next): (Option<i64>, Option<i64>) = redis::pipe()
-        .hget(keys.sale(event_id), "served")
+        .hget(keys.sale(event_id), proto::sale_hash::SERVED)
         .get(keys.next_number(event_id))
         .query_async(redis)
         .await?;
     let mut pipe = redis::pipe();
     let served = i64::from(served.unwrap_or(0)).max(current_served.unwrap_or(0));
-    pipe.hset(keys.sale(event_id), "served", served).ignore();
+    pipe.hset(keys.sale(event_id), proto::sale_hash::SERVED, served)
+        .ignore();
     let next = i64::from(last.unwrap_or(0)).max(current_next.unwrap_or(0));
     if next > 0 {
         pipe.set(keys.next_number(event_id), next).ignore();
     }
     if let Some(cohort) = cohort {
-        pipe.hset_nx(keys.sale(event_id), "prequeue_size", cohort)
+        pipe.hset_nx(keys.sale(event_id), proto::sale_hash::PREQUEUE_SIZE, cohort)
             .ignore();
     }
     pipe.query_async::<()>(redis).await?;

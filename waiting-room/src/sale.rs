@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use platform::store::Redis;
-use proto::wire::queue::SaleState;
+use proto::wire::queue::{RequestState, SaleState};
 use proto::{ErrorCode, EventId, Keys, RequestId, UserId};
 use sqlx::PgPool;
 
@@ -127,13 +127,21 @@ pub async fn load_into_redis(redis: &mut Redis, keys: &Keys, sale: &SaleRow) -> 
     let mut pipe = redis::pipe();
     pipe.hset_nx(&key, "state", sale.state().as_str())
         .ignore()
-        .hset_nx(&key, "max_per_fan", sale.max_per_fan)
+        .hset_nx(&key, proto::sale_hash::MAX_PER_FAN, sale.max_per_fan)
         .ignore()
-        .hset_nx(&key, "hold_ms", i64::from(sale.hold_seconds) * 1000)
+        .hset_nx(
+            &key,
+            proto::sale_hash::HOLD_MS,
+            i64::from(sale.hold_seconds) * 1000,
+        )
         .ignore()
-        .hset_nx(&key, "admission_per_second", sale.admission_per_second)
+        .hset_nx(
+            &key,
+            proto::sale_hash::ADMISSION_PER_SECOND,
+            sale.admission_per_second,
+        )
         .ignore()
-        .hset_nx(&key, "served", 0)
+        .hset_nx(&key, proto::sale_hash::SERVED, 0)
         .ignore();
     if matches!(
         sale.state(),
@@ -196,23 +204,27 @@ pub async fn draw(
     let (state, members) = reply
         .split_first()
         .ok_or_else(|| Error::Unexpected("empty begin_draw reply".into()))?;
-    if state == "open" && sale.state() == SaleState::Drawing {
+    let state = SaleState::parse(state);
+    if state == Some(SaleState::Open) && sale.state() == SaleState::Drawing {
         // Redis finished the draw but the ledger never heard of it: the drawer
         // stopped, or lost finish_draw's reply, before the update at the end. Only
         // the ledger's side is left to do.
         let cohort: Option<usize> = redis::cmd("HGET")
             .arg(keys.sale(event_id))
-            .arg("prequeue_size")
+            .arg(proto::sale_hash::PREQUEUE_SIZE)
             .query_async(redis)
             .await?;
         let cohort =
             cohort.ok_or_else(|| Error::Unexpected("an open sale without prequeue_size".into()))?;
         return record_open(pool, redis, keys, event_id, actor, cohort).await;
     }
-    if state != "drawing" {
+    if state != Some(SaleState::Drawing) {
         return Err(Error::refused(
             ErrorCode::InvalidTransition,
-            format!("the sale is {state}, not scheduled"),
+            format!(
+                "the sale is {}, not scheduled",
+                state.map_or("not loaded", SaleState::as_str)
+            ),
         ));
     }
     let _: () = redis::cmd("SADD")
@@ -301,7 +313,7 @@ pub async fn draw(
                 return finished_by_another(pool, redis, keys, event_id, actor, error).await;
             }
         };
-        if outcome == "open" {
+        if SaleState::parse(&outcome) == Some(SaleState::Open) {
             break;
         }
     }
@@ -321,11 +333,11 @@ async fn finished_by_another(
 ) -> Result<usize, Error> {
     let (state, cohort): (Option<String>, Option<usize>) = redis::cmd("HMGET")
         .arg(keys.sale(event_id))
-        .arg(&["state", "prequeue_size"])
+        .arg(&[proto::sale_hash::STATE, proto::sale_hash::PREQUEUE_SIZE])
         .query_async(redis)
         .await?;
-    match (state.as_deref(), cohort) {
-        (Some("open"), Some(cohort)) => {
+    match (state.as_deref().and_then(SaleState::parse), cohort) {
+        (Some(SaleState::Open), Some(cohort)) => {
             record_open(pool, redis, keys, event_id, actor, cohort).await
         }
         _ => Err(error.into()),
@@ -458,28 +470,28 @@ pub async fn pull(
             ],
         ),
     };
-    let mut invocation = proto::scripts::SET_SALE_STATE.key(keys.sale(event_id));
-    invocation.arg(to.as_str());
-    for state in from {
-        invocation.arg(state.as_str());
-    }
-    let (changed, previous): (i64, String) = invocation.invoke_async(redis).await?;
-    if changed == 0 {
+    let (changed, previous) = proto::scripts::sale_state_moved(
+        proto::scripts::set_sale_state(keys, event_id, to, from)
+            .invoke_async(redis)
+            .await?,
+    );
+    let previous_text = previous.map_or("not loaded", SaleState::as_str);
+    if !changed {
         return Err(Error::refused(
             ErrorCode::InvalidTransition,
-            format!("cannot {} a sale that is {previous}", lever.as_str()),
+            format!("cannot {} a sale that is {previous_text}", lever.as_str()),
         ));
     }
     record_state(pool, event_id, to).await?;
-    let mut detail = serde_json::json!({"from": previous, "to": to.as_str()});
-    if lever == Lever::Close && previous == SaleState::Scheduled.as_str() {
+    let mut detail = serde_json::json!({"from": previous, "to": to});
+    if lever == Lever::Close && previous == Some(SaleState::Scheduled) {
         // Nobody will draw this pre-queue: every request in it ends, and its fan is
         // told why and is free again.
         let ended = end_prequeue(pool, redis, keys, event_id, "sale_closed").await?;
         detail["prequeue_ended"] = ended.into();
     }
     audit(pool, event_id, Some(actor), lever.as_str(), detail).await?;
-    tracing::info!(%event_id, %actor, lever = lever.as_str(), from = previous, "sale lever pulled");
+    tracing::info!(%event_id, %actor, lever = lever.as_str(), from = previous_text, "sale lever pulled");
     Ok(to)
 }
 
@@ -504,7 +516,7 @@ async fn end_prequeue(
         pipe.load_script(&proto::scripts::CANCEL).ignore();
         let invocations: Vec<_> = chunk
             .iter()
-            .map(|id| proto::scripts::cancel(keys, event_id, *id, "rejected", reason))
+            .map(|id| proto::scripts::cancel(keys, event_id, *id, RequestState::Rejected, reason))
             .collect();
         for invocation in &invocations {
             pipe.invoke_script(invocation);
@@ -516,7 +528,7 @@ async fn end_prequeue(
             .filter(|(_, (changed, _))| *changed == 1)
             .map(|(id, _)| *id)
             .collect();
-        journal::record_ended(pool, &these, &format!("rejected:{reason}")).await?;
+        journal::record_ended(pool, &these, journal::Ended::Rejected(reason)).await?;
         ended += these.len();
     }
     tracing::info!(%event_id, ended, reason, "pre-queue ended");
@@ -553,7 +565,7 @@ pub async fn set_admission(
         .await?;
     let _: () = redis::cmd("HSET")
         .arg(keys.sale(event_id))
-        .arg("admission_per_second")
+        .arg(proto::sale_hash::ADMISSION_PER_SECOND)
         .arg(per_second)
         .query_async(redis)
         .await?;

@@ -12,6 +12,7 @@
 
 use chrono::{DateTime, Utc};
 use platform::store::Redis;
+use proto::wire::payments::OrderState;
 use proto::wire::queue::{AuditEntry, OrderCounts, SaleState, SaleStats, WorkerView};
 use proto::{EventId, Keys};
 use sqlx::PgPool;
@@ -96,7 +97,7 @@ pub async fn sample_active(redis: &mut Redis, keys: &Keys) -> Result<usize, Erro
 pub async fn sample(redis: &mut Redis, keys: &Keys, event: EventId) -> Result<Sample, Error> {
     let (next, served, counts): (Option<u64>, Option<u64>, Vec<Option<u64>>) = redis::pipe()
         .get(keys.next_number(event))
-        .hget(keys.sale(event), "served")
+        .hget(keys.sale(event), proto::sale_hash::SERVED)
         .cmd("HMGET")
         .arg(keys.seat_counts(event))
         .arg(&["held", "sold"])
@@ -167,7 +168,11 @@ pub async fn read(
     let (fields, next, prequeue, counts, holds): LineRead = redis::pipe()
         .cmd("HMGET")
         .arg(keys.sale(event))
-        .arg(&["state", "served", "admission_per_second"])
+        .arg(&[
+            proto::sale_hash::STATE,
+            proto::sale_hash::SERVED,
+            proto::sale_hash::ADMISSION_PER_SECOND,
+        ])
         .get(keys.next_number(event))
         .scard(keys.prequeue(event))
         .cmd("HMGET")
@@ -302,7 +307,7 @@ struct Money {
 }
 
 async fn money(pool: &PgPool, event: EventId) -> Result<Money, Error> {
-    let rows: Vec<(String, i64, i64, Option<String>)> = sqlx::query_as(
+    let rows: Vec<(OrderState, i64, i64, Option<String>)> = sqlx::query_as(
         "SELECT state, count(*), COALESCE(sum(amount_cents), 0)::bigint, max(currency)
          FROM payments.orders WHERE event_id = $1 GROUP BY state",
     )
@@ -318,16 +323,15 @@ async fn money(pool: &PgPool, event: EventId) -> Result<Money, Error> {
     };
     for (state, count, cents, currency) in rows {
         money.currency = money.currency.or(currency);
-        match state.as_str() {
-            "pending" => money.orders.pending = count,
-            "paid" => {
+        match state {
+            OrderState::Pending => money.orders.pending = count,
+            OrderState::Paid => {
                 money.orders.paid = count;
                 money.revenue_cents = cents;
             }
-            "declined" => money.orders.declined = count,
-            "refunded" => money.orders.refunded = count,
-            "cancelled" => money.orders.cancelled = count,
-            _ => {}
+            OrderState::Declined => money.orders.declined = count,
+            OrderState::Refunded => money.orders.refunded = count,
+            OrderState::Cancelled => money.orders.cancelled = count,
         }
     }
     let (unpublished, lag): (i64, Option<f64>) = sqlx::query_as(

@@ -9,7 +9,8 @@ use proto::RequestId;
 use super::line::{self, Entry};
 use super::sink::{self, Refused};
 use super::{DrainError, Drainer, ended};
-use ledger::{Conflict, Decision};
+use ledger::{ClaimState, Conflict, Decision};
+use proto::wire::queue::RequestState;
 
 impl Drainer {
     /// Holds the ledger refused (Redis thought a seat free that the ledger gives to
@@ -106,11 +107,13 @@ impl Drainer {
             args.push(owner.fan_id.to_string());
             // A held claim of a request that is paying is restored as paying, so its
             // payment can still complete.
-            args.push(if first.state == "held" && owner.state == "paying" {
-                "paying".to_owned()
-            } else {
-                first.state.clone()
-            });
+            args.push(
+                match (first.state, owner.state) {
+                    (ClaimState::Held, RequestState::Paying) => RequestState::Paying.as_str(),
+                    (claim, _) => claim.as_str(),
+                }
+                .to_owned(),
+            );
             args.push(
                 first
                     .expires_at

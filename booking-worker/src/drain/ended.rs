@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use chrono::Utc;
 use platform::store::Redis;
 use proto::keys::WORKER_GROUP;
+use proto::wire::live::Published;
 use proto::wire::queue::RequestState;
 use proto::{EventId, Keys, RequestId};
 use redis::{AsyncCommands, Value};
@@ -44,7 +45,17 @@ pub async fn sweep(
     pipe.load_script(&proto::scripts::RELEASE).ignore();
     let invocations: Vec<_> = due
         .iter()
-        .map(|request| proto::scripts::release(keys, event, *request, "expired", now, true, lease))
+        .map(|request| {
+            proto::scripts::release(
+                keys,
+                event,
+                *request,
+                RequestState::Expired,
+                now,
+                true,
+                lease,
+            )
+        })
         .collect();
     for invocation in &invocations {
         pipe.invoke_script(invocation);
@@ -58,8 +69,10 @@ pub async fn sweep(
         .collect();
     if !expired.is_empty() {
         metrics::counter!("onsale_holds_expired_total").increment(expired.len() as u64);
-        let message = serde_json::json!({"type": "expired", "request_ids": expired});
-        let _: i64 = redis.publish(keys.live(event), message.to_string()).await?;
+        let message = Published::Expired {
+            request_ids: expired.clone(),
+        };
+        let _: i64 = redis.publish(keys.live(event), message.to_json()).await?;
     }
     Ok(expired.len())
 }

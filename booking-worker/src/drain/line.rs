@@ -6,6 +6,7 @@
 
 use platform::store::Redis;
 use proto::keys::WORKER_GROUP;
+use proto::wire::queue::RequestState;
 use proto::{EventId, Keys, RequestId, UserId};
 use redis::streams::{StreamId, StreamReadReply};
 use redis::{AsyncCommands, FromRedisValue, Value};
@@ -277,7 +278,7 @@ pub fn queue_burials(pipe: &mut redis::Pipeline, keys: &Keys, event: EventId, en
                 keys,
                 event,
                 entry.request_id,
-                "rejected",
+                RequestState::Rejected,
                 "dead_letter",
             ))
             .ignore();

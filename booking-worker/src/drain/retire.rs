@@ -12,6 +12,7 @@
 
 use platform::store::Redis;
 use proto::keys::WORKER_GROUP;
+use proto::wire::queue::SaleState;
 use proto::{EventId, Keys};
 use redis::streams::StreamInfoGroupsReply;
 
@@ -83,9 +84,9 @@ pub async fn finished(
     redis: &mut Redis,
     keys: &Keys,
     event: EventId,
-    sale_state: Option<&str>,
+    sale_state: Option<SaleState>,
 ) -> Result<bool, DrainError> {
-    if !matches!(sale_state, Some("closed" | "sold_out")) {
+    if !matches!(sale_state, Some(SaleState::Closed | SaleState::SoldOut)) {
         return Ok(false);
     }
     for stream in [keys.stream(event), keys.changes(event)] {

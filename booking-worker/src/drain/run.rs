@@ -3,6 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use proto::sale_hash;
+use proto::wire::live::Published;
+use proto::wire::queue::SaleState;
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
@@ -21,29 +24,37 @@ impl Drainer {
         if available != Some(0) || held != Some(0) {
             return Ok(false);
         }
-        let (changed, _): (i64, String) = proto::scripts::SET_SALE_STATE
-            .key(self.keys.sale(self.event_id))
-            .arg("sold_out")
-            .arg("open")
-            .arg("paused")
+        let (changed, _) = proto::scripts::sale_state_moved(
+            proto::scripts::set_sale_state(
+                &self.keys,
+                self.event_id,
+                SaleState::SoldOut,
+                &[SaleState::Open, SaleState::Paused],
+            )
             .invoke_async(&mut self.redis)
-            .await?;
-        if changed == 1 {
-            let message = serde_json::json!({"type": "sale", "state": "sold_out"});
+            .await?,
+        );
+        if changed {
+            let message = Published::Sale {
+                state: Some(SaleState::SoldOut),
+            };
             let _: i64 = self
                 .redis
-                .publish(self.keys.live(self.event_id), message.to_string())
+                .publish(self.keys.live(self.event_id), message.to_json())
                 .await?;
             tracing::info!(event_id = %self.event_id, "sold out");
         }
-        Ok(changed == 1)
+        Ok(changed)
     }
 
-    async fn sale_state(&mut self) -> Result<Option<String>, DrainError> {
-        Ok(self
+    /// The sale's state in Redis; `None` when it has none (or one this build does not
+    /// know).
+    async fn sale_state(&mut self) -> Result<Option<SaleState>, DrainError> {
+        let state: Option<String> = self
             .redis
-            .hget(self.keys.sale(self.event_id), "state")
-            .await?)
+            .hget(self.keys.sale(self.event_id), sale_hash::STATE)
+            .await?;
+        Ok(state.as_deref().and_then(SaleState::parse))
     }
 
     /// Drains the event until `stop`, or until another worker holds its lease.
@@ -116,9 +127,7 @@ impl Drainer {
                     retire::trim(&mut self.redis, &stream).await?;
                 }
                 let state = self.sale_state().await?;
-                if retire::finished(&mut self.redis, &self.keys, self.event_id, state.as_deref())
-                    .await?
-                {
+                if retire::finished(&mut self.redis, &self.keys, self.event_id, state).await? {
                     let keys = retire::retire(
                         &mut self.redis,
                         &self.keys,
@@ -134,8 +143,11 @@ impl Drainer {
                 last_sweep = Instant::now();
             }
             let state = self.sale_state().await?;
-            let draining = matches!(state.as_deref(), Some("open" | "closed" | "sold_out"));
-            if state.as_deref() == Some("paused") {
+            let draining = matches!(
+                state,
+                Some(SaleState::Open | SaleState::Closed | SaleState::SoldOut)
+            );
+            if state == Some(SaleState::Paused) {
                 // Admitted entries still get decided; nothing new is admitted.
                 let step = self.step(self.settings.batch_size, false).await?;
                 if step.lease_lost {
@@ -156,7 +168,10 @@ impl Drainer {
             // worth at once.
             let rate: f64 = self
                 .redis
-                .hget::<_, _, Option<f64>>(self.keys.sale(self.event_id), "admission_per_second")
+                .hget::<_, _, Option<f64>>(
+                    self.keys.sale(self.event_id),
+                    sale_hash::ADMISSION_PER_SECOND,
+                )
                 .await?
                 .unwrap_or(100.0);
             tokens = (tokens + rate * last_refill.elapsed().as_secs_f64()).min(rate.max(1.0));
@@ -177,7 +192,7 @@ impl Drainer {
                 return Ok(());
             }
             tokens -= step.decided as f64;
-            if step.decided > 0 && state.as_deref() == Some("open") {
+            if step.decided > 0 && state == Some(SaleState::Open) {
                 self.check_sold_out().await?;
             }
             if step.waiting {

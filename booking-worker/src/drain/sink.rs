@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use platform::store::Redis;
 use proto::keys::WORKER_GROUP;
-use proto::wire::queue::RequestState;
+use proto::wire::live::{Decided, Published};
 use proto::{EventId, Keys};
 use redis::AsyncCommands;
 use sqlx::PgPool;
@@ -90,24 +90,23 @@ pub async fn publish(
     if decisions.is_empty() {
         return Ok(());
     }
-    let served = decisions.iter().map(|d| d.queue_number).max().unwrap_or(0);
-    let decided: Vec<serde_json::Value> = decisions
-        .iter()
-        .map(|d| {
-            serde_json::json!({
-                "request_id": d.request_id, "state": d.state, "seats": d.seats,
-                "hold_expires_at": d.expires_at, "reason": d.reason,
+    // The readers re-read each decided request and take the seats from the scripts'
+    // own change messages: ids and the line's new head are all a batch says.
+    let message = Published::Batch {
+        served: decisions
+            .iter()
+            .map(|d| d.queue_number.max(0) as u64)
+            .max()
+            .unwrap_or(0),
+        decided: decisions
+            .iter()
+            .map(|d| Decided {
+                request_id: d.request_id,
             })
-        })
-        .collect();
-    let held: Vec<&String> = decisions
-        .iter()
-        .filter(|d| d.state == RequestState::Held)
-        .flat_map(|d| &d.seats)
-        .collect();
-    let message = serde_json::json!({"type": "batch", "served": served, "decided": decided, "held_seats": held});
+            .collect(),
+    };
     let _: i64 = redis
-        .publish(keys.live(event_id), message.to_string())
+        .publish(keys.live(event_id), message.to_json())
         .await?;
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use proto::keys::WORKER_GROUP;
+use proto::wire::queue::SaleState;
 use proto::{EventId, Keys, SeatId};
 use rand::Rng;
 use sqlx::PgPool;
@@ -263,13 +264,15 @@ async fn a_redis_restart_mid_run_then_a_rebuild_oversells_nothing(pool: PgPool) 
     // The operator's recovery: pause, let admitted entries finish, rebuild the seat
     // map from the ledger, resume.
     let mut redis = sale.redis.clone();
-    let paused: (i64, String) = proto::scripts::SET_SALE_STATE
-        .key(sale.keys.sale(sale.event_id))
-        .arg("paused")
-        .arg("open")
-        .invoke_async(&mut redis)
-        .await
-        .expect("pause");
+    let paused: (i64, String) = proto::scripts::set_sale_state(
+        &sale.keys,
+        sale.event_id,
+        SaleState::Paused,
+        &[SaleState::Open],
+    )
+    .invoke_async(&mut redis)
+    .await
+    .expect("pause");
     assert_eq!(
         paused.0, 1,
         "the sale survived the restart as open: {paused:?}"
@@ -296,13 +299,15 @@ async fn a_redis_restart_mid_run_then_a_rebuild_oversells_nothing(pool: PgPool) 
     assert!(report.committed);
     sale.assert_redis_agrees_with_ledger().await;
 
-    let _: (i64, String) = proto::scripts::SET_SALE_STATE
-        .key(sale.keys.sale(sale.event_id))
-        .arg("open")
-        .arg("paused")
-        .invoke_async(&mut redis)
-        .await
-        .expect("resume");
+    let _: (i64, String) = proto::scripts::set_sale_state(
+        &sale.keys,
+        sale.event_id,
+        SaleState::Open,
+        &[SaleState::Paused],
+    )
+    .invoke_async(&mut redis)
+    .await
+    .expect("resume");
     let (stop, task) = start(sale.worker("after", fast_settings()));
     sale.wait_for(Duration::from_secs(90), "every request decided", |o| {
         o.values().sum::<i64>() == total

@@ -97,7 +97,7 @@ impl Sale {
     pub async fn set_hold_ms(&mut self, ms: u64) {
         let _: () = redis::cmd("HSET")
             .arg(self.keys.sale(self.event_id))
-            .arg("hold_ms")
+            .arg(proto::sale_hash::HOLD_MS)
             .arg(ms)
             .query_async(&mut self.redis)
             .await
@@ -108,7 +108,7 @@ impl Sale {
     pub async fn set_admission(&mut self, per_second: u32) {
         let _: () = redis::cmd("HSET")
             .arg(self.keys.sale(self.event_id))
-            .arg("admission_per_second")
+            .arg(proto::sale_hash::ADMISSION_PER_SECOND)
             .arg(per_second)
             .query_async(&mut self.redis)
             .await

@@ -34,7 +34,7 @@ pub async fn open_sale(app: &TestApp, hold_seconds: u32) -> (String, String, Can
     let mut redis = app.redis.clone();
     let _: () = redis::cmd("HSET")
         .arg(app.keys.sale(event_id))
-        .arg("hold_ms")
+        .arg(proto::sale_hash::HOLD_MS)
         .arg(u64::from(hold_seconds) * 1000)
         .query_async(&mut redis)
         .await

@@ -296,7 +296,7 @@ async fn run(
         .await?;
     let _: () = redis::cmd("HSET")
         .arg(stack.keys.sale(event_id))
-        .arg("hold_ms")
+        .arg(proto::sale_hash::HOLD_MS)
         .arg(args.hold_seconds.max(1) * 1000)
         .query_async(&mut stack.redis)
         .await?;

@@ -57,7 +57,7 @@ pub async fn run(args: BareArgs) -> anyhow::Result<()> {
     let mut redis = store.shared().await?;
     let served: Option<u64> = redis::cmd("HGET")
         .arg(&args.sale_key)
-        .arg("served")
+        .arg(proto::sale_hash::SERVED)
         .query_async(&mut redis)
         .await
         .context("reading served")?;

@@ -14,6 +14,7 @@
 
 use anyhow::Context;
 use proto::EventId;
+use proto::wire::queue::SaleState;
 
 use super::wire;
 use crate::setup::{self, Stack};
@@ -75,9 +76,9 @@ pub async fn create(
         .hset_multiple(
             stack.keys.sale(event),
             &[
-                ("state", "open"),
-                ("served", "0"),
-                ("admission_per_second", "1000"),
+                (proto::sale_hash::STATE, SaleState::Open.as_str()),
+                (proto::sale_hash::SERVED, "0"),
+                (proto::sale_hash::ADMISSION_PER_SECOND, "1000"),
             ],
         )
         .ignore()
@@ -101,15 +102,13 @@ pub async fn create(
 /// `served`, then a `batch` on the live channel. Returns how many subscribers the
 /// message reached (one per node following the event).
 pub async fn advance(stack: &mut Stack, event: EventId, served: u64) -> anyhow::Result<i64> {
-    let message = serde_json::json!({
-        "type": "batch",
-        "served": served,
-        "decided": [],
-        "held_seats": [],
-    })
-    .to_string();
+    let message = proto::wire::live::Published::Batch {
+        served,
+        decided: Vec::new(),
+    }
+    .to_json();
     let (receivers,): (i64,) = redis::pipe()
-        .hset(stack.keys.sale(event), "served", served)
+        .hset(stack.keys.sale(event), proto::sale_hash::SERVED, served)
         .ignore()
         .publish(stack.keys.live(event), message)
         .query_async(&mut stack.redis)
@@ -122,7 +121,7 @@ pub async fn advance(stack: &mut Stack, event: EventId, served: u64) -> anyhow::
 pub async fn rewind(stack: &mut Stack, event: EventId) -> anyhow::Result<()> {
     let () = redis::cmd("HSET")
         .arg(stack.keys.sale(event))
-        .arg("served")
+        .arg(proto::sale_hash::SERVED)
         .arg(0)
         .query_async(&mut stack.redis)
         .await

@@ -163,7 +163,8 @@ impl World {
             request_id,
             event_id: event,
             fan_id: self.fan,
-            state: kind.trim_start_matches("order.").into(),
+            state: proto::wire::payments::OrderState::parse(kind.trim_start_matches("order."))
+                .expect("an order event named after its state"),
             seats: vec!["Floor-R3-7".into(), "Floor-R3-8".into()],
             amount_cents,
             currency: currency.into(),

@@ -10,6 +10,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::wire::payments::OrderState;
 use crate::{EventId, OrderId, RequestId, UserId};
 
 /// The envelope's schema version.
@@ -120,7 +121,7 @@ pub struct OrderPayload {
     pub event_id: EventId,
     pub fan_id: UserId,
     /// The order's state after the change (`paid`, `declined`, `refunded`).
-    pub state: String,
+    pub state: OrderState,
     pub seats: Vec<String>,
     pub amount_cents: i64,
     pub currency: String,

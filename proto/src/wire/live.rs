@@ -107,6 +107,13 @@ pub enum Published {
     },
 }
 
+impl Published {
+    /// The message as published: JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a published message always serializes")
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct Decided {
     pub request_id: RequestId,

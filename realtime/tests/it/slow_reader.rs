@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures_util::StreamExt;
 use proto::wire::inventory::{CreateEvent, CreateVenue, RowSpec, SectionSpec};
+use proto::wire::queue::SaleState;
 use proto::{EventId, Keys, RequestId, UserId};
 use redis::AsyncCommands;
 use sqlx::PgPool;
@@ -110,9 +111,9 @@ async fn a_reader_that_stops_for_a_minute_does_not_grow_the_nodes_memory(pool: P
         .hset_multiple(
             keys.sale(event),
             &[
-                ("state", "open"),
-                ("served", "0"),
-                ("admission_per_second", "100"),
+                (proto::sale_hash::STATE, SaleState::Open.as_str()),
+                (proto::sale_hash::SERVED, "0"),
+                (proto::sale_hash::ADMISSION_PER_SECOND, "100"),
             ],
         )
         .await
@@ -224,13 +225,15 @@ async fn a_reader_that_stops_for_a_minute_does_not_grow_the_nodes_memory(pool: P
                 if version.is_multiple_of(2) {
                     served += 10;
                     let _: () = redis
-                        .hset(keys.sale(event), "served", served)
+                        .hset(keys.sale(event), proto::sale_hash::SERVED, served)
                         .await
                         .unwrap();
-                    let batch =
-                        serde_json::json!({"type": "batch", "served": served, "decided": []});
+                    let batch = proto::wire::live::Published::Batch {
+                        served,
+                        decided: Vec::new(),
+                    };
                     let _: i64 = redis
-                        .publish(keys.live(event), batch.to_string())
+                        .publish(keys.live(event), batch.to_json())
                         .await
                         .unwrap();
                 }
