@@ -64,7 +64,7 @@ apt_install() {
 
 # What the browser tests need: Node.js, Chromium, and playwright-core (npm).
 # haproxy, the load balancer in front of two gateways and two realtime nodes in
-# loadgen/tests/balanced.rs (Debian's package).
+# e2e/tests/balanced.rs (Debian's package).
 ensure_haproxy() {
     command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || apt_install haproxy \
         || die "haproxy is missing: apt-get install haproxy (the load-balanced farm test runs behind it)"

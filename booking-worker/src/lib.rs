@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
+use platform::runner::Runner;
 use platform::runtime::OpsServer;
 use platform::settings::{DatabaseSettings, RedisSettings, SettingsError};
 use platform::store::{Redis, Store};
@@ -52,8 +53,8 @@ impl Config {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
         platform::settings::load(&serde_json::json!({
             "listen": "127.0.0.1:8083",
-            "database": { "url": "postgres://postgres@127.0.0.1:5432/onsale", "max_connections": 8 },
-            "redis": { "url": "redis://127.0.0.1:6379", "key_prefix": "onsale" },
+            "database": platform::settings::database_defaults(8),
+            "redis": platform::settings::redis_defaults(),
             "name": format!("{host}-{}", std::process::id()),
             "discover_interval_ms": 200,
             "drain": {
@@ -242,34 +243,17 @@ impl Application {
         self.ops.port()
     }
 
+    /// Runs the farm's discovery loop under [`platform::runner::Runner`]: at
+    /// shutdown every drainer finishes its ledger writes in flight and gives its
+    /// lease up, then the operations endpoint closes.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let stop = CancellationToken::new();
-        let mut worker = tokio::spawn(self.worker.run(stop.clone()));
-        let ops_stop = stop.clone();
-        let mut ops = tokio::spawn(self.ops.run(async move {
-            tokio::select! {
-                () = shutdown => {}
-                () = ops_stop.cancelled() => {}
-            }
-        }));
-        // The worker loop returns only at shutdown; if it ever ends on its own, the
-        // process ends too (with the error), so its supervisor restarts it rather
-        // than keeping a process that reports healthy and drains nothing.
-        tokio::select! {
-            ended = &mut worker => {
-                stop.cancel();
-                let _ = ops.await;
-                ended.context("worker task")??;
-                anyhow::bail!("the worker loop ended before shutdown");
-            }
-            served = &mut ops => {
-                stop.cancel();
-                worker.await.context("worker task")??;
-                served.context("operations task")?
-            }
-        }
+        let worker = self.worker;
+        Runner::new(self.ops)
+            .with_loop("discovery", |stop| worker.run(stop))
+            .run(shutdown)
+            .await
     }
 }

@@ -83,8 +83,8 @@ impl Config {
     pub fn defaults() -> serde_json::Value {
         serde_json::json!({
             "listen": "127.0.0.1:8080",
-            "database": { "url": "postgres://postgres@127.0.0.1:5432/onsale", "max_connections": 32 },
-            "redis": { "url": "redis://127.0.0.1:6379", "key_prefix": "onsale" },
+            "database": platform::settings::database_defaults(32),
+            "redis": platform::settings::redis_defaults(),
             "auth": {
                 "issuer": "onsale", "audience": "onsale", "token_ttl_seconds": 3600,
                 "hash_queue": 32, "hash_wait_ms": 2000,

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef, MatchedPath, Request, State};
-use axum::http::{HeaderName, StatusCode, header};
+use axum::http::{HeaderName, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -121,7 +121,7 @@ pub fn router(
         pool: pool.clone(),
         redis: redis.clone(),
         verifier: verifier.clone(),
-        issuer: Arc::new(TokenIssuer::new(&config.auth)),
+        issuer: Arc::new(tokens::issuer(&config.auth)),
         limits: limits.clone(),
         hasher: Arc::new(Hasher::from_settings(&config.auth)),
     };
@@ -333,33 +333,11 @@ async fn healthz() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"status": "ok", "service": "gateway"}))
 }
 
-/// Readiness: Postgres and Redis both answer, each within two seconds.
-async fn readyz(State(state): State<GatewayState>) -> (StatusCode, axum::Json<serde_json::Value>) {
-    let deadline = Duration::from_secs(2);
-    let postgres =
-        tokio::time::timeout(deadline, sqlx::query("SELECT 1").execute(&state.pool)).await;
-    let mut redis = state.redis.clone();
-    let redis_ping = tokio::time::timeout(
-        deadline,
-        redis::cmd("PING").query_async::<String>(&mut redis),
-    )
-    .await;
-    let postgres_ok = matches!(postgres, Ok(Ok(_)));
-    let redis_ok = matches!(redis_ping, Ok(Ok(_)));
-    let status = if postgres_ok && redis_ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
-    (
-        status,
-        axum::Json(serde_json::json!({
-            "status": word(postgres_ok && redis_ok),
-            "postgres": word(postgres_ok),
-            "redis": word(redis_ok),
-        })),
-    )
+/// Readiness: Redis and Postgres both answer, each within two seconds; the same
+/// check and answer as every other service's `/readyz`.
+async fn readyz(State(state): State<GatewayState>) -> axum::response::Response {
+    let check = platform::runtime::redis_and_postgres_answer(state.pool, state.redis);
+    platform::runtime::check_response("gateway", check.await)
 }
 
 /// The gateway as a running server.

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use platform::store::{Redis, Store};
-use proto::wire::inventory::{CreateEvent, CreateVenue, RowSpec, SectionSpec};
+use proto::wire::inventory::{CreateEvent, CreateVenue};
 use proto::wire::payments::Checkout;
 use proto::{EventId, Keys, RequestId, UserId};
 use sqlx::PgPool;
@@ -217,22 +217,14 @@ async fn the_hot_path_does_no_more_work_per_join_decision_and_checkout_than_its_
 
 /// A venue of 600 seats, an event on it with a scheduled sale, its seat map loaded.
 async fn sale(pool: &PgPool, redis: &mut Redis, keys: &Keys) -> (EventId, usize) {
-    let (sections, rows, per_row) = (3u32, 10u32, 20u32);
-    let venue = inventory::venues::validate(CreateVenue {
-        name: "Cost Hall".into(),
-        sections: (1..=sections)
-            .map(|s| SectionSpec {
-                name: format!("S{s}"),
-                price_tier: "standard".into(),
-                rows: (1..=rows)
-                    .map(|r| RowSpec {
-                        label: format!("R{r}"),
-                        seats: per_row,
-                    })
-                    .collect(),
-            })
-            .collect(),
-    })
+    let (sections, rows, per_row) = (["S1", "S2", "S3"], 10u32, 20u32);
+    let venue = inventory::venues::validate(CreateVenue::grid(
+        "Cost Hall",
+        &sections,
+        "standard",
+        rows,
+        per_row,
+    ))
     .expect("a valid venue");
     let venue_id = inventory::venues::create(pool, &venue)
         .await
@@ -267,7 +259,7 @@ async fn sale(pool: &PgPool, redis: &mut Redis, keys: &Keys) -> (EventId, usize)
     waiting_room::sale::load_into_redis(redis, keys, &sale)
         .await
         .expect("sale in redis");
-    (event_id, (sections * rows * per_row) as usize)
+    (event_id, sections.len() * (rows * per_row) as usize)
 }
 
 /// Waits until the ledger holds `total` decisions of the event. The probe's own

@@ -1,33 +1,24 @@
-//! Inventory's configuration.
+//! The configuration of the `inventory` operator commands: where the ledger and the
+//! seat maps are.
 
-use std::net::SocketAddr;
-
-use platform::auth::TokenSettings;
 use platform::settings::{DatabaseSettings, RedisSettings, SettingsError};
 
 #[derive(Clone, Debug, serde::Deserialize)]
 pub struct Config {
-    /// Where the standalone inventory service listens.
-    pub listen: SocketAddr,
     pub database: DatabaseSettings,
     pub redis: RedisSettings,
-    pub auth: TokenSettings,
 }
 
 impl Config {
     pub fn defaults() -> serde_json::Value {
         serde_json::json!({
-            "listen": "127.0.0.1:8081",
-            "database": { "url": "postgres://postgres@127.0.0.1:5432/onsale", "max_connections": 16 },
-            "redis": { "url": "redis://127.0.0.1:6379", "key_prefix": "onsale" },
-            "auth": { "issuer": "onsale", "audience": "onsale" },
+            "database": platform::settings::database_defaults(4),
+            "redis": platform::settings::redis_defaults(),
         })
     }
 
-    /// Compiled defaults, overlaid by the environment, then validated.
+    /// Compiled defaults, overlaid by the environment.
     pub fn load() -> Result<Self, SettingsError> {
-        let config: Self = platform::settings::load(&Self::defaults())?;
-        config.auth.validate().map_err(SettingsError::Invalid)?;
-        Ok(config)
+        platform::settings::load(&Self::defaults())
     }
 }

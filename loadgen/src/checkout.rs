@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
-use jsonwebtoken::EncodingKey;
+use platform::auth::TokenIssuer;
 use proto::{Role, UserId};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -36,21 +36,8 @@ pub struct CheckoutArgs {
     baseline_seconds: u64,
 }
 
-fn token(key: &EncodingKey, fan: UserId) -> anyhow::Result<String> {
-    let now = chrono::Utc::now().timestamp();
-    let claims = platform::auth::Claims {
-        sub: fan,
-        role: Role::Fan,
-        iss: "onsale".into(),
-        aud: "onsale".into(),
-        iat: now,
-        exp: now + 3600,
-    };
-    Ok(jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(platform::auth::ALGORITHM),
-        &claims,
-        key,
-    )?)
+fn token(key: &TokenIssuer, fan: UserId) -> anyhow::Result<String> {
+    Ok(key.issue(fan, Role::Fan)?)
 }
 
 /// Single-row INSERT transactions per second from `concurrency` clients.
@@ -178,7 +165,7 @@ pub async fn checkout(stack: &mut Stack, args: CheckoutArgs) -> anyhow::Result<(
 
     let baseline = baseline(stack, args.concurrency, args.baseline_seconds).await?;
     let base = crate::chaos::gateway(stack).await?;
-    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    let key = TokenIssuer::onsale(SECRET, 3600);
     let mut work = Vec::with_capacity(fans.len());
     for (fan, request) in fans.iter().zip(&requests) {
         work.push((token(&key, *fan)?, *request));

@@ -23,7 +23,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, HOST, HeaderValue, IF_NONE_MATCH};
 use hyper::{Method, Request, StatusCode};
-use jsonwebtoken::EncodingKey;
+use platform::auth::TokenIssuer;
 
 use crate::joins::{Cpu, Gateway, Meter, SECRET, Tokens, connect};
 use crate::setup::{self, Stack, bar};
@@ -258,7 +258,7 @@ pub async fn flood(stack: &mut Stack, args: FloodArgs) -> anyhow::Result<()> {
     };
     let host = gateway.host.clone();
 
-    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    let key = TokenIssuer::onsale(SECRET, 3600);
     let fans = Arc::new(Tokens::sign(args.fans, &key)?);
     let joining = Arc::new(Tokens::sign(
         args.max_join_rate * args.seconds as usize,

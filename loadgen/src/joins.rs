@@ -21,7 +21,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use jsonwebtoken::EncodingKey;
+use platform::auth::TokenIssuer;
 use proto::Role;
 
 use crate::setup::{self, Stack, bar};
@@ -123,7 +123,7 @@ pub(crate) struct Tokens {
 }
 
 impl Tokens {
-    pub(crate) fn sign(count: usize, key: &EncodingKey) -> anyhow::Result<Self> {
+    pub(crate) fn sign(count: usize, key: &TokenIssuer) -> anyhow::Result<Self> {
         let progress = bar(count as u64, "signing");
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let chunks: Vec<anyhow::Result<Vec<HeaderValue>>> = std::thread::scope(|scope| {
@@ -393,7 +393,7 @@ pub async fn joins(stack: &mut Stack, args: JoinArgs) -> anyhow::Result<()> {
     let addrs: Vec<SocketAddr> = gateways.iter().map(|g| g.addr).collect();
     let (addr, host) = (addrs.as_slice(), gateways[0].host.clone());
 
-    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    let key = TokenIssuer::onsale(SECRET, 3600);
     // The baseline may reuse tokens (a 404 does not care who asks); joins may not.
     let baseline_tokens = Arc::new(Tokens::sign(10_000, &key)?);
     let baseline_host = host.clone();

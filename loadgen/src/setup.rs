@@ -9,9 +9,10 @@ use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
 use inventory::seatmap::{self, LoadMode};
 use inventory::{events, venues};
+use platform::auth::TokenIssuer;
 use platform::settings::{DatabaseSettings, RedisSettings};
 use platform::store::Redis;
-use proto::wire::inventory::{CreateEvent, CreateVenue, RowSpec, SectionSpec};
+use proto::wire::inventory::{CreateEvent, CreateVenue};
 use proto::{ErrorCode, EventId, Keys, UserId};
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -54,18 +55,8 @@ pub async fn connect() -> anyhow::Result<Stack> {
 
 /// A bearer token for a new user of `role`, signed with `key` (the gateway's
 /// secret), valid for an hour.
-pub fn sign(key: &jsonwebtoken::EncodingKey, role: proto::Role) -> anyhow::Result<String> {
-    let now = Utc::now().timestamp();
-    let claims = platform::auth::Claims {
-        sub: UserId::new(),
-        role,
-        iss: "onsale".into(),
-        aud: "onsale".into(),
-        iat: now,
-        exp: now + 3600,
-    };
-    let header = jsonwebtoken::Header::new(platform::auth::ALGORITHM);
-    Ok(jsonwebtoken::encode(&header, &claims, key)?)
+pub fn sign(key: &TokenIssuer, role: proto::Role) -> anyhow::Result<String> {
+    Ok(key.issue(UserId::new(), role)?)
 }
 
 pub fn bar(len: u64, what: &str) -> ProgressBar {
@@ -99,22 +90,13 @@ pub async fn venue_named(
     rows: u32,
     per_row: u32,
 ) -> anyhow::Result<proto::VenueId> {
-    let venue = venues::validate(CreateVenue {
-        name: "Benchmark Arena".into(),
-        sections: sections
-            .iter()
-            .map(|name| SectionSpec {
-                name: (*name).to_owned(),
-                price_tier: "standard".into(),
-                rows: (1..=rows)
-                    .map(|r| RowSpec {
-                        label: format!("R{r}"),
-                        seats: per_row,
-                    })
-                    .collect(),
-            })
-            .collect(),
-    })
+    let venue = venues::validate(CreateVenue::grid(
+        "Benchmark Arena",
+        sections,
+        "standard",
+        rows,
+        per_row,
+    ))
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     venues::create(pool, &venue)
         .await

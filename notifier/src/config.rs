@@ -70,7 +70,7 @@ impl Config {
     pub fn defaults() -> serde_json::Value {
         serde_json::json!({
             "listen": "127.0.0.1:8085",
-            "database": { "url": "postgres://postgres@127.0.0.1:5432/onsale", "max_connections": 4 },
+            "database": platform::settings::database_defaults(4),
             "kafka": { "brokers": "127.0.0.1:9092", "topic_suffix": "" },
             "consumer": { "group_id": "onsale-notifier", "session_timeout_ms": 10000, "partitions": 3 },
             "smtp_url": "smtp://127.0.0.1:2525",

@@ -28,9 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use platform::runner::Runner;
 use platform::runtime::OpsServer;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, ConsumerSettings, RetrySettings};
 pub use consumer::EventConsumer;
@@ -89,32 +89,12 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let stop = CancellationToken::new();
-        let mut consumer = tokio::spawn(self.consumer.run(stop.clone()));
-        let ops_done = CancellationToken::new();
-        let ops_release = ops_done.clone();
-        let mut ops = tokio::spawn(self.ops.run(async move { ops_release.cancelled().await }));
-        tokio::select! {
-            () = shutdown => {}
-            ended = &mut consumer => {
-                ops_done.cancel();
-                let _ = ops.await;
-                ended.context("consumer task")??;
-                anyhow::bail!("the consumer loop ended before shutdown");
-            }
-            served = &mut ops => {
-                stop.cancel();
-                consumer.await.context("consumer task")??;
-                return served.context("operations task")?;
-            }
-        }
         // The endpoint keeps answering (unready is honest, dead is not) until the
         // consumer has committed and left the group.
-        stop.cancel();
-        let consumed = consumer.await.context("consumer task");
-        ops_done.cancel();
-        let served = ops.await.context("operations task");
-        consumed??;
-        served?
+        let consumer = self.consumer;
+        Runner::new(self.ops)
+            .with_loop("consumer", |stop| consumer.run(stop))
+            .run(shutdown)
+            .await
     }
 }

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use axum::extract::FromRef;
 use platform::auth::TokenVerifier;
+use platform::runner::Runner;
 use platform::runtime::OpsServer;
 use platform::settings::{DatabaseSettings, KafkaSettings, RedisSettings, SettingsError};
 use platform::store::Redis;
@@ -138,8 +139,8 @@ impl Config {
         payments["webhook_secret"] = serde_json::Value::Null;
         let config: Self = platform::settings::load(&serde_json::json!({
             "listen": "127.0.0.1:8084",
-            "database": { "url": "postgres://postgres@127.0.0.1:5432/onsale", "max_connections": 8 },
-            "redis": { "url": "redis://127.0.0.1:6379", "key_prefix": "onsale" },
+            "database": platform::settings::database_defaults(8),
+            "redis": platform::settings::redis_defaults(),
             "kafka": { "brokers": "127.0.0.1:9092" },
             "payments": payments,
         }))?;
@@ -210,15 +211,32 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let stop = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        spawn_loops(&tracker, &stop, self.payments, self.kafka);
-        tracker.close();
-        let served = self.ops.run(shutdown).await;
-        // Order: the operations endpoint has stopped; the loops finish their current
-        // pass (a relay batch is awaited whole) and exit.
-        stop.cancel();
-        tracker.wait().await;
-        served
+        // The loops finish their current pass at shutdown (a relay batch is awaited
+        // whole); a loop that dies ends the process.
+        let (payments, kafka) = (self.payments, self.kafka);
+        let mut runner = Runner::new(self.ops);
+        if let Some(kafka) = kafka {
+            let pool = payments.pool.clone();
+            runner = runner.with_loop("outbox relay", move |stop| async move {
+                relay::run(pool, kafka, stop).await;
+                Ok(())
+            });
+        } else {
+            tracing::warn!("no Kafka brokers configured: domain events wait in the outbox");
+        }
+        if payments.settings.sandbox_webhook_after().is_some() {
+            let (pool, settings) = (payments.pool.clone(), (*payments.settings).clone());
+            runner = runner.with_loop("sandbox webhooks", move |stop| async move {
+                background::run_sandbox_webhooks(pool, settings, stop).await;
+                Ok(())
+            });
+        }
+        runner
+            .with_loop("reconciler", move |stop| async move {
+                background::run_reconciler(payments, stop).await;
+                Ok(())
+            })
+            .run(shutdown)
+            .await
     }
 }

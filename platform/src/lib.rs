@@ -13,6 +13,7 @@ pub mod correlation;
 pub mod http;
 pub mod outbox;
 pub mod reads;
+pub mod runner;
 pub mod runtime;
 pub mod settings;
 pub mod store;

@@ -28,6 +28,21 @@ pub struct KafkaSettings {
     pub topic_suffix: String,
 }
 
+/// Where Postgres is when nothing says otherwise (`DATABASE_URL` overrides), with a
+/// service's own pool size: the `database` section of a service's defaults.
+pub fn database_defaults(max_connections: u32) -> serde_json::Value {
+    serde_json::json!({
+        "url": "postgres://postgres@127.0.0.1:5432/onsale",
+        "max_connections": max_connections,
+    })
+}
+
+/// Where Redis is when nothing says otherwise (`REDIS_URL` overrides): the `redis`
+/// section of a service's defaults.
+pub fn redis_defaults() -> serde_json::Value {
+    serde_json::json!({ "url": "redis://127.0.0.1:6379", "key_prefix": "onsale" })
+}
+
 /// Errors while assembling a configuration, naming the variable to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {

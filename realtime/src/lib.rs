@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use platform::auth::{TokenSettings, TokenVerifier};
+use platform::runner::Runner;
 use platform::runtime::OpsServer;
 use platform::settings::{DatabaseSettings, RedisSettings, SettingsError};
 use proto::Keys;
@@ -95,8 +96,8 @@ impl Config {
     pub fn load() -> Result<Self, SettingsError> {
         let config: Self = platform::settings::load(&serde_json::json!({
             "listen": "127.0.0.1:8086",
-            "database": { "url": "postgres://postgres@127.0.0.1:5432/onsale", "max_connections": 4 },
-            "redis": { "url": "redis://127.0.0.1:6379", "key_prefix": "onsale" },
+            "database": platform::settings::database_defaults(4),
+            "redis": platform::settings::redis_defaults(),
             "auth": { "issuer": "onsale", "audience": "onsale" },
             "live": Settings::defaults(),
         }))?;
@@ -155,12 +156,12 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        // Every socket gets a Close frame first; the endpoint, which serves them,
+        // closes once they are gone.
         let hub = self.hub.clone();
-        self.ops
-            .run(async move {
-                shutdown.await;
-                hub.shutdown();
-            })
+        Runner::new(self.ops)
+            .on_shutdown(move || hub.shutdown())
+            .run(shutdown)
             .await
     }
 }

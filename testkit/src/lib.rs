@@ -35,6 +35,26 @@ pub const SERVICES: [&str; 6] = [
     "realtime",
 ];
 
+/// The Redis the tests share: `REDIS_URL`, which `deploy/test` sets (to a private
+/// server unless one is given). No default: a test must not wander onto a Redis
+/// nobody named.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL")
+        .expect("REDIS_URL must name a Redis; run the tests through deploy/test")
+}
+
+/// The Postgres server `DATABASE_URL` names, with its database replaced by
+/// `database` (a `#[sqlx::test]`'s own: `pool.connect_options().get_database()`),
+/// for a process a test starts beside it.
+pub fn database_url(database: &str) -> String {
+    let base = std::env::var("DATABASE_URL")
+        .expect("DATABASE_URL must name a Postgres; run the tests through deploy/test");
+    let (server, _) = base
+        .rsplit_once('/')
+        .expect("DATABASE_URL ends in /<database>");
+    format!("{server}/{database}")
+}
+
 /// A TCP port on 127.0.0.1 that nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -22,12 +22,12 @@ use std::time::Duration;
 
 use axum::extract::FromRef;
 use platform::auth::TokenVerifier;
+use platform::runner::Runner;
 use platform::runtime::OpsServer;
 use platform::settings::{DatabaseSettings, RedisSettings, SettingsError};
 use platform::store::Redis;
 use proto::Keys;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 pub use error::Error;
 pub use joins::Joiner;
@@ -68,8 +68,8 @@ impl Config {
     pub fn load() -> Result<Self, SettingsError> {
         platform::settings::load(&serde_json::json!({
             "listen": "127.0.0.1:8082",
-            "database": { "url": "postgres://postgres@127.0.0.1:5432/onsale", "max_connections": 4 },
-            "redis": { "url": "redis://127.0.0.1:6379", "key_prefix": "onsale" },
+            "database": platform::settings::database_defaults(4),
+            "redis": platform::settings::redis_defaults(),
             "scheduler_interval_ms": 250,
         }))
     }
@@ -125,16 +125,11 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let stop = CancellationToken::new();
-        let scheduler = tokio::spawn({
-            let (stop, pool, mut redis, keys, every) = (
-                stop.clone(),
-                self.pool,
-                self.redis,
-                self.keys,
-                self.interval,
-            );
-            async move {
+        // At shutdown a draw in progress finishes its current script call, then the
+        // scheduler exits (a half-done draw resumes on the next start).
+        let (pool, mut redis, keys, every) = (self.pool, self.redis, self.keys, self.interval);
+        Runner::new(self.ops)
+            .with_loop("scheduler", move |stop| async move {
                 let mut tick = tokio::time::interval(every);
                 let mut sampling = tokio::time::interval(Duration::from_secs(1));
                 loop {
@@ -155,14 +150,9 @@ impl Application {
                         () = stop.cancelled() => break,
                     }
                 }
-            }
-        });
-        let served = self.ops.run(shutdown).await;
-        // Order: the operations endpoint has stopped; a draw in progress finishes its
-        // current script call, then the scheduler exits (a half-done draw resumes on
-        // the next start).
-        stop.cancel();
-        let _ = scheduler.await;
-        served
+                Ok(())
+            })
+            .run(shutdown)
+            .await
     }
 }

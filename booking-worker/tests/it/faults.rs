@@ -33,16 +33,7 @@ fn mixed_asks(n: usize, rows: u32, seats: u32) -> Vec<Ask> {
 
 /// The URL of the database the test's pool points at.
 fn database_url(pool: &PgPool) -> String {
-    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
-    let database = pool
-        .connect_options()
-        .get_database()
-        .unwrap_or("postgres")
-        .to_owned();
-    let (server, _) = base
-        .rsplit_once('/')
-        .expect("a database url ends in /<name>");
-    format!("{server}/{database}")
+    testkit::database_url(pool.connect_options().get_database().unwrap_or("postgres"))
 }
 
 /// A child process killed with SIGKILL when dropped, so a failing test leaves none.

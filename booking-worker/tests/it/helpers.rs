@@ -6,7 +6,7 @@ use chrono::Utc;
 use inventory::seatmap::{self, LoadMode};
 use inventory::{events, venues};
 use platform::store::{Redis, Store};
-use proto::wire::inventory::{CreateEvent, CreateVenue, RowSpec, SectionSpec};
+use proto::wire::inventory::{CreateEvent, CreateVenue};
 use proto::wire::queue::Joined;
 use proto::{EventId, Keys, UserId};
 use sqlx::PgPool;
@@ -15,10 +15,7 @@ use tokio_util::sync::CancellationToken;
 use waiting_room::joins;
 use waiting_room::requests::Ask;
 
-pub fn redis_url() -> String {
-    std::env::var("REDIS_URL")
-        .expect("REDIS_URL must name a Redis; run the tests through deploy/test")
-}
+pub use testkit::redis_url;
 
 pub async fn connect(url: &str) -> (Store, Redis) {
     let store = Store::open(url).expect("redis url");
@@ -45,23 +42,8 @@ pub async fn sale(
     max_per_fan: u32,
 ) -> Sale {
     platform::runtime::init_test_tracing();
-    let venue = venues::validate(CreateVenue {
-        name: "Hall".into(),
-        sections: sections
-            .iter()
-            .map(|name| SectionSpec {
-                name: (*name).into(),
-                price_tier: "standard".into(),
-                rows: (1..=rows)
-                    .map(|r| RowSpec {
-                        label: format!("R{r}"),
-                        seats,
-                    })
-                    .collect(),
-            })
-            .collect(),
-    })
-    .expect("venue");
+    let venue = venues::validate(CreateVenue::grid("Hall", sections, "standard", rows, seats))
+        .expect("venue");
     let venue_id = venues::create(&pool, &venue).await.expect("venue");
     let event_id = events::create(
         &pool,

@@ -15,10 +15,7 @@ pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "admin-password-1";
 pub const WEBHOOK_SECRET: &str = "whsec-test-0123456789";
 
-pub fn redis_url() -> String {
-    std::env::var("REDIS_URL")
-        .expect("REDIS_URL must name a Redis; run the tests through deploy/test")
-}
+pub use testkit::redis_url;
 
 pub fn config(prefix: &str) -> Config {
     Config {
@@ -299,19 +296,7 @@ impl TestApp {
 /// A fan's token minted directly (no account, no password hashing), for tests that
 /// need many fans quickly.
 pub fn minted_fan_token() -> String {
-    let now = chrono::Utc::now().timestamp();
-    let claims = platform::auth::Claims {
-        sub: proto::UserId::new(),
-        role: proto::Role::Fan,
-        iss: "onsale".into(),
-        aud: "onsale".into(),
-        iat: now,
-        exp: now + 600,
-    };
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(platform::auth::ALGORITHM),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("token")
+    platform::auth::TokenIssuer::onsale(SECRET, 600)
+        .issue(proto::UserId::new(), proto::Role::Fan)
+        .expect("token")
 }

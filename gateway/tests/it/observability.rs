@@ -1,7 +1,7 @@
 //! What the gateway tells Prometheus: `/metrics` is Prometheus text a real parser
 //! reads, with the sale's figures in it. Every other service's `/metrics`, and the
 //! Grafana dashboard's expressions, are checked against the farm run as processes
-//! (`loadgen/tests/farm.rs`).
+//! (`e2e/tests/farm.rs`).
 
 use std::collections::BTreeSet;
 

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use jsonwebtoken::EncodingKey;
+use platform::auth::TokenIssuer;
 use proto::{EventId, Role};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -301,7 +301,7 @@ async fn run(
         .query_async(&mut stack.redis)
         .await?;
     let base = gateway(stack).await?;
-    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    let key = TokenIssuer::onsale(SECRET, 3600);
     let admin = setup::sign(&key, Role::Admin)?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)

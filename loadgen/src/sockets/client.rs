@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures_util::StreamExt;
-use jsonwebtoken::EncodingKey;
+use platform::auth::TokenIssuer;
 use proto::{EventId, Role};
 use serde::Deserialize;
 use tokio::net::TcpSocket;
@@ -108,7 +108,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
     let shared = Arc::new(Shared::default());
     let (receipts_tx, mut receipts) = mpsc::unbounded_channel::<Receipt>();
     let opening = Arc::new(Semaphore::new(args.concurrency.max(1)));
-    let key = EncodingKey::from_secret(crate::joins::SECRET.as_bytes());
+    let key = TokenIssuer::onsale(crate::joins::SECRET, 3600);
     for local in 0..args.count as usize {
         let index = args.first + local as u64;
         let server = args.servers[index as usize % args.servers.len()];
@@ -203,19 +203,9 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn token(key: &EncodingKey, run: u64, index: u64) -> anyhow::Result<String> {
-    let now = chrono::Utc::now().timestamp();
-    let claims = platform::auth::Claims {
-        sub: wire::fan(run, index),
-        role: Role::Fan,
-        iss: "onsale".into(),
-        aud: "onsale".into(),
-        iat: now,
-        // Connecting, idling and moving take minutes; an hour spares the margin.
-        exp: now + 3600,
-    };
-    let header = jsonwebtoken::Header::new(platform::auth::ALGORITHM);
-    Ok(jsonwebtoken::encode(&header, &claims, key)?)
+/// Connecting, idling and moving take minutes; the issuer's hour spares the margin.
+fn token(key: &TokenIssuer, run: u64, index: u64) -> anyhow::Result<String> {
+    Ok(key.issue(wire::fan(run, index), Role::Fan)?)
 }
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;

@@ -62,16 +62,7 @@ impl Member {
 }
 
 fn database_url(pool: &PgPool) -> String {
-    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
-    let database = pool
-        .connect_options()
-        .get_database()
-        .unwrap_or("postgres")
-        .to_owned();
-    let (server, _) = base
-        .rsplit_once('/')
-        .expect("a database url ends in /<name>");
-    format!("{server}/{database}")
+    testkit::database_url(pool.connect_options().get_database().unwrap_or("postgres"))
 }
 
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]

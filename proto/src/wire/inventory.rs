@@ -16,6 +16,29 @@ pub struct CreateVenue {
     pub sections: Vec<SectionSpec>,
 }
 
+impl CreateVenue {
+    /// A venue of the named `sections`, each of `rows` rows (`R1`, `R2`, …) of
+    /// `per_row` seats, all in one `price_tier`: the venue tests and benchmarks seed.
+    pub fn grid(name: &str, sections: &[&str], price_tier: &str, rows: u32, per_row: u32) -> Self {
+        CreateVenue {
+            name: name.to_owned(),
+            sections: sections
+                .iter()
+                .map(|section| SectionSpec {
+                    name: (*section).to_owned(),
+                    price_tier: price_tier.to_owned(),
+                    rows: (1..=rows)
+                        .map(|r| RowSpec {
+                            label: format!("R{r}"),
+                            seats: per_row,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SectionSpec {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::StreamExt;
-use proto::wire::inventory::{CreateEvent, CreateVenue, RowSpec, SectionSpec};
+use proto::wire::inventory::{CreateEvent, CreateVenue};
 use proto::wire::queue::SaleState;
 use proto::{EventId, Keys, RequestId, UserId};
 use redis::AsyncCommands;
@@ -41,42 +41,22 @@ impl Node {
     }
 }
 
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
+use testkit::redis_url;
 
 fn token(fan: UserId) -> String {
-    let now = Utc::now().timestamp();
-    let claims = platform::auth::Claims {
-        sub: fan,
-        role: proto::Role::Fan,
-        iss: "onsale".into(),
-        aud: "onsale".into(),
-        iat: now,
-        exp: now + 600,
-    };
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(platform::auth::ALGORITHM),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("token")
+    platform::auth::TokenIssuer::onsale(SECRET, 600)
+        .issue(fan, proto::Role::Fan)
+        .expect("token")
 }
 
 async fn event(pool: &PgPool) -> EventId {
-    let venue = inventory::venues::validate(CreateVenue {
-        name: "Slow Arena".into(),
-        sections: vec![SectionSpec {
-            name: "Floor".into(),
-            price_tier: "standard".into(),
-            rows: (1..=10)
-                .map(|r| RowSpec {
-                    label: format!("R{r}"),
-                    seats: 100,
-                })
-                .collect(),
-        }],
-    })
+    let venue = inventory::venues::validate(CreateVenue::grid(
+        "Slow Arena",
+        &["Floor"],
+        "standard",
+        10,
+        100,
+    ))
     .expect("valid venue");
     let venue_id = inventory::venues::create(pool, &venue)
         .await

@@ -5,6 +5,12 @@
 
 use std::process::Command;
 
+#[allow(
+    dead_code,
+    reason = "the shared support module; this test uses only its binary lookup"
+)]
+mod support;
+
 #[test]
 fn a_seeded_run_under_faults_keeps_every_promise() {
     for var in ["REDIS_URL", "DATABASE_URL"] {
@@ -13,7 +19,7 @@ fn a_seeded_run_under_faults_keeps_every_promise() {
             "{var} must be set; run the tests through deploy/test"
         );
     }
-    let output = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+    let output = Command::new(support::binary("loadgen"))
         .args([
             "chaos",
             "--seed",

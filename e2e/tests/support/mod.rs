@@ -40,9 +40,16 @@ impl Drop for Service {
     }
 }
 
-/// A sibling binary of this test's `loadgen` (`cargo test --workspace` builds them all).
+/// A workspace binary, built beside this test (`target/<profile>/<name>`; deploy/test
+/// builds every one before the suite).
 pub fn binary(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_loadgen")).with_file_name(name);
+    let test = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
+    let profile = test
+        .parent()
+        .and_then(Path::parent)
+        .expect("a test binary lives in target/<profile>/deps");
+    let path = profile.join(name);
     assert!(
         path.exists(),
         "{} is not built: run the suite as the README says (deploy/test builds every service)",
