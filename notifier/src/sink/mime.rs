@@ -39,9 +39,9 @@ impl Received {
         self.parsed()?.subject().map(str::to_owned)
     }
 
-    /// The `Message-ID`, without its angle brackets.
+    /// The `Message-ID` as written: `<id@host>`.
     pub fn message_id(&self) -> Option<String> {
-        self.parsed()?.message_id().map(str::to_owned)
+        self.parsed()?.message_id().map(|id| format!("<{id}>"))
     }
 
     /// Every leaf part, in order (a message that is not multipart is one part).
@@ -113,7 +113,7 @@ mod tests {
             subject.starts_with("🎟 Show") && subject.ends_with("and more"),
             "{subject:?}"
         );
-        assert_eq!(message.message_id().as_deref(), Some("e1@onsale"));
+        assert_eq!(message.message_id().as_deref(), Some("<e1@onsale>"));
         assert_eq!(
             message.header("x-onsale-request-id").as_deref(),
             Some("7f3c")
