@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use proto::wire::payments::Checkout;
+use proto::wire::payments::{Checkout, OrderState};
 use proto::wire::queue::RequestState;
 use proto::{ErrorCode, EventId, OrderId, RequestId, UserId};
 use redis::Value;
@@ -119,7 +119,8 @@ pub async fn checkout(
             )
             .await?;
             tx.commit().await?;
-            metrics::counter!("onsale_orders_total", "outcome" => "pending").increment(1);
+            metrics::counter!("onsale_orders_total", "outcome" => OrderState::Pending.as_str())
+                .increment(1);
             Ok(pending)
         }
         Err(error) => {

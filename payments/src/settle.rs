@@ -16,6 +16,7 @@ use platform::outbox;
 use proto::OrderId;
 use proto::wire::events::EventType;
 use proto::wire::payments::OrderState;
+use proto::wire::queue::RequestState;
 use redis::Value;
 
 use crate::orders::{self, OrderRow};
@@ -73,7 +74,11 @@ pub async fn succeeded(
         // Redis does not have the request as paying for a reason that is not the end
         // of its hold: its keys are lost or being restored (the restore may have put
         // the hold back as held). Not refunded: settled again once it is restored.
-        Reply::Refused(why) if matches!(why.as_str(), "restoring" | "" | "held") => {
+        Reply::Refused(why)
+            if why == "restoring"
+                || why.is_empty()
+                || RequestState::parse(&why) == Some(RequestState::Held) =>
+        {
             return Err(Error::Restoring);
         }
         Reply::Refused(why) => {
@@ -84,7 +89,8 @@ pub async fn succeeded(
     match sell(&mut tx, &order, charge_id.as_deref()).await {
         Ok(paid) => {
             tx.commit().await?;
-            metrics::counter!("onsale_orders_total", "outcome" => "paid").increment(1);
+            metrics::counter!("onsale_orders_total", "outcome" => OrderState::Paid.as_str())
+                .increment(1);
             metrics::counter!("onsale_tickets_sold_total").increment(paid.seats.len() as u64);
             tracing::info!(order_id = %paid.order_id, request_id = %paid.request_id, seats = paid.seats.len(), "order paid");
             Ok(paid)
@@ -193,7 +199,8 @@ async fn refund(
     .await?;
     outbox::write(&mut tx, &[refunded.message(EventType::OrderRefunded)]).await?;
     tx.commit().await?;
-    metrics::counter!("onsale_orders_total", "outcome" => "refunded").increment(1);
+    metrics::counter!("onsale_orders_total", "outcome" => OrderState::Refunded.as_str())
+        .increment(1);
     tracing::info!(order_id = %refunded.order_id, reason, "order refunded");
     Ok(refunded)
 }
