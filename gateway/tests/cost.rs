@@ -386,7 +386,7 @@ impl Counts {
     /// The work between `earlier` and this reading, leaving out the `INFO` that
     /// took each reading.
     fn since(&self, earlier: &Counts) -> Delta {
-        let mut commands: HashMap<String, u64> = self
+        let commands: HashMap<String, u64> = self
             .commands
             .iter()
             .map(|(name, calls)| {
@@ -395,7 +395,6 @@ impl Counts {
             })
             .filter(|(name, calls)| *calls > 0 && name != "info")
             .collect();
-        commands.shrink_to_fit();
         Delta {
             commands,
             statements: self.statements - earlier.statements,

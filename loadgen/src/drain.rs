@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use booking_worker::{DrainSettings, Worker};
+use proto::wire::queue::RequestState;
 use proto::{EventId, SeatId};
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
@@ -263,7 +264,7 @@ pub async fn holds(stack: &mut Stack, args: HoldsArgs) -> anyhow::Result<()> {
                     ("fan", format!("fan{i}")),
                     ("kind", "best".into()),
                     ("qty", "1".into()),
-                    ("state", "queued".into()),
+                    ("state", RequestState::Queued.as_str().into()),
                 ],
             )
             .ignore();

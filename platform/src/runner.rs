@@ -42,10 +42,6 @@ impl Runner {
         }
     }
 
-    pub fn port(&self) -> u16 {
-        self.ops.port()
-    }
-
     /// A loop of the service, made from the token that tells it to stop. It must
     /// return once the token is cancelled and its work in hand is done.
     pub fn with_loop<F>(

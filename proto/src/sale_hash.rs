@@ -24,7 +24,7 @@ pub const PREQUEUE_SIZE: &str = "prequeue_size";
 pub struct SaleHash {
     pub state: Option<SaleState>,
     pub served: Option<u64>,
-    pub admission_per_second: Option<f64>,
+    pub admission_per_second: Option<u32>,
     pub max_per_fan: Option<u32>,
     pub hold_ms: Option<i64>,
 }

@@ -27,6 +27,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use platform::store::{Redis, Store};
+use proto::sale_hash::SaleHash;
 use proto::wire::live::{LiveMessage, Published, SeatChange, SeatsDelta};
 use proto::wire::queue::SaleState;
 use proto::{EventId, Keys, RequestId};
@@ -266,26 +267,19 @@ async fn read_line(
     let (sale, counts): (Vec<Option<String>>, Vec<Option<u64>>) = redis::pipe()
         .cmd("HMGET")
         .arg(keys.sale(event_id))
-        .arg(&[
-            proto::sale_hash::STATE,
-            proto::sale_hash::SERVED,
-            proto::sale_hash::ADMISSION_PER_SECOND,
-        ])
+        .arg(&SaleHash::FIELDS)
         .cmd("HMGET")
         .arg(keys.seat_counts(event_id))
         .arg(&["available", "version"])
         .query_async(redis)
         .await?;
-    let field = |i: usize| sale.get(i).cloned().flatten();
-    let served = field(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let sale = SaleHash::from_values(&sale);
+    let served = sale.served.unwrap_or(0);
     let redis_version = counts.get(1).copied().flatten().unwrap_or(0);
     let line = Line {
-        sale: field(0)
-            .as_deref()
-            .and_then(SaleState::parse)
-            .unwrap_or(info.state),
-        admission_per_second: field(2)
-            .and_then(|s| s.parse().ok())
+        sale: sale.state.unwrap_or(info.state),
+        admission_per_second: sale
+            .admission_per_second
             .unwrap_or(info.admission_per_second),
         served: previous.map_or(served, |p| p.served.max(served)),
         seats_left: counts.first().copied().flatten().unwrap_or(0),

@@ -13,7 +13,7 @@
 //! hashes, and the request index.
 
 use platform::store::Redis;
-use proto::wire::queue::SaleState;
+use proto::wire::queue::{RequestState, SaleState};
 use proto::{EventId, Keys};
 use sqlx::PgPool;
 
@@ -134,7 +134,7 @@ pub async fn line(
             }
             match request.queue_number {
                 Some(number) => {
-                    fields.push(("state", "queued".into()));
+                    fields.push(("state", RequestState::Queued.as_str().into()));
                     fields.push(("number", number.to_string()));
                     pipe.hset_multiple(&key, &fields).ignore();
                     pipe.xadd(
@@ -150,7 +150,7 @@ pub async fn line(
                     restored.queued += 1;
                 }
                 None if scheduled => {
-                    fields.push(("state", "prequeue".into()));
+                    fields.push(("state", RequestState::Prequeue.as_str().into()));
                     pipe.hset_multiple(&key, &fields).ignore();
                     pipe.sadd(keys.prequeue(event_id), &id).ignore();
                     restored.prequeued += 1;
@@ -158,7 +158,7 @@ pub async fn line(
                 None => {
                     // Joined during a draw that never recorded its number: the draw
                     // resumes and numbers the latecomers.
-                    fields.push(("state", "prequeue".into()));
+                    fields.push(("state", RequestState::Prequeue.as_str().into()));
                     pipe.hset_multiple(&key, &fields).ignore();
                     pipe.rpush(keys.latecomers(event_id), &id).ignore();
                     restored.prequeued += 1;

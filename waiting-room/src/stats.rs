@@ -12,6 +12,7 @@
 
 use chrono::{DateTime, Utc};
 use platform::store::Redis;
+use proto::sale_hash::SaleHash;
 use proto::wire::payments::OrderState;
 use proto::wire::queue::{AuditEntry, OrderCounts, SaleState, SaleStats, WorkerView};
 use proto::{EventId, Keys};
@@ -168,11 +169,7 @@ pub async fn read(
     let (fields, next, prequeue, counts, holds): LineRead = redis::pipe()
         .cmd("HMGET")
         .arg(keys.sale(event))
-        .arg(&[
-            proto::sale_hash::STATE,
-            proto::sale_hash::SERVED,
-            proto::sale_hash::ADMISSION_PER_SECOND,
-        ])
+        .arg(&SaleHash::FIELDS)
         .get(keys.next_number(event))
         .scard(keys.prequeue(event))
         .cmd("HMGET")
@@ -181,14 +178,11 @@ pub async fn read(
         .zcard(keys.holds(event))
         .query_async(redis)
         .await?;
-    let field = |i: usize| fields.get(i).cloned().flatten();
-    let state = field(0)
-        .as_deref()
-        .and_then(SaleState::parse)
-        .unwrap_or_else(|| row.state());
-    let served = field(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let admission_per_second = field(2)
-        .and_then(|s| s.parse().ok())
+    let sale = SaleHash::from_values(&fields);
+    let state = sale.state.unwrap_or_else(|| row.state());
+    let served = sale.served.unwrap_or(0);
+    let admission_per_second = sale
+        .admission_per_second
         .unwrap_or(u32::try_from(row.admission_per_second).unwrap_or(0));
     let queue_length = match state {
         SaleState::Scheduled | SaleState::Drawing => prequeue,

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use platform::auth::TokenIssuer;
+use proto::wire::queue::RequestState;
 use proto::{EventId, Role};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -117,7 +118,7 @@ async fn presell(stack: &mut Stack, event_id: EventId) -> anyhow::Result<()> {
         .arg(stack.keys.request(event_id, buyer))
         .arg(&[
             ("fan", fan.to_string()),
-            ("state", "confirmed".into()),
+            ("state", RequestState::Confirmed.as_str().into()),
             ("seats", sold.join(" ")),
             ("number", "0".into()),
         ])
@@ -219,7 +220,7 @@ async fn all_ended(
         .iter()
         .filter(|s| {
             !s.as_deref()
-                .and_then(proto::wire::queue::RequestState::parse)
+                .and_then(RequestState::parse)
                 .is_some_and(|s| s.is_terminal())
         })
         .count())

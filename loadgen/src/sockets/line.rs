@@ -14,7 +14,7 @@
 
 use anyhow::Context;
 use proto::EventId;
-use proto::wire::queue::SaleState;
+use proto::wire::queue::{RequestState, SaleState};
 
 use super::wire;
 use crate::setup::{self, Stack};
@@ -50,7 +50,7 @@ pub async fn create(
                     ("fan", fan.to_string()),
                     ("kind", "best".to_owned()),
                     ("qty", "2".to_owned()),
-                    ("state", "queued".to_owned()),
+                    ("state", RequestState::Queued.as_str().to_owned()),
                     ("created", created.to_string()),
                     ("number", (offset + index + 1).to_string()),
                 ],
