@@ -5,7 +5,8 @@
 //! - `/e/{event_id}`: one event's waiting room (the page reads the id from its path);
 //! - `/ops` and `/ops/events/{event_id}`: the operators' events and one sale's
 //!   dashboard with its levers (the API decides who may read and pull them);
-//! - `/static/{file}`: the stylesheet and scripts, cached briefly and revalidated.
+//! - `/static/{*path}`: the stylesheet and the scripts (ES modules under `js/`),
+//!   cached briefly and revalidated.
 
 use axum::Router;
 use axum::extract::Path;
@@ -18,33 +19,61 @@ const INDEX: &str = include_str!("../static/index.html");
 const EVENT: &str = include_str!("../static/event.html");
 const OPS: &str = include_str!("../static/ops.html");
 
-/// Every file under `/static/`, with its content type.
-const ASSETS: &[(&str, &str, &str)] = &[
-    (
-        "style.css",
-        "text/css; charset=utf-8",
-        include_str!("../static/style.css"),
-    ),
-    (
-        "common.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../static/common.js"),
-    ),
-    (
-        "event.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../static/event.js"),
-    ),
-    (
-        "index.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../static/index.js"),
-    ),
-    (
-        "ops.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../static/ops.js"),
-    ),
+/// The content type of each kind of file under `/static/`.
+macro_rules! content_type {
+    (css) => {
+        "text/css; charset=utf-8"
+    };
+    (js) => {
+        "text/javascript; charset=utf-8"
+    };
+}
+
+/// `kind "path"` pairs: each file under `gateway/static/`, served at `/static/{path}`.
+macro_rules! assets {
+    ($($kind:ident $path:literal),* $(,)?) => {
+        &[$(($path, content_type!($kind), include_str!(concat!("../static/", $path)))),*]
+    };
+}
+
+/// Every file under `/static/`: its path there, its content type, its body. The
+/// scripts are ES modules that import each other by these paths.
+const ASSETS: &[(&str, &str, &str)] = assets![
+    css "style.css",
+    // shared by every page
+    js "js/api.js",
+    js "js/clock.js",
+    js "js/dom.js",
+    js "js/format.js",
+    js "js/live.js",
+    js "js/seat-feed.js",
+    js "js/signin.js",
+    js "js/util.js",
+    // `/`
+    js "js/index.js",
+    // `/e/{event_id}`
+    js "js/event/checkout.js",
+    js "js/event/join.js",
+    js "js/event/live.js",
+    js "js/event/main.js",
+    js "js/event/render.js",
+    js "js/event/request.js",
+    js "js/event/seatmap.js",
+    js "js/event/state.js",
+    // `/ops` and `/ops/events/{event_id}`
+    js "js/ops/audit.js",
+    js "js/ops/charts.js",
+    js "js/ops/dashboard.js",
+    js "js/ops/figures.js",
+    js "js/ops/format.js",
+    js "js/ops/levers.js",
+    js "js/ops/list.js",
+    js "js/ops/live.js",
+    js "js/ops/main.js",
+    js "js/ops/poller.js",
+    js "js/ops/sections.js",
+    js "js/ops/session.js",
+    js "js/ops/state.js",
 ];
 
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
@@ -53,11 +82,11 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/e/{event_id}", get(|| async { Html(EVENT) }))
         .route("/ops", get(|| async { Html(OPS) }))
         .route("/ops/events/{event_id}", get(|| async { Html(OPS) }))
-        .route("/static/{file}", get(asset))
+        .route("/static/{*path}", get(asset))
 }
 
-async fn asset(Path(file): Path<String>) -> Response {
-    match ASSETS.iter().find(|(name, _, _)| *name == file) {
+async fn asset(Path(path): Path<String>) -> Response {
+    match ASSETS.iter().find(|(name, _, _)| *name == path) {
         Some((_, content_type, body)) => (
             [
                 (CONTENT_TYPE, *content_type),
@@ -67,7 +96,7 @@ async fn asset(Path(file): Path<String>) -> Response {
         )
             .into_response(),
         None => {
-            ErrorBody::new(ErrorCode::NotFound, format!("no static file {file:?}")).into_response()
+            ErrorBody::new(ErrorCode::NotFound, format!("no static file {path:?}")).into_response()
         }
     }
 }

@@ -1,14 +1,22 @@
-// What the browser scenarios share: progress lines, failures, the pages watched
-// for console errors, screenshots, and the REST API as the admin and background
-// fans use it. BASE_URL, SCREENSHOTS and CHROMIUM come from the environment.
+// What the browser scenarios share: progress lines, failures, the run itself
+// (start, deadline, exit code), the browser and its phone and desktop contexts,
+// the pages watched for console errors, waiting in a page, screenshots, signing up
+// through a page, and the REST API as the admin and background fans use it.
+// BASE_URL, SCREENSHOTS, CHROMIUM, ADMIN_EMAIL, ADMIN_PASSWORD, TIMEOUT_SECONDS and
+// HEADFUL come from the environment.
 
+import { chromium } from 'playwright-core';
 import crypto from 'node:crypto';
+import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
 export const BASE_URL = (process.env.BASE_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
 export const SCREENSHOTS = path.resolve(process.env.SCREENSHOTS || path.join(os.tmpdir(), 'onsale-browser-screenshots'));
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+export const ADMIN_EMAIL = process.env.ADMIN_EMAIL;
+export const ADMIN_PASSWORD = process.env.ADMIN_PASSWORD;
+export const TIMEOUT_S = Number(process.env.TIMEOUT_SECONDS || 150);
 
 const RUN = crypto.randomBytes(4).toString('hex');
 const T0 = Date.now();
@@ -57,6 +65,168 @@ async function shot(page, file) {
   const to = path.join(SCREENSHOTS, file);
   await page.screenshot({ path: to, fullPage: true });
   log(`   screenshot ${to}`);
+}
+
+/** Every watched page's uncaught errors and console errors, the last 40 of each. */
+function report() {
+  for (const w of pages) {
+    const lines = [...w.errors, ...w.console];
+    console.log(`--- ${w.name}: ${lines.length ? `${lines.length} console errors` : 'no console errors'}`);
+    for (const l of lines.slice(-40)) console.log(`    ${l}`);
+  }
+}
+
+/** A screenshot of every watched page after a failure, named `fileOf(page's name)`. */
+async function failureShots(fileOf) {
+  for (const w of pages) {
+    await w.page.screenshot({ path: path.join(SCREENSHOTS, fileOf(w.name)), fullPage: true, timeout: 5000 }).catch(() => {});
+  }
+}
+
+// ---------------------------------------------------------------------------
+// the run
+
+/**
+ * Runs `main` within TIMEOUT_SECONDS and exits: 0 when every step held, 1 otherwise,
+ * with the pages' console errors (also on success when `reportOnPass`) and, on a
+ * failure, `failureShots(failureFile)`.
+ */
+function run(main, { failureFile, reportOnPass = false }) {
+  const deadline = setTimeout(async () => {
+    console.log(`FAILED: the scenario did not finish within ${TIMEOUT_S} s`);
+    await failureShots(failureFile);
+    report();
+    process.exit(1);
+  }, TIMEOUT_S * 1000);
+
+  main()
+    .then(() => {
+      clearTimeout(deadline);
+      if (reportOnPass) report();
+      log(`PASSED in ${((Date.now() - T0) / 1000).toFixed(1)} s`);
+      process.exit(0);
+    })
+    .catch(async (e) => {
+      clearTimeout(deadline);
+      console.log(`FAILED: ${e instanceof Failure ? e.message : e.stack || e}`);
+      report();
+      process.exit(1);
+    });
+}
+
+/** What every scenario does first: the admin's credentials are set, and the gateway answers. */
+async function begin() {
+  check(ADMIN_EMAIL && ADMIN_PASSWORD, 'set ADMIN_EMAIL and ADMIN_PASSWORD (the bootstrap admin)');
+  await fs.mkdir(SCREENSHOTS, { recursive: true });
+  log(`run ${RUN} against ${BASE_URL}; screenshots in ${SCREENSHOTS}`);
+
+  step('the gateway answers');
+  {
+    const until = Date.now() + 20000;
+    for (;;) {
+      const r = await fetch(`${BASE_URL}/healthz`).catch(() => null);
+      if (r && r.ok) break;
+      check(Date.now() < until, `${BASE_URL}/healthz did not answer 200 within 20 s`);
+      await sleep(250);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// the browser
+
+/**
+ * Starts Debian's chromium (headless unless HEADFUL) and runs `scenario(browser)`;
+ * on a failure, `failureShots(failureFile)` before the error goes on.
+ */
+async function withBrowser(scenario, failureFile) {
+  step('the browser starts');
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: !process.env.HEADFUL,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'].filter(
+      (a) => !(process.env.HEADFUL && a === '--headless')
+    ),
+  });
+  try {
+    await scenario(browser);
+  } catch (e) {
+    await failureShots(failureFile);
+    throw e;
+  } finally {
+    await browser.close().catch(() => {});
+  }
+}
+
+/** A phone: 390x844 at 2x, touch. */
+function phoneContext(browser) {
+  return browser.newContext({
+    viewport: { width: 390, height: 844 },
+    deviceScaleFactor: 2,
+    isMobile: true,
+    hasTouch: true,
+    locale: 'en-US',
+    timezoneId: 'UTC',
+  });
+}
+
+/** A desktop: 1280x900. */
+function desktopContext(browser) {
+  return browser.newContext({
+    viewport: { width: 1280, height: 900 },
+    locale: 'en-US',
+    timezoneId: 'UTC',
+  });
+}
+
+// ---------------------------------------------------------------------------
+// waiting in the browser, never by fixed sleeps
+
+async function waitFor(page, what, fn, arg, timeoutMs = 20000) {
+  try {
+    return await page.waitForFunction(fn, arg, { timeout: timeoutMs, polling: 100 });
+  } catch (e) {
+    fail(`timed out after ${timeoutMs / 1000} s waiting until ${what}`);
+  }
+}
+
+async function text(page, selector) {
+  return (await page.locator(selector).first().textContent({ timeout: 5000 }))?.trim() ?? '';
+}
+
+async function visible(page, selector) {
+  return page.locator(selector).first().isVisible();
+}
+
+/** Registers through a fans' page's sign-in box (#auth); answers the email. */
+async function registerInPage(page, who) {
+  const email = `${who}-${RUN}@example.com`;
+  const password = `pw-${RUN}-${who}-browser`;
+  await waitFor(page, `${who}'s page shows the sign-in box`, () => {
+    const box = document.getElementById('auth');
+    return box && !box.hidden;
+  });
+  await page.fill('#auth-email', email);
+  await page.fill('#auth-password', password);
+  await page.click('#register');
+  await waitFor(
+    page,
+    `${who} is shown as signed in (#signed-in-as = ${email})`,
+    (mail) => {
+      const bar = document.getElementById('account');
+      const msg = document.getElementById('auth-message');
+      if (msg && msg.dataset.kind === 'error' && msg.textContent) return true; // fail fast below
+      return bar && !bar.hidden && document.getElementById('signed-in-as').textContent === mail;
+    },
+    email,
+    30000
+  );
+  const error = await page.evaluate(() => {
+    const msg = document.getElementById('auth-message');
+    return msg && msg.dataset.kind === 'error' ? msg.textContent : '';
+  });
+  check(!error, `${who} could not register through the page: ${error}`);
+  return email;
 }
 
 // ---------------------------------------------------------------------------
@@ -127,4 +297,8 @@ async function pool(items, width, fn) {
   return out;
 }
 
-export { CHROMIUM, RUN, T0, log, step, Failure, fail, check, sleep, pages, watch, shot, call, login, registerFan, pool };
+export {
+  CHROMIUM, RUN, T0, log, step, Failure, fail, check, sleep, pages, watch, shot, report, failureShots,
+  run, begin, withBrowser, phoneContext, desktopContext, waitFor, text, visible, registerInPage,
+  call, login, registerFan, pool,
+};

@@ -18,16 +18,13 @@
 // of every 10 of its fans, how many pay, so sales and the Payments panel move; with
 // 0 the "#stat-paid reaches 1" step is skipped), HEADFUL=1.
 
-import { chromium } from 'playwright-core';
-import { BASE_URL, SCREENSHOTS, CHROMIUM, RUN, T0, log, step, Failure, fail, check, sleep, pages, watch, shot, call, login, registerFan, pool } from './lib.mjs';
+import {
+  BASE_URL, ADMIN_EMAIL, ADMIN_PASSWORD, TIMEOUT_S, RUN, log, step, check, pages, watch, shot, run, begin, withBrowser,
+  phoneContext, desktopContext, waitFor, text, visible, registerInPage, call, login, registerFan, pool,
+} from './lib.mjs';
 import crypto from 'node:crypto';
 import { spawn } from 'node:child_process';
-import fs from 'node:fs/promises';
-import path from 'node:path';
 
-const ADMIN_EMAIL = process.env.ADMIN_EMAIL;
-const ADMIN_PASSWORD = process.env.ADMIN_PASSWORD;
-const TIMEOUT_S = Number(process.env.TIMEOUT_SECONDS || 150);
 const ONSALE_DELAY_S = Number(process.env.ONSALE_DELAY_SECONDS || 5);
 const FANS = Number(process.env.FANS || 30);
 const PAYERS_PER_10 = Number(process.env.PAYERS_PER_10 ?? 6);
@@ -87,59 +84,12 @@ function startLoadgen(eventId) {
   };
 }
 
-async function waitFor(page, what, fn, arg, timeoutMs = 20000) {
-  try {
-    return await page.waitForFunction(fn, arg, { timeout: timeoutMs, polling: 100 });
-  } catch (e) {
-    fail(`timed out after ${timeoutMs / 1000} s waiting until ${what}`);
-  }
-}
-
-async function text(page, selector) {
-  return (await page.locator(selector).first().textContent({ timeout: 5000 }))?.trim() ?? '';
-}
-
-async function visible(page, selector) {
-  return page.locator(selector).first().isVisible();
-}
-
 /** A figure's raw value (data-value), or null when the page shows none. */
 async function figure(page, id) {
   return page.evaluate((i) => {
     const v = document.getElementById(i).dataset.value;
     return v === '' || v === undefined ? null : Number(v);
   }, id);
-}
-
-/** Registers through the fan page's sign-in box. */
-async function registerInPage(page, who) {
-  const email = `${who}-${RUN}@example.com`;
-  const password = `pw-${RUN}-${who}-browser`;
-  await waitFor(page, `${who}'s page shows the sign-in box`, () => {
-    const box = document.getElementById('auth');
-    return box && !box.hidden;
-  });
-  await page.fill('#auth-email', email);
-  await page.fill('#auth-password', password);
-  await page.click('#register');
-  await waitFor(
-    page,
-    `${who} is shown as signed in (#signed-in-as = ${email})`,
-    (mail) => {
-      const bar = document.getElementById('account');
-      const msg = document.getElementById('auth-message');
-      if (msg && msg.dataset.kind === 'error' && msg.textContent) return true; // fail fast below
-      return bar && !bar.hidden && document.getElementById('signed-in-as').textContent === mail;
-    },
-    email,
-    30000
-  );
-  const error = await page.evaluate(() => {
-    const msg = document.getElementById('auth-message');
-    return msg && msg.dataset.kind === 'error' ? msg.textContent : '';
-  });
-  check(!error, `${who} could not register through the page: ${error}`);
-  return email;
 }
 
 /** Signs in through the dashboard's own box (#ops-signin). */
@@ -171,21 +121,11 @@ async function opsState(page) {
 
 // ---------------------------------------------------------------------------
 
-async function main() {
-  check(ADMIN_EMAIL && ADMIN_PASSWORD, 'set ADMIN_EMAIL and ADMIN_PASSWORD (the bootstrap admin)');
-  await fs.mkdir(SCREENSHOTS, { recursive: true });
-  log(`run ${RUN} against ${BASE_URL}; screenshots in ${SCREENSHOTS}`);
+/** The failure screenshot of a watched page: "fan (phone)" leaves 99-failure-fan-phone-.png. */
+const failureFile = (name) => `99-failure-${name.replace(/[^\w]+/g, '-')}.png`.replace(/-+/g, '-');
 
-  step('the gateway answers');
-  {
-    const until = Date.now() + 20000;
-    for (;;) {
-      const r = await fetch(`${BASE_URL}/healthz`).catch(() => null);
-      if (r && r.ok) break;
-      check(Date.now() < until, `${BASE_URL}/healthz did not answer 200 within 20 s`);
-      await sleep(250);
-    }
-  }
+async function main() {
+  await begin();
 
   step('the admin signs in (REST)');
   const admin = await login(ADMIN_EMAIL, ADMIN_PASSWORD);
@@ -193,38 +133,12 @@ async function main() {
   step('two bystander fans register and sign in, for the refusals (REST)');
   const fans = await pool([1, 2], 2, (i) => registerFan(i, 'opsfan'));
 
-  step('the browser starts');
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: !process.env.HEADFUL,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'].filter(
-      (a) => !(process.env.HEADFUL && a === '--headless')
-    ),
-  });
-  try {
-    await scenario(browser, admin, fans);
-  } catch (e) {
-    await failureShots();
-    throw e;
-  } finally {
-    await browser.close().catch(() => {});
-  }
+  await withBrowser((browser) => scenario(browser, admin, fans), failureFile);
 }
 
 async function scenario(browser, admin, fans) {
-  const phone = await browser.newContext({
-    viewport: { width: 390, height: 844 },
-    deviceScaleFactor: 2,
-    isMobile: true,
-    hasTouch: true,
-    locale: 'en-US',
-    timezoneId: 'UTC',
-  });
-  const desktop = await browser.newContext({
-    viewport: { width: 1280, height: 900 },
-    locale: 'en-US',
-    timezoneId: 'UTC',
-  });
+  const phone = await phoneContext(browser);
+  const desktop = await desktopContext(browser);
   const f = watch('fan (phone)', await phone.newPage());
   const o = watch('operator (desktop)', await desktop.newPage());
   const fan = f.page;
@@ -542,7 +456,7 @@ async function dashboardScenario({ ops, fan, admin, fans, eventId, eventName, op
 
   step('a fan who signs in on the dashboard is told the page is for operators');
   {
-    const ctx = await ops.context().browser().newContext({ viewport: { width: 1280, height: 900 }, locale: 'en-US', timezoneId: 'UTC' });
+    const ctx = await desktopContext(ops.context().browser());
     const w = watch('fan on /ops (desktop)', await ctx.newPage());
     await w.page.goto(`${BASE_URL}/ops/events/${eventId}`);
     await opsSignIn(w.page, fans[1].email, fans[1].password);
@@ -571,38 +485,4 @@ async function dashboardScenario({ ops, fan, admin, fans, eventId, eventName, op
 
 // ---------------------------------------------------------------------------
 
-function report() {
-  for (const w of pages) {
-    const lines = [...w.errors, ...w.console];
-    console.log(`--- ${w.name}: ${lines.length ? `${lines.length} console errors` : 'no console errors'}`);
-    for (const l of lines.slice(-40)) console.log(`    ${l}`);
-  }
-}
-
-async function failureShots() {
-  for (const w of pages) {
-    const file = `99-failure-${w.name.replace(/[^\w]+/g, '-')}.png`.replace(/-+/g, '-');
-    await w.page.screenshot({ path: path.join(SCREENSHOTS, file), fullPage: true, timeout: 5000 }).catch(() => {});
-  }
-}
-
-const deadline = setTimeout(async () => {
-  console.log(`FAILED: the scenario did not finish within ${TIMEOUT_S} s`);
-  await failureShots();
-  report();
-  process.exit(1);
-}, TIMEOUT_S * 1000);
-
-main()
-  .then(() => {
-    clearTimeout(deadline);
-    report();
-    log(`PASSED in ${((Date.now() - T0) / 1000).toFixed(1)} s`);
-    process.exit(0);
-  })
-  .catch(async (e) => {
-    clearTimeout(deadline);
-    console.log(`FAILED: ${e instanceof Failure ? e.message : e.stack || e}`);
-    report();
-    process.exit(1);
-  });
+run(main, { failureFile, reportOnPass: true });
