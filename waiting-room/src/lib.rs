@@ -98,6 +98,39 @@ pub struct Application {
     interval: Duration,
 }
 
+/// The waiting room's scheduler, until `stop`: every `every` it draws the sales whose
+/// draw is due and mirrors sold-out sales; each second it samples the active lines
+/// for the operators' figures. At `stop` a draw in progress finishes its current
+/// script call (a half-done draw resumes on the next start).
+pub async fn schedule(
+    pool: PgPool,
+    mut redis: Redis,
+    keys: Keys,
+    every: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    let mut sampling = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = sampling.tick() => {
+                if let Err(error) = stats::sample_active(&mut redis, &keys).await {
+                    tracing::warn!(%error, "sampling the lines failed");
+                }
+            }
+            _ = tick.tick() => {
+                if let Err(error) = draw_due_sales(&pool, &mut redis, &keys).await {
+                    tracing::warn!(%error, "scheduler tick failed");
+                }
+                if let Err(error) = sale::mirror_sold_out(&pool, &mut redis, &keys).await {
+                    tracing::warn!(%error, "mirroring sold-out sales failed");
+                }
+            }
+            () = stop.cancelled() => break,
+        }
+    }
+}
+
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = platform::runtime::connect_postgres(&config.database).await?;
@@ -125,31 +158,10 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        // At shutdown a draw in progress finishes its current script call, then the
-        // scheduler exits (a half-done draw resumes on the next start).
-        let (pool, mut redis, keys, every) = (self.pool, self.redis, self.keys, self.interval);
+        let (pool, redis, keys, every) = (self.pool, self.redis, self.keys, self.interval);
         Runner::new(self.ops)
             .with_loop("scheduler", move |stop| async move {
-                let mut tick = tokio::time::interval(every);
-                let mut sampling = tokio::time::interval(Duration::from_secs(1));
-                loop {
-                    tokio::select! {
-                        _ = sampling.tick() => {
-                            if let Err(error) = stats::sample_active(&mut redis, &keys).await {
-                                tracing::warn!(%error, "sampling the lines failed");
-                            }
-                        }
-                        _ = tick.tick() => {
-                            if let Err(error) = draw_due_sales(&pool, &mut redis, &keys).await {
-                                tracing::warn!(%error, "scheduler tick failed");
-                            }
-                            if let Err(error) = sale::mirror_sold_out(&pool, &mut redis, &keys).await {
-                                tracing::warn!(%error, "mirroring sold-out sales failed");
-                            }
-                        }
-                        () = stop.cancelled() => break,
-                    }
-                }
+                schedule(pool, redis, keys, every, stop).await;
                 Ok(())
             })
             .run(shutdown)

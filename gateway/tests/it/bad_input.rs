@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::*;
+use crate::support::helpers::*;
 
 async fn assert_nothing_written(app: &TestApp) {
     for table in [

@@ -1,6 +1,6 @@
 //! The pages in a real browser (Debian's Chromium, driven by npm `playwright-core`):
 //! the scripts in `gateway/tests/browser/` against this process's gateway, with a
-//! booking worker, the draw scheduler and the stats sampler running beside it, as
+//! booking worker and the waiting room's scheduler (draws, line samples) beside it, as
 //! the farm runs them. Screenshots of every step land in `target/browser/<script>/`.
 //!
 //! Needs `node`, `/usr/bin/chromium` (or `CHROMIUM`) and `npm ci` run in
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, spawn_app_with};
+use crate::support::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, spawn_app_with};
 
 /// Runs `script` against a fresh farm; returns its screenshot folder after
 /// asserting it succeeded.
@@ -33,28 +33,15 @@ async fn run_scenario(pool: PgPool, script: &str) -> PathBuf {
     })
     .await;
     let (stop_worker, worker) = app.start_worker();
-    // The waiting room's scheduler: draws due sales, samples active lines each second.
-    let scheduler = {
-        let (pool, mut redis, keys) = (app.pool.clone(), app.redis.clone(), app.keys.clone());
-        tokio::spawn(async move {
-            let mut draws = tokio::time::interval(Duration::from_millis(250));
-            let mut samples = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = draws.tick() => {
-                        if let Err(error) = waiting_room::draw_due_sales(&pool, &mut redis, &keys).await {
-                            tracing::warn!(%error, "draw failed");
-                        }
-                    }
-                    _ = samples.tick() => {
-                        if let Err(error) = waiting_room::stats::sample_active(&mut redis, &keys).await {
-                            tracing::warn!(%error, "sampling failed");
-                        }
-                    }
-                }
-            }
-        })
-    };
+    // The waiting room's scheduler, as the farm runs it (draws due sales quickly).
+    let stop_scheduler = tokio_util::sync::CancellationToken::new();
+    let scheduler = tokio::spawn(waiting_room::schedule(
+        app.pool.clone(),
+        app.redis.clone(),
+        app.keys.clone(),
+        Duration::from_millis(250),
+        stop_scheduler.clone(),
+    ));
 
     // The load generator, built beside this test binary (target/<profile>/deps/..).
     let loadgen = std::env::current_exe()
@@ -83,7 +70,8 @@ async fn run_scenario(pool: PgPool, script: &str) -> PathBuf {
     .await
     .expect("the browser task")
     .expect("node runs (is Node.js installed?)");
-    scheduler.abort();
+    stop_scheduler.cancel();
+    scheduler.await.expect("scheduler task");
     stop_worker.cancel();
     worker
         .await

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::checkout::*;
-use crate::helpers::*;
+use crate::support::helpers::*;
+use crate::support::sale::*;
 use testkit::PrivatePostgres;
 
 /// What one fan's checkout attempts came to.

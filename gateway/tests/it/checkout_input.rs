@@ -5,8 +5,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::checkout::*;
-use crate::helpers::*;
+use crate::support::helpers::*;
+use crate::support::sale::*;
 
 async fn state(app: &TestApp, token: &str, request: &str) -> Value {
     app.get_json(&format!("/v1/requests/{request}"), Some(token))

@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::helpers::spawn_app;
+use crate::support::helpers::spawn_app;
 
 fn run(dir: &Path, program: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
     let output = Command::new(program)

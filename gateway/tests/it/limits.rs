@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use sqlx::PgPool;
 
-use crate::helpers::*;
+use crate::support::helpers::*;
 
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
 async fn an_address_past_its_burst_gets_429_with_retry_after(pool: PgPool) {

@@ -1,6 +1,9 @@
 //! The gateway end to end: the real app on port 0 against the real Postgres (a fresh
 //! database per test) and Redis (a key prefix per test).
 
+#[path = "../support/mod.rs"]
+mod support;
+
 mod auth;
 mod bad_input;
 mod browser;
@@ -9,12 +12,10 @@ mod checkout_faults;
 mod checkout_input;
 mod client;
 mod email;
-mod helpers;
 mod idempotency;
 mod inventory;
 mod limits;
 mod live;
-mod observability;
 mod ops;
 mod queue;
 mod restore;

@@ -5,8 +5,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{ADMIN_EMAIL, TestApp, assert_error, minted_fan_token, spawn_app};
-use crate::live::{next_of, snapshot};
+use crate::support::helpers::{ADMIN_EMAIL, TestApp, assert_error, minted_fan_token, spawn_app};
+use crate::support::live::{next_of, snapshot};
 
 impl TestApp {
     async fn stats(&self, admin: &str, event: &str) -> Value {
@@ -85,7 +85,7 @@ async fn stats_follow_the_line_from_counters(pool: PgPool) {
         .await
         .expect("worker task")
         .expect("worker ends cleanly");
-    let order = crate::checkout::pay(&app, &token, &request, "4242424242424242", None).await;
+    let order = crate::support::sale::pay(&app, &token, &request, "4242424242424242", None).await;
     assert_eq!(order["state"], "paid", "{order}");
     app.sample(&event).await;
     let after = app.stats(&admin, &event).await;

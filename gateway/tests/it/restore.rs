@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::*;
+use crate::support::helpers::*;
 
 async fn state_of(app: &TestApp, token: &str, request: &str) -> (StatusCode, Value) {
     let response = app

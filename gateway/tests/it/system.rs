@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::*;
+use crate::support::helpers::*;
 
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
 async fn healthz_says_alive_and_readyz_says_postgres_and_redis_answer(pool: PgPool) {

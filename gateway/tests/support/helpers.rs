@@ -296,7 +296,12 @@ impl TestApp {
 /// A fan's token minted directly (no account, no password hashing), for tests that
 /// need many fans quickly.
 pub fn minted_fan_token() -> String {
+    minted_token(proto::Role::Fan)
+}
+
+/// A token with `role` for a new user, minted directly.
+pub fn minted_token(role: proto::Role) -> String {
     platform::auth::TokenIssuer::onsale(SECRET, 600)
-        .issue(proto::UserId::new(), proto::Role::Fan)
+        .issue(proto::UserId::new(), role)
         .expect("token")
 }

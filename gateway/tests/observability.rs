@@ -2,6 +2,9 @@
 //! reads, with the sale's figures in it. Every other service's `/metrics`, and the
 //! Grafana dashboard's expressions, are checked against the farm run as processes
 //! (`e2e/tests/farm.rs`).
+//!
+//! A binary of its own: the metrics recorder is process-wide, and here no other
+//! test writes to it while this one reads it.
 
 use std::collections::BTreeSet;
 
@@ -9,8 +12,11 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::helpers::{minted_fan_token, spawn_app};
-use crate::live::{next_of, snapshot};
+#[path = "support/mod.rs"]
+mod support;
+
+use crate::support::helpers::{minted_fan_token, spawn_app};
+use crate::support::live::{next_of, snapshot};
 
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
 async fn metrics_parse_and_carry_the_sales_figures(pool: PgPool) {
@@ -34,7 +40,7 @@ async fn metrics_parse_and_carry_the_sales_figures(pool: PgPool) {
         .await
         .expect("worker task")
         .expect("worker ends cleanly");
-    let order = crate::checkout::pay(&app, &token, &request, "4242424242424242", None).await;
+    let order = crate::support::sale::pay(&app, &token, &request, "4242424242424242", None).await;
     assert_eq!(order["state"], "paid");
 
     let response = app.get("/metrics", None).await;
