@@ -13,11 +13,11 @@
 use std::sync::Arc;
 
 use axum::extract::{FromRef, State};
-use platform::auth::{Caller, TokenVerifier};
+use platform::auth::{Operator, TokenVerifier};
 use platform::http::{Json, Path};
 use platform::store::Redis;
 use proto::wire::queue::{EventRestored, RestoreEvent, SaleState};
-use proto::{ErrorBody, ErrorCode, EventId, Keys, Role};
+use proto::{ErrorBody, ErrorCode, EventId, Keys};
 use sqlx::PgPool;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -56,15 +56,14 @@ fn internal(what: &str, error: impl std::fmt::Display) -> ErrorBody {
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "`invalid_transition`: the sale is open (send `{\"pause\": true}`) or drawing"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["operator"]))
 )]
 async fn restore(
     State(state): State<RestoreState>,
-    caller: Caller,
+    Operator(caller): Operator,
     Path(event_id): Path<EventId>,
     Json(body): Json<RestoreEvent>,
 ) -> Result<Json<EventRestored>, ErrorBody> {
-    caller.require(Role::Operator)?;
     let (pool, keys) = (&state.pool, &state.keys);
     let mut redis = state.redis.clone();
     // Whether the sale admits anyone: Redis's word if it still has the sale, else

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use platform::auth::Caller;
+use platform::auth::{Admin, Caller};
 use platform::http::{Json, Path};
 use proto::wire::auth::{AccessToken, Credentials, Registered, SetRole, User};
 use proto::{ErrorBody, ErrorCode, Role, UserId};
@@ -124,15 +124,14 @@ async fn me(State(state): State<GatewayState>, caller: Caller) -> Result<Json<Us
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "`user_not_found`"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["admin"]))
 )]
 async fn set_role(
     State(state): State<GatewayState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(user_id): Path<UserId>,
     Json(SetRole { role }): Json<SetRole>,
 ) -> Result<Json<User>, ErrorBody> {
-    caller.require(Role::Admin)?;
     let account = accounts::set_role(&state.pool, user_id, role).await?;
     tracing::info!(%user_id, role = role.as_str(), by = %caller.user_id, "role changed");
     Ok(Json(account.into()))

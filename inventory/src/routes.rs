@@ -6,12 +6,12 @@ use axum::extract::State;
 use axum::http::header::IF_NONE_MATCH;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use platform::auth::Caller;
+use platform::auth::Admin;
 use platform::http::{Json, Path, Query};
 use proto::wire::inventory::{CreateEvent, CreateVenue, Event, EventCreated, Venue, VenueCreated};
 use proto::wire::queue::SaleState;
 use proto::wire::seats::SeatView;
-use proto::{ErrorBody, EventId, Role, VenueId};
+use proto::{ErrorBody, EventId, VenueId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -46,14 +46,13 @@ pub fn router() -> OpenApiRouter<InventoryState> {
         (status = 422, body = ErrorBody,
             description = "`venue_has_no_seats`, `duplicate_section`, `duplicate_row_label` or `invalid_request`"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["admin"]))
 )]
 async fn create_venue(
     State(state): State<InventoryState>,
-    caller: Caller,
+    _: Admin,
     Json(venue): Json<CreateVenue>,
 ) -> Result<(StatusCode, Json<VenueCreated>), ErrorBody> {
-    caller.require(Role::Admin)?;
     let venue = venues::validate(venue)?;
     let venue_id = venues::create(&state.pool, &venue).await?;
     Ok((
@@ -95,14 +94,13 @@ async fn get_venue(
         (status = 422, body = ErrorBody,
             description = "`onsale_after_start`, `missing_price`, `unknown_price_tier` or `invalid_request`"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["admin"]))
 )]
 async fn create_event(
     State(mut state): State<InventoryState>,
-    caller: Caller,
+    _: Admin,
     Json(event): Json<CreateEvent>,
 ) -> Result<(StatusCode, Json<EventCreated>), ErrorBody> {
-    caller.require(Role::Admin)?;
     let event_id =
         events::create_with(&state.pool, &event, state.on_event_created.as_deref()).await?;
     // The event exists once Postgres has it; if Redis is away now, the first read
@@ -288,14 +286,13 @@ pub struct RebuildOutcome {
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "`idempotency_key_reused`, `idempotency_key_in_flight`"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["admin"]))
 )]
 async fn rebuild_seat_map(
     State(mut state): State<InventoryState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(event_id): Path<EventId>,
 ) -> Result<Json<RebuildOutcome>, ErrorBody> {
-    caller.require(Role::Admin)?;
     let report = seatmap::rebuild(
         &state.pool,
         &mut state.redis,

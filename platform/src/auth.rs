@@ -236,3 +236,44 @@ where
         Ok(caller)
     }
 }
+
+/// A caller whose token verified and whose role is at least the one the type
+/// names, as an extractor: the role a route needs is in the handler's signature,
+/// beside the `security(("bearer" = ["<role>"]))` its OpenAPI entry declares (the
+/// gateway's contract test calls every such operation with a lesser role).
+macro_rules! role_extractor {
+    ($name:ident, $role:expr, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct $name(pub Caller);
+
+        impl<S> FromRequestParts<S> for $name
+        where
+            Arc<TokenVerifier>: FromRef<S>,
+            S: Send + Sync,
+        {
+            type Rejection = ErrorBody;
+
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &S,
+            ) -> Result<Self, Self::Rejection> {
+                Caller::from_request_parts(parts, state)
+                    .await?
+                    .require($role)
+                    .map(Self)
+            }
+        }
+    };
+}
+
+role_extractor!(
+    Operator,
+    Role::Operator,
+    "A caller with the operator role or above (401 without a token, 403 below it)."
+);
+role_extractor!(
+    Admin,
+    Role::Admin,
+    "A caller with the admin role (401 without a token, 403 below it)."
+);

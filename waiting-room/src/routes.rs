@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use platform::auth::Caller;
+use platform::auth::{Caller, Operator};
 use platform::http::{Json, Path, Query};
 use proto::wire::queue::{
     AuditEntry, CreateRequest, Joined, Lottery, RequestStatus, Sale, SaleState, SaleStats,
@@ -51,15 +51,14 @@ struct HistoryQuery {
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "`event_not_found`, `sale_not_found`"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["operator"]))
 )]
 async fn get_history(
     State(mut state): State<WaitingRoomState>,
-    caller: Caller,
+    _: Operator,
     Path(event_id): Path<EventId>,
     Query(query): Query<HistoryQuery>,
 ) -> Result<Json<Vec<StatsSample>>, ErrorBody> {
-    caller.require(Role::Operator)?;
     let seconds = query.seconds.unwrap_or(300);
     if !HISTORY_SECONDS.contains(&seconds) {
         return Err(ErrorBody::new(
@@ -103,14 +102,13 @@ async fn get_history(
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "`event_not_found`, `sale_not_found`"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["operator"]))
 )]
 async fn get_stats(
     State(mut state): State<WaitingRoomState>,
-    caller: Caller,
+    _: Operator,
     Path(event_id): Path<EventId>,
 ) -> Result<Json<SaleStats>, ErrorBody> {
-    caller.require(Role::Operator)?;
     Ok(Json(
         stats::read(&state.pool, &mut state.redis, &state.keys, event_id).await?,
     ))
@@ -125,14 +123,13 @@ async fn get_stats(
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "`event_not_found`, `sale_not_found`"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["operator"]))
 )]
 async fn get_audit(
     State(state): State<WaitingRoomState>,
-    caller: Caller,
+    _: Operator,
     Path(event_id): Path<EventId>,
 ) -> Result<Json<Vec<AuditEntry>>, ErrorBody> {
-    caller.require(Role::Operator)?;
     Ok(Json(stats::audit_log(&state.pool, event_id, 200).await?))
 }
 
@@ -329,14 +326,13 @@ async fn get_lottery(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "`invalid_transition`, `idempotency_key_reused`, `idempotency_key_in_flight`"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["operator"]))
 )]
 async fn pull_lever(
     State(mut state): State<WaitingRoomState>,
-    caller: Caller,
+    Operator(caller): Operator,
     Path((event_id, action)): Path<(EventId, String)>,
 ) -> Result<Json<Sale>, ErrorBody> {
-    caller.require(Role::Operator)?;
     let lever = Lever::parse(&action).ok_or_else(|| {
         ErrorBody::new(
             ErrorCode::NotFound,
@@ -388,15 +384,14 @@ async fn current_sale(
         (status = 409, body = ErrorBody, description = "`idempotency_key_reused`, `idempotency_key_in_flight`"),
         (status = 422, body = ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["operator"]))
 )]
 async fn set_admission(
     State(mut state): State<WaitingRoomState>,
-    caller: Caller,
+    Operator(caller): Operator,
     Path(event_id): Path<EventId>,
     Json(body): Json<SetAdmission>,
 ) -> Result<Json<Sale>, ErrorBody> {
-    caller.require(Role::Operator)?;
     sale::set_admission(
         &state.pool,
         &mut state.redis,

@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::*;
+use crate::support::helpers::*;
 
 fn claims(role: Role, expires_in: i64) -> Claims {
     let now = chrono::Utc::now().timestamp();
@@ -191,6 +191,74 @@ async fn admin_endpoints_refuse_fans_and_anonymous_callers(pool: PgPool) {
     )
     .await;
     assert_eq!(app.count("inventory.venues").await, 0);
+}
+
+/// The role an operation needs is declared once, beside its handler, whose
+/// extractor enforces it: every operation the contract reserves for operators or
+/// admins answers 403 to the roles below, and lets the role itself past the check
+/// (whatever it then answers about the made-up ids).
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn every_operation_reserved_for_a_role_refuses_the_roles_below_it(pool: PgPool) {
+    use proto::Role;
+    let app = spawn_app(pool).await;
+    let doc = gateway::openapi();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("item") {
+            let Some(needed) = operation["security"][0]["bearer"][0]
+                .as_str()
+                .and_then(Role::parse)
+                .filter(|r| *r != Role::Fan)
+            else {
+                continue;
+            };
+            // Made-up ids: the role check comes before any lookup.
+            let url = app.url(
+                &path
+                    .split('/')
+                    .map(|segment| {
+                        if segment.starts_with('{') {
+                            uuid::Uuid::new_v4().to_string()
+                        } else {
+                            segment.to_owned()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/"),
+            );
+            let call = |role: Role| {
+                let method =
+                    reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+                app.client
+                    .request(method, &url)
+                    .bearer_auth(minted_token(role))
+                    .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+                    .json(&json!({}))
+                    .send()
+            };
+            let below = [Role::Fan, Role::Operator]
+                .into_iter()
+                .filter(|r| !r.includes(needed));
+            for role in below {
+                let answer = call(role).await.expect("sent");
+                assert_eq!(
+                    answer.status(),
+                    StatusCode::FORBIDDEN,
+                    "{method} {path} with a {} token",
+                    role.as_str()
+                );
+            }
+            let answer = call(needed).await.expect("sent");
+            assert_ne!(
+                answer.status(),
+                StatusCode::FORBIDDEN,
+                "{method} {path} refuses the {} role it declares",
+                needed.as_str()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} operations declare a role");
 }
 
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
