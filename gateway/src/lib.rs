@@ -231,7 +231,11 @@ pub fn router(
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             let correlation_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), correlation_id)
+            let span = tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), correlation_id);
+            // A caller's trace goes on through this call (platform::telemetry).
+            let traceparent = request.headers().get(platform::telemetry::TRACEPARENT).and_then(|v| v.to_str().ok());
+            platform::telemetry::continue_from(&span, traceparent);
+            span
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]));

@@ -18,7 +18,12 @@ use sqlx::PgConnection;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BeginPaying {
     /// Now paying until the deadline; these are its seats.
-    Paying { seats: Vec<String> },
+    /// `traceparent`: the decision's trace context, for the payment's spans and
+    /// messages (`platform::telemetry`).
+    Paying {
+        seats: Vec<String>,
+        traceparent: Option<String>,
+    },
     /// The ledger does not have the hold yet (the drainer's batch is still on its
     /// way): try again shortly.
     NotYetRecorded,
@@ -61,16 +66,16 @@ pub async fn begin_paying(
     deadline: DateTime<Utc>,
 ) -> Result<BeginPaying, sqlx::Error> {
     share_fence(tx, event_id).await?;
-    let seats: Option<Vec<String>> = sqlx::query_scalar(
+    let paying: Option<(Vec<String>, Option<String>)> = sqlx::query_as(
         "UPDATE booking.requests SET state = 'paying', held_until = hold_expires_at,
              hold_expires_at = $2, updated_at = now()
-         WHERE request_id = $1 AND state = 'held' RETURNING seats",
+         WHERE request_id = $1 AND state = 'held' RETURNING seats, traceparent",
     )
     .bind(request_id)
     .bind(deadline)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(seats) = seats else {
+    let Some((seats, traceparent)) = paying else {
         return Ok(match state_of(tx, request_id).await? {
             None | Some(RequestState::Queued) => BeginPaying::NotYetRecorded,
             Some(state) => BeginPaying::Other(state),
@@ -85,7 +90,7 @@ pub async fn begin_paying(
     .bind(event_id)
     .execute(&mut *tx)
     .await?;
-    Ok(BeginPaying::Paying { seats })
+    Ok(BeginPaying::Paying { seats, traceparent })
 }
 
 /// A declined payment: the paying request is held again until `held_until`.

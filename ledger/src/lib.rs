@@ -16,6 +16,7 @@
 
 pub mod checkout;
 pub mod restore;
+pub mod seed;
 
 use std::collections::BTreeMap;
 
@@ -38,6 +39,9 @@ pub struct Decision {
     pub reason: Option<String>,
     /// The join's x-request-id, from the stream entry (`platform::correlation`).
     pub correlation_id: Option<String>,
+    /// The decision's trace context (`platform::telemetry`), kept on the request's
+    /// row for its checkout.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -222,13 +226,14 @@ pub async fn record(
     // exactly the rows this batch changed, the ones the outbox reports.
     let written: Vec<uuid::Uuid> = sqlx::query_scalar(&format!(
         "INSERT INTO booking.requests
-             (request_id, event_id, fan_id, queue_number, state, seats, hold_expires_at, reason)
-         SELECT r, $1, f, n, s, COALESCE(string_to_array(NULLIF(seats, ''), ' '), '{{}}'), e, NULLIF(why, '')
-         FROM UNNEST($2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::text[], $7::timestamptz[], $8::text[])
-              AS t(r, f, n, s, seats, e, why)
+             (request_id, event_id, fan_id, queue_number, state, seats, hold_expires_at, reason, traceparent)
+         SELECT r, $1, f, n, s, COALESCE(string_to_array(NULLIF(seats, ''), ' '), '{{}}'), e, NULLIF(why, ''), tp
+         FROM UNNEST($2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::text[])
+              AS t(r, f, n, s, seats, e, why, tp)
          ON CONFLICT (request_id) DO UPDATE SET
              state = EXCLUDED.state, seats = EXCLUDED.seats, hold_expires_at = EXCLUDED.hold_expires_at,
-             reason = EXCLUDED.reason, queue_number = EXCLUDED.queue_number, updated_at = now()
+             reason = EXCLUDED.reason, queue_number = EXCLUDED.queue_number,
+             traceparent = COALESCE(EXCLUDED.traceparent, booking.requests.traceparent), updated_at = now()
          WHERE booking.requests.state IN {OPEN_STATES} AND booking.requests.state <> EXCLUDED.state
          RETURNING request_id"
     ))
@@ -240,6 +245,7 @@ pub async fn record(
     .bind(kept.iter().map(|d| d.seats.join(" ")).collect::<Vec<_>>())
     .bind(kept.iter().map(|d| d.expires_at).collect::<Vec<_>>())
     .bind(kept.iter().map(|d| d.reason.clone().unwrap_or_default()).collect::<Vec<_>>())
+    .bind(kept.iter().map(|d| d.traceparent.as_deref()).collect::<Vec<_>>())
     .fetch_all(&mut *tx)
     .await?;
     let written: std::collections::HashSet<uuid::Uuid> = written.into_iter().collect();
@@ -293,7 +299,8 @@ pub async fn record(
                     d.expires_at,
                     d.reason.clone(),
                 )
-                .correlated(d.correlation_id.clone()),
+                .correlated(d.correlation_id.clone())
+                .traced(d.traceparent.clone()),
             )
         })
         .collect();

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bus::ConsumerOptions;
 use bus::rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use bus::rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use bus::rdkafka::message::{Message, OwnedMessage};
+use bus::rdkafka::message::{Headers, Message, OwnedMessage};
 use bus::rdkafka::{Offset, TopicPartitionList};
 use platform::settings::KafkaSettings;
 use proto::wire::events::Envelope;
@@ -192,7 +192,19 @@ impl EventConsumer {
                 return true;
             }
         };
-        self.notifier.process(&envelope, keepalive).await.is_some()
+        let traceparent = message
+            .headers()
+            .and_then(|headers| {
+                headers
+                    .iter()
+                    .find(|h| h.key == platform::telemetry::TRACEPARENT)
+            })
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok());
+        self.notifier
+            .process(&envelope, traceparent, keepalive)
+            .await
+            .is_some()
     }
 
     fn malformed(&self, message: &OwnedMessage, error: &str) {

@@ -140,18 +140,27 @@ impl Notifier {
     /// Deals with one envelope: attempts, pauses with `pause` between failed attempts,
     /// writes it off past the give-up time. `None` when `pause` says stop first; the
     /// envelope is then unfinished and its record must not be acknowledged.
-    pub async fn process(&self, envelope: &Envelope, pause: &mut impl Pause) -> Option<Done> {
+    /// `traceparent`: the record's trace context (its Kafka header), which the work
+    /// and the email continue (`platform::telemetry`).
+    pub async fn process(
+        &self,
+        envelope: &Envelope,
+        traceparent: Option<&str>,
+        pause: &mut impl Pause,
+    ) -> Option<Done> {
         use tracing::Instrument;
         // Every line about this envelope names the fan's request and the HTTP call
         // that caused it (platform::correlation), so one search finds the whole path.
         let span = tracing::info_span!(
-            "envelope",
+            "notify",
+            kind = envelope.kind.as_str(),
             request_id = envelope
                 .request_id
                 .map(|r| r.to_string())
                 .unwrap_or_default(),
             correlation_id = envelope.correlation_id.as_deref().unwrap_or(""),
         );
+        platform::telemetry::continue_from(&span, traceparent);
         self.process_in_span(envelope, pause).instrument(span).await
     }
 
@@ -359,6 +368,9 @@ impl Notifier {
         if let Some(correlation_id) = &envelope.correlation_id {
             builder = builder.header(trail::CorrelationId(correlation_id.clone()));
         }
+        if let Some(traceparent) = platform::telemetry::traceparent() {
+            builder = builder.header(trail::Traceparent(traceparent));
+        }
         builder
             .multipart(MultiPart::alternative_plain_html(
                 email.text.clone(),
@@ -429,4 +441,6 @@ mod trail {
 
     text_header!(RequestId, "X-Onsale-Request-Id");
     text_header!(CorrelationId, "X-Onsale-Correlation-Id");
+    // The W3C trace context of the send (`platform::telemetry`).
+    text_header!(Traceparent, "Traceparent");
 }

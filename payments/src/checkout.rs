@@ -19,6 +19,7 @@ use proto::wire::payments::{Checkout, OrderState};
 use proto::wire::queue::RequestState;
 use proto::{ErrorCode, EventId, OrderId, RequestId, UserId};
 use redis::Value;
+use tracing::Instrument;
 
 use crate::orders::{self, OrderRow};
 use crate::provider::Charge;
@@ -94,11 +95,23 @@ pub async fn checkout(
             return Err(error);
         }
     };
-    tracing::info!(order_id = %order.order_id, %request_id, amount_cents = order.amount_cents, card = card.last4(), "charging");
+    // The payment is a span of the join's trace: the hold's context, kept by the
+    // ledger and now by the order (`platform::telemetry`).
+    let span = tracing::info_span!("pay", order_id = %order.order_id, %request_id);
+    platform::telemetry::continue_from(&span, order.traceparent.as_deref());
+    charge(payments, order, &card).instrument(span).await
+}
 
+/// Charges the card for the pending `order` and settles what the provider answers.
+async fn charge(
+    payments: &Payments,
+    order: OrderRow,
+    card: &card::Card,
+) -> Result<OrderRow, Error> {
+    tracing::info!(order_id = %order.order_id, request_id = %order.request_id, amount_cents = order.amount_cents, card = card.last4(), "charging");
     match payments
         .provider
-        .charge(order.order_id, order.amount_cents, &card)
+        .charge(order.order_id, order.amount_cents, card)
         .await
     {
         Ok(Charge::Succeeded { charge_id }) => {
@@ -148,21 +161,22 @@ async fn open_order(
     let started = tokio::time::Instant::now();
     loop {
         let mut tx = payments.pool.begin().await?;
-        match ledger::begin_paying(&mut tx, event_id, request_id, deadline).await? {
-            BeginPaying::Paying { .. } => {}
-            BeginPaying::NotYetRecorded if started.elapsed() < LEDGER_WAIT => {
-                drop(tx);
-                tokio::time::sleep(LEDGER_POLL).await;
-                continue;
-            }
-            BeginPaying::NotYetRecorded => {
-                return Err(Error::refused(
-                    ErrorCode::ServiceUnavailable,
-                    "the hold is not recorded yet; try again in a few seconds",
-                ));
-            }
-            BeginPaying::Other(state) => return Err(refusal(request_id, state.as_str())),
-        }
+        let traceparent =
+            match ledger::begin_paying(&mut tx, event_id, request_id, deadline).await? {
+                BeginPaying::Paying { traceparent, .. } => traceparent,
+                BeginPaying::NotYetRecorded if started.elapsed() < LEDGER_WAIT => {
+                    drop(tx);
+                    tokio::time::sleep(LEDGER_POLL).await;
+                    continue;
+                }
+                BeginPaying::NotYetRecorded => {
+                    return Err(Error::refused(
+                        ErrorCode::ServiceUnavailable,
+                        "the hold is not recorded yet; try again in a few seconds",
+                    ));
+                }
+                BeginPaying::Other(state) => return Err(refusal(request_id, state.as_str())),
+            };
         let order = orders::create(
             &mut tx,
             OrderId::from(uuid::Uuid::now_v7()),
@@ -174,6 +188,7 @@ async fn open_order(
             &payments.settings.currency,
             last4,
             payments.provider.name(),
+            traceparent.as_deref(),
         )
         .await?
         .ok_or_else(|| refusal(request_id, "paying"))?;

@@ -25,6 +25,9 @@ pub struct OrderRow {
     pub charge_id: Option<String>,
     pub reason: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The hold's trace context (`platform::telemetry`): whatever settles the order
+    /// later, and every message about it, stays in the join's trace.
+    pub traceparent: Option<String>,
 }
 
 impl OrderRow {
@@ -66,12 +69,13 @@ impl OrderRow {
                 reason: self.reason.clone(),
             },
         )
+        .traced(self.traceparent.clone())
     }
 }
 
 const COLUMNS: &str =
     "order_id, request_id, event_id, fan_id, state, seats, amount_cents, currency,
-                       card_last4, charge_id, reason, created_at";
+                       card_last4, charge_id, reason, created_at, traceparent";
 
 /// The price of `seats` at `event`, in cents; `None` if a seat is not the venue's
 /// or its tier has no price.
@@ -109,11 +113,12 @@ pub async fn create(
     currency: &str,
     card_last4: &str,
     provider: &str,
+    traceparent: Option<&str>,
 ) -> Result<Option<OrderRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "INSERT INTO payments.orders
-             (order_id, request_id, event_id, fan_id, state, seats, amount_cents, currency, card_last4, provider)
-         VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9)
+             (order_id, request_id, event_id, fan_id, state, seats, amount_cents, currency, card_last4, provider, traceparent)
+         VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $10)
          ON CONFLICT (request_id) WHERE state = 'pending' DO NOTHING
          RETURNING {COLUMNS}"
     ))
@@ -126,6 +131,7 @@ pub async fn create(
     .bind(currency)
     .bind(card_last4)
     .bind(provider)
+    .bind(traceparent)
     .fetch_optional(tx)
     .await
 }

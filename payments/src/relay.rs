@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use bus::rdkafka::error::KafkaError;
+use bus::rdkafka::message::{Header, OwnedHeaders};
 use bus::rdkafka::producer::{FutureProducer, FutureRecord};
 use chrono::{DateTime, Utc};
 use platform::settings::KafkaSettings;
@@ -41,6 +42,7 @@ struct Row {
     payload: serde_json::Value,
     occurred_at: DateTime<Utc>,
     correlation_id: Option<String>,
+    traceparent: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +71,7 @@ pub async fn publish_batch(
         return Ok(0);
     }
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, topic, kind, event_id, request_id, payload, occurred_at, correlation_id FROM outbox.messages
+        "SELECT id, topic, kind, event_id, request_id, payload, occurred_at, correlation_id, traceparent FROM outbox.messages
          WHERE published_at IS NULL ORDER BY seq LIMIT $1",
     )
     .bind(BATCH)
@@ -96,7 +98,14 @@ pub async fn publish_batch(
         let value = serde_json::to_vec(&envelope).unwrap_or_default();
         let key = row.event_id.to_string();
         let topic = proto::topics::with_suffix(&row.topic, &kafka.topic_suffix);
-        let record = FutureRecord::to(&topic).key(&key).payload(&value);
+        let mut record = FutureRecord::to(&topic).key(&key).payload(&value);
+        // The trace goes on as the W3C header Kafka instrumentations read.
+        if let Some(traceparent) = &row.traceparent {
+            record = record.headers(OwnedHeaders::new().insert(Header {
+                key: platform::telemetry::TRACEPARENT,
+                value: Some(traceparent.as_bytes()),
+            }));
+        }
         // Queued in order; the idempotent producer keeps that order per partition.
         deliveries.push(
             producer

@@ -50,6 +50,31 @@ pub fn from_field(raw: Option<String>) -> Option<String> {
     raw.filter(|s| !s.is_empty())
 }
 
+/// The `x` field of a request hash and its stream entry: the correlation id, then,
+/// when the join was traced, a space and its W3C `traceparent`
+/// ([`crate::telemetry`]). An id never holds a space ([`accept`]), so the two part
+/// cleanly, and an untraced join writes the id alone, as it always did.
+pub fn field(correlation_id: Option<&str>, traceparent: Option<&str>) -> String {
+    match traceparent {
+        Some(traceparent) => format!("{} {traceparent}", correlation_id.unwrap_or_default()),
+        None => correlation_id.unwrap_or_default().to_owned(),
+    }
+}
+
+/// The correlation id and the `traceparent` of an `x` field ([`field`]).
+pub fn split_field(raw: Option<String>) -> (Option<String>, Option<String>) {
+    let Some(raw) = raw else {
+        return (None, None);
+    };
+    match raw.split_once(' ') {
+        Some((id, traceparent)) => (
+            from_field(Some(id.to_owned())),
+            from_field(Some(traceparent.to_owned())),
+        ),
+        None => (from_field(Some(raw)), None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +88,26 @@ mod tests {
         assert_eq!(accept(&"a".repeat(MAX_LEN)).map(|s| s.len()), Some(MAX_LEN));
         assert_eq!(accept(&"a".repeat(MAX_LEN + 1)), None);
         assert_eq!(accept("ünïcode"), None);
+    }
+
+    #[test]
+    fn the_field_carries_the_id_and_the_traceparent_and_parts_them_again() {
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        for (id, traceparent) in [
+            (Some("req-1"), Some(tp)),
+            (Some("req-1"), None),
+            (None, Some(tp)),
+            (None, None),
+        ] {
+            let stored = field(id, traceparent);
+            assert_eq!(
+                split_field(Some(stored.clone())),
+                (id.map(str::to_owned), traceparent.map(str::to_owned)),
+                "{stored:?}"
+            );
+        }
+        assert_eq!(field(Some("req-1"), None), "req-1", "untraced: as before");
+        assert_eq!(split_field(None), (None, None));
     }
 
     #[tokio::test]

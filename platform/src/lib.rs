@@ -3,7 +3,8 @@
 //! ([`settings`]), the runtime every binary starts with ([`runtime`]: tracing, the
 //! metrics recorder, the ops server, the shutdown signal), bearer-token auth
 //! ([`auth`]), the HTTP extractors ([`http`]), the correlation id ([`correlation`]),
-//! the transactional outbox writer ([`outbox`]) and the reads of Redis structures
+//! the trace context and span export ([`telemetry`]), the transactional outbox
+//! writer ([`outbox`]) and the reads of Redis structures
 //! that several services answer from ([`reads`]).
 //!
 //! A service crate depends on `proto` and `platform`, never on another service crate.
@@ -17,3 +18,4 @@ pub mod runner;
 pub mod runtime;
 pub mod settings;
 pub mod store;
+pub mod telemetry;

@@ -18,6 +18,8 @@ pub struct Message {
     pub occurred_at: DateTime<Utc>,
     /// The HTTP call that caused it ([`crate::correlation`]).
     pub correlation_id: Option<String>,
+    /// The trace it belongs to ([`crate::telemetry`]), sent on as a Kafka header.
+    pub traceparent: Option<String>,
 }
 
 impl Message {
@@ -34,6 +36,7 @@ impl Message {
             payload: serde_json::to_value(payload).unwrap_or(serde_json::Value::Null),
             occurred_at: Utc::now(),
             correlation_id: crate::correlation::current(),
+            traceparent: crate::telemetry::traceparent(),
         }
     }
 
@@ -41,6 +44,16 @@ impl Message {
     /// call being served (a worker deciding a request that a join put in line).
     pub fn correlated(mut self, correlation_id: Option<String>) -> Self {
         self.correlation_id = correlation_id;
+        self
+    }
+
+    /// The message, part of the trace `traceparent` names rather than of the span
+    /// being run (a decision, an order that keeps its hold's trace). Without one the
+    /// message keeps the current span's.
+    pub fn traced(mut self, traceparent: Option<String>) -> Self {
+        if traceparent.is_some() {
+            self.traceparent = traceparent;
+        }
         self
     }
 }
@@ -65,9 +78,9 @@ pub async fn write(tx: &mut sqlx::PgConnection, messages: &[Message]) -> Result<
         .map(|m| m.correlation_id.as_deref())
         .collect();
     sqlx::query(
-        "INSERT INTO outbox.messages (id, topic, kind, event_id, request_id, payload, occurred_at, correlation_id)
-         SELECT id, topic, kind, event_id, request_id, payload, occurred_at, correlation_id FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::jsonb[], $7::timestamptz[], $8::text[])
-         WITH ORDINALITY AS t(id, topic, kind, event_id, request_id, payload, occurred_at, correlation_id, n)
+        "INSERT INTO outbox.messages (id, topic, kind, event_id, request_id, payload, occurred_at, correlation_id, traceparent)
+         SELECT id, topic, kind, event_id, request_id, payload, occurred_at, correlation_id, traceparent FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::jsonb[], $7::timestamptz[], $8::text[], $9::text[])
+         WITH ORDINALITY AS t(id, topic, kind, event_id, request_id, payload, occurred_at, correlation_id, traceparent, n)
          ORDER BY n",
     )
     .bind(&ids)
@@ -78,6 +91,7 @@ pub async fn write(tx: &mut sqlx::PgConnection, messages: &[Message]) -> Result<
     .bind(&payloads)
     .bind(&times)
     .bind(&correlations)
+    .bind(messages.iter().map(|m| m.traceparent.as_deref()).collect::<Vec<_>>())
     .execute(tx)
     .await?;
     Ok(())

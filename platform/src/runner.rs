@@ -6,6 +6,7 @@
 //!                 ──► the stop token is cancelled: every loop stops taking work and
 //!                     finishes what it holds (a relay batch, an email, a ledger write)
 //!                 ──► once every loop has returned, the operations endpoint closes
+//!                 ──► the spans still buffered are exported (`telemetry::flush`)
 //! ```
 //!
 //! The endpoint answers until the loops are done: a process that is finishing its
@@ -124,7 +125,12 @@ impl Runner {
             }
         }
         ops_done.cancel();
-        let served = ops.await.context("operations task")?;
+        let served = ops.await.context("operations task");
+        // Blocking (the exporter's own thread sends the batch), and the last step.
+        tokio::task::spawn_blocking(crate::telemetry::flush)
+            .await
+            .ok();
+        let served = served?;
         match failure {
             Some(error) => Err(error),
             None => served,

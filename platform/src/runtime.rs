@@ -7,20 +7,51 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global tracing subscriber. `RUST_LOG` filters (default `info`);
-/// `ONSALE_LOG_FORMAT=json` switches to one JSON object per line.
+/// `ONSALE_LOG_FORMAT=json` switches to one JSON object per line; with
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans are also exported as traces over OTLP
+/// (see [`crate::telemetry`]).
 pub fn init_tracing(service: &'static str) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("ONSALE_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    let installed = if json {
-        builder.json().flatten_event(true).try_init()
+    let lines = if json {
+        tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .json()
+            .flatten_event(true)
+            .boxed()
     } else {
-        builder.try_init()
+        tracing_subscriber::fmt::layer().with_target(false).boxed()
     };
+    let endpoint = std::env::var(crate::telemetry::ENDPOINT_VARIABLE)
+        .ok()
+        .filter(|e| !e.is_empty());
+    let (traces, refused) = match endpoint
+        .as_deref()
+        .map(|e| crate::telemetry::otlp_provider(service, e))
+    {
+        Some(Ok(provider)) => (Some(crate::telemetry::layer(service, provider)), None),
+        Some(Err(error)) => (None, Some(error)),
+        None => (None, None),
+    };
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(lines)
+        .with(traces)
+        .try_init();
     if installed.is_ok() {
-        tracing::info!(service, version = env!("CARGO_PKG_VERSION"), "starting");
+        tracing::info!(
+            service,
+            version = env!("CARGO_PKG_VERSION"),
+            traces_to = endpoint.as_deref().unwrap_or("nowhere"),
+            "starting"
+        );
+        if let Some(error) = refused {
+            tracing::error!(%error, "the OTLP exporter could not be built; spans are not exported");
+        }
     }
 }
 

@@ -52,7 +52,7 @@ struct Prepared {
     request_key: String,
     idempotency_key: Option<String>,
     /// request id, fan, fingerprint, kind, quantity, section, tier, seat count,
-    /// correlation id, seats
+    /// correlation id and trace context (`platform::correlation::field`), seats
     args: Vec<String>,
 }
 
@@ -74,10 +74,14 @@ impl Prepared {
             None => (String::new(), None),
         };
         let mut args = vec![request_id.to_string(), fan.to_string(), fingerprint];
-        // The call that joins (its x-request-id) travels with the request: into its
-        // hash and its stream entry, to the worker's outbox rows, to the email.
-        let correlation = platform::correlation::current().unwrap_or_default();
-        tracing::debug!(%event_id, %request_id, %fan, correlation_id = %correlation, "joining");
+        // The call that joins (its x-request-id and its trace context) travels with
+        // the request: into its hash and its stream entry, to the worker's outbox
+        // rows, to the email.
+        let correlation = platform::correlation::field(
+            platform::correlation::current().as_deref(),
+            platform::telemetry::traceparent().as_deref(),
+        );
+        tracing::debug!(%event_id, %request_id, %fan, trail = %correlation, "joining");
         match ask {
             Ask::Seats(seats) => {
                 let count = seats.len().to_string();

@@ -101,6 +101,13 @@ fn parse(reply: &[Value], entries: &[Entry]) -> Result<Outcome, DrainError> {
         let expires_ms = i64::from_redis_value(expires.clone()).unwrap_or(0);
         tracing::debug!(%request_id, queue_number = entry.number, state = state.as_str(),
             correlation_id = entry.correlation_id.as_deref().unwrap_or(""), "decided");
+        // A traced join's decision is a span of its trace; the ledger row and the
+        // outbox rows carry the decision's context on (`platform::telemetry`).
+        let traceparent = entry.traceparent.as_deref().and_then(|upstream| {
+            let span = tracing::info_span!("decide", %request_id, state = state.as_str());
+            platform::telemetry::continue_from(&span, Some(upstream));
+            platform::telemetry::traceparent_of(&span)
+        });
         decisions.push(Decision {
             request_id,
             fan: entry.fan,
@@ -115,6 +122,7 @@ fn parse(reply: &[Value], entries: &[Entry]) -> Result<Outcome, DrainError> {
                 .collect(),
             reason: Some(text(reason)).filter(|r| !r.is_empty()),
             correlation_id: entry.correlation_id.clone(),
+            traceparent,
             state,
         });
     }

@@ -22,16 +22,20 @@ pub struct Entry {
     pub fan: UserId,
     /// The x-request-id of the join that put it in line (`platform::correlation`).
     pub correlation_id: Option<String>,
+    /// The join's trace context (`platform::telemetry`).
+    pub traceparent: Option<String>,
 }
 
 pub fn parse_entry(entry: &StreamId) -> Option<Entry> {
     let field = |name: &str| entry.get::<String>(name);
+    let (correlation_id, traceparent) = platform::correlation::split_field(field("x"));
     Some(Entry {
         stream_id: entry.id.clone(),
         request_id: field("r")?.parse().ok()?,
         number: field("n")?.parse().ok()?,
         fan: field("f")?.parse().ok()?,
-        correlation_id: platform::correlation::from_field(field("x")),
+        correlation_id,
+        traceparent,
     })
 }
 

@@ -79,7 +79,7 @@ async fn a_notifier_that_dies_before_storing_its_offset_sends_no_second_email(po
         assert_eq!(envelope.id, paid.id);
         let notifier = notifier::Notifier::new(&config, world.pool.clone()).expect("notifier");
         assert_eq!(
-            notifier.process(&envelope, &mut Sleep).await,
+            notifier.process(&envelope, None, &mut Sleep).await,
             Some(notifier::Done::Sent)
         );
     }

@@ -78,5 +78,6 @@ pub(super) fn held(request: RequestId, seat: &str) -> Decision {
         expires_at: Some(Utc::now() + chrono::Duration::minutes(10)),
         reason: None,
         correlation_id: None,
+        traceparent: None,
     }
 }
