@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 
 use inventory::seatmap;
+use proto::EventId;
 use proto::wire::seats::SeatState;
-use proto::{EventId, RequestId};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::*;
+use crate::support::helpers::*;
 
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
 async fn a_created_venue_counts_its_seats(pool: PgPool) {
@@ -82,19 +82,13 @@ async fn a_new_event_is_all_available_in_the_api_and_in_redis(pool: PgPool) {
 
 /// Puts claims into the ledger as the booking workers will, and returns them.
 async fn claim_some_seats(app: &TestApp, event_id: EventId) -> BTreeMap<String, SeatState> {
-    let held_by = RequestId::new();
-    let sold_to = RequestId::new();
     let expires = chrono::Utc::now() + chrono::Duration::minutes(10);
     let mut claims = BTreeMap::new();
-    for seat in ["Floor-A-1", "Floor-A-2", "Balcony-A-8"] {
-        sqlx::query("INSERT INTO booking.seat_claims (event_id, seat_id, request_id, state, expires_at) VALUES ($1, $2, $3, 'held', $4)")
-            .bind(event_id)
-            .bind(seat)
-            .bind(held_by)
-            .bind(expires)
-            .execute(&app.pool)
-            .await
-            .expect("hold");
+    let held = ["Floor-A-1", "Floor-A-2", "Balcony-A-8"];
+    let held_by = ledger::seed::hold(&app.pool, event_id, &held, expires)
+        .await
+        .expect("hold");
+    for seat in held {
         claims.insert(
             seat.to_owned(),
             SeatState::Held {
@@ -103,14 +97,11 @@ async fn claim_some_seats(app: &TestApp, event_id: EventId) -> BTreeMap<String, 
             },
         );
     }
-    for seat in ["Floor-B-5", "Floor-B-6"] {
-        sqlx::query("INSERT INTO booking.seat_claims (event_id, seat_id, request_id, state) VALUES ($1, $2, $3, 'sold')")
-            .bind(event_id)
-            .bind(seat)
-            .bind(sold_to)
-            .execute(&app.pool)
-            .await
-            .expect("sale");
+    let sold = ["Floor-B-5", "Floor-B-6"];
+    let sold_to = ledger::seed::sell(&app.pool, event_id, &sold)
+        .await
+        .expect("sale");
+    for seat in sold {
         claims.insert(seat.to_owned(), SeatState::Sold { request: sold_to });
     }
     claims

@@ -10,7 +10,7 @@ use inventory::seatmap::{self, LoadMode};
 use inventory::{events, venues};
 use platform::store::Redis;
 use proto::wire::inventory::{CreateEvent, CreateVenue, RowSpec, SectionSpec};
-use proto::{EventId, Keys, RequestId};
+use proto::{EventId, Keys};
 use sqlx::PgPool;
 
 async fn redis() -> Redis {
@@ -59,11 +59,7 @@ async fn event(pool: &PgPool) -> EventId {
 }
 
 async fn sell(pool: &PgPool, event_id: EventId, seat: &str) {
-    sqlx::query("INSERT INTO booking.seat_claims (event_id, seat_id, request_id, state) VALUES ($1, $2, $3, 'sold')")
-        .bind(event_id)
-        .bind(seat)
-        .bind(RequestId::new())
-        .execute(pool)
+    ledger::seed::sell(pool, event_id, &[seat])
         .await
         .expect("sale");
 }

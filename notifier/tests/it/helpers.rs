@@ -10,12 +10,30 @@ use notifier::sink::{MailSink, Received};
 use notifier::{Config, ConsumerSettings, RetrySettings};
 use platform::settings::{DatabaseSettings, KafkaSettings};
 use proto::wire::events::{Envelope, OrderPayload, RequestPayload, SCHEMA_VERSION};
-use proto::{EventId, OrderId, RequestId, UserId};
+use proto::wire::inventory::{CreateEvent, CreateVenue};
+use proto::{EventId, OrderId, RequestId, UserId, VenueId};
 use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+/// An event on `venue`, its sale a day away, through the inventory crate.
+async fn create_event(pool: &PgPool, venue: VenueId, name: &str) -> EventId {
+    let event = CreateEvent {
+        venue_id: venue,
+        name: name.to_owned(),
+        starts_at: Utc::now() + chrono::Duration::days(30),
+        onsale_at: Utc::now() + chrono::Duration::days(1),
+        max_per_fan: 4,
+        hold_seconds: 600,
+        prices: [("standard".to_owned(), 4500)].into(),
+        admission_per_second: 100,
+    };
+    inventory::events::create(pool, &event)
+        .await
+        .expect("event")
+}
 
 /// Long enough for a first group join (about half the 6 s session) on a busy machine.
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -64,34 +82,25 @@ pub async fn world_with(pool: PgPool, event_name: &str, brokers: String, partiti
         .await
         .expect("mail sink");
 
-    let (fan, venue, event_id) = (UserId::new(), Uuid::now_v7(), EventId::new());
+    // The fan's account and the event, made by the crates that own them.
     let fan_email = format!("fan-{}@example.com", Uuid::new_v4().simple());
-    sqlx::query(
-        "INSERT INTO gateway.users (user_id, email, password_hash, role) VALUES ($1, $2, 'x', 'fan')",
+    let hasher = gateway::accounts::Hasher::new(1, 1, Duration::from_secs(30));
+    let fan = gateway::accounts::register(
+        &pool,
+        &hasher,
+        &fan_email,
+        SecretString::from("a-fan-password-1"),
+        proto::Role::Fan,
     )
-    .bind(fan)
-    .bind(&fan_email)
-    .execute(&pool)
     .await
     .expect("fan");
-    sqlx::query(
-        "INSERT INTO inventory.venues (venue_id, name, seat_count) VALUES ($1, 'Hall', 100)",
-    )
-    .bind(venue)
-    .execute(&pool)
-    .await
-    .expect("venue");
-    sqlx::query(
-        "INSERT INTO inventory.events (event_id, venue_id, name, starts_at, onsale_at, max_per_fan,
-             hold_seconds, admission_per_second)
-         VALUES ($1, $2, $3, now() + interval '30 days', now() + interval '1 day', 4, 600, 100)",
-    )
-    .bind(event_id)
-    .bind(venue)
-    .bind(event_name)
-    .execute(&pool)
-    .await
-    .expect("event");
+    let venue =
+        inventory::venues::validate(CreateVenue::grid("Hall", &["Floor"], "standard", 10, 10))
+            .expect("venue");
+    let venue = inventory::venues::create(&pool, &venue)
+        .await
+        .expect("venue");
+    let event_id = create_event(&pool, venue, event_name).await;
     World {
         pool,
         sink,
@@ -178,21 +187,11 @@ impl World {
 
     /// Another event on the world's venue, for envelopes keyed to other partitions.
     pub async fn another_event(&self, name: &str) -> EventId {
-        let event = EventId::new();
-        sqlx::query(
-            "INSERT INTO inventory.events (event_id, venue_id, name, starts_at, onsale_at,
-                 max_per_fan, hold_seconds, admission_per_second)
-             SELECT $1, venue_id, $2, starts_at, onsale_at, max_per_fan, hold_seconds,
-                 admission_per_second
-             FROM inventory.events WHERE event_id = $3",
-        )
-        .bind(event)
-        .bind(name)
-        .bind(self.event_id)
-        .execute(&self.pool)
-        .await
-        .expect("another event");
-        event
+        let venue = inventory::events::get(&self.pool, self.event_id)
+            .await
+            .expect("the world's event")
+            .venue_id;
+        create_event(&self.pool, venue, name).await
     }
 
     pub fn request(&self, kind: &str) -> Envelope {

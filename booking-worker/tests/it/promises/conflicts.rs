@@ -9,30 +9,10 @@ async fn a_ledger_conflict_does_not_cascade_to_the_next_fans(pool: PgPool) {
     let mut sale = sale(pool, &redis_url(), &["Floor"], 1, 4, 4).await;
     sale.open().await;
     // The ledger gives Floor-R1-1 to a request Redis never heard of (Redis lost it).
-    let owner = RequestId::new();
-    let owner_fan = UserId::new();
     let expires = Utc::now() + chrono::Duration::minutes(10);
-    sqlx::query(
-        "INSERT INTO booking.requests (request_id, event_id, fan_id, queue_number, state, seats, hold_expires_at)
-         VALUES ($1, $2, $3, 0, 'held', ARRAY['Floor-R1-1'], $4)",
-    )
-    .bind(owner)
-    .bind(sale.event_id)
-    .bind(owner_fan)
-    .bind(expires)
-    .execute(&sale.pool)
-    .await
-    .expect("owner row");
-    sqlx::query(
-        "INSERT INTO booking.seat_claims (event_id, seat_id, request_id, state, expires_at)
-         VALUES ($1, 'Floor-R1-1', $2, 'held', $3)",
-    )
-    .bind(sale.event_id)
-    .bind(owner)
-    .bind(expires)
-    .execute(&sale.pool)
-    .await
-    .expect("owner claim");
+    let owner = ledger::seed::hold(&sale.pool, sale.event_id, &["Floor-R1-1"], expires)
+        .await
+        .expect("the owner's hold");
 
     let seat = Ask::Seats(vec![SeatId::new("Floor", "R1", 1)]);
     let asks = vec![seat.clone(), seat.clone(), seat, best(1, None)];
