@@ -93,12 +93,58 @@ pub enum Ended<'a> {
     Rejected(&'a str),
 }
 
-impl Ended<'_> {
+impl<'a> Ended<'a> {
     fn column(self) -> String {
         match self {
             Ended::Cancelled => RequestState::Cancelled.as_str().to_owned(),
             Ended::Rejected(reason) => format!("{}:{reason}", RequestState::Rejected.as_str()),
         }
+    }
+
+    /// The column read back; `None` for anything [`Ended::column`] does not write.
+    pub fn parse(column: &'a str) -> Option<Self> {
+        let (state, reason) = column.split_once(':').unwrap_or((column, ""));
+        match RequestState::parse(state)? {
+            RequestState::Cancelled if reason.is_empty() => Some(Ended::Cancelled),
+            RequestState::Rejected => Some(Ended::Rejected(reason)),
+            _ => None,
+        }
+    }
+
+    /// The state the request ended in.
+    pub fn state(self) -> RequestState {
+        match self {
+            Ended::Cancelled => RequestState::Cancelled,
+            Ended::Rejected(_) => RequestState::Rejected,
+        }
+    }
+
+    /// Why it was refused, when it was.
+    pub fn reason(self) -> Option<&'a str> {
+        match self {
+            Ended::Cancelled => None,
+            Ended::Rejected(reason) => Some(reason).filter(|r| !r.is_empty()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ended_column_reads_back_as_it_was_written() {
+        for ended in [
+            Ended::Cancelled,
+            Ended::Rejected("sold_out"),
+            Ended::Rejected(""),
+        ] {
+            assert_eq!(Ended::parse(&ended.column()), Some(ended));
+        }
+        assert_eq!(Ended::Rejected("sold_out").reason(), Some("sold_out"));
+        assert_eq!(Ended::parse("held"), None, "not a way to end in the line");
+        assert_eq!(Ended::parse("cancelled:why"), None);
+        assert_eq!(Ended::parse(""), None);
     }
 }
 

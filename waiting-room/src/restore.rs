@@ -117,10 +117,15 @@ pub async fn line(
                     }
                 }
             }
-            if let Some(ended) = &request.ended {
-                let (state, reason) = ended.split_once(':').unwrap_or((ended.as_str(), ""));
-                fields.push(("state", state.to_owned()));
-                if !reason.is_empty() {
+            if let Some(ended) = request.ended.as_deref() {
+                let ended = crate::journal::Ended::parse(ended).ok_or_else(|| {
+                    Error::Unexpected(format!(
+                        "request {} ended as {ended:?} in the journal",
+                        request.request_id
+                    ))
+                })?;
+                fields.push(("state", ended.state().as_str().to_owned()));
+                if let Some(reason) = ended.reason() {
                     fields.push(("reason", reason.to_owned()));
                 }
                 if let Some(number) = request.queue_number {
