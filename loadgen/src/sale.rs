@@ -75,12 +75,18 @@ impl Tally {
     }
 }
 
+/// How many times a call answered "try again later" is tried again.
+const RETRIES: u32 = 10;
+
 struct Client {
     http: reqwest::Client,
     base: String,
 }
 
 impl Client {
+    /// One call, retried as a fan's browser would when the answer is 429 or 503 with
+    /// a `Retry-After` (a login flood beyond the hashing cap, a rate limit), up to
+    /// [`RETRIES`] times, with the same Idempotency-Key.
     async fn call(
         &self,
         method: reqwest::Method,
@@ -88,19 +94,34 @@ impl Client {
         token: Option<&str>,
         body: Option<Value>,
     ) -> anyhow::Result<(u16, Value)> {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string());
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
+        let key = uuid::Uuid::new_v4().to_string();
+        let mut attempt = 0;
+        loop {
+            let mut request = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .header("Idempotency-Key", &key);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            let response = request.send().await.with_context(|| path.to_owned())?;
+            let status = response.status().as_u16();
+            let wait = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            attempt += 1;
+            match wait {
+                Some(seconds) if matches!(status, 429 | 503) && attempt <= RETRIES => {
+                    tokio::time::sleep(std::time::Duration::from_secs(seconds.clamp(1, 5))).await;
+                }
+                _ => return Ok((status, response.json().await.unwrap_or(Value::Null))),
+            }
         }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.with_context(|| path.to_owned())?;
-        let status = response.status().as_u16();
-        Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
 
     /// Registers a fan and signs in; the token.
