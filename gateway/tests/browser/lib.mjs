@@ -297,8 +297,50 @@ async function pool(items, width, fn) {
   return out;
 }
 
+// The scenarios' sale: a 50-seat venue (Floor: 3 rows of 10, gold; Balcony: 2 rows
+// of 10, silver) and an event on it going on sale in `onsaleDelayS` seconds at two
+// admissions a second, created by the admin over REST. Returns the event's id,
+// name and on-sale instant.
+async function createSale(admin, { venueName, eventName, onsaleDelayS }) {
+  const venue = await call('POST', '/v1/venues', {
+    token: admin,
+    key: crypto.randomUUID(),
+    expect: [201],
+    body: {
+      name: `${venueName} ${RUN}`,
+      sections: [
+        { name: 'Floor', price_tier: 'gold', rows: ['A', 'B', 'C'].map((label) => ({ label, seats: 10 })) },
+        { name: 'Balcony', price_tier: 'silver', rows: ['A', 'B'].map((label) => ({ label, seats: 10 })) },
+      ],
+    },
+  });
+  const venueId = venue.data.venue_id;
+  check(venueId && venue.data.seat_count === 50, `venue: wanted 50 seats, got ${JSON.stringify(venue.data)}`);
+  const onsaleAt = new Date(Date.now() + onsaleDelayS * 1000);
+  const name = `${eventName} ${RUN}`;
+  const created = await call('POST', '/v1/events', {
+    token: admin,
+    key: crypto.randomUUID(),
+    expect: [201],
+    body: {
+      venue_id: venueId,
+      name,
+      starts_at: new Date(Date.now() + 30 * 86400 * 1000).toISOString(),
+      onsale_at: onsaleAt.toISOString(),
+      max_per_fan: 4,
+      hold_seconds: 300,
+      prices: { gold: 9500, silver: 4500 },
+      admission_per_second: 2,
+    },
+  });
+  const eventId = created.data.event_id;
+  check(eventId, `event: no event_id in ${JSON.stringify(created.data)}`);
+  log(`   event ${eventId}, on sale at ${onsaleAt.toISOString()}`);
+  return { eventId, eventName: name, onsaleAt };
+}
+
 export {
-  CHROMIUM, RUN, T0, log, step, Failure, fail, check, sleep, pages, watch, shot, report, failureShots,
+  createSale, CHROMIUM, RUN, T0, log, step, Failure, fail, check, sleep, pages, watch, shot, report, failureShots,
   run, begin, withBrowser, phoneContext, desktopContext, waitFor, text, visible, registerInPage,
   call, login, registerFan, pool,
 };

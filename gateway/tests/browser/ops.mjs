@@ -19,7 +19,7 @@
 // 0 the "#stat-paid reaches 1" step is skipped), HEADFUL=1.
 
 import {
-  BASE_URL, ADMIN_EMAIL, ADMIN_PASSWORD, TIMEOUT_S, RUN, log, step, check, pages, watch, shot, run, begin, withBrowser,
+  BASE_URL, ADMIN_EMAIL, ADMIN_PASSWORD, TIMEOUT_S, createSale, log, step, check, pages, watch, shot, run, begin, withBrowser,
   phoneContext, desktopContext, waitFor, text, visible, registerInPage, call, login, registerFan, pool,
 } from './lib.mjs';
 import crypto from 'node:crypto';
@@ -149,40 +149,11 @@ async function scenario(browser, admin, fans) {
   await registerInPage(fan, 'ops-fan');
 
   step(`the admin creates a venue and an event on sale in ${ONSALE_DELAY_S} s at 2 admissions a second (REST)`);
-  const venue = await call('POST', '/v1/venues', {
-    token: admin,
-    key: crypto.randomUUID(),
-    expect: [201],
-    body: {
-      name: `Harbour Hall ${RUN}`,
-      sections: [
-        { name: 'Floor', price_tier: 'gold', rows: ['A', 'B', 'C'].map((label) => ({ label, seats: 10 })) },
-        { name: 'Balcony', price_tier: 'silver', rows: ['A', 'B'].map((label) => ({ label, seats: 10 })) },
-      ],
-    },
+  const { eventId, eventName, onsaleAt } = await createSale(admin, {
+    venueName: 'Harbour Hall',
+    eventName: 'Ops Night',
+    onsaleDelayS: ONSALE_DELAY_S,
   });
-  const venueId = venue.data.venue_id;
-  check(venueId && venue.data.seat_count === 50, `venue: wanted 50 seats, got ${JSON.stringify(venue.data)}`);
-  const onsaleAt = new Date(Date.now() + ONSALE_DELAY_S * 1000);
-  const eventName = `Ops Night ${RUN}`;
-  const created = await call('POST', '/v1/events', {
-    token: admin,
-    key: crypto.randomUUID(),
-    expect: [201],
-    body: {
-      venue_id: venueId,
-      name: eventName,
-      starts_at: new Date(Date.now() + 30 * 86400 * 1000).toISOString(),
-      onsale_at: onsaleAt.toISOString(),
-      max_per_fan: 4,
-      hold_seconds: 300,
-      prices: { gold: 9500, silver: 4500 },
-      admission_per_second: 2,
-    },
-  });
-  const eventId = created.data.event_id;
-  check(eventId, `event: no event_id in ${JSON.stringify(created.data)}`);
-  log(`   event ${eventId}, on sale at ${onsaleAt.toISOString()}`);
   const opsUrl = `${BASE_URL}/ops/events/${eventId}`;
 
   step(`the load generator's ${FANS} fans arrive in waves and join, 1 seat each (loadgen sale)`);
