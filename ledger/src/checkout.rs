@@ -77,7 +77,9 @@ pub async fn begin_paying(
     .await?;
     let Some((seats, traceparent)) = paying else {
         return Ok(match state_of(tx, request_id).await? {
-            None | Some(RequestState::Queued) => BeginPaying::NotYetRecorded,
+            // Held now, yet not when the update looked: the drainer's batch committed
+            // between the two statements. Asked again, the update finds it.
+            None | Some(RequestState::Queued | RequestState::Held) => BeginPaying::NotYetRecorded,
             Some(state) => BeginPaying::Other(state),
         });
     };
