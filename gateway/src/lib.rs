@@ -450,9 +450,12 @@ impl Application {
         .await
         .context("serving http");
         // Order: the listener has stopped and in-flight requests have finished;
-        // now stop the housekeeping task.
+        // now stop the housekeeping task, then export the spans still buffered.
         stop.cancel();
         let _ = housekeeping.await;
+        tokio::task::spawn_blocking(platform::telemetry::flush)
+            .await
+            .ok();
         served
     }
 }
