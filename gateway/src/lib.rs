@@ -80,6 +80,7 @@ pub struct GatewayState {
         (name = "inventory", description = "Venues, events and seat maps"),
         (name = "waiting room", description = "The line: booking requests, positions, the lottery"),
         (name = "operations", description = "Operator levers"),
+        (name = "tickets", description = "Tickets, their codes and the door"),
         (name = "system", description = "Health and metrics"),
     )
 )]
@@ -105,6 +106,7 @@ pub fn openapi() -> serde_json::Value {
     doc.merge(restore::router().into_openapi());
     doc.merge(payments::router().into_openapi());
     doc.merge(realtime::router().into_openapi());
+    doc.merge(tickets::router().into_openapi());
     contract::complete(doc)
 }
 
@@ -176,6 +178,16 @@ pub fn router(
         keys,
         verifier: verifier.clone(),
     };
+    let ring = Arc::new(tickets::KeyRing::new());
+    let tickets = tickets::TicketsState {
+        door: tickets::Door {
+            pool: pool.clone(),
+            redis: redis_for_payments.clone(),
+            keys: keys_for_payments.clone(),
+            ring: ring.clone(),
+        },
+        verifier: verifier.clone(),
+    };
     let payments = payments::PaymentsState {
         payments: payments::Payments {
             pool: pool.clone(),
@@ -186,6 +198,7 @@ pub fn router(
                 config.payments.sandbox_webhook_after(),
             )),
             settings: Arc::new(config.payments.clone()),
+            ring,
         },
         verifier: verifier.clone(),
     };
@@ -207,6 +220,7 @@ pub fn router(
         .merge(restore::router().with_state(restore))
         .merge(payments::router().with_state(payments))
         .merge(realtime::router().with_state(live))
+        .merge(tickets::router().with_state(tickets))
         .split_for_parts();
 
     let metrics = platform::runtime::metrics();

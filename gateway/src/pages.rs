@@ -3,10 +3,13 @@
 //!
 //! - `/`: upcoming events, and signing in;
 //! - `/e/{event_id}`: one event's waiting room (the page reads the id from its path);
+//! - `/orders`: the fan's orders and their tickets (QR codes, reissuing);
+//! - `/checkin/{event_id}`: the door, for staff's phones: scanning tickets, online
+//!   or offline;
 //! - `/ops` and `/ops/events/{event_id}`: the operators' events and one sale's
 //!   dashboard with its levers (the API decides who may read and pull them);
-//! - `/static/{*path}`: the stylesheet and the scripts (ES modules under `js/`),
-//!   cached briefly and revalidated.
+//! - `/static/{*path}`: the stylesheet and the scripts (ES modules under `js/`, and
+//!   the vendored QR decoder under `vendor/`), cached briefly and revalidated.
 
 use axum::Router;
 use axum::extract::Path;
@@ -18,6 +21,8 @@ use proto::{ErrorBody, ErrorCode};
 const INDEX: &str = include_str!("../static/index.html");
 const EVENT: &str = include_str!("../static/event.html");
 const OPS: &str = include_str!("../static/ops.html");
+const ORDERS: &str = include_str!("../static/orders.html");
+const CHECKIN: &str = include_str!("../static/checkin.html");
 
 /// The content type of each kind of file under `/static/`.
 macro_rules! content_type {
@@ -43,11 +48,13 @@ const ASSETS: &[(&str, &str, &str)] = assets![
     // shared by every page
     js "js/api.js",
     js "js/clock.js",
+    js "js/confirm.js",
     js "js/dom.js",
     js "js/format.js",
     js "js/live.js",
     js "js/seat-feed.js",
     js "js/signin.js",
+    js "js/tickets.js",
     js "js/util.js",
     // `/`
     js "js/index.js",
@@ -60,10 +67,23 @@ const ASSETS: &[(&str, &str, &str)] = assets![
     js "js/event/request.js",
     js "js/event/seatmap.js",
     js "js/event/state.js",
+    js "js/event/tickets.js",
+    // `/orders`
+    js "js/orders.js",
+    // `/checkin/{event_id}`
+    js "js/checkin/camera.js",
+    js "js/checkin/main.js",
+    js "js/checkin/offline.js",
+    js "js/checkin/sync.js",
+    js "js/checkin/ui.js",
+    // jsQR 1.4.0 (Apache-2.0), a classic script: the door's QR decoder where the
+    // browser has no BarcodeDetector
+    js "vendor/jsQR.js",
     // `/ops` and `/ops/events/{event_id}`
     js "js/ops/audit.js",
     js "js/ops/charts.js",
     js "js/ops/dashboard.js",
+    js "js/ops/door.js",
     js "js/ops/figures.js",
     js "js/ops/format.js",
     js "js/ops/levers.js",
@@ -80,6 +100,8 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|| async { Html(INDEX) }))
         .route("/e/{event_id}", get(|| async { Html(EVENT) }))
+        .route("/orders", get(|| async { Html(ORDERS) }))
+        .route("/checkin/{event_id}", get(|| async { Html(CHECKIN) }))
         .route("/ops", get(|| async { Html(OPS) }))
         .route("/ops/events/{event_id}", get(|| async { Html(OPS) }))
         .route("/static/{*path}", get(asset))

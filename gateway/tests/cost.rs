@@ -159,6 +159,7 @@ async fn the_hot_path_does_no_more_work_per_join_decision_and_checkout_than_its_
             currency: "EUR".into(),
             reconcile_after_seconds: 3600,
         }),
+        ring: Arc::new(tickets::KeyRing::new()),
     };
     let card = Checkout {
         card_number: "4242424242424242".into(),

@@ -230,7 +230,7 @@ pub async fn checkout(stack: &mut Stack, args: CheckoutArgs) -> anyhow::Result<(
         "baseline: {baseline:.0} single-row Postgres commits/s at the same concurrency; ratio {:.3}",
         rate / baseline
     );
-    let sold: i64 = sqlx::query_scalar("SELECT count(*) FROM payments.tickets WHERE event_id = $1")
+    let sold: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets.tickets WHERE event_id = $1")
         .bind(event_id)
         .fetch_one(&stack.pool)
         .await?;

@@ -85,6 +85,20 @@ pub struct Facts {
     pub order_id: Option<String>,
     /// Quoted to support: the booking request's id.
     pub reference: String,
+    /// A paid order's tickets: each drawn as a QR attached inline (`cid:<cid>`).
+    pub tickets: Vec<TicketFact>,
+    /// The fan's orders page, where the tickets are too: `{public_url}/orders`.
+    pub orders_link: String,
+}
+
+/// One ticket as an email shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct TicketFact {
+    pub seat: String,
+    /// The QR's content, printed under it for a door that types codes in.
+    pub code: String,
+    /// The inline QR image's Content-ID.
+    pub cid: String,
 }
 
 impl Facts {
@@ -102,6 +116,8 @@ impl Facts {
             card_last4: None,
             order_id: None,
             reference: request_id.to_string(),
+            tickets: Vec::new(),
+            orders_link: format!("{public_base}/orders"),
         };
         match payload {
             Payload::Request(p) => facts.hold_expires = p.hold_expires_at.map(format_time),
@@ -109,6 +125,15 @@ impl Facts {
                 facts.amount = Some(format_amount(p.amount_cents, &p.currency));
                 facts.card_last4 = (!p.card_last4.is_empty()).then(|| p.card_last4.clone());
                 facts.order_id = Some(p.order_id.to_string());
+                facts.tickets = p
+                    .tickets
+                    .iter()
+                    .map(|t| TicketFact {
+                        seat: format_seat(&t.seat_id),
+                        code: t.code.clone(),
+                        cid: format!("ticket-{}@onsale", t.ticket_id),
+                    })
+                    .collect();
             }
         }
         facts
@@ -262,7 +287,39 @@ mod tests {
             currency: "EUR".into(),
             card_last4: "4242".into(),
             reason: None,
+            tickets: vec![proto::wire::tickets::Ticket {
+                ticket_id: proto::TicketId::new(),
+                seat_id: "Floor-R1-5".into(),
+                version: 1,
+                state: proto::wire::tickets::TicketState::Valid,
+                code: "aGVhZGVy.cGF5bG9hZA.c2lnbmF0dXJl".into(),
+            }],
         })
+    }
+
+    #[test]
+    fn a_paid_email_shows_each_ticket_as_an_inline_qr_and_its_code() {
+        let facts = Facts::new(&order(OrderState::Paid), "Rock", "https://tickets.example");
+        let email = Templates::new()
+            .render(Kind::Paid, &facts)
+            .expect("renders");
+        let ticket = &facts.tickets[0];
+        assert!(
+            email.html.contains(&format!("src=\"cid:{}\"", ticket.cid)),
+            "{}",
+            email.html
+        );
+        assert!(
+            email.text.contains("aGVhZGVy.cGF5bG9hZA.c2lnbmF0dXJl"),
+            "{}",
+            email.text
+        );
+        assert!(
+            email.text.contains("https://tickets.example/orders"),
+            "{}",
+            email.text
+        );
+        assert_eq!(ticket.seat, format_seat("Floor-R1-5"));
     }
 
     #[test]

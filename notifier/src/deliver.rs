@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use lettre::Message;
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::header::ContentType;
+use lettre::message::{Attachment, Mailbox, MultiPart};
 
 use crate::mailer::Mailer;
 use proto::UserId;
@@ -274,7 +275,7 @@ impl Notifier {
             .templates
             .render(kind, &facts)
             .map_err(|e| Failure::Permanent(format!("rendering the email: {e:#}")))?;
-        let message = self.message(envelope, to.clone(), &rendered)?;
+        let message = self.message(envelope, to.clone(), &rendered, &facts)?;
         let Some(entry) = log::claim(
             &self.pool,
             envelope,
@@ -356,6 +357,7 @@ impl Notifier {
         envelope: &Envelope,
         to: Mailbox,
         email: &Rendered,
+        facts: &Facts,
     ) -> Result<Message, Failure> {
         let mut builder = Message::builder()
             .from(self.from.clone())
@@ -371,11 +373,24 @@ impl Notifier {
         if let Some(traceparent) = platform::telemetry::traceparent() {
             builder = builder.header(trail::Traceparent(traceparent));
         }
+        let body = MultiPart::alternative_plain_html(email.text.clone(), email.html.clone());
+        let body = if facts.tickets.is_empty() {
+            body
+        } else {
+            // The tickets' QR codes, inline beside the HTML that shows them.
+            let mut related = MultiPart::related().multipart(body);
+            for ticket in &facts.tickets {
+                let png = crate::qr::png(&ticket.code)
+                    .map_err(|e| Failure::Permanent(format!("drawing a ticket's QR: {e}")))?;
+                related = related.singlepart(Attachment::new_inline(ticket.cid.clone()).body(
+                    png,
+                    ContentType::parse("image/png").expect("a content type"),
+                ));
+            }
+            related
+        };
         builder
-            .multipart(MultiPart::alternative_plain_html(
-                email.text.clone(),
-                email.html.clone(),
-            ))
+            .multipart(body)
             .map_err(|e| Failure::Permanent(format!("building the message: {e}")))
     }
 

@@ -22,6 +22,7 @@ pub mod consumer;
 pub mod deliver;
 pub mod log;
 pub mod mailer;
+pub mod qr;
 pub mod sink;
 
 use std::sync::Arc;

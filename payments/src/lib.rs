@@ -109,6 +109,8 @@ pub struct Payments {
     pub keys: Keys,
     pub provider: Arc<dyn PaymentProvider>,
     pub settings: Arc<Settings>,
+    /// The events' ticket keys: a paid order's tickets are signed with them.
+    pub ring: Arc<tickets::KeyRing>,
 }
 
 /// The router's state: the work's, and the token verifier for its callers.
@@ -193,6 +195,7 @@ impl Application {
             redis,
             keys: Keys::new(config.redis.key_prefix),
             settings,
+            ring: Arc::new(tickets::KeyRing::new()),
         };
         Ok(Self {
             ops: OpsServer::bind(config.listen, "payments")

@@ -1,10 +1,11 @@
-//! Orders in Postgres (`payments.orders`), the tickets they bought
-//! (`payments.tickets`), and the price of a request's seats.
+//! Orders in Postgres (`payments.orders`) and the price of a request's seats (the
+//! tickets an order buys are the `tickets` crate's).
 
 use chrono::{DateTime, Utc};
 use platform::outbox::Message;
 use proto::wire::events::{EventType, OrderPayload};
 use proto::wire::payments::{Order, OrderState};
+use proto::wire::tickets::Ticket;
 use proto::{EventId, OrderId, RequestId, UserId};
 use sqlx::{PgConnection, PgPool};
 
@@ -47,11 +48,17 @@ impl OrderRow {
             card_last4: self.card_last4.clone(),
             reason: self.reason.clone(),
             created_at: self.created_at,
+            tickets: Vec::new(),
         }
     }
 
     /// The outbox message reporting this order in its current state.
     pub fn message(&self, kind: EventType) -> Message {
+        self.message_with(kind, Vec::new())
+    }
+
+    /// The outbox message reporting this order, with the tickets it issued.
+    pub fn message_with(&self, kind: EventType, tickets: Vec<Ticket>) -> Message {
         Message::new(
             kind,
             self.event_id,
@@ -67,6 +74,7 @@ impl OrderRow {
                 currency: self.currency.clone(),
                 card_last4: self.card_last4.clone(),
                 reason: self.reason.clone(),
+                tickets,
             },
         )
         .traced(self.traceparent.clone())
@@ -187,22 +195,6 @@ pub async fn set_state(
     .bind(reason)
     .fetch_one(tx)
     .await
-}
-
-/// Issues the tickets of a paid order. The primary key (event, seat) is the last
-/// word on overselling: a seat already ticketed fails the whole transaction.
-pub async fn issue_tickets(tx: &mut PgConnection, order: &OrderRow) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO payments.tickets (event_id, seat_id, order_id, request_id)
-         SELECT $1, seat, $2, $3 FROM UNNEST($4::text[]) AS t(seat)",
-    )
-    .bind(order.event_id)
-    .bind(order.order_id)
-    .bind(order.request_id)
-    .bind(&order.seats)
-    .execute(tx)
-    .await?;
-    Ok(())
 }
 
 /// Orders still pending after `older_than_seconds`, for the reconciler.

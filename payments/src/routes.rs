@@ -90,7 +90,8 @@ async fn get_order(
         .map_err(Error::from)?
         .filter(|o| o.fan_id == caller.user_id || caller.role.includes(Role::Operator))
         .ok_or(Error::OrderNotFound(order_id))?;
-    Ok(Json(order.to_wire()))
+    let mut wired = with_tickets(&payments, &[order]).await?;
+    Ok(Json(wired.remove(0)))
 }
 
 /// The caller's orders, newest first (the latest 100).
@@ -107,8 +108,32 @@ async fn list_orders(
         .await
         .map_err(Error::from)?;
     Ok(Json(Orders {
-        orders: rows.iter().map(orders::OrderRow::to_wire).collect(),
+        orders: with_tickets(&payments, &rows).await?,
     }))
+}
+
+/// `orders` on the wire, each paid one with its tickets (codes signed).
+async fn with_tickets(
+    payments: &Payments,
+    orders: &[orders::OrderRow],
+) -> Result<Vec<Order>, Error> {
+    let paid: Vec<OrderId> = orders
+        .iter()
+        .filter(|o| o.state() == proto::wire::payments::OrderState::Paid)
+        .map(|o| o.order_id)
+        .collect();
+    let mut tickets = tickets::ledger::of_orders(&payments.pool, &payments.ring, &paid).await?;
+    Ok(orders
+        .iter()
+        .map(|order| {
+            let mut wire = order.to_wire();
+            wire.tickets = tickets
+                .extract_if(.., |(id, _)| *id == order.order_id)
+                .map(|(_, ticket)| ticket)
+                .collect();
+            wire
+        })
+        .collect())
 }
 
 /// The payment provider reports a payment's outcome.

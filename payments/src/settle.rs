@@ -5,8 +5,8 @@
 //!
 //! A success sells the seats in Redis first (`confirm.lua`, atomic with the sweep:
 //! the seats are sold there or the hold ended there, never both), then in Postgres
-//! in one transaction: the ledger's request and claims, the tickets (whose primary
-//! key is the last word on overselling), the order and the outbox. A success that
+//! in one transaction: the ledger's request and claims, the tickets (whose unique
+//! seat index is the last word on overselling), the order and the outbox. A success that
 //! finds the hold ended is refunded. Should the process stop between Redis and
 //! Postgres, the order is still pending: the reconciler settles it again, and
 //! `confirm.lua` answers a confirmed request as confirmed.
@@ -86,7 +86,9 @@ pub async fn succeeded(
             return refund(payments, tx, order, charge_id, "hold_ended", false).await;
         }
     }
-    match sell(&mut tx, &order, charge_id.as_deref()).await {
+    // The event's ticket key, made on its first sale, outside the transaction.
+    let signer = payments.ring.signer(&payments.pool, order.event_id).await?;
+    match sell(&mut tx, &signer, &order, charge_id.as_deref()).await {
         Ok(paid) => {
             tx.commit().await?;
             metrics::counter!("onsale_orders_total", "outcome" => OrderState::Paid.as_str())
@@ -112,6 +114,7 @@ pub async fn succeeded(
 /// The ledger's side of a sale, in the order's transaction.
 async fn sell(
     tx: &mut sqlx::PgConnection,
+    signer: &tickets::keys::Signer,
     order: &OrderRow,
     charge_id: Option<&str>,
 ) -> Result<OrderRow, Error> {
@@ -125,9 +128,20 @@ async fn sell(
             order.request_id
         )));
     }
-    orders::issue_tickets(tx, order).await?;
+    let issued = tickets::ledger::issue(
+        tx,
+        signer,
+        &tickets::ledger::Sale {
+            order_id: order.order_id,
+            request_id: order.request_id,
+            event_id: order.event_id,
+            fan_id: order.fan_id,
+            seats: &order.seats,
+        },
+    )
+    .await?;
     let paid = orders::set_state(tx, order.order_id, OrderState::Paid, charge_id, None).await?;
-    outbox::write(tx, &[paid.message(EventType::OrderPaid)]).await?;
+    outbox::write(tx, &[paid.message_with(EventType::OrderPaid, issued)]).await?;
     Ok(paid)
 }
 

@@ -83,6 +83,11 @@ pub enum ErrorCode {
     SeatUnavailable,
     RequestNotFound,
     OrderNotFound,
+    TicketNotFound,
+    /// A reissue of a ticket that has come in through the door.
+    TicketCheckedIn,
+    /// A reissue of a ticket that admits nobody any more.
+    TicketVoid,
     /// Checkout of a request that holds no seats (still in line, or refused).
     RequestNotHeld,
     /// Checkout of a request whose hold has ended (expired, released, cancelled).
@@ -135,7 +140,7 @@ impl ErrorCode {
             Unauthenticated | InvalidToken | InvalidCredentials => 401,
             Forbidden => 403,
             NotFound | VenueNotFound | EventNotFound | UserNotFound | RequestNotFound
-            | OrderNotFound | SaleNotFound => 404,
+            | OrderNotFound | TicketNotFound | SaleNotFound => 404,
             MethodNotAllowed => 405,
             EmailTaken
             | IdempotencyKeyReused
@@ -148,7 +153,9 @@ impl ErrorCode {
             | RequestNotHeld
             | HoldEnded
             | AlreadyPaid
-            | PaymentInFlight => 409,
+            | PaymentInFlight
+            | TicketCheckedIn
+            | TicketVoid => 409,
             PayloadTooLarge => 413,
             UnsupportedMediaType => 415,
             InvalidRequest | VenueHasNoSeats | DuplicateSection | DuplicateRowLabel
@@ -188,6 +195,9 @@ impl ErrorCode {
             InvalidSignature => "invalid_signature",
             SignatureExpired => "signature_expired",
             OrderNotFound => "order_not_found",
+            TicketNotFound => "ticket_not_found",
+            TicketCheckedIn => "ticket_checked_in",
+            TicketVoid => "ticket_void",
             RequestNotHeld => "request_not_held",
             HoldEnded => "hold_ended",
             AlreadyPaid => "already_paid",

@@ -86,6 +86,10 @@ uuid_id!(
     /// A checkout order.
     OrderId
 );
+uuid_id!(
+    /// One seat's ticket: what a fan shows at the door.
+    TicketId
+);
 
 /// A seat within a venue, spelled `"{section}-{row}-{number}"`.
 ///

@@ -28,6 +28,7 @@
 //! | `<p>:{ev:<id>}:lease` | string | the worker draining the event, with a TTL |
 //! | `<p>:{ev:<id>}:samples` | list | `<unix ms> <next> <served> <held> <sold>`, newest first, one a second, the last 10 minutes |
 //! | `<p>:{ev:<id>}:live` | pub/sub | JSON updates for the realtime service; the scripts spell it from any event key (`lua/lib/changes.lua`) |
+//! | `<p>:{ev:<id>}:door` | hash | ticket id → `<in\|out>\|<entry no>\|<scan id>\|<unix ms>\|<device>`: the door's last word on each ticket (`redeem.lua`) |
 //! | `<p>:request:<request>` | string | the request's event id, for lookups by request id |
 //! | `<p>:active` | set | events whose sale is drawing, open or paused |
 
@@ -68,6 +69,11 @@ impl Keys {
             key.push_str(part);
         }
         key
+    }
+
+    /// Ticket id → the door's last scan of it (`redeem.lua`).
+    pub fn door(&self, event: EventId) -> String {
+        self.event_key(event, "door")
     }
 
     /// Seat id → encoded seat state, for every seat of the event.

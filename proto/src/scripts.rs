@@ -63,6 +63,8 @@ scripts! {
     UNPAY => "unpay.lua",
     /// A successful payment: the held seats become sold.
     CONFIRM => "confirm.lua",
+    /// A scan at the door: admits a ticket once.
+    REDEEM => "redeem.lua",
 }
 
 /// `pay.lua` for one request: `fan` starts paying, the hold runs up to `grace_ms`
@@ -121,6 +123,30 @@ pub fn confirm(
         .key(keys.lease(event))
         .arg(request.to_string())
         .arg(now_ms);
+    invocation
+}
+
+/// `redeem.lua` for one scan of `ticket` (see the script for `ledger`, the
+/// ledger's last word on the ticket).
+#[allow(clippy::too_many_arguments)]
+pub fn redeem(
+    keys: &crate::Keys,
+    event: crate::EventId,
+    ticket: crate::TicketId,
+    direction: crate::wire::tickets::Direction,
+    scan_id: uuid::Uuid,
+    at_ms: i64,
+    device: &str,
+    ledger: &str,
+) -> redis::ScriptInvocation<'static> {
+    let mut invocation = REDEEM.key(keys.door(event));
+    invocation
+        .arg(ticket.to_string())
+        .arg(direction.as_str())
+        .arg(scan_id.to_string())
+        .arg(at_ms)
+        .arg(device)
+        .arg(ledger);
     invocation
 }
 

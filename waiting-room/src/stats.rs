@@ -223,6 +223,7 @@ pub async fn read(
         currency: money.currency,
         outbox_unpublished: money.outbox_unpublished,
         outbox_lag_seconds: money.outbox_lag_seconds,
+        checked_in: money.checked_in,
     })
 }
 
@@ -298,6 +299,7 @@ struct Money {
     currency: Option<String>,
     outbox_unpublished: i64,
     outbox_lag_seconds: Option<f64>,
+    checked_in: i64,
 }
 
 async fn money(pool: &PgPool, event: EventId) -> Result<Money, Error> {
@@ -314,6 +316,7 @@ async fn money(pool: &PgPool, event: EventId) -> Result<Money, Error> {
         currency: None,
         outbox_unpublished: 0,
         outbox_lag_seconds: None,
+        checked_in: 0,
     };
     for (state, count, cents, currency) in rows {
         money.currency = money.currency.or(currency);
@@ -328,14 +331,18 @@ async fn money(pool: &PgPool, event: EventId) -> Result<Money, Error> {
             OrderState::Cancelled => money.orders.cancelled = count,
         }
     }
-    let (unpublished, lag): (i64, Option<f64>) = sqlx::query_as(
-        "SELECT count(*), EXTRACT(EPOCH FROM now() - min(occurred_at))::float8
+    // The door's figure rides along: tickets inside now (the door's ledger).
+    let (unpublished, lag, checked_in): (i64, Option<f64>, i64) = sqlx::query_as(
+        "SELECT count(*), EXTRACT(EPOCH FROM now() - min(occurred_at))::float8,
+                (SELECT count(*) FROM tickets.entries WHERE event_id = $1 AND exited_at IS NULL)
          FROM outbox.messages WHERE published_at IS NULL",
     )
+    .bind(event)
     .fetch_one(pool)
     .await?;
     money.outbox_unpublished = unpublished;
     money.outbox_lag_seconds = lag;
+    money.checked_in = checked_in;
     Ok(money)
 }
 

@@ -54,7 +54,8 @@ export function onAccountChange(fn) {
 /**
  * Calls the API. Never throws: answers `{ok, status, data, error, headers,
  * retryAfter}`; `error` is the `{code, message, request_id?}` body, or a
- * `network` error when the server could not be reached.
+ * `network` error when the server could not be reached (or `opts.signal` aborted
+ * the call). With `opts.blob`, a successful answer's `data` is its body as a Blob.
  */
 export async function api(method, path, opts) {
   const o = opts || {};
@@ -86,6 +87,19 @@ export async function api(method, path, opts) {
     };
   }
   noteServerDate(res.headers.get('Date'), sentAt, Date.now());
+  if (res.ok && o.blob) {
+    /* an image or a file: the body as a Blob (shown through a blob: URL) */
+    const blob = await res.blob().catch(() => null);
+    if (blob) return { ok: true, status: res.status, data: blob, headers: res.headers, retryAfter: null, error: null };
+    return {
+      ok: false,
+      status: 0,
+      data: null,
+      headers: res.headers,
+      retryAfter: null,
+      error: { code: 'network', message: 'The answer was cut short.' },
+    };
+  }
   let data = null;
   const text = await res.text().catch(() => '');
   if (text) {

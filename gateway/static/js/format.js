@@ -1,5 +1,5 @@
 /* onsale: human words for the API's error codes, and human formats for numbers,
- * money, dates, clocks and waits. */
+ * money, dates, times of day, clocks, waits and seats. */
 
 /* Prices carry no currency on the event; orders say theirs (and win when known). */
 const DEFAULT_CURRENCY = 'EUR';
@@ -43,6 +43,11 @@ const MESSAGES = {
   idempotency_key_reused: 'That attempt was already used for something else; please try again.',
   idempotency_key_in_flight: 'Your previous attempt is still being processed.',
   conflict: 'Your request conflicted with another one of yours.',
+  ticket_checked_in: 'This ticket has already been scanned in at the door, so it cannot be reissued.',
+  ticket_void: 'This ticket is void (refunded or replaced), so it cannot be reissued.',
+  ticket_not_found: 'We could not find this ticket.',
+  order_not_found: 'We could not find this order.',
+  user_not_found: 'There is no account with that user id.',
 };
 
 /** What an API error means, in words for a fan. */
@@ -78,6 +83,26 @@ const dateTimeFormat = new Intl.DateTimeFormat(locale, {
 export function fmtDateTime(iso) {
   const d = new Date(iso);
   return Number.isNaN(d.getTime()) ? '' : dateTimeFormat.format(d);
+}
+
+const timeOfDayFormat = new Intl.DateTimeFormat(locale, { hour: '2-digit', minute: '2-digit' });
+
+/** The local time of day, "19:42" (or "07:42 PM", as the browser's locale has it). */
+export function fmtTimeOfDay(iso) {
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? '' : timeOfDayFormat.format(d);
+}
+
+/** A seat id ("Floor-A-1": section, row and number never hold a dash) in words: "Floor · row A · seat 1". */
+export function fmtSeat(seatId) {
+  const parts = String(seatId || '').split('-');
+  if (parts.length !== 3 || !parts[0] || !parts[1] || !parts[2]) return String(seatId || '');
+  return `${parts[0]} · row ${parts[1]} · seat ${parts[2]}`;
+}
+
+/** The same, for a screen reader or an alt text: "Floor, row A, seat 1". */
+export function fmtSeatSpoken(seatId) {
+  return fmtSeat(seatId).replace(/ · /g, ', ');
 }
 
 /** "1:05:09", "4:09", "0:07"; a day or more gets "2 d 03:04:05". */

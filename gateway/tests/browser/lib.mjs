@@ -1,7 +1,8 @@
 // What the browser scenarios share: progress lines, failures, the run itself
 // (start, deadline, exit code), the browser and its phone and desktop contexts,
 // the pages watched for console errors, waiting in a page, screenshots, signing up
-// through a page, and the REST API as the admin and background fans use it.
+// and in through a page, reading the QR codes a page shows, and the REST API as the
+// admin, background fans and door staff use it (buying seats, scanning tickets).
 // BASE_URL, SCREENSHOTS, CHROMIUM, ADMIN_EMAIL, ADMIN_PASSWORD, TIMEOUT_SECONDS and
 // HEADFUL come from the environment.
 
@@ -135,19 +136,24 @@ async function begin() {
 // ---------------------------------------------------------------------------
 // the browser
 
-/**
- * Starts Debian's chromium (headless unless HEADFUL) and runs `scenario(browser)`;
- * on a failure, `failureShots(failureFile)` before the error goes on.
- */
-async function withBrowser(scenario, failureFile) {
-  step('the browser starts');
-  const browser = await chromium.launch({
+/** Starts Debian's chromium (headless unless HEADFUL), with `extraArgs` beside the usual ones. */
+function launch(extraArgs = []) {
+  return chromium.launch({
     executablePath: CHROMIUM,
     headless: !process.env.HEADFUL,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'].filter(
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', ...extraArgs].filter(
       (a) => !(process.env.HEADFUL && a === '--headless')
     ),
   });
+}
+
+/**
+ * Starts the browser (`launch`) and runs `scenario(browser)`; on a failure,
+ * `failureShots(failureFile)` before the error goes on.
+ */
+async function withBrowser(scenario, failureFile) {
+  step('the browser starts');
+  const browser = await launch();
   try {
     await scenario(browser);
   } catch (e) {
@@ -229,6 +235,68 @@ async function registerInPage(page, who) {
   return email;
 }
 
+/** Signs in through a fans' page's sign-in box (#auth) with an existing account. */
+async function signInInPage(page, email, password) {
+  await waitFor(page, `the page shows the sign-in box (to sign in as ${email})`, () => {
+    const box = document.getElementById('auth');
+    return box && !box.hidden;
+  });
+  await page.fill('#auth-email', email);
+  await page.fill('#auth-password', password);
+  await page.click('#sign-in');
+  await waitFor(
+    page,
+    `the page shows ${email} as signed in`,
+    (mail) => {
+      const msg = document.getElementById('auth-message');
+      if (msg && msg.dataset.kind === 'error' && msg.textContent) return true; // fail fast below
+      const bar = document.getElementById('account');
+      return bar && !bar.hidden && document.getElementById('signed-in-as').textContent === mail;
+    },
+    email,
+    30000
+  );
+  const error = await page.evaluate(() => {
+    const msg = document.getElementById('auth-message');
+    return msg && msg.dataset.kind === 'error' ? msg.textContent : '';
+  });
+  check(!error, `${email} could not sign in through the page: ${error}`);
+}
+
+/**
+ * The QR codes the ticket entries under `scope` show (li.ticket > img.qr), read in
+ * the page with the vendored jsQR (loaded into the page if it has none): each
+ * image drawn on white onto a 600x600 canvas and decoded. Answers
+ * [{ticket_id, seat_id, version, text}], `text` null when nothing could be read.
+ */
+async function readQrCodes(page, scope) {
+  if (!(await page.evaluate(() => typeof window.jsQR === 'function'))) {
+    await page.addScriptTag({ url: `${BASE_URL}/static/vendor/jsQR.js` });
+  }
+  return page.evaluate(async (sel) => {
+    const out = [];
+    for (const li of document.querySelectorAll(`${sel} li.ticket`)) {
+      const img = li.querySelector('img.qr');
+      const entry = { ticket_id: li.dataset.ticketId, seat_id: li.dataset.seatId, version: Number(li.dataset.version), text: null };
+      out.push(entry);
+      if (!img || img.dataset.loaded !== 'true') continue;
+      if (img.decode) await img.decode().catch(() => {});
+      const size = 600;
+      const canvas = document.createElement('canvas');
+      canvas.width = size;
+      canvas.height = size;
+      const ctx = canvas.getContext('2d', { willReadFrequently: true });
+      ctx.fillStyle = '#fff';
+      ctx.fillRect(0, 0, size, size);
+      ctx.drawImage(img, 0, 0, size, size);
+      const data = ctx.getImageData(0, 0, size, size);
+      const found = window.jsQR(data.data, size, size);
+      entry.text = found ? found.data : null;
+    }
+    return out;
+  }, scope);
+}
+
 // ---------------------------------------------------------------------------
 // the REST API, as the admin and the background fans
 
@@ -279,7 +347,79 @@ async function registerFan(i, prefix = 'fan') {
   const password = `pw-${RUN}-${i}-long-enough`;
   const r = await call('POST', '/v1/auth/register', { body: { email, password }, expect: [201] });
   check(r.data && r.data.user_id, `register ${email}: no user_id`);
-  return { email, password, token: await login(email, password) };
+  return { email, password, userId: r.data.user_id, token: await login(email, password) };
+}
+
+/** The sale opens now (the operators' "Open now" lever): the pre-queue is drawn at once. */
+async function openSale(admin, eventId) {
+  await call('POST', `/v1/ops/events/${eventId}/open`, { token: admin, key: crypto.randomUUID(), expect: [200] });
+}
+
+/**
+ * `fan` buys `quantity` seats through the REST API: joins the line, waits until
+ * the booking worker holds seats, pays with the test card that pays at once, and
+ * waits until the order's tickets are issued. Answers the paid order, its tickets
+ * sorted by seat.
+ */
+async function buySeats(fan, eventId, quantity, { section } = {}) {
+  const joined = await call('POST', `/v1/events/${eventId}/requests`, {
+    token: fan.token,
+    key: crypto.randomUUID(),
+    body: section ? { quantity, section } : { quantity },
+    expect: [202],
+  });
+  const requestId = joined.data.request_id;
+  const until = Date.now() + 60000;
+  for (;;) {
+    const req = (await call('GET', `/v1/requests/${requestId}`, { token: fan.token, expect: [200] })).data;
+    if (req.state === 'held') break;
+    check(['prequeue', 'queued'].includes(req.state), `${fan.email}'s request for ${quantity} seats ended ${req.state} (${req.reason || 'no reason'})`);
+    check(Date.now() < until, `${fan.email}'s request for ${quantity} seats was not held within 60 s (is the booking worker running?)`);
+    await sleep(250);
+  }
+  const paid = await call('POST', `/v1/requests/${requestId}/checkout`, {
+    token: fan.token,
+    key: crypto.randomUUID(),
+    body: { card_number: '4242424242424242', expiry: '12/34', cvc: '123' },
+    expect: [200],
+  });
+  check(paid.data.state === 'paid', `the checkout with 4242… answered ${JSON.stringify(paid.data)}`);
+  const order = await paidOrder(fan, paid.data.order_id, quantity);
+  log(`   ${fan.email} bought ${order.tickets.map((t) => t.seat_id).join(', ')} (order ${order.order_id})`);
+  return order;
+}
+
+/** The paid order `orderId` once its `count` tickets are issued, tickets sorted by seat. */
+async function paidOrder(fan, orderId, count) {
+  const until = Date.now() + 30000;
+  for (;;) {
+    const o = (await call('GET', `/v1/orders/${orderId}`, { token: fan.token, expect: [200] })).data;
+    if (Array.isArray(o.tickets) && o.tickets.length === count) {
+      o.tickets.sort((a, b) => (a.seat_id < b.seat_id ? -1 : a.seat_id > b.seat_id ? 1 : 0));
+      for (const t of o.tickets) {
+        check(t.ticket_id && t.seat_id && Number.isInteger(t.version) && t.state && typeof t.code === 'string' && t.code.split('.').length === 3,
+          `a ticket of order ${orderId} is not {ticket_id, seat_id, version, state, code (a JWS)}: ${JSON.stringify(t)}`);
+      }
+      return o;
+    }
+    check(Date.now() < until, `order ${orderId} has ${JSON.stringify(o.tickets || [])} after 30 s, wanted ${count} tickets`);
+    await sleep(250);
+  }
+}
+
+/** The admin makes `user` door staff of the event. */
+async function makeStaff(admin, eventId, user) {
+  const r = await call('PUT', `/v1/events/${eventId}/staff/${user.userId}`, { token: admin, expect: [200] });
+  check(r.data && r.data.user_id === user.userId && r.data.event_id === eventId, `PUT staff answered ${JSON.stringify(r.data)}`);
+}
+
+/** One scan through the API, as `staff` at door `device`: answers its result. */
+async function scanCode(staff, eventId, code, { device = 'Gate A', direction = 'entry', offline = false } = {}) {
+  const scan = { scan_id: crypto.randomUUID(), code, direction, scanned_at: new Date().toISOString(), device_id: device, offline };
+  const r = await call('POST', `/v1/events/${eventId}/scans`, { token: staff.token, body: { scans: [scan] }, expect: [200] });
+  const result = r.data && Array.isArray(r.data.results) ? r.data.results[0] : null;
+  check(result && result.scan_id === scan.scan_id, `POST scans answered ${JSON.stringify(r.data)}`);
+  return result;
 }
 
 /** Runs fn over items, `width` at a time. */
@@ -341,6 +481,6 @@ async function createSale(admin, { venueName, eventName, onsaleDelayS }) {
 
 export {
   createSale, CHROMIUM, RUN, T0, log, step, Failure, fail, check, sleep, pages, watch, shot, report, failureShots,
-  run, begin, withBrowser, phoneContext, desktopContext, waitFor, text, visible, registerInPage,
-  call, login, registerFan, pool,
+  run, begin, launch, withBrowser, phoneContext, desktopContext, waitFor, text, visible, registerInPage, signInInPage,
+  readQrCodes, call, login, registerFan, pool, openSale, buySeats, paidOrder, makeStaff, scanCode,
 };

@@ -130,3 +130,36 @@ async fn an_operator_pauses_rerates_and_resumes_a_live_sale_from_the_dashboard(p
         ],
     );
 }
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_fan_sees_reads_and_reissues_their_tickets_in_a_browser(pool: PgPool) {
+    let shots = run_scenario(pool, "tickets.mjs").await;
+    assert_shots(
+        &shots,
+        &[
+            "01-event-tickets-390.png",
+            "02-orders-390.png",
+            "03-orders-desktop.png",
+            "04-reissue-confirm.png",
+            "05-reissued-desktop.png",
+            "06-orders-empty-390.png",
+        ],
+    );
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn the_door_admits_offline_and_reports_the_double_entry_in_a_browser(pool: PgPool) {
+    let shots = run_scenario(pool, "door.mjs").await;
+    assert_shots(
+        &shots,
+        &[
+            "01-admitted.png",
+            "02-already-in.png",
+            "03-offline.png",
+            "04-conflict.png",
+            "05-not-staff.png",
+            "06-ops-door.png",
+            "07-camera.png",
+        ],
+    );
+}

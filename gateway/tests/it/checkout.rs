@@ -108,7 +108,7 @@ async fn a_held_request_pays_and_its_seats_read_sold(pool: PgPool) {
     let ledger: (String, i64, i64) = sqlx::query_as(
         "SELECT r.state,
                 (SELECT count(*) FROM booking.seat_claims c WHERE c.request_id = r.request_id AND c.state = 'sold'),
-                (SELECT count(*) FROM payments.tickets t WHERE t.request_id = r.request_id)
+                (SELECT count(*) FROM tickets.tickets t WHERE t.request_id = r.request_id)
          FROM booking.requests r WHERE r.request_id = $1::uuid",
     )
     .bind(&request)
@@ -286,7 +286,7 @@ async fn a_late_webhook_after_the_hold_ended_is_refunded(pool: PgPool) {
             .await
             .expect("charge");
     assert_eq!(charge, "refunded", "the provider paid the money back");
-    let tickets = app.count("payments.tickets").await;
+    let tickets = app.count("tickets.tickets").await;
     assert_eq!(tickets, 0);
     wait_for_seats(&app, &event, &seats, "available").await;
     let kinds = outbox_kinds(&app, &request).await;
@@ -404,7 +404,7 @@ async fn fifty_fans_racing_for_one_seat_end_with_one_paid_order(pool: PgPool) {
             .await
             .expect("orders");
     assert_eq!(orders, [("paid".to_owned(), vec!["Floor-A-1".to_owned()])]);
-    assert_eq!(app.count("payments.tickets").await, 1);
+    assert_eq!(app.count("tickets.tickets").await, 1);
     assert_eq!(
         app.count("payments.sandbox_charges").await,
         1,

@@ -157,7 +157,7 @@ async fn postgres_restarts_mid_checkout_and_no_seat_is_sold_twice_or_held_foreve
     // No seat sold twice: one ticket per seat (the key's promise), every ticket's
     // order paid, and every paid order ticketed for exactly its seats.
     let tickets: Vec<(String, String)> = sqlx::query_as(
-        "SELECT t.seat_id, o.state FROM payments.tickets t JOIN payments.orders o USING (order_id)",
+        "SELECT t.seat_id, o.state FROM tickets.tickets t JOIN payments.orders o USING (order_id)",
     )
     .fetch_all(&app.pool)
     .await
@@ -168,7 +168,7 @@ async fn postgres_restarts_mid_checkout_and_no_seat_is_sold_twice_or_held_foreve
     );
     let paid: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT o.request_id::text, array_length(o.seats, 1)::bigint,
-                (SELECT count(*) FROM payments.tickets t WHERE t.order_id = o.order_id)
+                (SELECT count(*) FROM tickets.tickets t WHERE t.order_id = o.order_id)
          FROM payments.orders o WHERE o.state = 'paid'",
     )
     .fetch_all(&app.pool)

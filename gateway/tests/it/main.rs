@@ -20,3 +20,4 @@ mod ops;
 mod queue;
 mod restore;
 mod system;
+mod tickets;

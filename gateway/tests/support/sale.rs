@@ -164,5 +164,6 @@ pub fn payments_of(app: &TestApp, reconcile_after_seconds: u64) -> payments::Pay
         keys: app.keys.clone(),
         provider: std::sync::Arc::new(payments::Sandbox::new(app.pool.clone(), None)),
         settings: std::sync::Arc::new(settings),
+        ring: std::sync::Arc::new(tickets::KeyRing::new()),
     }
 }

@@ -179,6 +179,7 @@ impl World {
             currency: currency.into(),
             card_last4: "4242".into(),
             reason: (kind == "order.refunded").then(|| "hold_ended".into()),
+            tickets: Vec::new(),
         };
         let mut envelope = self.envelope(kind, request_id, serde_json::to_value(payload).unwrap());
         envelope.event_id = event;

@@ -129,6 +129,9 @@ pub struct OrderPayload {
     pub card_last4: String,
     /// Why a payment was declined or refunded (`card_declined`, `hold_ended`, ...).
     pub reason: Option<String>,
+    /// `order.paid`: the tickets it issued, with their codes (the email draws them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tickets: Vec<crate::wire::tickets::Ticket>,
 }
 
 #[cfg(test)]

@@ -8,3 +8,4 @@ pub mod live;
 pub mod payments;
 pub mod queue;
 pub mod seats;
+pub mod tickets;

@@ -81,6 +81,9 @@ pub struct Order {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// A paid order's tickets, one per seat (absent before it is paid).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tickets: Vec<crate::wire::tickets::Ticket>,
 }
 
 /// The fan's orders, newest first.

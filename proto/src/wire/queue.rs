@@ -291,6 +291,9 @@ pub struct SaleStats {
     pub outbox_unpublished: i64,
     /// The age of the oldest of them; `null` when none waits.
     pub outbox_lag_seconds: Option<f64>,
+    /// Tickets inside now: admitted at the door and not gone out.
+    #[serde(default)]
+    pub checked_in: i64,
 }
 
 /// A booking worker as the line's consumer group knows it.

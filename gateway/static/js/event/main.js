@@ -1,7 +1,7 @@
 /* onsale: the fan's waiting room for one event, at /e/{event_id}: the page's entry
  * module. It signs in, loads the event, wires every control and starts the live
  * updates; the parts live beside it (state, request, seatmap, join, checkout, live,
- * render). */
+ * render, tickets). */
 
 import { api, onAccountChange, token } from '../api.js';
 import { $, pageError, setText, show } from '../dom.js';
@@ -15,6 +15,7 @@ import { render, renderSale, tick } from './render.js';
 import { forgetRequest, restoreRequest } from './request.js';
 import { loadSeats, markMine, wireSeatMap } from './seatmap.js';
 import { BACKOFF_MAX_S, eventId, state } from './state.js';
+import { loadTickets } from './tickets.js';
 
 async function loadEvent() {
   for (let attempt = 0; ; attempt++) {
@@ -72,6 +73,7 @@ async function onAccount(next) {
   state.ended = false;
   markMine();
   render();
+  loadTickets(true);
   if (next) {
     await restoreRequest();
     live.start();
@@ -114,6 +116,7 @@ async function main() {
   render();
   await loadSeats(0);
   renderJoinMode();
+  loadTickets(true);
   if (token()) await restoreRequest();
   render();
   live.start();

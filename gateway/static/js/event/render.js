@@ -1,6 +1,7 @@
 /* onsale: what the waiting room shows: the sale's state and countdown, which card
  * is up (sign in, join, in line, held, confirmed, ended), the place in line, the
- * hold and its clock, the confirmation and why a request ended. */
+ * hold and its clock, the confirmation (whose paid order shows its tickets, in
+ * tickets.js) and why a request ended. */
 
 import { email, token } from '../api.js';
 import { now } from '../clock.js';
@@ -9,6 +10,7 @@ import { fmtClock, fmtDateTime, fmtMoney, fmtNumber, fmtWait, plural } from '../
 import { load } from '../util.js';
 import { findOrder, paying } from './checkout.js';
 import { describeAsk, joining } from './join.js';
+import { noteOrder } from './tickets.js';
 import { JOINABLE, TERMINAL, isLive, onsaleAt, priceOf, saleState, seatLabel, state, totalOf } from './state.js';
 
 const SALE_TEXT = {
@@ -171,6 +173,7 @@ export function renderConfirmation() {
   setText($('order-id'), order ? order.order_id : '–');
   setText($('order-amount'), order && order.amount_cents != null ? `, ${fmtMoney(order.amount_cents, order.currency)} paid.` : '');
   if (!order) findOrder(req.request_id);
+  else noteOrder(order);
 }
 
 const REASONS = {

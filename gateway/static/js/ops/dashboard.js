@@ -1,5 +1,5 @@
 /* onsale: /ops/events/{id}: one sale's dashboard: loading the event, the pollers
- * (figures every second, history, audit log, seats), taking the sale's state from
+ * (figures every second, history, audit log, seats, the door), taking the sale's state from
  * whichever source read it last, and starting and stopping it all. */
 
 import { api } from '../api.js';
@@ -9,6 +9,7 @@ import { fmtDateTime, message, plural } from '../format.js';
 import { enc, sleep } from '../util.js';
 import { renderAudit } from './audit.js';
 import { scheduleCharts } from './charts.js';
+import { doorPoller } from './door.js';
 import { renderCountdown, renderFigures, renderSale, renderUpdated, saleDetail } from './figures.js';
 import { fmtSpan } from './format.js';
 import { renderLevers } from './levers.js';
@@ -40,6 +41,7 @@ export async function startDashboard() {
   historyPoller.start();
   auditPoller.start();
   seatsPoller.start();
+  doorPoller.start();
   live.start();
   clearInterval(ticker);
   ticker = setInterval(tick, 1000);
@@ -61,6 +63,7 @@ export function stopDashboard() {
   historyPoller.stop();
   auditPoller.stop();
   seatsPoller.stop();
+  doorPoller.stop();
   live.stop();
   clearInterval(ticker);
   ticker = null;

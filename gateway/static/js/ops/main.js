@@ -2,13 +2,15 @@
  * each linking to its dashboard) and /ops/events/{event_id} (one sale: its figures,
  * the booking workers reading its line (the farm), its orders and the outbox
  * (payments), charts, seats left per section, the levers (open, pause, resume,
- * close, admission rate) and the audit log). It wires the page and decides what
- * shows for whoever signs in; the parts live beside it. */
+ * close, admission rate), the audit log, and the door: check-in, conflicts and
+ * door staff). It wires the page and decides what shows for whoever signs in; the
+ * parts live beside it. */
 
 import { onAccountChange } from '../api.js';
 import { $ } from '../dom.js';
 import { accountBar, opsSignIn } from '../signin.js';
 import { statsPoller } from './dashboard.js';
+import { wireDoor } from './door.js';
 import { wireDialog, wireLevers } from './levers.js';
 import { live } from './live.js';
 import { enter, wireForbidden } from './session.js';
@@ -27,6 +29,7 @@ accountBar($('account'), { role: true });
 opsSignIn($('ops-auth'));
 wireForbidden();
 wireLevers();
+wireDoor();
 onAccountChange(() => enter());
 enter();
 

@@ -7,6 +7,7 @@
  *   GET /v1/ops/events/{id}/stats/history      the last 5 minutes once, then the
  *                                              newest seconds every 2 s
  *   GET /v1/ops/events/{id}/audit              every 2 s and after every lever
+ *   GET /v1/ops/events/{id}/checkin            every 3 s (the door)
  *   GET /v1/events/{id}, GET /v1/events/{id}/seats, and the live socket
  *   /v1/events/{id}/live (sale state and seat deltas; docs/REALTIME.md).
  * Only figures the API gives are shown. The page keeps no state of its own beyond
@@ -65,6 +66,8 @@ export const dash = {
   auditNewest: 0,
   seats: new Map(), // seat_id -> {section, state}
   sections: new Map(), // name -> {tier, total, available, held, sold}
+  door: null, // GET /v1/ops/events/{id}/checkin, every 3 s
+  doorAt: 0,
   busy: false, // a lever is being pulled
   rateDirty: false, // the operator is typing a rate
   notFound: false,
