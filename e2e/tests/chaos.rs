@@ -1,6 +1,6 @@
 //! The history checker's seeded short run, as CI runs it: `loadgen chaos` on a
 //! Postgres and a Redis of the run's own (which the nemesis crashes and restarts),
-//! with booking-worker processes under the nemesis. The run fails itself when a promise breaks; this
+//! with booking-worker processes under the nemesis and scanners at the door. The run fails itself when a promise breaks; this
 //! test also checks that the faults it claims to inject were injected.
 
 use std::process::Command;
@@ -75,4 +75,14 @@ fn a_seeded_run_under_faults_keeps_every_promise() {
         "{report}"
     );
     assert!(report["holds"].as_u64().unwrap_or(0) > 50, "{report}");
+    // The door, under the same faults: scanners raced on the same tickets.
+    let door = &report["door"];
+    for zero in ["admitted_twice", "answer_problems", "redis_postgres_diffs"] {
+        assert_eq!(door[zero], 0, "door {zero} in {report}");
+    }
+    assert!(door["admitted"].as_u64().unwrap_or(0) > 10, "{report}");
+    assert!(
+        door["results"]["already_in"].as_u64().unwrap_or(0) > 10,
+        "the scanners raced: {report}"
+    );
 }

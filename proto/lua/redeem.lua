@@ -3,6 +3,9 @@
 -- is told who came first.
 --
 -- KEYS[1]  the event's door hash: ticket id -> `<in|out>|<entry no>|<scan id>|<unix ms>|<device>`
+-- KEYS[2]  the event's door scans: scan id -> `<outcome>|<entry no>|<scan id>|<unix ms>|<device>`,
+--          the answer each scan got (so a retry, even after other scans of the same
+--          ticket, gets its first answer and changes nothing)
 -- ARGV[1]  ticket id
 -- ARGV[2]  `entry` or `exit`
 -- ARGV[3]  scan id
@@ -17,8 +20,19 @@
 -- that refuses this one, otherwise this scan's. A scan sent again (same scan id)
 -- gets its first answer.
 
-local door = KEYS[1]
+local door, answers = KEYS[1], KEYS[2]
 local ticket, direction, scan, at, device = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+
+local answered = redis.call('HGET', answers, scan)
+if answered then
+  local outcome, n, s, a, d = string.match(answered, '^([%a_]+)|(%d+)|([^|]*)|(%d+)|(.*)$')
+  return {outcome, tonumber(n), s, a, d}
+end
+
+local function answer(outcome, n, s, a, d)
+  redis.call('HSET', answers, scan, outcome .. '|' .. n .. '|' .. s .. '|' .. a .. '|' .. d)
+  return {outcome, n, s, a, d}
+end
 
 local state, n, last_scan, last_at, last_device = 'none', 0, '', '0', ''
 local record = redis.call('HGET', door, ticket)
@@ -38,21 +52,15 @@ end
 
 if direction == 'entry' then
   if state == 'in' then
-    if last_scan == scan then
-      return {'admitted', n, last_scan, last_at, last_device}
-    end
-    return {'already_in', n, last_scan, last_at, last_device}
+    return answer('already_in', n, last_scan, last_at, last_device)
   end
   n = n + 1
   set('in')
-  return {'admitted', n, scan, at, device}
+  return answer('admitted', n, scan, at, device)
 end
 
-if state == 'out' and last_scan == scan then
-  return {'exited', n, last_scan, last_at, last_device}
-end
 if state ~= 'in' then
-  return {'not_in', n, scan, at, device}
+  return answer('not_in', n, scan, at, device)
 end
 set('out')
-return {'exited', n, scan, at, device}
+return answer('exited', n, scan, at, device)

@@ -29,6 +29,7 @@
 //! | `<p>:{ev:<id>}:samples` | list | `<unix ms> <next> <served> <held> <sold>`, newest first, one a second, the last 10 minutes |
 //! | `<p>:{ev:<id>}:live` | pub/sub | JSON updates for the realtime service; the scripts spell it from any event key (`lua/lib/changes.lua`) |
 //! | `<p>:{ev:<id>}:door` | hash | ticket id → `<in\|out>\|<entry no>\|<scan id>\|<unix ms>\|<device>`: the door's last word on each ticket (`redeem.lua`) |
+//! | `<p>:{ev:<id>}:door:scans` | hash | scan id → the answer `redeem.lua` gave it (a retry gets it again) |
 //! | `<p>:request:<request>` | string | the request's event id, for lookups by request id |
 //! | `<p>:active` | set | events whose sale is drawing, open or paused |
 
@@ -74,6 +75,11 @@ impl Keys {
     /// Ticket id → the door's last scan of it (`redeem.lua`).
     pub fn door(&self, event: EventId) -> String {
         self.event_key(event, "door")
+    }
+
+    /// Scan id → the answer `redeem.lua` gave it.
+    pub fn door_scans(&self, event: EventId) -> String {
+        self.event_key(event, "door:scans")
     }
 
     /// Seat id → encoded seat state, for every seat of the event.

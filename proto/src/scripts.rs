@@ -141,6 +141,7 @@ pub fn redeem(
 ) -> redis::ScriptInvocation<'static> {
     let mut invocation = REDEEM.key(keys.door(event));
     invocation
+        .key(keys.door_scans(event))
         .arg(ticket.to_string())
         .arg(direction.as_str())
         .arg(scan_id.to_string())

@@ -106,27 +106,41 @@ impl Door {
         Ok(results)
     }
 
-    async fn verify(&self, event: EventId, scan: &Scan) -> Result<TicketClaims, ScanResult> {
-        let parsed = code::parse(&scan.code)
-            .map_err(|e| refused(scan, ScanOutcome::Invalid, e.to_string()))?;
-        let verifier = match self.ring.verifier(&self.pool, &parsed.kid).await {
-            Ok(Some(verifier)) => verifier,
-            Ok(None) => {
-                return Err(refused(
-                    scan,
-                    ScanOutcome::Invalid,
-                    CodeError::UnknownKey.to_string(),
-                ));
-            }
-            Err(error) => {
-                tracing::warn!(%error, "reading a ticket key failed");
-                return Err(refused(
-                    scan,
-                    ScanOutcome::Invalid,
-                    "the ticket key could not be read; scan again",
-                ));
-            }
+    /// The code's claims, or the refusal it earns; a key that cannot be read is an
+    /// error (the scan is answered 503 and sent again), never a stored refusal.
+    async fn verify(
+        &self,
+        event: EventId,
+        scan: &Scan,
+    ) -> Result<Result<TicketClaims, ScanResult>, DoorError> {
+        Ok(self.verify_with_key(event, scan).await?)
+    }
+
+    async fn verify_with_key(
+        &self,
+        event: EventId,
+        scan: &Scan,
+    ) -> Result<Result<TicketClaims, ScanResult>, sqlx::Error> {
+        let parsed = match code::parse(&scan.code) {
+            Ok(parsed) => parsed,
+            Err(e) => return Ok(Err(refused(scan, ScanOutcome::Invalid, e.to_string()))),
         };
+        let Some(verifier) = self.ring.verifier(&self.pool, &parsed.kid).await? else {
+            return Ok(Err(refused(
+                scan,
+                ScanOutcome::Invalid,
+                CodeError::UnknownKey.to_string(),
+            )));
+        };
+        Ok(Self::check_claims(event, scan, &parsed, &verifier))
+    }
+
+    fn check_claims(
+        event: EventId,
+        scan: &Scan,
+        parsed: &code::Parsed<'_>,
+        verifier: &crate::keys::Verifier,
+    ) -> Result<TicketClaims, ScanResult> {
         let claims = parsed
             .verify(&verifier.key)
             .map_err(|e| refused(scan, ScanOutcome::Invalid, e.to_string()))?;
@@ -152,7 +166,7 @@ impl Door {
         staff: UserId,
         scan: &Scan,
     ) -> Result<ScanResult, DoorError> {
-        let claims = match self.verify(event, scan).await {
+        let claims = match self.verify(event, scan).await? {
             Ok(claims) => Some(claims),
             Err(refusal) => {
                 // A refused code is recorded too (who tried what, where), once.
@@ -176,7 +190,7 @@ impl Door {
         .fetch_one(&self.pool)
         .await?;
         if let Some(previous) = known.previous {
-            return Ok(previous.0);
+            return self.seen_again(scan, previous.0).await;
         }
         let claims = claims.expect("verified above");
         let (Some(version), Some(state), Some(seat_id)) =
@@ -291,6 +305,38 @@ impl Door {
         }
     }
 
+    /// A scan answered before. Sent again as an offline scan (the device asked
+    /// online, got no answer in time and decided by itself), an entry the server had
+    /// refused was let in on the device: the stored answer becomes a conflict.
+    async fn seen_again(&self, scan: &Scan, previous: ScanResult) -> Result<ScanResult, DoorError> {
+        let refused_entry = matches!(previous.result, ScanOutcome::AlreadyIn | ScanOutcome::Void);
+        if !(scan.offline
+            && scan.direction == Direction::Entry
+            && refused_entry
+            && !previous.conflict)
+        {
+            return Ok(previous);
+        }
+        let kind = if previous.result == ScanOutcome::Void {
+            "void"
+        } else {
+            "double_entry"
+        };
+        let updated: Option<sqlx::types::Json<ScanResult>> = sqlx::query_scalar(
+            "UPDATE tickets.scans
+             SET conflict = $2, offline = true, answer = jsonb_set(answer, '{conflict}', 'true')
+             WHERE scan_id = $1 AND conflict IS NULL
+             RETURNING answer",
+        )
+        .bind(scan.scan_id)
+        .bind(kind)
+        .fetch_optional(&self.pool)
+        .await?;
+        tracing::warn!(scan_id = %scan.scan_id, result = previous.result.as_str(),
+            "a scan refused online was let in offline by its device");
+        Ok(updated.map_or(previous, |answer| answer.0))
+    }
+
     /// Writes the scan's answer (and the admission or exit it made) in one
     /// transaction. The entry's primary key has the last word: an admission the
     /// ledger already has under another scan becomes `already_in`.
@@ -337,6 +383,20 @@ impl Door {
                     answer.first_admitted_at = Some(first.2);
                     answer.reason = Some("already in".into());
                     answer.conflict = scan.offline;
+                }
+                if answer.result == ScanOutcome::Admitted && entry.entry_no > 1 {
+                    // Redis admitted a re-entry, so it saw the exit before it: an
+                    // exit whose ledger write failed is closed here, should its
+                    // scan never be sent again.
+                    sqlx::query(
+                        "UPDATE tickets.entries SET exited_at = $3
+                         WHERE ticket_id = $1 AND entry_no < $2 AND exited_at IS NULL",
+                    )
+                    .bind(entry.ticket)
+                    .bind(entry.entry_no)
+                    .bind(entry.at)
+                    .execute(&mut *tx)
+                    .await?;
                 }
             } else if answer.result == ScanOutcome::Exited {
                 sqlx::query(

@@ -64,13 +64,3 @@ pub async fn door(pool: &PgPool, event: EventId) -> Result<DoorStats, sqlx::Erro
             .collect(),
     })
 }
-
-/// Tickets of `event` inside now (for the sale's stats).
-pub async fn checked_in(pool: &PgPool, event: EventId) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM tickets.entries WHERE event_id = $1 AND exited_at IS NULL",
-    )
-    .bind(event)
-    .fetch_one(pool)
-    .await
-}

@@ -1,7 +1,8 @@
 /* onsale: the confirmation step a page takes before an action that cannot be
- * undone: its <dialog id="confirm-dialog"> (#confirm-title, #confirm-text,
- * #confirm-note, #confirm-no, #confirm-yes, as ops.html and orders.html hold it)
- * filled and shown modally. Escape or a click on the backdrop answers no. */
+ * undone (the dashboard's levers and admission rate, a reissue on /orders): its
+ * <dialog id="confirm-dialog"> (#confirm-title, #confirm-text, #confirm-note,
+ * #confirm-no, #confirm-yes, as ops.html and orders.html hold it) filled and shown
+ * modally. Escape or a click on the backdrop answers no. */
 
 import { $, setText, show } from './dom.js';
 

@@ -21,32 +21,22 @@
 // Optional: TIMEOUT_SECONDS (150), HEADFUL=1.
 
 import {
-  BASE_URL, ADMIN_EMAIL, ADMIN_PASSWORD, SCREENSHOTS, createSale, log, step, check, pages, watch, shot, run, begin,
-  launch, withBrowser, phoneContext, desktopContext, waitFor, text, signInInPage, call, login, registerFan, openSale,
-  buySeats, makeStaff, scanCode,
+  BASE_URL, ADMIN_EMAIL, ADMIN_PASSWORD, SCREENSHOTS, log, step, check, pages, watch, shot, run, beginOpenSale,
+  failureFile, launch, withBrowser, phoneContext, desktopContext, waitFor, text, signInInPage, call, buySeats,
+  makeStaff, scanCode, seatWords,
 } from './lib.mjs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 
-const failureFile = (name) => `99-failure-${name.replace(/[^\w]+/g, '-')}.png`.replace(/-+/g, '-');
-
-const seatWords = (id) => {
-  const [section, row, number] = id.split('-');
-  return `${section} · row ${row} · seat ${number}`;
-};
-
 async function main() {
-  await begin();
+  const { admin, accounts: [fan, steward, steward2], eventId, eventName } = await beginOpenSale({
+    venueName: 'Door Hall',
+    eventName: 'Door Night',
+    who: 'a fan and two stewards',
+    accounts: ['doorfan', 'steward-b', 'steward-c'],
+  });
 
-  step('the admin signs in; a fan and two stewards register (REST)');
-  const admin = await login(ADMIN_EMAIL, ADMIN_PASSWORD);
-  const fan = await registerFan(1, 'doorfan');
-  const steward = await registerFan(1, 'steward-b');
-  const steward2 = await registerFan(1, 'steward-c');
-
-  step('the admin creates a venue and an event and opens its sale; the fan buys 3 seats (REST)');
-  const { eventId, eventName } = await createSale(admin, { venueName: 'Door Hall', eventName: 'Door Night', onsaleDelayS: 3600 });
-  await openSale(admin, eventId);
+  step('the fan buys 3 seats (REST)');
   const order = await buySeats(fan, eventId, 3);
   const [t1, t2, t3] = order.tickets;
 

@@ -1,10 +1,12 @@
 // What the browser scenarios share: progress lines, failures, the run itself
-// (start, deadline, exit code), the browser and its phone and desktop contexts,
-// the pages watched for console errors, waiting in a page, screenshots, signing up
-// and in through a page, reading the QR codes a page shows, and the REST API as the
-// admin, background fans and door staff use it (buying seats, scanning tickets).
-// BASE_URL, SCREENSHOTS, CHROMIUM, ADMIN_EMAIL, ADMIN_PASSWORD, TIMEOUT_SECONDS and
-// HEADFUL come from the environment.
+// (start, deadline, exit code, the failure screenshots' names), the ticket
+// scenarios' start (an opened sale and the accounts they need), the browser and its
+// phone and desktop contexts, the pages watched for console errors, waiting in a
+// page, screenshots, signing up and in through a page, reading the QR codes a page
+// shows, seats as the pages write them, and the REST API as the admin, background
+// fans and door staff use it (buying seats, scanning tickets). BASE_URL,
+// SCREENSHOTS, CHROMIUM, ADMIN_EMAIL, ADMIN_PASSWORD, TIMEOUT_SECONDS and HEADFUL
+// come from the environment.
 
 import { chromium } from 'playwright-core';
 import crypto from 'node:crypto';
@@ -77,6 +79,9 @@ function report() {
   }
 }
 
+/** The failure screenshot of a watched page: "fan (phone)" leaves 99-failure-fan-phone-.png. */
+const failureFile = (name) => `99-failure-${name.replace(/[^\w]+/g, '-')}.png`.replace(/-+/g, '-');
+
 /** A screenshot of every watched page after a failure, named `fileOf(page's name)`. */
 async function failureShots(fileOf) {
   for (const w of pages) {
@@ -131,6 +136,27 @@ async function begin() {
       await sleep(250);
     }
   }
+}
+
+/**
+ * What the ticket scenarios do first: `begin()`, the admin signs in, one account
+ * registers per prefix of `accounts` (`who` names them in the step's line), and the
+ * admin creates a sale (`createSale`, on sale in an hour) and opens it at once.
+ * Answers {admin (a token), accounts (as `registerFan` answers them, in order),
+ * eventId, eventName}.
+ */
+async function beginOpenSale({ venueName, eventName, who, accounts }) {
+  await begin();
+
+  step(`the admin signs in; ${who} register (REST)`);
+  const admin = await login(ADMIN_EMAIL, ADMIN_PASSWORD);
+  const registered = [];
+  for (const prefix of accounts) registered.push(await registerFan(1, prefix));
+
+  step('the admin creates a venue and an event, and opens its sale now (REST)');
+  const sale = await createSale(admin, { venueName, eventName, onsaleDelayS: 3600 });
+  await openSale(admin, sale.eventId);
+  return { admin, accounts: registered, eventId: sale.eventId, eventName: sale.eventName };
 }
 
 // ---------------------------------------------------------------------------
@@ -422,6 +448,12 @@ async function scanCode(staff, eventId, code, { device = 'Gate A', direction = '
   return result;
 }
 
+/** "Floor-A-1" as the pages write it: "Floor · row A · seat 1". */
+function seatWords(id) {
+  const [section, row, number] = id.split('-');
+  return `${section} · row ${row} · seat ${number}`;
+}
+
 /** Runs fn over items, `width` at a time. */
 async function pool(items, width, fn) {
   const out = new Array(items.length);
@@ -481,6 +513,7 @@ async function createSale(admin, { venueName, eventName, onsaleDelayS }) {
 
 export {
   createSale, CHROMIUM, RUN, T0, log, step, Failure, fail, check, sleep, pages, watch, shot, report, failureShots,
-  run, begin, launch, withBrowser, phoneContext, desktopContext, waitFor, text, visible, registerInPage, signInInPage,
-  readQrCodes, call, login, registerFan, pool, openSale, buySeats, paidOrder, makeStaff, scanCode,
+  failureFile, run, begin, beginOpenSale, launch, withBrowser, phoneContext, desktopContext, waitFor, text, visible,
+  registerInPage, signInInPage, readQrCodes, call, login, registerFan, pool, openSale, buySeats, paidOrder, makeStaff,
+  scanCode, seatWords,
 };

@@ -20,7 +20,7 @@
 
 import {
   BASE_URL, ADMIN_EMAIL, ADMIN_PASSWORD, TIMEOUT_S, createSale, log, step, check, pages, watch, shot, run, begin, withBrowser,
-  phoneContext, desktopContext, waitFor, text, visible, registerInPage, call, login, registerFan, pool,
+  phoneContext, desktopContext, waitFor, text, visible, registerInPage, call, login, registerFan, pool, failureFile,
 } from './lib.mjs';
 import crypto from 'node:crypto';
 import { spawn } from 'node:child_process';
@@ -120,9 +120,6 @@ async function opsState(page) {
 }
 
 // ---------------------------------------------------------------------------
-
-/** The failure screenshot of a watched page: "fan (phone)" leaves 99-failure-fan-phone-.png. */
-const failureFile = (name) => `99-failure-${name.replace(/[^\w]+/g, '-')}.png`.replace(/-+/g, '-');
 
 async function main() {
   await begin();

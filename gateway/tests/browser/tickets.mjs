@@ -17,30 +17,17 @@
 // Optional: TIMEOUT_SECONDS (150), HEADFUL=1.
 
 import {
-  BASE_URL, ADMIN_EMAIL, ADMIN_PASSWORD, createSale, log, step, check, pages, watch, shot, run, begin, withBrowser,
-  phoneContext, desktopContext, waitFor, text, signInInPage, readQrCodes, call, login, registerFan, openSale,
-  makeStaff, scanCode, paidOrder, sleep,
+  BASE_URL, log, step, check, pages, watch, shot, run, beginOpenSale, failureFile, withBrowser, phoneContext,
+  desktopContext, waitFor, text, signInInPage, readQrCodes, call, makeStaff, scanCode, paidOrder, seatWords, sleep,
 } from './lib.mjs';
 
-const failureFile = (name) => `99-failure-${name.replace(/[^\w]+/g, '-')}.png`.replace(/-+/g, '-');
-
-/** "Floor-A-1" as the pages write it. */
-const seatWords = (id) => {
-  const [section, row, number] = id.split('-');
-  return `${section} · row ${row} · seat ${number}`;
-};
-
 async function main() {
-  await begin();
-
-  step('the admin signs in; a fan and a door steward register (REST)');
-  const admin = await login(ADMIN_EMAIL, ADMIN_PASSWORD);
-  const fan = await registerFan(1, 'ticketfan');
-  const staff = await registerFan(1, 'steward');
-
-  step('the admin creates a venue and an event, and opens its sale now (REST)');
-  const { eventId, eventName } = await createSale(admin, { venueName: 'Ticket Hall', eventName: 'Ticket Night', onsaleDelayS: 3600 });
-  await openSale(admin, eventId);
+  const { admin, accounts: [fan, staff], eventId, eventName } = await beginOpenSale({
+    venueName: 'Ticket Hall',
+    eventName: 'Ticket Night',
+    who: 'a fan and a door steward',
+    accounts: ['ticketfan', 'steward'],
+  });
 
   await withBrowser((browser) => scenario(browser, { admin, fan, staff, eventId, eventName }), failureFile);
 }

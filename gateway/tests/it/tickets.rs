@@ -488,12 +488,28 @@ async fn offline_scans_are_folded_in_and_a_double_entry_is_reported(pool: PgPool
         results
     );
 
+    // Gate C asked online, got no answer in time (the server had refused the
+    // entry) and let the fan in by itself; its upload of the same scan is the
+    // conflict the online answer did not show.
+    let timed_out = scan(&second, "Gate C");
+    let online = one_scan(&app, &door, &event, timed_out.clone()).await;
+    assert_eq!(online["result"], "already_in");
+    assert!(online.get("conflict").is_none(), "{online}");
+    let mut uploaded = timed_out;
+    uploaded["offline"] = json!(true);
+    let upload = one_scan(&app, &door, &event, uploaded.clone()).await;
+    assert_eq!(upload["result"], "already_in");
+    assert_eq!(upload["conflict"], true, "{upload}");
+    assert_eq!(one_scan(&app, &door, &event, uploaded).await, upload);
+
     let door_stats: Value = app
         .get_json(&format!("/v1/ops/events/{event}/checkin"), Some(&admin))
         .await;
     assert_eq!(door_stats["checked_in"], 2);
     let conflicts = door_stats["conflicts"].as_array().unwrap();
-    assert_eq!(conflicts.len(), 1, "{door_stats}");
+    assert_eq!(conflicts.len(), 2, "{door_stats}");
+    assert_eq!(conflicts[0]["device_id"], "Gate C");
+    let conflicts = &conflicts[1..];
     assert_eq!(conflicts[0]["kind"], "double_entry");
     assert_eq!(conflicts[0]["device_id"], "Gate B");
     assert_eq!(conflicts[0]["first_device_id"], "Gate A");

@@ -50,7 +50,7 @@ impl History {
         self.started.elapsed().as_millis() as u64
     }
 
-    fn record(&self, op: Op) {
+    pub fn record(&self, op: Op) {
         if let Ok(mut ops) = self.ops.lock() {
             ops.push(op);
         }

@@ -10,6 +10,7 @@
 //! broken.
 
 mod check;
+mod door;
 mod fans;
 mod farm;
 
@@ -62,6 +63,12 @@ pub struct ChaosArgs {
     /// `REDIS_URL`, and let the nemesis kill and restart it.
     #[arg(long)]
     own_redis: bool,
+    /// Scanners at the door, racing on the same tickets.
+    #[arg(long, default_value_t = 4)]
+    scanners: usize,
+    /// Tickets the scanners share (few, so that they race).
+    #[arg(long, default_value_t = 6)]
+    door_tickets: usize,
     /// Run on a Postgres of the run's own (initdb in a temporary directory) instead
     /// of `DATABASE_URL`, and let the nemesis crash and restart it.
     #[arg(long)]
@@ -75,8 +82,12 @@ const SECTIONS: [&str; 3] = ["A", "B", "C"];
 /// Seats sold before the run (to a buyer of an earlier sale): all of section C but
 /// five single seats with none adjacent, so asks for two seats there are refused
 /// for good, and asks for one compete for few. Written to the ledger, then the seat
-/// map and the buyer's request are put into Redis from it.
-async fn presell(stack: &mut Stack, event_id: EventId) -> anyhow::Result<()> {
+/// map and the buyer's request are put into Redis from it. Their tickets are what
+/// the scanners scan.
+async fn presell(
+    stack: &mut Stack,
+    event_id: EventId,
+) -> anyhow::Result<Vec<proto::wire::tickets::Ticket>> {
     let free = ["C-R1-2", "C-R1-5", "C-R1-8", "C-R2-3", "C-R2-7"];
     let sold: Vec<String> = (1..=2)
         .flat_map(|row| (1..=10).map(move |n| format!("C-R{row}-{n}")))
@@ -124,7 +135,7 @@ async fn presell(stack: &mut Stack, event_id: EventId) -> anyhow::Result<()> {
         ])
         .query_async(&mut stack.redis)
         .await?;
-    Ok(())
+    door::issue(stack, event_id, buyer, fan, &sold).await
 }
 
 /// The gateway, in this process, on the run's key prefix.
@@ -287,7 +298,7 @@ async fn run(
     let binary = farm::worker_binary(args.worker_bin.as_deref())?;
     let venue_id = setup::venue_named(&stack.pool, &SECTIONS, 2, 10).await?;
     let event_id = setup::event(stack, venue_id, 4).await?;
-    presell(stack, event_id).await?;
+    let sold = presell(stack, event_id).await?;
     // The API's floor on hold time is a minute; the run wants seats to churn, in
     // Postgres too (a restore reloads the sale from there).
     sqlx::query("UPDATE inventory.events SET hold_seconds = $2 WHERE event_id = $1")
@@ -343,6 +354,25 @@ async fn run(
             seed,
         )));
     }
+    // Scanners race on a few of the presold tickets at the door, under the same
+    // faults, as operators (who may scan any event's door).
+    let door = door::Door {
+        client: client.clone(),
+        base: base.clone(),
+        event_id,
+        history: history.clone(),
+        tickets: sold.into_iter().take(args.door_tickets.max(1)).collect(),
+        stop: CancellationToken::new(),
+    };
+    let mut scanners = Vec::new();
+    for index in 0..args.scanners {
+        scanners.push(tokio::spawn(door::scanner(
+            door.clone(),
+            index,
+            setup::sign(&key, Role::Operator)?,
+            rng.random(),
+        )));
+    }
     // Fans join the pre-queue for a moment, then two drawers open the sale at once.
     tokio::time::sleep(Duration::from_millis(800)).await;
     open_twice(&client, &base, event_id, &admin).await?;
@@ -381,6 +411,11 @@ async fn run(
     timer.await?;
     *injected.entry("two drawers at once").or_default() += 1;
     line.joining.cancel();
+    // Scanners finish the scan in hand (sent again until it is answered).
+    door.stop.cancel();
+    for scanner in scanners {
+        let _ = scanner.await;
+    }
     let faults_over = Instant::now();
     println!(
         "chaos: faults over after {:.1} s: {injected:?}; waiting for every request to end",
@@ -448,6 +483,7 @@ async fn run(
             .with_context(|| format!("writing the history to {}", path.display()))?;
     }
     let findings = check::check(&stack.pool, &mut stack.redis, &stack.keys, event_id, &ops).await?;
+    let door = door::check(&stack.pool, &mut stack.redis, &stack.keys, event_id, &ops).await?;
     let (key_count, bytes) = check::footprint(&mut stack.redis, &stack.keys, event_id).await?;
     let report = json!({
         "seed": args.seed,
@@ -464,11 +500,25 @@ async fn run(
         "inversions": findings.inversions,
         "queue_number_problems": findings.number_problems,
         "redis_postgres_diffs": findings.redis_postgres_diffs,
+        "door": {
+            "tickets": args.door_tickets,
+            "scanners": args.scanners,
+            "scans": door.scans,
+            "results": door.results,
+            "admitted": door.admitted,
+            "admitted_twice": door.doubles,
+            "answer_problems": door.answer_problems,
+            "redis_postgres_diffs": door.redis_postgres_diffs,
+        },
         "redis_keys_left": key_count,
         "redis_bytes_left": bytes,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     let mut broken = findings.violations.clone();
+    broken.extend(door.violations.iter().map(|v| format!("door: {v}")));
+    if door.admitted == 0 && args.scanners > 0 {
+        broken.push("no scan was admitted at the door: the run proves nothing there".into());
+    }
     if open > 0 {
         broken.push(format!(
             "{open} accepted requests had not ended {} s after the faults stopped",

@@ -4,7 +4,8 @@
  * judge), and where the keyboard goes after each. */
 
 import { api, retryable } from '../api.js';
-import { $, say, setText, show } from '../dom.js';
+import { confirmStep } from '../confirm.js';
+import { $, say, setText } from '../dom.js';
 import { fmtClock, message, plural } from '../format.js';
 import { sleep, uuid } from '../util.js';
 import { adoptSale, auditPoller, statsPoller } from './dashboard.js';
@@ -93,38 +94,6 @@ function leverCopy(lever) {
     default:
       return null;
   }
-}
-
-/* ---------- the confirmation dialog ---------- */
-
-/** Asks; resolves true only when the operator confirms. */
-function confirmStep({ title, text, note, yes, danger }, opener) {
-  const dialog = $('confirm-dialog');
-  setText($('confirm-title'), title);
-  setText($('confirm-text'), text);
-  setText($('confirm-note'), note || '');
-  show($('confirm-note'), !!note);
-  const yesButton = $('confirm-yes');
-  setText(yesButton, yes);
-  yesButton.className = `button ${danger ? 'button-danger-solid' : 'button-primary'}`;
-  dialog.returnValue = '';
-  return new Promise((resolve) => {
-    const done = () => {
-      dialog.removeEventListener('close', done);
-      const yesChosen = dialog.returnValue === 'yes';
-      if (!yesChosen && opener && !opener.disabled) opener.focus();
-      resolve(yesChosen);
-    };
-    dialog.addEventListener('close', done);
-    if (typeof dialog.showModal === 'function') {
-      dialog.showModal();
-      $('confirm-no').focus();
-    } else {
-      /* no <dialog> support: the browser's own confirmation */
-      dialog.returnValue = window.confirm(`${title}\n\n${text}`) ? 'yes' : '';
-      done();
-    }
-  });
 }
 
 /** Sends one confirmed action with its own Idempotency-Key; retries keep the key. */
@@ -286,16 +255,5 @@ export function wireLevers() {
   });
   input.addEventListener('blur', () => {
     if (input.value.trim() === String(dash.sale.admission_per_second)) dash.rateDirty = false;
-  });
-}
-
-/** Escape closes the dialog as "no"; so does a click on its backdrop. */
-export function wireDialog() {
-  $('confirm-dialog').addEventListener('click', (e) => {
-    if (e.target === e.currentTarget) {
-      const r = e.currentTarget.getBoundingClientRect();
-      const inside = e.clientX >= r.left && e.clientX <= r.right && e.clientY >= r.top && e.clientY <= r.bottom;
-      if (!inside) e.currentTarget.close('');
-    }
   });
 }

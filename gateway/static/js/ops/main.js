@@ -7,11 +7,12 @@
  * parts live beside it. */
 
 import { onAccountChange } from '../api.js';
+import { wireConfirm } from '../confirm.js';
 import { $ } from '../dom.js';
 import { accountBar, opsSignIn } from '../signin.js';
 import { statsPoller } from './dashboard.js';
 import { wireDoor } from './door.js';
-import { wireDialog, wireLevers } from './levers.js';
+import { wireLevers } from './levers.js';
 import { live } from './live.js';
 import { enter, wireForbidden } from './session.js';
 import { dash, route, session } from './state.js';
@@ -24,7 +25,7 @@ document.addEventListener('visibilitychange', () => {
   }
 });
 
-wireDialog();
+wireConfirm();
 accountBar($('account'), { role: true });
 opsSignIn($('ops-auth'));
 wireForbidden();
