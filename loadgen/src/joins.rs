@@ -80,6 +80,9 @@ impl Gateway {
             .env("ONSALE_REDIS__KEY_PREFIX", stack.keys.prefix())
             .env("ONSALE_LIMITS__PER_IP_PER_SECOND", "10000000")
             .env("ONSALE_LIMITS__PER_IP_BURST", "10000000")
+            // A door's devices scan far faster here than a person could.
+            .env("ONSALE_LIMITS__PER_USER_PER_SECOND", "10000000")
+            .env("ONSALE_LIMITS__PER_USER_BURST", "10000000")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -124,6 +127,11 @@ pub(crate) struct Tokens {
 
 impl Tokens {
     pub(crate) fn sign(count: usize, key: &TokenIssuer) -> anyhow::Result<Self> {
+        Self::sign_as(count, key, Role::Fan)
+    }
+
+    /// `count` tokens of distinct users with `role`.
+    pub(crate) fn sign_as(count: usize, key: &TokenIssuer, role: Role) -> anyhow::Result<Self> {
         let progress = bar(count as u64, "signing");
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let chunks: Vec<anyhow::Result<Vec<HeaderValue>>> = std::thread::scope(|scope| {
@@ -137,7 +145,7 @@ impl Tokens {
                                 progress.inc(1);
                                 Ok(HeaderValue::try_from(format!(
                                     "Bearer {}",
-                                    setup::sign(key, Role::Fan)?
+                                    setup::sign(key, role)?
                                 ))?)
                             })
                             .collect()
@@ -177,12 +185,12 @@ impl Tokens {
 }
 
 /// Builds one request of a phase; `None` when the phase has used up its fans.
-type MakeRequest = Arc<dyn Fn() -> Option<Request<Full<Bytes>>> + Send + Sync>;
+pub(crate) type MakeRequest = Arc<dyn Fn() -> Option<Request<Full<Bytes>>> + Send + Sync>;
 
-struct Phase {
-    ok: u64,
-    failed: u64,
-    seconds: f64,
+pub(crate) struct Phase {
+    pub(crate) ok: u64,
+    pub(crate) failed: u64,
+    pub(crate) seconds: f64,
     latency: Histogram<u64>,
     /// CPU time each process spent during the phase.
     cpu: Cpu,
@@ -267,7 +275,7 @@ fn process_cpu(stat: &str) -> anyhow::Result<f64> {
 }
 
 impl Phase {
-    fn line(&self, name: &str) -> String {
+    pub(crate) fn line(&self, name: &str) -> String {
         let ms = |q: f64| self.latency.value_at_quantile(q) as f64 / 1000.0;
         format!(
             "{name}: {:.0} req/s ({} ok, {} failed in {:.1} s), latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms",
@@ -281,7 +289,7 @@ impl Phase {
         )
     }
 
-    fn cpu_line(&self, name: &str) -> String {
+    pub(crate) fn cpu_line(&self, name: &str) -> String {
         let per = |seconds: f64| seconds * 1e6 / self.ok.max(1) as f64;
         format!(
             "{name}: CPU per request: gateway {:.1} µs, load generator {:.1} µs, redis {:.1} µs",
@@ -305,7 +313,7 @@ pub(crate) async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full
 }
 
 /// `concurrency` connections sending requests made by `make` for `seconds`.
-async fn phase(
+pub(crate) async fn phase(
     name: &str,
     meter: &mut Meter,
     addrs: &[SocketAddr],

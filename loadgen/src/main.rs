@@ -10,6 +10,7 @@
 //! loadgen checkout --fans 2000 --concurrency 32     checkouts/s through the gateway; outbox and email lag
 //! loadgen sockets --sockets 50000 --servers 4      live sockets held, memory per socket, move fan-out latency
 //! loadgen sale --event ID --fans 30                 a simulated on-sale through a running gateway's REST API
+//! loadgen scans --tickets 60000 --seconds 5         door scans/s through the gateway, each admitting a ticket
 //! ```
 
 mod chaos;
@@ -18,6 +19,7 @@ mod drain;
 mod flood;
 mod joins;
 mod sale;
+mod scans;
 mod setup;
 mod sockets;
 
@@ -56,6 +58,9 @@ enum Command {
     /// in waves, pay for (or decline, or let run out) their holds; progress each
     /// second. For demos and the operators' dashboard test.
     Sale(sale::SaleArgs),
+    /// Scans at the door per second through the gateway binary (each admits a new
+    /// ticket of a stadium-sized event), against the 404 baseline.
+    Scans(scans::ScanArgs),
     /// A client process of `sockets` (started by it).
     #[command(hide = true)]
     SocketsClient(sockets::ClientArgs),
@@ -87,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Drain(args) => drain::drain(&mut stack, args).await,
         Command::Holds(args) => drain::holds(&mut stack, args).await,
         Command::Joins(args) => joins::joins(&mut stack, args).await,
+        Command::Scans(args) => scans::scans(&mut stack, args).await,
         Command::Chaos(args) => chaos::chaos(&mut stack, args).await,
         Command::Flood(args) => flood::flood(&mut stack, args).await,
         Command::Checkout(args) => checkout::checkout(&mut stack, args).await,

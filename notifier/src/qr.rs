@@ -37,25 +37,6 @@ pub fn png(code: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// Reads back what [`png`] drew (with `rqrr`, an independent decoder): for tests
-/// that check an email's QR holds the ticket's code.
-pub fn decode_png(bytes: &[u8]) -> Result<String, String> {
-    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
-    let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
-    let mut pixels = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut pixels).map_err(|e| e.to_string())?;
-    if info.color_type != png::ColorType::Grayscale || info.bit_depth != png::BitDepth::Eight {
-        return Err(format!("not 8-bit greyscale: {:?}", info.color_type));
-    }
-    let (w, h) = (info.width as usize, info.height as usize);
-    let mut image = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| pixels[y * w + x]);
-    let grids = image.detect_grids();
-    let grid = grids.first().ok_or("no QR code in the image")?;
-    grid.decode()
-        .map(|(_, content)| content)
-        .map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -63,6 +44,6 @@ mod tests {
         let code = "eyJhbGciOiJFZERTQSIsImtpZCI6ImsxIn0.eyJ0aWQiOiIwMTkzIn0.c2lnbmF0dXJl";
         let png = super::png(code).expect("draws");
         assert_eq!(&png[1..4], b"PNG");
-        assert_eq!(super::decode_png(&png).as_deref(), Ok(code));
+        assert_eq!(testkit::qr::decode_png(&png).as_deref(), Ok(code));
     }
 }

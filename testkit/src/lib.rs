@@ -14,9 +14,12 @@
 //!
 //! All panic with what to install when a program is missing: they are for tests
 //! and benchmarks, which `deploy/test` runs with everything installed.
+//!
+//! And [`qr`]: reading back a QR code drawn as a PNG (an email's ticket).
 
 mod broker;
 mod postgres;
+pub mod qr;
 mod redis;
 mod redis_cluster;
 

@@ -74,7 +74,10 @@ async fn get_qr(
 /// list. For a screenshot that went round, or a lost phone.
 #[utoipa::path(
     post, path = "/v1/tickets/{ticket_id}/reissue", tag = "tickets",
-    params(("ticket_id" = TicketId, Path)),
+    params(
+        ("ticket_id" = TicketId, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key gets the first answer and reissues once"),
+    ),
     responses(
         (status = 200, body = Ticket),
         (status = 401, body = ErrorBody),

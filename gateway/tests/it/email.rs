@@ -61,6 +61,47 @@ async fn a_paid_checkout_sends_one_confirmation_with_its_seats_and_amount(pool: 
     );
     let sold: Value = app.get_json(&format!("/v1/events/{event}"), None).await;
     assert!(sold["sold"].as_u64().is_some_and(|n| n >= 2), "{sold}");
+
+    // Each ticket is in the email as an inline QR (referenced from the HTML) that
+    // reads back, with an independent decoder, as the ticket's code; the door
+    // admits that code.
+    let order_id = order["order_id"].as_str().expect("order id");
+    let order: Value = app
+        .get_json(&format!("/v1/orders/{order_id}"), Some(&token))
+        .await;
+    let mut codes: Vec<String> = order["tickets"]
+        .as_array()
+        .expect("tickets")
+        .iter()
+        .map(|t| t["code"].as_str().expect("code").to_owned())
+        .collect();
+    let images = confirmation.binary_parts("image/png");
+    assert_eq!(images.len(), 2, "a QR per ticket");
+    let mut read: Vec<String> = images
+        .iter()
+        .map(|(cid, png)| {
+            let cid = cid.as_deref().expect("an inline image has a Content-ID");
+            assert!(html.contains(&format!("cid:{cid}")), "the HTML shows {cid}");
+            testkit::qr::decode_png(png).expect("the QR reads back")
+        })
+        .collect();
+    codes.sort();
+    read.sort();
+    assert_eq!(read, codes);
+    assert!(text.contains(&codes[0]), "the text part carries the codes");
+    let admin = app.admin_token().await;
+    let scanned: Value = app
+        .post(
+            &format!("/v1/events/{event}/scans"),
+            Some(&admin),
+            &json!({"scans": [{"scan_id": uuid::Uuid::new_v4(), "code": read[0],
+                "direction": "entry", "scanned_at": chrono::Utc::now(), "device_id": "Gate A"}]}),
+        )
+        .await
+        .json()
+        .await
+        .expect("scan results");
+    assert_eq!(scanned["results"][0]["result"], "admitted", "{scanned}");
     stop.cancel();
     pipeline.stop.cancel();
 }

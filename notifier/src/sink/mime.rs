@@ -52,6 +52,31 @@ impl Received {
         message.parts.iter().filter_map(leaf).collect()
     }
 
+    /// The bytes of every part of `content_type` (e.g. `image/png`), with its
+    /// `Content-ID` (without the angle brackets) when it has one.
+    pub fn binary_parts(&self, content_type: &str) -> Vec<(Option<String>, Vec<u8>)> {
+        let Some(message) = self.parsed() else {
+            return Vec::new();
+        };
+        message
+            .parts
+            .iter()
+            .filter(|part| {
+                part.content_type().is_some_and(|ct| {
+                    format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or_default())
+                        .eq_ignore_ascii_case(content_type)
+                })
+            })
+            .map(|part| {
+                (
+                    part.content_id()
+                        .map(|id| id.trim_matches(['<', '>']).to_owned()),
+                    part.contents().to_vec(),
+                )
+            })
+            .collect()
+    }
+
     /// The decoded body of the first part of `content_type`, e.g. `text/plain`.
     pub fn part(&self, content_type: &str) -> Option<String> {
         self.parts()

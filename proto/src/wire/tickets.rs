@@ -107,6 +107,8 @@ impl Direction {
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScanBatch {
+    /// 1 to 100 scans.
+    #[schema(min_items = 1, max_items = 100)]
     pub scans: Vec<Scan>,
 }
 
@@ -121,8 +123,9 @@ pub struct Scan {
     pub direction: Direction,
     /// When the device scanned it (for an offline scan, long before the upload).
     pub scanned_at: DateTime<Utc>,
-    /// The door or scanner, as staff named it (`Gate B`).
-    #[schema(example = "Gate B")]
+    /// The door or scanner, as staff named it (`Gate B`): 1 to 64 characters, no
+    /// control characters.
+    #[schema(example = "Gate B", min_length = 1, max_length = 64)]
     pub device_id: String,
     /// Scanned without the network: the device decided by itself, and the server
     /// only records it (and reports it as a conflict if it admitted a ticket that
