@@ -31,6 +31,8 @@ end
 
 local function answer(outcome, n, s, a, d)
   redis.call('HSET', answers, scan, outcome .. '|' .. n .. '|' .. s .. '|' .. a .. '|' .. d)
+  redis.call('EXPIRE', answers, ARGV[7])
+  redis.call('EXPIRE', door, ARGV[7])
   return {outcome, n, s, a, d}
 end
 

@@ -28,8 +28,8 @@
 //! | `<p>:{ev:<id>}:lease` | string | the worker draining the event, with a TTL |
 //! | `<p>:{ev:<id>}:samples` | list | `<unix ms> <next> <served> <held> <sold>`, newest first, one a second, the last 10 minutes |
 //! | `<p>:{ev:<id>}:live` | pub/sub | JSON updates for the realtime service; the scripts spell it from any event key (`lua/lib/changes.lua`) |
-//! | `<p>:{ev:<id>}:door` | hash | ticket id → `<in\|out>\|<entry no>\|<scan id>\|<unix ms>\|<device>`: the door's last word on each ticket (`redeem.lua`) |
-//! | `<p>:{ev:<id>}:door:scans` | hash | scan id → the answer `redeem.lua` gave it (a retry gets it again) |
+//! | `<p>:{ev:<id>}:door` | hash | ticket id → `<in\|out>\|<entry no>\|<scan id>\|<unix ms>\|<device>`: the door's last word on each ticket (`redeem.lua`); lives a week past the last scan |
+//! | `<p>:{ev:<id>}:door:scans` | hash | scan id → the answer `redeem.lua` gave it (a retry gets it again); lives a week past the last scan |
 //! | `<p>:request:<request>` | string | the request's event id, for lookups by request id |
 //! | `<p>:active` | set | events whose sale is drawing, open or paused |
 

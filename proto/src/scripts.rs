@@ -147,9 +147,13 @@ pub fn redeem(
         .arg(scan_id.to_string())
         .arg(at_ms)
         .arg(device)
-        .arg(ledger);
+        .arg(ledger)
+        .arg(DOOR_RETENTION_SECONDS);
     invocation
 }
+
+/// How long an event's door hashes live after its last scan (`redeem.lua`).
+pub const DOOR_RETENTION_SECONDS: u64 = 7 * 24 * 3600;
 
 /// The event keys `hold_batch.lua` takes first (`KEYS[1..10]`), in the order it reads
 /// them; the request hashes follow.

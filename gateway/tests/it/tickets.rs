@@ -193,6 +193,19 @@ async fn a_ticket_admits_once_and_the_second_scan_says_when_and_where(pool: PgPo
         "admitted"
     );
     assert_eq!(app.count("tickets.entries").await, 2);
+    // The door's hashes outlive the sale's keys (retired when the sale ended), and
+    // go a week after the last scan.
+    let mut redis = app.redis.clone();
+    let event_id: proto::EventId = event.parse().unwrap();
+    for key in [app.keys.door(event_id), app.keys.door_scans(event_id)] {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(&key)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let week = proto::scripts::DOOR_RETENTION_SECONDS as i64;
+        assert!((week - 60..=week).contains(&ttl), "{key}: ttl {ttl}");
+    }
 
     // The order shows the ticket checked in; the stats count it.
     let order_id = order["order_id"].as_str().unwrap();
