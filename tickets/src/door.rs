@@ -8,7 +8,7 @@
 //!    are serialized there, and the loser is told who came first;
 //! 4. the entry goes to `tickets.entries`, whose primary key (ticket, entry number)
 //!    refuses a second admission should Redis have lost its word, with the scan's
-//!    answer, in one transaction.
+//!    answer, in one statement.
 //!
 //! Offline scans (decided by a device without the network) are folded in the same
 //! way, in the order they were scanned; one that admitted a ticket the server finds
@@ -49,6 +49,9 @@ pub enum DoorError {
     Database(#[from] sqlx::Error),
     #[error("redis error: {0}")]
     Redis(#[from] redis::RedisError),
+    /// An admission raced a concurrent scan's in the ledger: nothing was stored.
+    #[error("scan {0} raced another for its entry; send it again")]
+    Raced(uuid::Uuid),
     #[error("unexpected: {0}")]
     Unexpected(String),
 }
@@ -259,7 +262,6 @@ impl Door {
             .ok_or_else(|| DoorError::Unexpected(format!("redeem.lua answered {outcome}")))?;
         answer.result = outcome;
         let entry = Entry {
-            ticket: claims.tid,
             entry_no,
             at: DateTime::from_timestamp_millis(first_ms).unwrap_or(at),
         };
@@ -337,126 +339,118 @@ impl Door {
         Ok(updated.map_or(previous, |answer| answer.0))
     }
 
-    /// Writes the scan's answer (and the admission or exit it made) in one
-    /// transaction. The entry's primary key has the last word: an admission the
-    /// ledger already has under another scan becomes `already_in`.
+    /// Writes the scan's answer, and the admission or exit it made, in one
+    /// statement (atomic without a transaction of its own). The entry's primary key
+    /// has the last word: an admission the ledger already has under another scan
+    /// (Redis lost its word) is stored, and answered, as `already_in`. A re-entry
+    /// closes an earlier entry whose exit never reached the ledger (Redis saw it).
     async fn record(
         &self,
         event: EventId,
         staff: UserId,
         scan: &Scan,
         ticket: Option<TicketId>,
-        mut answer: ScanResult,
+        answer: ScanResult,
         entry: Option<Entry>,
     ) -> Result<ScanResult, DoorError> {
-        let mut tx = self.pool.begin().await?;
-        if let Some(entry) = &entry {
-            if answer.result == ScanOutcome::Admitted {
-                let first: (uuid::Uuid, String, DateTime<Utc>) = sqlx::query_as(
-                    "WITH new AS (
-                         INSERT INTO tickets.entries (ticket_id, entry_no, event_id, scan_id,
-                                                      device_id, admitted_at)
-                         VALUES ($1, $2, $3, $4, $5, $6)
-                         ON CONFLICT DO NOTHING
-                         RETURNING scan_id, device_id, admitted_at
-                     )
-                     SELECT * FROM new
-                     UNION ALL
-                     SELECT scan_id, device_id, admitted_at FROM tickets.entries
-                     WHERE ticket_id = $1 AND entry_no = $2 AND NOT EXISTS (SELECT 1 FROM new)",
-                )
-                .bind(entry.ticket)
-                .bind(entry.entry_no)
-                .bind(event)
-                .bind(scan.scan_id)
-                .bind(&scan.device_id)
-                .bind(entry.at)
-                .fetch_one(&mut *tx)
-                .await?;
-                if first.0 != scan.scan_id {
-                    // Redis admitted what the ledger already has (Redis lost its
-                    // word): the ledger's entry refuses this one.
-                    tracing::warn!(ticket_id = %entry.ticket, entry_no = entry.entry_no,
-                        "the door's Redis admitted an entry the ledger already has; refused");
-                    answer.result = ScanOutcome::AlreadyIn;
-                    answer.first_device_id = Some(first.1);
-                    answer.first_admitted_at = Some(first.2);
-                    answer.reason = Some("already in".into());
-                    answer.conflict = scan.offline;
-                }
-                if answer.result == ScanOutcome::Admitted && entry.entry_no > 1 {
-                    // Redis admitted a re-entry, so it saw the exit before it: an
-                    // exit whose ledger write failed is closed here, should its
-                    // scan never be sent again.
-                    sqlx::query(
-                        "UPDATE tickets.entries SET exited_at = $3
-                         WHERE ticket_id = $1 AND entry_no < $2 AND exited_at IS NULL",
-                    )
-                    .bind(entry.ticket)
-                    .bind(entry.entry_no)
-                    .bind(entry.at)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            } else if answer.result == ScanOutcome::Exited {
-                sqlx::query(
-                    "UPDATE tickets.entries SET exited_at = $3, exit_scan_id = $4, exit_device_id = $5
-                     WHERE ticket_id = $1 AND entry_no = $2 AND exited_at IS NULL",
-                )
-                .bind(entry.ticket)
-                .bind(entry.entry_no)
-                .bind(entry.at)
-                .bind(scan.scan_id)
-                .bind(&scan.device_id)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        let conflict = answer.conflict.then(|| {
-            if answer.result == ScanOutcome::Void {
-                "void"
-            } else {
-                "double_entry"
-            }
-        });
-        let stored: sqlx::types::Json<ScanResult> = sqlx::query_scalar(
-            "WITH new AS (
+        let admits = entry.is_some() && answer.result == ScanOutcome::Admitted;
+        let exits = entry.is_some() && answer.result == ScanOutcome::Exited;
+        let (entry_no, at) = entry
+            .as_ref()
+            .map_or((0, scan.scanned_at), |e| (e.entry_no, e.at));
+        let stored: Option<sqlx::types::Json<ScanResult>> = sqlx::query_scalar(
+            "WITH new_entry AS (
+                 INSERT INTO tickets.entries (ticket_id, entry_no, event_id, scan_id, device_id,
+                                              admitted_at)
+                 SELECT $3, $10, $2, $1, $5, $11 WHERE $12
+                 ON CONFLICT DO NOTHING
+                 RETURNING scan_id, device_id, admitted_at
+             ),
+             first_entry AS (
+                 SELECT scan_id, device_id, admitted_at FROM new_entry
+                 UNION ALL
+                 SELECT scan_id, device_id, admitted_at FROM tickets.entries
+                 WHERE $12 AND ticket_id = $3 AND entry_no = $10
+                   AND NOT EXISTS (SELECT 1 FROM new_entry)
+             ),
+             closed AS (
+                 UPDATE tickets.entries SET exited_at = $11
+                 WHERE $12 AND ticket_id = $3 AND entry_no < $10 AND exited_at IS NULL
+                   AND EXISTS (SELECT 1 FROM new_entry)
+                 RETURNING 1
+             ),
+             exited AS (
+                 UPDATE tickets.entries SET exited_at = $11, exit_scan_id = $1, exit_device_id = $5
+                 WHERE $13 AND ticket_id = $3 AND entry_no = $10 AND exited_at IS NULL
+                 RETURNING 1
+             ),
+             decided AS (
+                 SELECT CASE
+                     WHEN f.scan_id IS NULL OR f.scan_id = $1 THEN $9::jsonb
+                     ELSE $9::jsonb || jsonb_build_object(
+                         'result', 'already_in', 'first_device_id', f.device_id,
+                         'first_admitted_at', f.admitted_at, 'reason', 'already in',
+                         'conflict', $7)
+                 END AS answer
+                 FROM (SELECT 1) one LEFT JOIN first_entry f ON true
+                 -- An admission whose entry was taken by a scan committed after this
+                 -- statement began cannot be told apart here: nothing is stored, and
+                 -- the scan is answered 503 and sent again.
+                 WHERE NOT $12 OR f.scan_id IS NOT NULL
+             ),
+             stored AS (
                  INSERT INTO tickets.scans (scan_id, event_id, ticket_id, direction, result,
-                                            device_id, scanned_at, offline, staff_id, conflict, answer)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                                            device_id, scanned_at, offline, staff_id, conflict,
+                                            answer)
+                 SELECT $1, $2, $3, $4, d.answer->>'result', $5, $6, $7, $8,
+                        CASE WHEN (d.answer->>'conflict')::boolean
+                             THEN CASE WHEN d.answer->>'result' = 'void' THEN 'void'
+                                       ELSE 'double_entry' END
+                        END,
+                        d.answer
+                 FROM decided d
                  ON CONFLICT (scan_id) DO NOTHING
                  RETURNING answer
              )
-             SELECT answer FROM new
+             SELECT answer FROM stored
              UNION ALL
-             SELECT answer FROM tickets.scans WHERE scan_id = $1 AND NOT EXISTS (SELECT 1 FROM new)",
+             SELECT answer FROM tickets.scans
+             WHERE scan_id = $1 AND NOT EXISTS (SELECT 1 FROM stored)",
         )
         .bind(scan.scan_id)
         .bind(event)
         .bind(ticket)
         .bind(scan.direction.as_str())
-        .bind(answer.result.as_str())
         .bind(&scan.device_id)
         .bind(scan.scanned_at)
         .bind(scan.offline)
         .bind(staff)
-        .bind(conflict)
         .bind(sqlx::types::Json(&answer))
-        .fetch_one(&mut *tx)
+        .bind(entry_no)
+        .bind(at)
+        .bind(admits)
+        .bind(exits)
+        .fetch_optional(&self.pool)
         .await?;
-        tx.commit().await?;
-        metrics::counter!("onsale_scans_total", "result" => stored.0.result.as_str(), "offline" => if scan.offline { "true" } else { "false" })
-            .increment(1);
-        if stored.0.conflict && stored.0.scan_id == scan.scan_id {
-            tracing::warn!(scan_id = %scan.scan_id, ticket_id = ?ticket, device_id = scan.device_id,
-                result = stored.0.result.as_str(), "an offline scan admitted a ticket that was already in or void");
+        let Some(stored) = stored else {
+            return Err(DoorError::Raced(scan.scan_id));
+        };
+        let stored = stored.0;
+        if admits && stored.scan_id == scan.scan_id && stored.result == ScanOutcome::AlreadyIn {
+            tracing::warn!(ticket_id = ?ticket, entry_no,
+                "the door's Redis admitted an entry the ledger already has; refused");
         }
-        Ok(stored.0)
+        metrics::counter!("onsale_scans_total", "result" => stored.result.as_str(), "offline" => if scan.offline { "true" } else { "false" })
+            .increment(1);
+        if stored.conflict && stored.scan_id == scan.scan_id {
+            tracing::warn!(scan_id = %scan.scan_id, ticket_id = ?ticket, device_id = scan.device_id,
+                result = stored.result.as_str(), "an offline scan admitted a ticket that was already in or void");
+        }
+        Ok(stored)
     }
 }
 
 struct Entry {
-    ticket: TicketId,
     entry_no: i32,
     at: DateTime<Utc>,
 }

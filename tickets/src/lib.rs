@@ -65,6 +65,12 @@ impl From<door::DoorError> for Error {
         match error {
             door::DoorError::Database(e) => Error::Database(e),
             door::DoorError::Redis(e) => Error::Redis(e),
+            door::DoorError::Raced(scan) => Error::refused(
+                ErrorCode::ServiceUnavailable,
+                format!(
+                    "scan {scan} raced another scan of its ticket; send it again (same scan_id)"
+                ),
+            ),
             door::DoorError::Unexpected(e) => Error::Unexpected(e),
         }
     }
