@@ -425,12 +425,26 @@ async fn a_checkout_that_stopped_before_charging_is_voided_and_the_hold_restored
         event.parse().expect("event"),
         request.parse().expect("request"),
     );
-    let fan: proto::UserId =
-        sqlx::query_scalar("SELECT fan_id FROM booking.requests WHERE request_id = $1")
-            .bind(request_id)
-            .fetch_one(&app.pool)
-            .await
-            .expect("fan");
+    // The API reads `held` from Redis; the ledger's row of the hold may be a drainer
+    // batch behind it, and the steps below start from the ledger's row.
+    let started = Instant::now();
+    let fan: proto::UserId = loop {
+        let held: Option<proto::UserId> = sqlx::query_scalar(
+            "SELECT fan_id FROM booking.requests WHERE request_id = $1 AND state = 'held'",
+        )
+        .bind(request_id)
+        .fetch_optional(&app.pool)
+        .await
+        .expect("the ledger's request");
+        if let Some(fan) = held {
+            break fan;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the ledger never recorded the hold of {request_id}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let mut redis = app.redis.clone();
     let paid: Vec<redis::Value> = proto::scripts::pay(
         &app.keys,
