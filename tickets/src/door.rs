@@ -116,14 +116,6 @@ impl Door {
         event: EventId,
         scan: &Scan,
     ) -> Result<Result<TicketClaims, ScanResult>, DoorError> {
-        Ok(self.verify_with_key(event, scan).await?)
-    }
-
-    async fn verify_with_key(
-        &self,
-        event: EventId,
-        scan: &Scan,
-    ) -> Result<Result<TicketClaims, ScanResult>, sqlx::Error> {
         let parsed = match code::parse(&scan.code) {
             Ok(parsed) => parsed,
             Err(e) => return Ok(Err(refused(scan, ScanOutcome::Invalid, e.to_string()))),
