@@ -47,7 +47,7 @@ const TRY_PAUSE: Duration = Duration::from_millis(20);
 
 /// The routes whose retries must not repeat their effect, as mounted. Joins are not
 /// here: they carry their keys in Redis, inside the join script.
-const ROUTES: [(Method, &str); 8] = [
+const ROUTES: [(Method, &str); 11] = [
     (Method::POST, "/v1/venues"),
     (Method::POST, "/v1/events"),
     (Method::POST, "/v1/ops/events/{event_id}/{action}"),
@@ -55,6 +55,9 @@ const ROUTES: [(Method, &str); 8] = [
     (Method::PUT, "/v1/ops/events/{event_id}/admission"),
     (Method::POST, "/v1/requests/{request_id}/checkout"),
     (Method::POST, "/v1/tickets/{ticket_id}/reissue"),
+    (Method::POST, "/v1/orders/{order_id}/refunds"),
+    (Method::POST, "/v1/ops/orders/{order_id}/refunds"),
+    (Method::POST, "/v1/ops/events/{event_id}/cancel"),
     // Each scan's scan_id already makes a retry one scan; a key is taken too.
     (Method::POST, "/v1/events/{event_id}/scans"),
 ];

@@ -14,6 +14,7 @@
 //! that finds no seat map has inventory load it.
 
 pub mod accounts;
+pub mod cancel;
 pub mod client_address;
 pub mod config;
 mod contract;
@@ -104,6 +105,7 @@ pub fn openapi() -> serde_json::Value {
     doc.merge(inventory::router().into_openapi());
     doc.merge(waiting_room::router().into_openapi());
     doc.merge(restore::router().into_openapi());
+    doc.merge(cancel::router().into_openapi());
     doc.merge(payments::router().into_openapi());
     doc.merge(realtime::router().into_openapi());
     doc.merge(tickets::router().into_openapi());
@@ -202,6 +204,10 @@ pub fn router(
         },
         verifier: verifier.clone(),
     };
+    let cancel = cancel::CancelState {
+        payments: payments.payments.clone(),
+        verifier: verifier.clone(),
+    };
     // Keys live in a pool of their own: a keyed request holds its key's row (one
     // connection) while it runs, and must not starve the connections its own handler
     // needs when many run at once (a flash sale's checkouts).
@@ -218,6 +224,7 @@ pub fn router(
         .merge(inventory::router().with_state(inventory))
         .merge(waiting_room::router().with_state(waiting_room))
         .merge(restore::router().with_state(restore))
+        .merge(cancel::router().with_state(cancel))
         .merge(payments::router().with_state(payments))
         .merge(realtime::router().with_state(live))
         .merge(tickets::router().with_state(tickets))

@@ -158,6 +158,8 @@ async fn the_hot_path_does_no_more_work_per_join_decision_and_checkout_than_its_
             sandbox_webhook_url: "http://127.0.0.1:1/unused".into(),
             currency: "EUR".into(),
             reconcile_after_seconds: 3600,
+            seller: serde_json::from_value(billing::Seller::defaults())
+                .expect("the default seller"),
         }),
         ring: Arc::new(tickets::KeyRing::new()),
     };
@@ -165,6 +167,7 @@ async fn the_hot_path_does_no_more_work_per_join_decision_and_checkout_than_its_
         card_number: "4242424242424242".into(),
         expiry: "12/34".into(),
         cvc: "123".into(),
+        billing: None,
     };
     let before = Counts::read(&mut redis, &statements).await;
     for (fan, request) in requests.iter().take(CHECKOUTS) {
@@ -241,6 +244,8 @@ async fn sale(pool: &PgPool, redis: &mut Redis, keys: &Keys) -> (EventId, usize)
             hold_seconds: 600,
             prices: [("standard".to_owned(), 4500)].into(),
             admission_per_second: 1000,
+            refund_policy: None,
+            tax: None,
         },
     )
     .await

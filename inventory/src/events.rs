@@ -29,6 +29,25 @@ pub struct EventRow {
     pub hold_seconds: i32,
     pub admission_per_second: i32,
     pub seat_count: i32,
+    pub refund_until: Option<DateTime<Utc>>,
+    pub refund_fee_percent: Option<i16>,
+    pub tax_rate_bp: i32,
+    pub tax_included: bool,
+    /// An operator cancelled it (`payments.cancellations`).
+    pub cancelled: bool,
+}
+
+impl EventRow {
+    pub fn refund_policy(&self) -> Option<proto::wire::inventory::RefundPolicy> {
+        Some(proto::wire::inventory::RefundPolicy {
+            until: self.refund_until?,
+            fee_percent: u8::try_from(self.refund_fee_percent?).ok()?,
+        })
+    }
+
+    pub fn tax(&self) -> proto::wire::inventory::Tax {
+        proto::wire::inventory::Tax::from_bp(self.tax_rate_bp, self.tax_included)
+    }
 }
 
 /// Checks an event on its own; [`create`] checks it against its venue.
@@ -82,6 +101,22 @@ pub fn validate(event: &CreateEvent) -> Result<(), Error> {
         return Err(Error::invalid(
             ErrorCode::InvalidRequest,
             format!("price of tier {tier:?} is above {MAX_PRICE_CENTS} cents"),
+        ));
+    }
+    if let Some(policy) = &event.refund_policy
+        && policy.fee_percent > 100
+    {
+        return Err(Error::invalid(
+            ErrorCode::InvalidRequest,
+            "refund_policy.fee_percent must be 0 to 100",
+        ));
+    }
+    if let Some(tax) = &event.tax
+        && tax.rate_bp().is_none()
+    {
+        return Err(Error::invalid(
+            ErrorCode::InvalidRequest,
+            "tax.rate_percent must be 0 to 100, with at most two decimals",
         ));
     }
     Ok(())
@@ -140,8 +175,9 @@ pub async fn create_with(
     let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO inventory.events
-             (event_id, venue_id, name, starts_at, onsale_at, max_per_fan, hold_seconds, admission_per_second)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             (event_id, venue_id, name, starts_at, onsale_at, max_per_fan, hold_seconds, admission_per_second,
+              refund_until, refund_fee_percent, tax_rate_bp, tax_included)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(event_id)
     .bind(event.venue_id)
@@ -151,6 +187,10 @@ pub async fn create_with(
     .bind(event.max_per_fan as i32)
     .bind(event.hold_seconds as i32)
     .bind(event.admission_per_second as i32)
+    .bind(event.refund_policy.as_ref().map(|p| p.until))
+    .bind(event.refund_policy.as_ref().map(|p| i16::from(p.fee_percent)))
+    .bind(event.tax.as_ref().and_then(|t| t.rate_bp()).unwrap_or(0))
+    .bind(event.tax.as_ref().is_none_or(|t| t.included))
     .execute(&mut *tx)
     .await?;
     sqlx::query(
@@ -173,7 +213,9 @@ pub async fn create_with(
 
 const EVENT_COLUMNS: &str =
     "e.event_id, e.venue_id, e.name, e.starts_at, e.onsale_at, e.max_per_fan,
-     e.hold_seconds, e.admission_per_second, v.seat_count";
+     e.hold_seconds, e.admission_per_second, v.seat_count, e.refund_until,
+     e.refund_fee_percent, e.tax_rate_bp, e.tax_included,
+     EXISTS (SELECT 1 FROM payments.cancellations c WHERE c.event_id = e.event_id) AS cancelled";
 
 pub async fn get(pool: &PgPool, event_id: EventId) -> Result<EventRow, Error> {
     sqlx::query_as(&format!(
@@ -225,6 +267,8 @@ mod tests {
             hold_seconds: 600,
             prices: BTreeMap::from([("standard".into(), 4500)]),
             admission_per_second: 100,
+            refund_policy: None,
+            tax: None,
         }
     }
 

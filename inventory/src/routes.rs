@@ -216,7 +216,7 @@ async fn get_event(
     Ok(Json(Event {
         event_id,
         venue_id: row.venue_id,
-        name: row.name,
+        name: row.name.clone(),
         starts_at: row.starts_at,
         onsale_at: row.onsale_at,
         max_per_fan: row.max_per_fan as u32,
@@ -227,6 +227,9 @@ async fn get_event(
         available: counts.available,
         held: counts.held,
         sold: counts.sold,
+        refund_policy: row.refund_policy(),
+        tax: row.tax(),
+        cancelled: row.cancelled,
     }))
 }
 

@@ -202,3 +202,36 @@ pub async fn sell(
     outbox::write(tx, &[message]).await?;
     Ok((fan, seats))
 }
+
+/// A refund gives seats of a confirmed request back: their sold claims go (each
+/// once: a claim already gone is not counted) and the request keeps the rest of its
+/// seats, so a restore rebuilds the seat map and the fan's seat count without them.
+/// Returns the seats whose claims went.
+pub async fn unsell(
+    tx: &mut PgConnection,
+    event_id: EventId,
+    request_id: RequestId,
+    seats: &[String],
+) -> Result<Vec<String>, sqlx::Error> {
+    share_fence(tx, event_id).await?;
+    let released: Vec<String> = sqlx::query_scalar(
+        "DELETE FROM booking.seat_claims
+         WHERE event_id = $1 AND request_id = $2 AND state = 'sold' AND seat_id = ANY($3)
+         RETURNING seat_id",
+    )
+    .bind(event_id)
+    .bind(request_id)
+    .bind(seats)
+    .fetch_all(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE booking.requests
+         SET seats = ARRAY(SELECT s FROM unnest(seats) s WHERE s <> ALL($2)), updated_at = now()
+         WHERE request_id = $1",
+    )
+    .bind(request_id)
+    .bind(&released)
+    .execute(&mut *tx)
+    .await?;
+    Ok(released)
+}

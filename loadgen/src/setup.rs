@@ -120,6 +120,8 @@ pub async fn event(
             hold_seconds: 600,
             prices: BTreeMap::from([("standard".into(), 5000)]),
             admission_per_second: 100_000,
+            refund_policy: None,
+            tax: None,
         },
     )
     .await

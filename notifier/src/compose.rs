@@ -89,6 +89,22 @@ pub struct Facts {
     pub tickets: Vec<TicketFact>,
     /// The fan's orders page, where the tickets are too: `{public_url}/orders`.
     pub orders_link: String,
+    /// A refund approved for a paid order (absent: a payment paid back because it
+    /// came after the hold ended).
+    pub refund: Option<RefundFact>,
+}
+
+/// A refund as an email tells it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RefundFact {
+    pub amount: String,
+    /// What the refund policy kept, if anything.
+    pub fee: Option<String>,
+    pub seats: Vec<String>,
+    /// The event is cancelled; `reason` says why.
+    pub cancelled: bool,
+    pub reason: String,
+    pub credit_note: Option<String>,
 }
 
 /// One ticket as an email shows it.
@@ -118,6 +134,7 @@ impl Facts {
             reference: request_id.to_string(),
             tickets: Vec::new(),
             orders_link: format!("{public_base}/orders"),
+            refund: None,
         };
         match payload {
             Payload::Request(p) => facts.hold_expires = p.hold_expires_at.map(format_time),
@@ -125,6 +142,21 @@ impl Facts {
                 facts.amount = Some(format_amount(p.amount_cents, &p.currency));
                 facts.card_last4 = (!p.card_last4.is_empty()).then(|| p.card_last4.clone());
                 facts.order_id = Some(p.order_id.to_string());
+                facts.refund = p.refund.as_ref().map(|r| RefundFact {
+                    amount: format_amount(r.amount_cents, &p.currency),
+                    fee: (r.fee_cents > 0).then(|| format_amount(r.fee_cents, &p.currency)),
+                    seats: r.seats.iter().map(|s| format_seat(s)).collect(),
+                    cancelled: r.event_cancelled,
+                    reason: r
+                        .reason
+                        .strip_prefix("event cancelled: ")
+                        .unwrap_or(&r.reason)
+                        .to_owned(),
+                    credit_note: r.credit_note_number.clone(),
+                });
+                if let Some(refund) = &facts.refund {
+                    facts.amount = Some(refund.amount.clone());
+                }
                 facts.tickets = p
                     .tickets
                     .iter()
@@ -229,6 +261,9 @@ pub fn subject(kind: Kind, facts: &Facts) -> String {
         (Kind::Held, None, _) => format!("Your seats for {event} are held"),
         (Kind::Expired, ..) => format!("Your hold for {event} has ended"),
         (Kind::Paid, ..) => format!("Your tickets for {event}"),
+        (Kind::Refunded, ..) if facts.refund.as_ref().is_some_and(|r| r.cancelled) => {
+            format!("{event} is cancelled: your refund")
+        }
         (Kind::Refunded, _, Some(amount)) => format!("Refund of {amount} for {event}"),
         (Kind::Refunded, _, None) => format!("Refund for {event}"),
     }
@@ -294,6 +329,7 @@ mod tests {
                 state: proto::wire::tickets::TicketState::Valid,
                 code: "aGVhZGVy.cGF5bG9hZA.c2lnbmF0dXJl".into(),
             }],
+            refund: None,
         })
     }
 

@@ -275,7 +275,8 @@ impl Notifier {
             .templates
             .render(kind, &facts)
             .map_err(|e| Failure::Permanent(format!("rendering the email: {e:#}")))?;
-        let message = self.message(envelope, to.clone(), &rendered, &facts)?;
+        let documents = self.documents(kind, payload).await?;
+        let message = self.message(envelope, to.clone(), &rendered, &facts, &documents)?;
         let Some(entry) = log::claim(
             &self.pool,
             envelope,
@@ -352,12 +353,46 @@ impl Notifier {
         Ok((to, name))
     }
 
+    /// The PDFs the email attaches: a paid order's invoice, a refund's credit note.
+    /// Read from the ledger of documents (rendered from their snapshot when not yet
+    /// stored); a document not issued (an order paid before invoices were) is left
+    /// out.
+    async fn documents(
+        &self,
+        kind: Kind,
+        payload: &Payload,
+    ) -> Result<Vec<(String, Vec<u8>)>, Failure> {
+        let Payload::Order(order) = payload else {
+            return Ok(Vec::new());
+        };
+        let number: Option<String> = match (kind, &order.refund) {
+            (Kind::Paid, _) => sqlx::query_scalar(
+                "SELECT number FROM billing.documents WHERE order_id = $1 AND series = 'INV'",
+            )
+            .bind(order.order_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?,
+            (Kind::Refunded, Some(refund)) => refund.credit_note_number.clone(),
+            _ => None,
+        };
+        let Some(number) = number else {
+            return Ok(Vec::new());
+        };
+        let pdf = billing::documents::pdf_bytes(&self.pool, &number)
+            .await
+            .map_err(|e| Failure::Transient(format!("reading document {number}: {e}")))?
+            .ok_or_else(|| Failure::Transient(format!("document {number} is not there yet")))?;
+        Ok(vec![(format!("{number}.pdf"), pdf)])
+    }
+
     fn message(
         &self,
         envelope: &Envelope,
         to: Mailbox,
         email: &Rendered,
         facts: &Facts,
+        documents: &[(String, Vec<u8>)],
     ) -> Result<Message, Failure> {
         let mut builder = Message::builder()
             .from(self.from.clone())
@@ -388,6 +423,18 @@ impl Notifier {
                 ));
             }
             related
+        };
+        let body = if documents.is_empty() {
+            body
+        } else {
+            let mut mixed = MultiPart::mixed().multipart(body);
+            for (name, pdf) in documents {
+                mixed = mixed.singlepart(Attachment::new(name.clone()).body(
+                    pdf.clone(),
+                    ContentType::parse("application/pdf").expect("a content type"),
+                ));
+            }
+            mixed
         };
         builder
             .multipart(body)

@@ -132,40 +132,69 @@ pub async fn send_due_webhooks(
             "id": format!("wh_{charge_id}"),
             "type": if settles_to == "succeeded" { "payment.succeeded" } else { "payment.failed" },
             "order_id": order_id,
-        })
-        .to_string();
-        let header = signature::sign(
-            settings.webhook_secret.expose_secret().as_bytes(),
-            Utc::now().timestamp(),
-            body.as_bytes(),
-        );
-        let sent = client
-            .post(&settings.sandbox_webhook_url)
-            .header("content-type", "application/json")
-            .header(signature::HEADER, header)
-            .body(body)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await;
-        match sent {
-            Ok(response) if response.status().is_success() => {
-                sqlx::query(
-                    "UPDATE payments.sandbox_charges SET notified_at = now() WHERE charge_id = $1",
-                )
-                .bind(&charge_id)
-                .execute(pool)
-                .await?;
-                delivered += 1;
-            }
-            Ok(response) => {
-                tracing::warn!(%order_id, status = %response.status(), "sandbox webhook refused; sending again later")
-            }
-            Err(error) => {
-                tracing::warn!(%order_id, %error, "sandbox webhook not delivered; sending again later")
-            }
+        });
+        if deliver(client, settings, body).await {
+            sqlx::query(
+                "UPDATE payments.sandbox_charges SET notified_at = now() WHERE charge_id = $1",
+            )
+            .bind(&charge_id)
+            .execute(pool)
+            .await?;
+            delivered += 1;
+        }
+    }
+    let refunds: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+        "SELECT refund_id, state FROM payments.sandbox_refunds
+         WHERE notified_at IS NULL AND notify_at <= now() ORDER BY notify_at LIMIT 50",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (refund_id, state) in refunds {
+        let body = serde_json::json!({
+            "id": format!("wh_{}", refund_id.simple()),
+            "type": if state == "succeeded" { "refund.succeeded" } else { "refund.failed" },
+            "refund_id": refund_id,
+        });
+        if deliver(client, settings, body).await {
+            sqlx::query(
+                "UPDATE payments.sandbox_refunds SET notified_at = now() WHERE refund_id = $1",
+            )
+            .bind(refund_id)
+            .execute(pool)
+            .await?;
+            delivered += 1;
         }
     }
     Ok(delivered)
+}
+
+/// Sends one signed webhook; whether onsale took it (2xx).
+async fn deliver(client: &reqwest::Client, settings: &Settings, body: serde_json::Value) -> bool {
+    let body = body.to_string();
+    let header = signature::sign(
+        settings.webhook_secret.expose_secret().as_bytes(),
+        Utc::now().timestamp(),
+        body.as_bytes(),
+    );
+    let sent = client
+        .post(&settings.sandbox_webhook_url)
+        .header("content-type", "application/json")
+        .header(signature::HEADER, header)
+        .body(body)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await;
+    match sent {
+        Ok(response) if response.status().is_success() => true,
+        Ok(response) => {
+            tracing::warn!(status = %response.status(), "sandbox webhook refused; sending again later");
+            false
+        }
+        Err(error) => {
+            tracing::warn!(%error, "sandbox webhook not delivered; sending again later");
+            false
+        }
+    }
 }
 
 pub async fn run_sandbox_webhooks(pool: PgPool, settings: Settings, stop: CancellationToken) {

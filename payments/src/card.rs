@@ -118,6 +118,7 @@ mod tests {
             card_number: number.into(),
             expiry: expiry.into(),
             cvc: cvc.into(),
+            billing: None,
         }
     }
 

@@ -39,6 +39,9 @@ pub async fn checkout(
 ) -> Result<OrderRow, Error> {
     let card = card::validate(body, Utc::now().date_naive())
         .map_err(|e| Error::refused(e.code, e.message))?;
+    if let Some(billing) = &body.billing {
+        check_billing(billing)?;
+    }
     let mut redis = payments.redis.clone();
     let Some(event_id) = event_of(payments, request_id).await? else {
         return Err(recorded_refusal(payments, fan, request_id).await?);
@@ -82,6 +85,7 @@ pub async fn checkout(
         deadline,
         &seats,
         card.last4(),
+        body.billing.as_ref(),
     )
     .await
     {
@@ -154,10 +158,17 @@ async fn open_order(
     deadline: DateTime<Utc>,
     seats: &[String],
     last4: &str,
+    billing: Option<&proto::wire::payments::Billing>,
 ) -> Result<OrderRow, Error> {
-    let amount = orders::price(&payments.pool, event_id, seats)
+    let pricing = orders::price(&payments.pool, event_id, seats)
         .await?
         .ok_or_else(|| Error::Unexpected(format!("seats of request {request_id} have no price")))?;
+    if pricing.cancelled {
+        return Err(Error::refused(
+            ErrorCode::EventCancelled,
+            "the event is cancelled: nothing more is sold",
+        ));
+    }
     let started = tokio::time::Instant::now();
     loop {
         let mut tx = payments.pool.begin().await?;
@@ -184,7 +195,8 @@ async fn open_order(
             event_id,
             fan,
             seats,
-            amount,
+            &pricing,
+            billing,
             &payments.settings.currency,
             last4,
             payments.provider.name(),
@@ -198,6 +210,31 @@ async fn open_order(
 }
 
 /// The event a request belongs to (see [`platform::reads::event_of_request`]).
+/// Billing details: each field within its length, no control characters but the
+/// address's line breaks.
+fn check_billing(billing: &proto::wire::payments::Billing) -> Result<(), Error> {
+    use proto::wire::payments::Billing;
+    for (field, value, max, lines) in [
+        ("name", &billing.name, Billing::MAX_NAME, false),
+        ("address", &billing.address, Billing::MAX_ADDRESS, true),
+        ("vat_id", &billing.vat_id, Billing::MAX_VAT_ID, false),
+    ] {
+        let Some(value) = value else { continue };
+        let bad = value.trim().is_empty()
+            || value.chars().count() > max
+            || value
+                .chars()
+                .any(|c| c.is_control() && !(lines && c == '\n'));
+        if bad {
+            return Err(Error::refused(
+                ErrorCode::InvalidRequest,
+                format!("billing.{field} must be 1 to {max} characters, no control characters"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn event_of(payments: &Payments, request_id: RequestId) -> Result<Option<EventId>, Error> {
     let mut redis = payments.redis.clone();
     Ok(

@@ -4,19 +4,24 @@
 //!
 //! [`router`] serves checkout, orders and the webhook (the gateway mounts it). The
 //! binary runs the loops: the outbox relay ([`relay`]), the reconciler that settles
-//! orders whose outcome was lost, and the sandbox's webhook sender
-//! ([`background`]).
+//! orders whose outcome was lost, the sandbox's webhook sender ([`background`]), and
+//! the refund loop ([`refunds`]: the money of approved refunds, cancelled events'
+//! refunds ([`cancel`]), invoice PDFs).
 //!
 //! Redis keys touched (all the event's, see `proto::Keys`): the request hash, the
 //! `holds` and section-holds zsets, the seat hash and counts, the fans hash, and
 //! the drain lease (read only: no checkout write happens while a restore holds it).
 
 pub mod background;
+pub mod cancel;
 pub mod card;
 pub mod checkout;
 pub mod error;
+pub mod invoices;
+pub mod money_routes;
 pub mod orders;
 pub mod provider;
+pub mod refunds;
 pub mod relay;
 pub mod routes;
 pub mod settle;
@@ -61,6 +66,8 @@ pub struct Settings {
     /// An order pending this long without news is looked up at the provider and
     /// settled by the reconciler.
     pub reconcile_after_seconds: u64,
+    /// Who sells, as printed on invoices and credit notes.
+    pub seller: billing::Seller,
 }
 
 impl Settings {
@@ -72,6 +79,7 @@ impl Settings {
             "sandbox_webhook_url": "http://127.0.0.1:8080/v1/payments/webhook",
             "currency": "EUR",
             "reconcile_after_seconds": 10,
+            "seller": billing::Seller::defaults(),
         })
     }
 
@@ -165,6 +173,7 @@ pub fn spawn_loops(
         tracing::warn!("no Kafka brokers configured: domain events wait in the outbox");
     }
     tracker.spawn(background::run_reconciler(payments.clone(), stop.clone()));
+    tracker.spawn(refunds::run(payments.clone(), stop.clone()));
     if payments.settings.sandbox_webhook_after().is_some() {
         tracker.spawn(background::run_sandbox_webhooks(
             payments.pool.clone(),
@@ -234,7 +243,12 @@ impl Application {
                 Ok(())
             });
         }
+        let for_refunds = payments.clone();
         runner
+            .with_loop("refunds", move |stop| async move {
+                refunds::run(for_refunds, stop).await;
+                Ok(())
+            })
             .with_loop("reconciler", move |stop| async move {
                 background::run_reconciler(payments, stop).await;
                 Ok(())

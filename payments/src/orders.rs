@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use platform::outbox::Message;
 use proto::wire::events::{EventType, OrderPayload};
-use proto::wire::payments::{Order, OrderState};
+use proto::wire::payments::{Billing, Order, OrderState};
 use proto::wire::tickets::Ticket;
 use proto::{EventId, OrderId, RequestId, UserId};
 use sqlx::{PgConnection, PgPool};
@@ -29,6 +29,17 @@ pub struct OrderRow {
     /// The hold's trace context (`platform::telemetry`): whatever settles the order
     /// later, and every message about it, stays in the join's trace.
     pub traceparent: Option<String>,
+    /// What each seat costs, tax included, and the tax in it, in the seats' order
+    /// (`None` on orders made before prices were kept per seat).
+    pub seat_cents: Option<Vec<i64>>,
+    pub seat_tax_cents: Option<Vec<i64>>,
+    pub tax_rate_bp: i32,
+    pub tax_included: bool,
+    /// The event's refund policy as it was when the order was paid.
+    pub refund_until: Option<DateTime<Utc>>,
+    pub refund_fee_percent: Option<i16>,
+    pub billing: Option<sqlx::types::Json<Billing>>,
+    pub refunded_cents: i64,
 }
 
 impl OrderRow {
@@ -49,6 +60,27 @@ impl OrderRow {
             reason: self.reason.clone(),
             created_at: self.created_at,
             tickets: Vec::new(),
+            refunded_cents: self.refunded_cents,
+            refunds: Vec::new(),
+        }
+    }
+
+    /// Each seat's price, tax included, and the tax in it; an order made before
+    /// prices were kept per seat splits its amount evenly.
+    pub fn seat_prices(&self) -> Vec<(i64, i64)> {
+        match (&self.seat_cents, &self.seat_tax_cents) {
+            (Some(cents), Some(tax)) if cents.len() == self.seats.len() => {
+                cents.iter().copied().zip(tax.iter().copied()).collect()
+            }
+            _ => {
+                let n = self.seats.len().max(1) as i64;
+                (0..self.seats.len() as i64)
+                    .map(|i| {
+                        let cents = self.amount_cents / n + i64::from(i < self.amount_cents % n);
+                        (cents, 0)
+                    })
+                    .collect()
+            }
         }
     }
 
@@ -75,36 +107,75 @@ impl OrderRow {
                 card_last4: self.card_last4.clone(),
                 reason: self.reason.clone(),
                 tickets,
+                refund: None,
             },
         )
         .traced(self.traceparent.clone())
     }
 }
 
-const COLUMNS: &str =
+pub(crate) const COLUMNS: &str =
     "order_id, request_id, event_id, fan_id, state, seats, amount_cents, currency,
-                       card_last4, charge_id, reason, created_at, traceparent";
+     card_last4, charge_id, reason, created_at, traceparent, seat_cents, seat_tax_cents,
+     tax_rate_bp, tax_included, refund_until, refund_fee_percent, billing, refunded_cents";
 
-/// The price of `seats` at `event`, in cents; `None` if a seat is not the venue's
-/// or its tier has no price.
+/// What `seats` cost at an event: each seat's price with its tax, in the seats'
+/// order, and the event's tax.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pricing {
+    pub seat_cents: Vec<i64>,
+    pub seat_tax_cents: Vec<i64>,
+    pub tax_rate_bp: i32,
+    pub tax_included: bool,
+    /// The event is cancelled: nothing is sold.
+    pub cancelled: bool,
+}
+
+impl Pricing {
+    pub fn amount_cents(&self) -> i64 {
+        self.seat_cents.iter().sum()
+    }
+}
+
+/// The price of `seats` at `event`; `None` if a seat is not the venue's or its tier
+/// has no price. A tax not included in the prices is added to each seat.
 pub async fn price(
     pool: &PgPool,
     event_id: EventId,
     seats: &[String],
-) -> Result<Option<i64>, sqlx::Error> {
-    let (total, priced): (Option<i64>, i64) = sqlx::query_as(
-        "SELECT sum(p.cents)::bigint, count(*)
-         FROM inventory.events e
-         JOIN inventory.seats st ON st.venue_id = e.venue_id AND st.seat_id = ANY($2)
+) -> Result<Option<Pricing>, sqlx::Error> {
+    let rows: Vec<(i64, i32, bool, bool)> = sqlx::query_as(
+        "SELECT p.cents, e.tax_rate_bp, e.tax_included,
+                EXISTS (SELECT 1 FROM payments.cancellations c WHERE c.event_id = e.event_id)
+         FROM unnest($2::text[]) WITH ORDINALITY AS s(seat_id, i)
+         JOIN inventory.events e ON e.event_id = $1
+         JOIN inventory.seats st ON st.venue_id = e.venue_id AND st.seat_id = s.seat_id
          JOIN inventory.sections sc ON sc.venue_id = e.venue_id AND sc.section_index = st.section_index
          JOIN inventory.event_prices p ON p.event_id = e.event_id AND p.price_tier = sc.price_tier
-         WHERE e.event_id = $1",
+         ORDER BY s.i",
     )
     .bind(event_id)
     .bind(seats)
-    .fetch_one(pool)
+    .fetch_all(pool)
     .await?;
-    Ok((priced as usize == seats.len()).then_some(total.unwrap_or(0)))
+    if rows.len() != seats.len() || rows.is_empty() {
+        return Ok(None);
+    }
+    let (_, rate, included, cancelled) = rows[0];
+    let (seat_cents, seat_tax_cents) = rows
+        .iter()
+        .map(|(cents, ..)| {
+            let (_, tax, gross) = billing::tax_split(*cents, rate, included);
+            (gross, tax)
+        })
+        .unzip();
+    Ok(Some(Pricing {
+        seat_cents,
+        seat_tax_cents,
+        tax_rate_bp: rate,
+        tax_included: included,
+        cancelled,
+    }))
 }
 
 /// A new pending order, in the caller's transaction. `None` when the request
@@ -117,7 +188,8 @@ pub async fn create(
     event_id: EventId,
     fan_id: UserId,
     seats: &[String],
-    amount_cents: i64,
+    pricing: &Pricing,
+    billing: Option<&Billing>,
     currency: &str,
     card_last4: &str,
     provider: &str,
@@ -125,8 +197,9 @@ pub async fn create(
 ) -> Result<Option<OrderRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "INSERT INTO payments.orders
-             (order_id, request_id, event_id, fan_id, state, seats, amount_cents, currency, card_last4, provider, traceparent)
-         VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $10)
+             (order_id, request_id, event_id, fan_id, state, seats, amount_cents, currency, card_last4,
+              provider, traceparent, seat_cents, seat_tax_cents, tax_rate_bp, tax_included, billing)
+         VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
          ON CONFLICT (request_id) WHERE state = 'pending' DO NOTHING
          RETURNING {COLUMNS}"
     ))
@@ -135,11 +208,16 @@ pub async fn create(
     .bind(event_id)
     .bind(fan_id)
     .bind(seats)
-    .bind(amount_cents)
+    .bind(pricing.amount_cents())
     .bind(currency)
     .bind(card_last4)
     .bind(provider)
     .bind(traceparent)
+    .bind(&pricing.seat_cents)
+    .bind(&pricing.seat_tax_cents)
+    .bind(pricing.tax_rate_bp)
+    .bind(pricing.tax_included)
+    .bind(billing.map(sqlx::types::Json))
     .fetch_optional(tx)
     .await
 }
@@ -193,6 +271,32 @@ pub async fn set_state(
     .bind(state.as_str())
     .bind(charge_id)
     .bind(reason)
+    .fetch_one(tx)
+    .await
+}
+
+/// Marks a locked pending order paid, snapshotting its event's refund policy as it
+/// is now: a later change of the policy does not touch paid orders.
+pub async fn mark_paid(
+    tx: &mut PgConnection,
+    order_id: OrderId,
+    charge_id: Option<&str>,
+) -> Result<OrderRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE payments.orders o SET state = 'paid', charge_id = COALESCE($2, o.charge_id),
+             refund_until = e.refund_until, refund_fee_percent = e.refund_fee_percent,
+             updated_at = now()
+         FROM inventory.events e
+         WHERE o.order_id = $1 AND e.event_id = o.event_id
+         RETURNING {}",
+        COLUMNS
+            .split(',')
+            .map(|c| format!("o.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+    .bind(order_id)
+    .bind(charge_id)
     .fetch_one(tx)
     .await
 }

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use proto::OrderId;
+use proto::{OrderId, RefundId};
 use sqlx::PgPool;
 
 use crate::card::Card;
@@ -57,7 +57,19 @@ impl From<sqlx::Error> for ProviderError {
     }
 }
 
-/// A payment provider. Every call is idempotent on the order.
+/// Where a refund stands at the provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefundStatus {
+    Succeeded,
+    Failed {
+        reason: String,
+    },
+    /// Accepted; the outcome comes by webhook.
+    Pending,
+}
+
+/// A payment provider. Every call is idempotent on the order (a refund: on the
+/// merchant's refund id).
 pub trait PaymentProvider: Send + Sync {
     /// The provider's name, recorded on each order.
     fn name(&self) -> &'static str;
@@ -81,12 +93,27 @@ pub trait PaymentProvider: Send + Sync {
         &self,
         order: OrderId,
     ) -> BoxFuture<'_, Result<Option<(String, ChargeStatus)>, ProviderError>>;
+    /// Pays `amount_cents` of a charge back, keyed by `refund`: a second call with
+    /// the same id refunds once and answers as the first.
+    fn refund_part<'a>(
+        &'a self,
+        refund: RefundId,
+        charge_id: &'a str,
+        amount_cents: i64,
+    ) -> BoxFuture<'a, Result<RefundStatus, ProviderError>>;
+    /// A refund as the provider has it, if it was ever asked for.
+    fn lookup_refund(
+        &self,
+        refund: RefundId,
+    ) -> BoxFuture<'_, Result<Option<RefundStatus>, ProviderError>>;
 }
 
 /// The sandbox's test cards.
 pub const CARD_PAID: &str = "4242424242424242";
 pub const CARD_DECLINED: &str = "4000000000000002";
 pub const CARD_PENDING: &str = "4000000000003220";
+/// Paid at once; any refund of it fails (`refund.failed`).
+pub const CARD_REFUND_FAILS: &str = "4000000000005126";
 
 /// The sandbox provider.
 #[derive(Clone)]
@@ -132,7 +159,7 @@ impl PaymentProvider for Sandbox {
     ) -> BoxFuture<'a, Result<Charge, ProviderError>> {
         Box::pin(async move {
             let (state, settles_to) = match card.number() {
-                CARD_PAID => ("succeeded", None),
+                CARD_PAID | CARD_REFUND_FAILS => ("succeeded", None),
                 CARD_PENDING => ("pending", Some("succeeded")),
                 _ => ("declined", None),
             };
@@ -146,7 +173,12 @@ impl PaymentProvider for Sandbox {
                  VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))
                  ON CONFLICT (order_id) DO NOTHING",
             )
-            .bind(&charge_id)
+            .bind(if card.number() == CARD_REFUND_FAILS {
+                // The sandbox remembers the card by the charge's id.
+                format!("ch_norefund_{}", uuid::Uuid::now_v7().simple())
+            } else {
+                charge_id
+            })
             .bind(order)
             .bind(amount_cents)
             .bind(state)
@@ -224,6 +256,57 @@ impl PaymentProvider for Sandbox {
             Ok(row.map(|(id, state)| {
                 let status = status_of(&state, None);
                 (id, status)
+            }))
+        })
+    }
+
+    fn refund_part<'a>(
+        &'a self,
+        refund: RefundId,
+        charge_id: &'a str,
+        amount_cents: i64,
+    ) -> BoxFuture<'a, Result<RefundStatus, ProviderError>> {
+        Box::pin(async move {
+            let state = if charge_id.starts_with("ch_norefund_") {
+                "failed"
+            } else {
+                "succeeded"
+            };
+            let notify_after = self.webhook_after.map(|d| d.as_secs_f64());
+            sqlx::query(
+                "INSERT INTO payments.sandbox_refunds (refund_id, charge_id, amount_cents, state, notify_at)
+                 VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
+                 ON CONFLICT (refund_id) DO NOTHING",
+            )
+            .bind(refund)
+            .bind(charge_id)
+            .bind(amount_cents)
+            .bind(state)
+            .bind(notify_after)
+            .execute(&self.pool)
+            .await?;
+            // The sandbox answers at once that it took the refund; its outcome comes
+            // by webhook (or a lookup).
+            Ok(RefundStatus::Pending)
+        })
+    }
+
+    fn lookup_refund(
+        &self,
+        refund: RefundId,
+    ) -> BoxFuture<'_, Result<Option<RefundStatus>, ProviderError>> {
+        Box::pin(async move {
+            let state: Option<String> = sqlx::query_scalar(
+                "SELECT state FROM payments.sandbox_refunds WHERE refund_id = $1",
+            )
+            .bind(refund)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(state.map(|state| match state.as_str() {
+                "succeeded" => RefundStatus::Succeeded,
+                _ => RefundStatus::Failed {
+                    reason: "refund_declined".into(),
+                },
             }))
         })
     }

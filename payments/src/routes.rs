@@ -21,6 +21,7 @@ pub fn router() -> OpenApiRouter<PaymentsState> {
         .routes(routes!(get_order))
         .routes(routes!(list_orders))
         .routes(routes!(webhook))
+        .merge(crate::money_routes::router())
 }
 
 /// Longest webhook delivery id.
@@ -113,16 +114,23 @@ async fn list_orders(
 }
 
 /// `orders` on the wire, each paid one with its tickets (codes signed).
-async fn with_tickets(
+pub(crate) async fn with_tickets(
     payments: &Payments,
     orders: &[orders::OrderRow],
 ) -> Result<Vec<Order>, Error> {
+    use proto::wire::payments::OrderState;
     let paid: Vec<OrderId> = orders
         .iter()
-        .filter(|o| o.state() == proto::wire::payments::OrderState::Paid)
+        .filter(|o| {
+            matches!(
+                o.state(),
+                OrderState::Paid | OrderState::PartiallyRefunded | OrderState::Refunded
+            )
+        })
         .map(|o| o.order_id)
         .collect();
     let mut tickets = tickets::ledger::of_orders(&payments.pool, &payments.ring, &paid).await?;
+    let mut refunds = crate::refunds::of_orders(&payments.pool, &paid).await?;
     Ok(orders
         .iter()
         .map(|order| {
@@ -131,12 +139,16 @@ async fn with_tickets(
                 .extract_if(.., |(id, _)| *id == order.order_id)
                 .map(|(_, ticket)| ticket)
                 .collect();
+            wire.refunds = refunds
+                .extract_if(.., |r| r.order_id == order.order_id)
+                .map(|r| r.to_wire())
+                .collect();
             wire
         })
         .collect())
 }
 
-/// The payment provider reports a payment's outcome.
+/// The payment provider reports a payment's or a refund's outcome.
 ///
 /// Signed with `Onsale-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw
 /// body>">` under `ONSALE_PAYMENTS__WEBHOOK_SECRET`. The same `id` again changes
@@ -148,8 +160,8 @@ async fn with_tickets(
     responses(
         (status = 200, body = WebhookAck),
         (status = 400, body = ErrorBody, description = "`invalid_signature`, `signature_expired`, `malformed_json`"),
-        (status = 404, body = ErrorBody, description = "`order_not_found`"),
-        (status = 422, body = ErrorBody, description = "`invalid_request`: an unknown `type`"),
+        (status = 404, body = ErrorBody, description = "`order_not_found`, `refund_not_found`"),
+        (status = 422, body = ErrorBody, description = "`invalid_request`: an unknown `type`, or without its `order_id` or `refund_id`"),
         (status = 503, body = ErrorBody, description = "not processed; deliver it again later"),
     )
 )]
@@ -188,16 +200,31 @@ async fn webhook(
             format!("id must be 1 to {MAX_WEBHOOK_ID} characters, no control characters"),
         ));
     }
-    let succeeded = match delivery.kind.as_str() {
-        "payment.succeeded" => true,
-        "payment.failed" => false,
+    let missing = |field: &str| {
+        ErrorBody::new(
+            ErrorCode::InvalidRequest,
+            format!("a {} webhook names its {field}", delivery.kind),
+        )
+    };
+    let ack = match delivery.kind.as_str() {
+        "payment.succeeded" | "payment.failed" => {
+            let order_id = delivery.order_id.ok_or_else(|| missing("order_id"))?;
+            let succeeded = delivery.kind == "payment.succeeded";
+            crate::webhooks::deliver(&payments, &delivery, order_id, succeeded).await?
+        }
+        "refund.succeeded" | "refund.failed" => {
+            let refund_id = delivery.refund_id.ok_or_else(|| missing("refund_id"))?;
+            let succeeded = delivery.kind == "refund.succeeded";
+            crate::webhooks::deliver_refund(&payments, &delivery, refund_id, succeeded).await?
+        }
         other => {
             return Err(ErrorBody::new(
                 ErrorCode::InvalidRequest,
-                format!("unknown webhook type {other:?}: payment.succeeded or payment.failed"),
+                format!(
+                    "unknown webhook type {other:?}: payment.succeeded, payment.failed, refund.succeeded or refund.failed"
+                ),
             ));
         }
     };
-    let ack = crate::webhooks::deliver(&payments, &delivery, succeeded).await?;
     Ok(Json(ack))
 }

@@ -88,7 +88,15 @@ pub async fn succeeded(
     }
     // The event's ticket key, made on its first sale, outside the transaction.
     let signer = payments.ring.signer(&payments.pool, order.event_id).await?;
-    match sell(&mut tx, &signer, &order, charge_id.as_deref()).await {
+    match sell(
+        &mut tx,
+        &signer,
+        &payments.settings.seller,
+        &order,
+        charge_id.as_deref(),
+    )
+    .await
+    {
         Ok(paid) => {
             tx.commit().await?;
             metrics::counter!("onsale_orders_total", "outcome" => OrderState::Paid.as_str())
@@ -111,10 +119,13 @@ pub async fn succeeded(
     }
 }
 
-/// The ledger's side of a sale, in the order's transaction.
+/// The ledger's side of a sale, in the order's transaction: the booking ledger's
+/// claims, the tickets, the order, its message and, last (its counter row is held
+/// until the commit), its invoice.
 async fn sell(
     tx: &mut sqlx::PgConnection,
     signer: &tickets::keys::Signer,
+    seller: &billing::Seller,
     order: &OrderRow,
     charge_id: Option<&str>,
 ) -> Result<OrderRow, Error> {
@@ -140,8 +151,9 @@ async fn sell(
         },
     )
     .await?;
-    let paid = orders::set_state(tx, order.order_id, OrderState::Paid, charge_id, None).await?;
+    let paid = orders::mark_paid(tx, order.order_id, charge_id).await?;
     outbox::write(tx, &[paid.message_with(EventType::OrderPaid, issued)]).await?;
+    crate::invoices::issue_invoice(tx, seller, &paid).await?;
     Ok(paid)
 }
 

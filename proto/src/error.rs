@@ -88,6 +88,18 @@ pub enum ErrorCode {
     TicketCheckedIn,
     /// A reissue of a ticket that admits nobody any more.
     TicketVoid,
+    RefundNotFound,
+    /// The order has no invoice (it was never paid).
+    InvoiceNotFound,
+    /// The event's refund policy lets fans ask for no refund.
+    RefundsNotOffered,
+    /// The event's refund deadline has passed.
+    RefundWindowClosed,
+    /// A ticket of the refund is void already, or not the order's.
+    TicketNotRefundable,
+    /// The event is cancelled: no checkout, no new refund request of a fan's (the
+    /// cancellation refunds every order).
+    EventCancelled,
     /// Checkout of a request that holds no seats (still in line, or refused).
     RequestNotHeld,
     /// Checkout of a request whose hold has ended (expired, released, cancelled).
@@ -140,7 +152,9 @@ impl ErrorCode {
             Unauthenticated | InvalidToken | InvalidCredentials => 401,
             Forbidden => 403,
             NotFound | VenueNotFound | EventNotFound | UserNotFound | RequestNotFound
-            | OrderNotFound | TicketNotFound | SaleNotFound => 404,
+            | OrderNotFound | TicketNotFound | SaleNotFound | RefundNotFound | InvoiceNotFound => {
+                404
+            }
             MethodNotAllowed => 405,
             EmailTaken
             | IdempotencyKeyReused
@@ -155,7 +169,11 @@ impl ErrorCode {
             | AlreadyPaid
             | PaymentInFlight
             | TicketCheckedIn
-            | TicketVoid => 409,
+            | TicketVoid
+            | RefundsNotOffered
+            | RefundWindowClosed
+            | TicketNotRefundable
+            | EventCancelled => 409,
             PayloadTooLarge => 413,
             UnsupportedMediaType => 415,
             InvalidRequest | VenueHasNoSeats | DuplicateSection | DuplicateRowLabel
@@ -198,6 +216,12 @@ impl ErrorCode {
             TicketNotFound => "ticket_not_found",
             TicketCheckedIn => "ticket_checked_in",
             TicketVoid => "ticket_void",
+            RefundNotFound => "refund_not_found",
+            InvoiceNotFound => "invoice_not_found",
+            RefundsNotOffered => "refunds_not_offered",
+            RefundWindowClosed => "refund_window_closed",
+            TicketNotRefundable => "ticket_not_refundable",
+            EventCancelled => "event_cancelled",
             RequestNotHeld => "request_not_held",
             HoldEnded => "hold_ended",
             AlreadyPaid => "already_paid",

@@ -90,6 +90,10 @@ uuid_id!(
     /// One seat's ticket: what a fan shows at the door.
     TicketId
 );
+uuid_id!(
+    /// A refund of some of an order's tickets.
+    RefundId
+);
 
 /// A seat within a venue, spelled `"{section}-{row}-{number}"`.
 ///

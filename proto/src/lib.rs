@@ -24,6 +24,6 @@ pub mod migrations;
 pub mod scripts;
 
 pub use error::{ErrorBody, ErrorCode};
-pub use ids::{EventId, OrderId, RequestId, SeatId, TicketId, UserId, VenueId};
+pub use ids::{EventId, OrderId, RefundId, RequestId, SeatId, TicketId, UserId, VenueId};
 pub use keys::Keys;
 pub use roles::Role;

@@ -65,6 +65,31 @@ scripts! {
     CONFIRM => "confirm.lua",
     /// A scan at the door: admits a ticket once.
     REDEEM => "redeem.lua",
+    /// A refund: sold seats go back on sale, each once.
+    UNSELL => "unsell.lua",
+}
+
+/// `unsell.lua` for a refund of `seats` sold to `request` (of `fan`).
+pub fn unsell(
+    keys: &crate::Keys,
+    event: crate::EventId,
+    request: crate::RequestId,
+    fan: crate::UserId,
+    seats: &[String],
+) -> redis::ScriptInvocation<'static> {
+    let mut invocation = UNSELL.key(keys.seat_states(event));
+    invocation
+        .key(keys.seat_counts(event))
+        .key(keys.fan_seats(event))
+        .key(keys.row_free(event))
+        .key(keys.request(event, request))
+        .key(keys.lease(event))
+        .arg(request.to_string())
+        .arg(fan.to_string());
+    for seat in seats {
+        invocation.arg(seat.as_str());
+    }
+    invocation
 }
 
 /// `pay.lua` for one request: `fan` starts paying, the hold runs up to `grace_ms`

@@ -351,10 +351,16 @@ impl Door {
             .as_ref()
             .map_or((0, scan.scanned_at), |e| (e.entry_no, e.at));
         let stored: Option<sqlx::types::Json<ScanResult>> = sqlx::query_scalar(
-            "WITH new_entry AS (
+            "WITH live AS (
+                 -- A ticket voided by a refund since it was read admits nobody: the
+                 -- lock waits for the refund's transaction and reads its outcome.
+                 SELECT 1 FROM tickets.tickets
+                 WHERE $12 AND ticket_id = $3 AND state = 'valid' FOR SHARE
+             ),
+             new_entry AS (
                  INSERT INTO tickets.entries (ticket_id, entry_no, event_id, scan_id, device_id,
                                               admitted_at)
-                 SELECT $3, $10, $2, $1, $5, $11 WHERE $12
+                 SELECT $3, $10, $2, $1, $5, $11 WHERE $12 AND EXISTS (SELECT 1 FROM live)
                  ON CONFLICT DO NOTHING
                  RETURNING scan_id, device_id, admitted_at
              ),
@@ -386,8 +392,9 @@ impl Door {
                  END AS answer
                  FROM (SELECT 1) one LEFT JOIN first_entry f ON true
                  -- An admission whose entry was taken by a scan committed after this
-                 -- statement began cannot be told apart here: nothing is stored, and
-                 -- the scan is answered 503 and sent again.
+                 -- statement began, or whose ticket a refund voided meanwhile, cannot
+                 -- be told apart here: nothing is stored, and the scan is answered 503
+                 -- and sent again (it then reads the ticket's new state).
                  WHERE NOT $12 OR f.scan_id IS NOT NULL
              ),
              stored AS (

@@ -259,3 +259,101 @@ pub async fn revocations(
             .collect(),
     })
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum VoidError {
+    /// Not the order's, or void already.
+    #[error("ticket {0} cannot be refunded: it is not this order's, or it is void already")]
+    NotRefundable(TicketId),
+    #[error("ticket {0} has come in through the door")]
+    CheckedIn(TicketId),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Voids tickets of `order` for a refund, in the caller's transaction: `tickets`, or
+/// (`None`) every valid one. Each is locked first and its entries read after, so a
+/// scan admitting it concurrently either commits first (and the ticket is refused
+/// as checked in, unless `allow_checked_in`) or finds it void (the door's entry
+/// statement locks the ticket too). The old codes join the event's revocation list,
+/// so offline scanners refuse them as well. Returns the voided tickets.
+pub async fn void(
+    tx: &mut PgConnection,
+    order: OrderId,
+    tickets: Option<&[TicketId]>,
+    allow_checked_in: bool,
+    reason: &str,
+) -> Result<Vec<TicketRow>, VoidError> {
+    let rows: Vec<TicketRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM tickets.tickets t
+         WHERE t.order_id = $1 AND ($2::uuid[] IS NULL OR t.ticket_id = ANY($2))
+         ORDER BY t.ticket_id FOR UPDATE OF t"
+    ))
+    .bind(order)
+    .bind(tickets)
+    .fetch_all(&mut *tx)
+    .await?;
+    let chosen: Vec<TicketRow> = match tickets {
+        Some(asked) => {
+            if let Some(missing) = asked.iter().find(|id| {
+                !rows
+                    .iter()
+                    .any(|r| r.ticket_id == **id && r.state != "void")
+            }) {
+                return Err(VoidError::NotRefundable(*missing));
+            }
+            rows
+        }
+        None => rows.into_iter().filter(|r| r.state != "void").collect(),
+    };
+    let Some(first) = chosen.first() else {
+        return Ok(Vec::new());
+    };
+    let ids: Vec<TicketId> = chosen.iter().map(|r| r.ticket_id).collect();
+    if !allow_checked_in {
+        let inside: Option<TicketId> = sqlx::query_scalar(
+            "SELECT ticket_id FROM tickets.entries WHERE ticket_id = ANY($1) LIMIT 1",
+        )
+        .bind(&ids)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(ticket) = inside {
+            return Err(VoidError::CheckedIn(ticket));
+        }
+    }
+    let event = first.event_id;
+    let versions: Vec<i32> = chosen.iter().map(|r| r.version).collect();
+    sqlx::query(
+        "UPDATE tickets.tickets SET state = 'void', updated_at = now() WHERE ticket_id = ANY($1)",
+    )
+    .bind(&ids)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('tickets.revocations:' || $1::text, 0))",
+    )
+    .bind(event)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO tickets.revocations (event_id, list_version, ticket_id, version, reason)
+         SELECT $1, (SELECT coalesce(max(list_version), 0) FROM tickets.revocations
+                     WHERE event_id = $1) + row_number() OVER (ORDER BY t.id),
+                t.id, t.v, $4
+         FROM unnest($2::uuid[], $3::int[]) AS t(id, v)
+         ON CONFLICT (ticket_id, version) DO NOTHING",
+    )
+    .bind(event)
+    .bind(&ids)
+    .bind(&versions)
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?;
+    Ok(chosen
+        .into_iter()
+        .map(|mut row| {
+            row.state = "void".into();
+            row
+        })
+        .collect())
+}

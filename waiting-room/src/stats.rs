@@ -304,7 +304,7 @@ struct Money {
 
 async fn money(pool: &PgPool, event: EventId) -> Result<Money, Error> {
     let rows: Vec<(OrderState, i64, i64, Option<String>)> = sqlx::query_as(
-        "SELECT state, count(*), COALESCE(sum(amount_cents), 0)::bigint, max(currency)
+        "SELECT state, count(*), COALESCE(sum(amount_cents - refunded_cents), 0)::bigint, max(currency)
          FROM payments.orders WHERE event_id = $1 GROUP BY state",
     )
     .bind(event)
@@ -322,9 +322,10 @@ async fn money(pool: &PgPool, event: EventId) -> Result<Money, Error> {
         money.currency = money.currency.or(currency);
         match state {
             OrderState::Pending => money.orders.pending = count,
-            OrderState::Paid => {
-                money.orders.paid = count;
-                money.revenue_cents = cents;
+            // Revenue is what was kept: a partly refunded order counts as paid.
+            OrderState::Paid | OrderState::PartiallyRefunded => {
+                money.orders.paid += count;
+                money.revenue_cents += cents;
             }
             OrderState::Declined => money.orders.declined = count,
             OrderState::Refunded => money.orders.refunded = count,

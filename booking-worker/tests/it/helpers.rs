@@ -56,6 +56,8 @@ pub async fn sale(
             hold_seconds: 600,
             prices: BTreeMap::from([("standard".into(), 5000)]),
             admission_per_second: 100_000,
+            refund_policy: None,
+            tax: None,
         },
     )
     .await

@@ -471,7 +471,14 @@ async fn a_checkout_that_stopped_before_charging_is_voided_and_the_hold_restored
         event_id,
         fan,
         &seats,
-        4500,
+        &payments::orders::Pricing {
+            seat_cents: seats.iter().map(|_| 4500 / seats.len() as i64).collect(),
+            seat_tax_cents: seats.iter().map(|_| 0).collect(),
+            tax_rate_bp: 0,
+            tax_included: true,
+            cancelled: false,
+        },
+        None,
         "EUR",
         "4242",
         "sandbox",
@@ -505,6 +512,7 @@ async fn a_checkout_that_stopped_before_charging_is_voided_and_the_hold_restored
             card_number: PAID.into(),
             expiry: "12/34".into(),
             cvc: "123".into(),
+            billing: None,
         },
         chrono::Utc::now().date_naive(),
     )

@@ -454,6 +454,8 @@ async fn an_anonymous_lottery_read_writes_nothing(pool: PgPool) {
             hold_seconds: 600,
             prices: [("standard".to_owned(), 4500), ("premium".to_owned(), 9900)].into(),
             admission_per_second: 100,
+            refund_policy: None,
+            tax: None,
         },
     )
     .await

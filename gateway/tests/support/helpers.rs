@@ -59,6 +59,8 @@ pub fn config(prefix: &str) -> Config {
             sandbox_webhook_url: "http://127.0.0.1:1/unused".into(),
             currency: "EUR".into(),
             reconcile_after_seconds: 10,
+            seller: serde_json::from_value(billing::Seller::defaults())
+                .expect("the default seller"),
         },
         live: realtime::Settings::default(),
     }

@@ -52,6 +52,8 @@ async fn event(pool: &PgPool) -> EventId {
             hold_seconds: 600,
             prices: BTreeMap::from([("standard".into(), 3000)]),
             admission_per_second: 100,
+            refund_policy: None,
+            tax: None,
         },
     )
     .await

@@ -29,6 +29,8 @@ async fn create_event(pool: &PgPool, venue: VenueId, name: &str) -> EventId {
         hold_seconds: 600,
         prices: [("standard".to_owned(), 4500)].into(),
         admission_per_second: 100,
+        refund_policy: None,
+        tax: None,
     };
     inventory::events::create(pool, &event)
         .await
@@ -180,6 +182,7 @@ impl World {
             card_last4: "4242".into(),
             reason: (kind == "order.refunded").then(|| "hold_ended".into()),
             tickets: Vec::new(),
+            refund: None,
         };
         let mut envelope = self.envelope(kind, request_id, serde_json::to_value(payload).unwrap());
         envelope.event_id = event;

@@ -132,6 +132,27 @@ pub struct OrderPayload {
     /// `order.paid`: the tickets it issued, with their codes (the email draws them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tickets: Vec<crate::wire::tickets::Ticket>,
+    /// On `order.refunded` after a paid order: the refund that was approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund: Option<RefundPayload>,
+}
+
+/// A refund approved for some of a paid order's tickets (`order.refunded`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefundPayload {
+    pub refund_id: crate::RefundId,
+    pub ticket_ids: Vec<crate::TicketId>,
+    pub seats: Vec<String>,
+    /// What is paid back.
+    pub amount_cents: i64,
+    pub fee_cents: i64,
+    /// `requested` (the fan's), or the operator's reason.
+    pub reason: String,
+    /// Set when the refund is part of the event's cancellation.
+    #[serde(default)]
+    pub event_cancelled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit_note_number: Option<String>,
 }
 
 #[cfg(test)]

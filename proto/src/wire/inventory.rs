@@ -108,6 +108,53 @@ pub struct CreateEvent {
     /// Requests admitted to the booking workers per second (1 to 100000, default 100).
     #[serde(default = "default_admission_per_second")]
     pub admission_per_second: u32,
+    /// Until when fans may ask for their money back, and what fee is kept; absent:
+    /// fans cannot ask (operators can always refund).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_policy: Option<RefundPolicy>,
+    /// The tax in the prices; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax: Option<Tax>,
+}
+
+/// An event's refund policy, snapshotted into each order when it is paid.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundPolicy {
+    /// Fans may ask until then (RFC 3339).
+    pub until: DateTime<Utc>,
+    /// The share of each refunded ticket's price kept, 0 to 100.
+    #[schema(example = 10, maximum = 100)]
+    pub fee_percent: u8,
+}
+
+/// An event's tax.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tax {
+    /// 0 to 100, to two decimals (`19`, `7.7`).
+    #[schema(example = 19.0, minimum = 0.0, maximum = 100.0)]
+    pub rate_percent: f64,
+    /// `true`: the prices hold the tax; `false`: it is added at checkout.
+    pub included: bool,
+}
+
+impl Tax {
+    /// The rate in basis points, if it is 0 to 100 % to two decimals.
+    pub fn rate_bp(&self) -> Option<i32> {
+        let bp = self.rate_percent * 100.0;
+        (self.rate_percent.is_finite()
+            && (0.0..=10_000.0).contains(&bp)
+            && (bp - bp.round()).abs() < 1e-6)
+            .then(|| bp.round() as i32)
+    }
+
+    pub fn from_bp(bp: i32, included: bool) -> Self {
+        Tax {
+            rate_percent: f64::from(bp) / 100.0,
+            included,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
@@ -132,4 +179,9 @@ pub struct Event {
     /// Seats held by a fan who has not paid yet.
     pub held: u32,
     pub sold: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_policy: Option<RefundPolicy>,
+    pub tax: Tax,
+    /// An operator cancelled the event: its sale is closed and its orders refunded.
+    pub cancelled: bool,
 }
