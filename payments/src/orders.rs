@@ -114,7 +114,8 @@ impl OrderRow {
     }
 }
 
-pub(crate) const COLUMNS: &str =
+/// The columns an [`OrderRow`] reads, in order.
+pub const COLUMNS: &str =
     "order_id, request_id, event_id, fan_id, state, seats, amount_cents, currency,
      card_last4, charge_id, reason, created_at, traceparent, seat_cents, seat_tax_cents,
      tax_rate_bp, tax_included, refund_until, refund_fee_percent, billing, refunded_cents";

@@ -16,6 +16,7 @@ mod idempotency;
 mod inventory;
 mod limits;
 mod live;
+mod money;
 mod ops;
 mod queue;
 mod restore;
