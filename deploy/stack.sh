@@ -71,6 +71,11 @@ ensure_haproxy() {
     case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="$PATH:/usr/sbin" ;; esac
 }
 
+ensure_pdftotext() {
+    command -v pdftotext >/dev/null 2>&1 || apt_install poppler-utils \
+        || die "pdftotext is missing: apt-get install poppler-utils (the invoice tests read their PDFs with it)"
+}
+
 ensure_browser() {
     command -v node >/dev/null 2>&1 || apt_install nodejs \
         || die "node is missing: install Node.js 18 or later (the browser tests drive Chromium with it)"
