@@ -293,8 +293,14 @@ pub async fn render_pending(pool: &PgPool, limit: i64) -> Result<usize, BillingE
     .bind(limit)
     .fetch_all(pool)
     .await?;
+    let mut rendered = 0;
     for number in &numbers {
-        pdf_of(pool, number).await?;
+        // One document that cannot be rendered does not hold the others up.
+        match pdf_of(pool, number).await {
+            Ok(_) => rendered += 1,
+            Err(BillingError::Database(e)) => return Err(BillingError::Database(e)),
+            Err(error) => tracing::error!(number, %error, "a document's PDF cannot be rendered"),
+        }
     }
-    Ok(numbers.len())
+    Ok(rendered)
 }

@@ -124,9 +124,8 @@ fn rate(bp: i32) -> String {
     if bp % 100 == 0 {
         format!("{} %", bp / 100)
     } else {
-        format!("{}.{:02} %", bp / 100, bp % 100)
-            .trim_end_matches('0')
-            .to_owned()
+        let decimals = format!("{:02}", bp % 100);
+        format!("{}.{} %", bp / 100, decimals.trim_end_matches('0'))
     }
 }
 

@@ -50,7 +50,7 @@ pub async fn start(
 
 /// A cancellation and how far it has come.
 pub async fn progress(payments: &Payments, event: EventId) -> Result<Option<Cancellation>, Error> {
-    let row: Option<(
+    type Row = (
         String,
         DateTime<Utc>,
         Option<DateTime<Utc>>,
@@ -58,7 +58,8 @@ pub async fn progress(payments: &Payments, event: EventId) -> Result<Option<Canc
         i64,
         i64,
         i64,
-    )> = sqlx::query_as(
+    );
+    let row: Option<Row> = sqlx::query_as(
         "SELECT c.reason, c.started_at, c.finished_at,
                     (SELECT count(*) FROM payments.orders o
                      WHERE o.event_id = c.event_id

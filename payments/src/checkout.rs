@@ -150,6 +150,7 @@ async fn charge(
 }
 
 /// The ledger's paying state and the pending order, in one transaction.
+#[allow(clippy::too_many_arguments, reason = "the order's parts")]
 async fn open_order(
     payments: &Payments,
     fan: UserId,

@@ -306,11 +306,11 @@ pub async fn approve(
     message.payload["refund"] = serde_json::to_value(&payload)
         .map_err(|e| Error::Unexpected(format!("refund payload: {e}")))?;
     outbox::write(&mut tx, &[message]).await?;
+    tx.commit().await?;
     if operator {
         tracing::info!(target: "audit", %order_id, %refund_id, by = %requested_by, reason, tickets = ticket_ids.len(),
             "an operator refunded tickets");
     }
-    tx.commit().await?;
     metrics::counter!("onsale_refunds_total", "by" => if operator { "operator" } else { "fan" })
         .increment(1);
     tracing::info!(%order_id, %refund_id, amount_cents = amount.amount_cents, seats = seats.len(), "refund approved");

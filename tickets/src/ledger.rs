@@ -306,21 +306,29 @@ pub async fn void(
         }
         None => rows.into_iter().filter(|r| r.state != "void").collect(),
     };
+    let mut chosen = chosen;
+    if !allow_checked_in && !chosen.is_empty() {
+        // Read after the locks: an admission committed meanwhile is seen.
+        let ids: Vec<TicketId> = chosen.iter().map(|r| r.ticket_id).collect();
+        let inside: Vec<TicketId> = sqlx::query_scalar(
+            "SELECT DISTINCT ticket_id FROM tickets.entries WHERE ticket_id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        if let Some(first_inside) = inside.first() {
+            // Named tickets must all be refundable; "every valid one" leaves out
+            // those that came in, unless that is all of them.
+            if tickets.is_some() || inside.len() == chosen.len() {
+                return Err(VoidError::CheckedIn(*first_inside));
+            }
+            chosen.retain(|r| !inside.contains(&r.ticket_id));
+        }
+    }
     let Some(first) = chosen.first() else {
         return Ok(Vec::new());
     };
     let ids: Vec<TicketId> = chosen.iter().map(|r| r.ticket_id).collect();
-    if !allow_checked_in {
-        let inside: Option<TicketId> = sqlx::query_scalar(
-            "SELECT ticket_id FROM tickets.entries WHERE ticket_id = ANY($1) LIMIT 1",
-        )
-        .bind(&ids)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(ticket) = inside {
-            return Err(VoidError::CheckedIn(ticket));
-        }
-    }
     let event = first.event_id;
     let versions: Vec<i32> = chosen.iter().map(|r| r.version).collect();
     sqlx::query(
