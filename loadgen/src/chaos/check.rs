@@ -7,7 +7,8 @@
 //! - every accepted request reached a terminal state;
 //! - queue numbers unique and gap-free over every request of the event;
 //! - no fairness inversion: an earlier request refused for want of seats while a
-//!   later one with the same ask got seats;
+//!   later one with the same ask got seats (unless a refund gave seats back between
+//!   the two decisions);
 //! - Redis equal to Postgres, seat for seat and request for request.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -312,12 +313,23 @@ pub async fn check(
             "held" | "paying" | "confirmed" | "expired" | "released"
         )
     };
+    // A refund gives sold seats back: a request decided after one may get seats an
+    // earlier, refused one could not have had.
+    let refunds: Vec<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT created_at FROM payments.refunds WHERE event_id = $1 ORDER BY created_at",
+    )
+    .bind(event_id)
+    .fetch_all(pool)
+    .await?;
+    let refund_between =
+        |from: DateTime<Utc>, to: DateTime<Utc>| refunds.iter().any(|at| from <= *at && *at <= to);
     for (ask, mut rows) in by_ask {
         rows.sort_by_key(|(number, _)| *number);
-        let mut first_refused: Option<(i32, RequestId)> = None;
+        let mut first_refused: Option<(i32, RequestId, DateTime<Utc>)> = None;
         for (number, row) in rows {
-            if let Some((earlier, refused)) = first_refused
+            if let Some((earlier, refused, refused_at)) = first_refused
                 && got_seats(row)
+                && !refund_between(refused_at, row.decided_at)
             {
                 findings.inversions += 1;
                 findings.violation(format!(
@@ -326,7 +338,7 @@ pub async fn check(
                 ));
             }
             if first_refused.is_none() && short_of_seats(row) {
-                first_refused = Some((number, row.request_id));
+                first_refused = Some((number, row.request_id, row.updated_at));
             }
         }
     }

@@ -75,6 +75,8 @@ pub struct Line {
     pub sections: Vec<String>,
     /// Seats many fans name, for contention on named seats.
     pub hot_seats: Vec<String>,
+    /// Where fans pay and ask for refunds (`None`: they never pay).
+    pub till: Option<super::money::Till>,
 }
 
 impl Line {
@@ -190,6 +192,10 @@ async fn follow(line: &Line, index: usize, token: &str, request: RequestId, rng:
     let leave_after = rng.random_bool(0.12).then(|| rng.random_range(1..20));
     let mut looks = 0;
     let mut decided_release: Option<bool> = None;
+    // Whether this fan pays for its hold (at most twice: a declined card is
+    // followed by another), and asks for a refund once paid.
+    let mut pays = line.till.is_some() && rng.random_bool(0.6);
+    let mut payments_left = 2;
     loop {
         if line.give_up.is_cancelled() {
             return;
@@ -203,9 +209,20 @@ async fn follow(line: &Line, index: usize, token: &str, request: RequestId, rng:
             return;
         }
         looks += 1;
+        if let (200, "held", true, Some(till)) = (status, state, pays, &line.till) {
+            payments_left -= 1;
+            pays = payments_left > 0;
+            if let Some(order) = till.pay(index, token, request, rng).await
+                && order["state"] == "paid"
+                && rng.random_bool(0.5)
+            {
+                till.refund(index, token, &order, rng).await;
+            }
+            continue;
+        }
         let leave = match (status, state) {
             (200, "queued" | "prequeue") => leave_after == Some(looks),
-            (200, "held") => {
+            (200, "held") if !pays => {
                 *decided_release.get_or_insert_with(|| rng.random_bool(0.35))
                     && rng.random_bool(0.3)
             }

@@ -1,8 +1,9 @@
 //! `loadgen chaos`: a history checker in the spirit of Jepsen.
 //!
-//! Many fans join, leave, release and retry through a real gateway (in this
-//! process) while booking-worker processes drain the line and a nemesis strikes
-//! them on a seeded schedule: SIGSTOP longer than the lease then SIGCONT, SIGKILL
+//! Many fans join, leave, release, retry, pay with every sandbox card and ask for
+//! refunds through a real gateway (in this process, with payments' loops) while
+//! booking-worker processes drain the line and a nemesis strikes them on a seeded
+//! schedule: SIGSTOP longer than the lease then SIGCONT, SIGKILL
 //! and a new worker; the sale opens with two drawers at once. Every call and its
 //! answer is recorded. When the faults stop, the run waits (up to a bound) for every
 //! accepted request to end, closes the sale, and [`check`] proves the promises over
@@ -13,6 +14,7 @@ mod check;
 mod door;
 mod fans;
 mod farm;
+mod money;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -73,6 +75,9 @@ pub struct ChaosArgs {
     /// of `DATABASE_URL`, and let the nemesis crash and restart it.
     #[arg(long)]
     own_postgres: bool,
+    /// Leave out the money path (fans paying, refunds, the cancellation at the end).
+    #[arg(long)]
+    no_money: bool,
 }
 
 pub(crate) const SECRET: &str = "chaos-secret-chaos-secret-chaos-secret-0123";
@@ -146,6 +151,9 @@ pub(crate) async fn gateway(stack: &Stack) -> anyhow::Result<String> {
     config["redis"] = json!({"url": stack.redis_url, "key_prefix": stack.keys.prefix()});
     config["auth"]["jwt_secret"] = json!(SECRET);
     config["payments"]["webhook_secret"] = json!(SECRET);
+    // Pending cards are told by webhook a second later (the run's payments loops
+    // send them).
+    config["payments"]["sandbox_webhook_seconds"] = json!(1);
     for limit in [
         "per_ip_per_second",
         "per_ip_burst",
@@ -312,7 +320,29 @@ async fn run(
         .arg(args.hold_seconds.max(1) * 1000)
         .query_async(&mut stack.redis)
         .await?;
+    // Fans may ask for their money back within a day, less 10 %; 19 % tax inside.
+    sqlx::query(
+        "UPDATE inventory.events SET refund_until = now() + interval '1 day',
+             refund_fee_percent = 10, tax_rate_bp = 1900, tax_included = true
+         WHERE event_id = $1",
+    )
+    .bind(event_id)
+    .execute(&stack.pool)
+    .await?;
     let base = gateway(stack).await?;
+    let money_stop = CancellationToken::new();
+    let loops = if args.no_money {
+        None
+    } else {
+        Some(money::spawn_loops(
+            &stack.pool,
+            &stack.redis,
+            &stack.keys,
+            &base,
+            SECRET,
+            &money_stop,
+        )?)
+    };
     let key = TokenIssuer::onsale(SECRET, 3600);
     let admin = setup::sign(&key, Role::Admin)?;
     let client = reqwest::Client::builder()
@@ -330,6 +360,22 @@ async fn run(
     let mut farm = farm::Farm::start(stack, binary, args.workers, horizon_ms)?;
 
     let history = fans::History::new();
+    let till = (!args.no_money).then(|| money::Till {
+        client: client.clone(),
+        base: base.clone(),
+        history: history.clone(),
+        refunded: money::Refunded::default(),
+    });
+    let refund_scanner = till.clone().map(|till| {
+        let token = setup::sign(&key, Role::Operator);
+        let stop = money_stop.clone();
+        let seed = rng.random();
+        tokio::spawn(async move {
+            if let Ok(token) = token {
+                money::scanner(till, event_id, token, seed, stop).await;
+            }
+        })
+    });
     let line = fans::Line {
         client: client.clone(),
         base: base.clone(),
@@ -339,6 +385,7 @@ async fn run(
         give_up: CancellationToken::new(),
         sections: SECTIONS.iter().map(|s| (*s).to_owned()).collect(),
         hot_seats,
+        till,
     };
     println!(
         "chaos: seed {}, {} fans, {} workers, {} s of faults, holds of {} s, event {event_id}",
@@ -475,6 +522,28 @@ async fn run(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // The money path ends with the event cancelled: every order refunded once.
+    let cancelled_after = if loops.is_some() {
+        money::cancel_and_settle(
+            &client,
+            &base,
+            event_id,
+            &admin,
+            &stack.pool,
+            Duration::from_secs(args.bound_seconds),
+        )
+        .await?
+    } else {
+        None
+    };
+    money_stop.cancel();
+    if let Some(scanner) = refund_scanner {
+        let _ = scanner.await;
+    }
+    if let Some(loops) = loops {
+        loops.close();
+        loops.wait().await;
+    }
     drop(farm);
 
     let ops = history.ops();
@@ -484,6 +553,11 @@ async fn run(
     }
     let findings = check::check(&stack.pool, &mut stack.redis, &stack.keys, event_id, &ops).await?;
     let door = door::check(&stack.pool, &mut stack.redis, &stack.keys, event_id, &ops).await?;
+    let money = if args.no_money {
+        None
+    } else {
+        Some(money::check(&stack.pool, &mut stack.redis, &stack.keys, event_id, &ops).await?)
+    };
     let (key_count, bytes) = check::footprint(&mut stack.redis, &stack.keys, event_id).await?;
     let report = json!({
         "seed": args.seed,
@@ -510,12 +584,38 @@ async fn run(
             "answer_problems": door.answer_problems,
             "redis_postgres_diffs": door.redis_postgres_diffs,
         },
+        "money": money.as_ref().map(|m| json!({
+            "checkouts": m.checkouts,
+            "orders": m.orders,
+            "refund_calls": m.refunds,
+            "refunded_scans": m.refunded_scans,
+            "invoices": m.invoices,
+            "credit_notes": m.credit_notes,
+            "refund_states": m.refund_states,
+            "cancelled_and_settled_within_seconds": cancelled_after,
+            "violations": m.violations.len(),
+        })),
         "redis_keys_left": key_count,
         "redis_bytes_left": bytes,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     let mut broken = findings.violations.clone();
     broken.extend(door.violations.iter().map(|v| format!("door: {v}")));
+    if let Some(money) = &money {
+        broken.extend(money.violations.iter().map(|v| format!("money: {v}")));
+        if cancelled_after.is_none() {
+            broken.push(format!(
+                "money: the cancellation had not refunded every order {} s after it began",
+                args.bound_seconds
+            ));
+        }
+        if money.invoices == 0 {
+            broken.push("money: no order was paid: the run proves nothing there".into());
+        }
+        if money.credit_notes == 0 {
+            broken.push("money: nothing was refunded: the run proves nothing there".into());
+        }
+    }
     if door.admitted == 0 && args.scanners > 0 {
         broken.push("no scan was admitted at the door: the run proves nothing there".into());
     }
