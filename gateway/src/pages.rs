@@ -3,7 +3,8 @@
 //!
 //! - `/`: upcoming events, and signing in;
 //! - `/e/{event_id}`: one event's waiting room (the page reads the id from its path);
-//! - `/orders`: the fan's orders and their tickets (QR codes, reissuing);
+//! - `/orders`: the fan's orders and their tickets (QR codes, reissuing), invoices,
+//!   refunds and credit notes;
 //! - `/checkin/{event_id}`: the door, for staff's phones: scanning tickets, online
 //!   or offline;
 //! - `/ops` and `/ops/events/{event_id}`: the operators' events and one sale's
@@ -49,6 +50,7 @@ const ASSETS: &[(&str, &str, &str)] = assets![
     js "js/api.js",
     js "js/clock.js",
     js "js/confirm.js",
+    js "js/documents.js",
     js "js/dom.js",
     js "js/format.js",
     js "js/live.js",
@@ -70,6 +72,8 @@ const ASSETS: &[(&str, &str, &str)] = assets![
     js "js/event/tickets.js",
     // `/orders`
     js "js/orders.js",
+    js "js/refund-amount.js",
+    js "js/refunds.js",
     // `/checkin/{event_id}`
     js "js/checkin/camera.js",
     js "js/checkin/main.js",
@@ -81,6 +85,7 @@ const ASSETS: &[(&str, &str, &str)] = assets![
     js "vendor/jsQR.js",
     // `/ops` and `/ops/events/{event_id}`
     js "js/ops/audit.js",
+    js "js/ops/cancel.js",
     js "js/ops/charts.js",
     js "js/ops/dashboard.js",
     js "js/ops/door.js",

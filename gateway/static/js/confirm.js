@@ -1,13 +1,17 @@
 /* onsale: the confirmation step a page takes before an action that cannot be
- * undone (the dashboard's levers and admission rate, a reissue on /orders): its
- * <dialog id="confirm-dialog"> (#confirm-title, #confirm-text, #confirm-note,
- * #confirm-no, #confirm-yes, as ops.html and orders.html hold it) filled and shown
- * modally. Escape or a click on the backdrop answers no. */
+ * undone (the dashboard's levers, admission rate and cancelling the show; a reissue
+ * or a refund on /orders): its <dialog id="confirm-dialog"> (#confirm-title,
+ * #confirm-text, #confirm-note, #confirm-no, #confirm-yes, as ops.html and
+ * orders.html hold it) filled and shown modally. Escape or a click on the backdrop
+ * answers no. */
 
 import { $, setText, show } from './dom.js';
 
-/** Asks; resolves true only when confirmed. The focus goes back to `opener` on a no. */
-export function confirmStep({ title, text, note, yes, danger }, opener) {
+/**
+ * Asks; resolves true only when confirmed. `no` names the way out ("Cancel" unless
+ * said). The focus goes back to `opener` on a no.
+ */
+export function confirmStep({ title, text, note, yes, no, danger }, opener) {
   const dialog = $('confirm-dialog');
   setText($('confirm-title'), title);
   setText($('confirm-text'), text);
@@ -15,6 +19,7 @@ export function confirmStep({ title, text, note, yes, danger }, opener) {
   show($('confirm-note'), !!note);
   const yesButton = $('confirm-yes');
   setText(yesButton, yes);
+  setText($('confirm-no'), no || 'Cancel');
   yesButton.className = `button ${danger ? 'button-danger-solid' : 'button-primary'}`;
   dialog.returnValue = '';
   return new Promise((resolve) => {

@@ -47,6 +47,12 @@ const MESSAGES = {
   ticket_void: 'This ticket is void (refunded or replaced), so it cannot be reissued.',
   ticket_not_found: 'We could not find this ticket.',
   order_not_found: 'We could not find this order.',
+  refund_not_found: 'We could not find this refund.',
+  invoice_not_found: 'This order has no invoice: it was not paid.',
+  refunds_not_offered: 'Tickets for this event cannot be refunded on request.',
+  refund_window_closed: 'The time to ask for a refund has passed.',
+  ticket_not_refundable: 'One of those tickets cannot be refunded: it is void already, or not this order’s.',
+  event_cancelled: 'The event is cancelled: every order is being refunded in full.',
   user_not_found: 'There is no account with that user id.',
 };
 

@@ -1,20 +1,24 @@
 /* onsale: /orders: the signed-in fan's orders, newest first (GET /v1/orders), each
- * with its event, dates, state, amount and seats, and for a paid order its tickets
- * (QR code, seat, state; built by tickets.js) with a "Reissue" per valid ticket:
- * after a confirmation step, POST /v1/tickets/{id}/reissue, and the new QR code
- * takes the old one's place. The list is read again while an order is pending or
- * a paid order's tickets are being issued, and when the tab comes back. */
+ * with its event, dates, state, amount and seats; its money (invoice, refund policy,
+ * asking for a refund, its refunds and credit notes: refunds.js); and for a paid or
+ * refunded order its tickets (QR code, seat, state; built by tickets.js) with a
+ * "Reissue" per valid ticket: after a confirmation step, POST
+ * /v1/tickets/{id}/reissue, and the new QR code takes the old one's place. The list
+ * is read again while an order is pending, a paid order's tickets are being issued
+ * or a refund's money is on its way, and when the tab comes back. */
 
 import { api, onAccountChange, retryable, token } from './api.js';
 import { confirmStep, wireConfirm } from './confirm.js';
 import { $, h, pageError, setText, show } from './dom.js';
 import { fmtDateTime, fmtMoney, fmtSeat, fmtSeatSpoken, message, plural } from './format.js';
+import { fillMoney, moneyBox, refundsPending } from './refunds.js';
 import { accountBar, fanSignIn } from './signin.js';
 import { renderTickets, ticketMessage } from './tickets.js';
 import { enc, sleep } from './util.js';
 
 const ORDER_STATE = {
   paid: 'Paid',
+  partially_refunded: 'Partly refunded',
   pending: 'Payment pending',
   declined: 'Declined',
   refunded: 'Refunded',
@@ -28,6 +32,7 @@ const REASON = {
 
 let orders = []; // as GET /v1/orders, newest first
 const events = new Map(); // event_id -> Promise<event | null>
+const known = new Map(); // event_id -> event, once read
 let account = 0; // bumped on every change of account
 let timer = null;
 let reissuing = false;
@@ -49,9 +54,10 @@ async function load() {
       pageError('');
       orders = r.data.orders;
       render();
-      /* a pending payment or tickets being issued: look again soon */
+      /* a pending payment or tickets being issued: look again soon; a refund's money on its way: now and then */
       const moving = orders.some((o) => o.state === 'pending' || (o.state === 'paid' && !ticketsOf(o).length));
       if (moving) timer = setTimeout(load, 3000);
+      else if (orders.some(refundsPending)) timer = setTimeout(load, 5000);
       return;
     }
     if (r.status === 401) return; // signed out: the sign-in box shows
@@ -69,7 +75,10 @@ function eventOf(id) {
   let p = events.get(id);
   if (!p) {
     p = api('GET', `/v1/events/${enc(id)}`, { auth: false }).then((r) => {
-      if (r.ok && r.data) return r.data;
+      if (r.ok && r.data) {
+        known.set(id, r.data);
+        return r.data;
+      }
       events.delete(id); // asked again at the next render
       return null;
     });
@@ -107,8 +116,10 @@ function orderItem(o) {
     h('p', { class: 'order-when muted small' }),
     h('dl', { class: 'order-facts' },
       h('div', {}, h('dt', {}, 'Amount'), h('dd', { class: 'order-amount' })),
-      h('div', {}, h('dt', {}, 'Seats'), h('dd', { class: 'order-seats' }))),
+      h('div', {}, h('dt', {}, 'Seats'), h('dd', { class: 'order-seats' })),
+      h('div', { class: 'order-refunded-fact', hidden: true }, h('dt', {}, 'Paid back'), h('dd', { class: 'order-refunded' }))),
     h('p', { class: 'order-note small' }),
+    moneyBox(o.order_id),
     h('div', { class: 'order-tickets', hidden: true },
       h('h3', {}, 'Tickets'),
       h('ul', { class: 'tickets' }))
@@ -119,7 +130,8 @@ function orderItem(o) {
     if (ev && ev.name) {
       setText(a, ev.name);
       li.dataset.starts = ev.starts_at || '';
-      fillWhen(li, o);
+      const now = orders.find((x) => x.order_id === o.order_id);
+      if (now) fillOrder(li, now);
     } else {
       setText(a, `Event ${String(o.event_id).slice(0, 8)}`);
     }
@@ -137,22 +149,32 @@ function fillWhen(li, o) {
 function fillOrder(li, o) {
   li.dataset.state = o.state;
   const badge = li.querySelector('.order-state');
-  badge.dataset.kind = { paid: 'now', pending: 'paused', declined: 'ended', refunded: 'ended', cancelled: 'ended' }[o.state] || '';
+  badge.dataset.kind = { paid: 'now', partially_refunded: 'paused', pending: 'paused', declined: 'ended', refunded: 'ended', cancelled: 'ended' }[o.state] || '';
   setText(badge, ORDER_STATE[o.state] || o.state);
   fillWhen(li, o);
   setText(li.querySelector('.order-amount'), o.amount_cents != null ? fmtMoney(o.amount_cents, o.currency) : '—');
   setText(li.querySelector('.order-seats'), (o.seats || []).map(fmtSeat).join('; ') || '—');
+  show(li.querySelector('.order-refunded-fact'), o.refunded_cents > 0);
+  setText(li.querySelector('.order-refunded'), o.refunded_cents > 0 ? fmtMoney(o.refunded_cents, o.currency) : '');
+  const refundedTickets = (o.refunds || []).length > 0;
   let note = '';
   if (o.state === 'pending') note = 'Waiting for the bank’s answer; this page updates by itself.';
+  else if (o.state === 'refunded' && refundedTickets) note = 'Every ticket of this order was refunded: none of them admits anyone.';
   else if (o.state === 'refunded' || o.state === 'declined' || o.state === 'cancelled') {
     note = o.reason ? `Not paid: ${REASON[o.reason] || o.reason.replace(/_/g, ' ')}.` : '';
     if (o.state === 'refunded') note = `${note} The money was paid back.`.trim();
   } else if (o.state === 'paid' && !ticketsOf(o).length) note = 'Your tickets are being issued; they appear here in a moment.';
   setText(li.querySelector('.order-note'), note);
+  fillMoney(li.querySelector('.order-money'), o, known.get(o.event_id) || null, { onChange: refunded });
   const box = li.querySelector('.order-tickets');
-  const paid = o.state === 'paid' && ticketsOf(o).length > 0;
-  show(box, paid);
-  if (paid) renderTickets(box.querySelector('ul'), ticketsOf(o), { actions: (t) => ticketActions(o, t) });
+  const issued = ['paid', 'partially_refunded', 'refunded'].includes(o.state) && ticketsOf(o).length > 0;
+  show(box, issued);
+  if (issued) renderTickets(box.querySelector('ul'), ticketsOf(o), { actions: (t) => ticketActions(o, t) });
+}
+
+/** After a refund (or a refusal that says things changed): the server's view, read again. */
+function refunded() {
+  return load();
 }
 
 /* ---------- reissuing ---------- */
@@ -229,6 +251,8 @@ function enter() {
   account++;
   clearTimeout(timer);
   orders = [];
+  events.clear(); // a cancelled show, a changed policy: read again
+  known.clear();
   $('orders').replaceChildren();
   const signedIn = !!token();
   show($('orders-section'), signedIn);

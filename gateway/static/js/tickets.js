@@ -53,8 +53,8 @@ function fetchQr(t) {
   return p;
 }
 
-/** Seats in map order: section, row, then number. */
-function bySeat(a, b) {
+/** Tickets in map order of their seats: section, row, then number. */
+export function bySeat(a, b) {
   const pa = String(a.seat_id).split('-');
   const pb = String(b.seat_id).split('-');
   if (pa[0] !== pb[0]) return pa[0] < pb[0] ? -1 : 1;

@@ -2,11 +2,11 @@
 // (start, deadline, exit code, the failure screenshots' names), the ticket
 // scenarios' start (an opened sale and the accounts they need), the browser and its
 // phone and desktop contexts, the pages watched for console errors, waiting in a
-// page, screenshots, signing up and in through a page, reading the QR codes a page
-// shows, seats as the pages write them, and the REST API as the admin, background
-// fans and door staff use it (buying seats, scanning tickets). BASE_URL,
-// SCREENSHOTS, CHROMIUM, ADMIN_EMAIL, ADMIN_PASSWORD, TIMEOUT_SECONDS and HEADFUL
-// come from the environment.
+// page, screenshots, signing up and in through a page (a fans' page, or the
+// dashboard's own box), reading the QR codes a page shows, seats as the pages
+// write them, and the REST API as the admin, background fans and door staff use it
+// (buying seats, scanning tickets). BASE_URL, SCREENSHOTS, CHROMIUM, ADMIN_EMAIL,
+// ADMIN_PASSWORD, TIMEOUT_SECONDS and HEADFUL come from the environment.
 
 import { chromium } from 'playwright-core';
 import crypto from 'node:crypto';
@@ -64,9 +64,10 @@ function watch(name, page) {
   return w;
 }
 
-async function shot(page, file) {
+/** A screenshot of the whole page, or with `fullPage: false` of what the viewport shows (a modal dialog over it). */
+async function shot(page, file, { fullPage = true } = {}) {
   const to = path.join(SCREENSHOTS, file);
-  await page.screenshot({ path: to, fullPage: true });
+  await page.screenshot({ path: to, fullPage });
   log(`   screenshot ${to}`);
 }
 
@@ -289,6 +290,17 @@ async function signInInPage(page, email, password) {
   check(!error, `${email} could not sign in through the page: ${error}`);
 }
 
+/** Signs in through the dashboard's own box (#ops-signin). */
+async function opsSignIn(page, email, password) {
+  await waitFor(page, 'the dashboard shows its sign-in box (#ops-signin)', () => {
+    const form = document.getElementById('ops-signin');
+    return form && form.offsetParent !== null;
+  });
+  await page.fill('#ops-email', email);
+  await page.fill('#ops-password', password);
+  await page.click('#ops-signin-button');
+}
+
 /**
  * The QR codes the ticket entries under `scope` show (li.ticket > img.qr), read in
  * the page with the vendored jsQR (loaded into the page if it has none): each
@@ -471,9 +483,10 @@ async function pool(items, width, fn) {
 
 // The scenarios' sale: a 50-seat venue (Floor: 3 rows of 10, gold; Balcony: 2 rows
 // of 10, silver) and an event on it going on sale in `onsaleDelayS` seconds at two
-// admissions a second, created by the admin over REST. Returns the event's id,
-// name and on-sale instant.
-async function createSale(admin, { venueName, eventName, onsaleDelayS }) {
+// admissions a second, the show 30 days later, created by the admin over REST; with
+// `refundPolicy` ({until, fee_percent}) and `tax` ({rate_percent, included}) when
+// given. Returns the event's id, name, on-sale instant and show time.
+async function createSale(admin, { venueName, eventName, onsaleDelayS, refundPolicy, tax }) {
   const venue = await call('POST', '/v1/venues', {
     token: admin,
     key: crypto.randomUUID(),
@@ -490,6 +503,7 @@ async function createSale(admin, { venueName, eventName, onsaleDelayS }) {
   check(venueId && venue.data.seat_count === 50, `venue: wanted 50 seats, got ${JSON.stringify(venue.data)}`);
   const onsaleAt = new Date(Date.now() + onsaleDelayS * 1000);
   const name = `${eventName} ${RUN}`;
+  const startsAt = new Date(Date.now() + 30 * 86400 * 1000);
   const created = await call('POST', '/v1/events', {
     token: admin,
     key: crypto.randomUUID(),
@@ -497,23 +511,25 @@ async function createSale(admin, { venueName, eventName, onsaleDelayS }) {
     body: {
       venue_id: venueId,
       name,
-      starts_at: new Date(Date.now() + 30 * 86400 * 1000).toISOString(),
+      starts_at: startsAt.toISOString(),
       onsale_at: onsaleAt.toISOString(),
       max_per_fan: 4,
       hold_seconds: 300,
       prices: { gold: 9500, silver: 4500 },
       admission_per_second: 2,
+      ...(refundPolicy ? { refund_policy: refundPolicy } : {}),
+      ...(tax ? { tax } : {}),
     },
   });
   const eventId = created.data.event_id;
   check(eventId, `event: no event_id in ${JSON.stringify(created.data)}`);
   log(`   event ${eventId}, on sale at ${onsaleAt.toISOString()}`);
-  return { eventId, eventName: name, onsaleAt };
+  return { eventId, eventName: name, onsaleAt, startsAt };
 }
 
 export {
   createSale, CHROMIUM, RUN, T0, log, step, Failure, fail, check, sleep, pages, watch, shot, report, failureShots,
   failureFile, run, begin, beginOpenSale, launch, withBrowser, phoneContext, desktopContext, waitFor, text, visible,
-  registerInPage, signInInPage, readQrCodes, call, login, registerFan, pool, openSale, buySeats, paidOrder, makeStaff,
+  registerInPage, signInInPage, opsSignIn, readQrCodes, call, login, registerFan, pool, openSale, buySeats, paidOrder, makeStaff,
   scanCode, seatWords,
 };

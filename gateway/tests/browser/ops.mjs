@@ -20,7 +20,8 @@
 
 import {
   BASE_URL, ADMIN_EMAIL, ADMIN_PASSWORD, TIMEOUT_S, createSale, log, step, check, pages, watch, shot, run, begin, withBrowser,
-  phoneContext, desktopContext, waitFor, text, visible, registerInPage, call, login, registerFan, pool, failureFile,
+  phoneContext, desktopContext, waitFor, text, visible, registerInPage, opsSignIn, call, login, registerFan, pool,
+  failureFile,
 } from './lib.mjs';
 import crypto from 'node:crypto';
 import { spawn } from 'node:child_process';
@@ -90,17 +91,6 @@ async function figure(page, id) {
     const v = document.getElementById(i).dataset.value;
     return v === '' || v === undefined ? null : Number(v);
   }, id);
-}
-
-/** Signs in through the dashboard's own box (#ops-signin). */
-async function opsSignIn(page, email, password) {
-  await waitFor(page, 'the dashboard shows its sign-in box (#ops-signin)', () => {
-    const form = document.getElementById('ops-signin');
-    return form && form.offsetParent !== null;
-  });
-  await page.fill('#ops-email', email);
-  await page.fill('#ops-password', password);
-  await page.click('#ops-signin-button');
 }
 
 /** Opens the confirmation step with `open`, checks what it says, and confirms. */

@@ -1,7 +1,8 @@
 //! The pages in a real browser (Debian's Chromium, driven by npm `playwright-core`):
 //! the scripts in `gateway/tests/browser/` against this process's gateway, with a
-//! booking worker and the waiting room's scheduler (draws, line samples) beside it, as
-//! the farm runs them. Screenshots of every step land in `target/browser/<script>/`.
+//! booking worker, the waiting room's scheduler (draws, line samples) and payments'
+//! refund loop (refunds' money, cancellations, the PDFs) beside it, as the farm runs
+//! them. Screenshots of every step land in `target/browser/<script>/`.
 //!
 //! Needs `node`, `/usr/bin/chromium` (or `CHROMIUM`) and `npm ci` run in
 //! `gateway/tests/browser`; `deploy/test` provides all three. The dashboard's sale is
@@ -15,6 +16,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 use crate::support::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, spawn_app_with};
+use crate::support::sale::payments_of;
 
 /// Runs `script` against a fresh farm; returns its screenshot folder after
 /// asserting it succeeded.
@@ -41,6 +43,13 @@ async fn run_scenario(pool: PgPool, script: &str) -> PathBuf {
         app.keys.clone(),
         Duration::from_millis(250),
         stop_scheduler.clone(),
+    ));
+    // Payments' refund loop, as the payments service runs it: the money of each
+    // refund, an event's cancellation order by order, the invoices' PDFs.
+    let stop_refunds = tokio_util::sync::CancellationToken::new();
+    let refunds = tokio::spawn(payments::refunds::run(
+        payments_of(&app, 10),
+        stop_refunds.clone(),
     ));
 
     // The load generator, built beside this test binary (target/<profile>/deps/..).
@@ -72,6 +81,8 @@ async fn run_scenario(pool: PgPool, script: &str) -> PathBuf {
     .expect("node runs (is Node.js installed?)");
     stop_scheduler.cancel();
     scheduler.await.expect("scheduler task");
+    stop_refunds.cancel();
+    refunds.await.expect("refund loop task");
     stop_worker.cancel();
     worker
         .await
@@ -143,6 +154,28 @@ async fn a_fan_sees_reads_and_reissues_their_tickets_in_a_browser(pool: PgPool) 
             "04-reissue-confirm.png",
             "05-reissued-desktop.png",
             "06-orders-empty-390.png",
+        ],
+    );
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_fan_refunds_a_ticket_and_an_operator_cancels_the_show_in_a_browser(pool: PgPool) {
+    let shots = run_scenario(pool, "money.mjs").await;
+    assert_shots(
+        &shots,
+        &[
+            "01-orders-paid-390.png",
+            "02-orders-desktop.png",
+            "03-refund-choice-390.png",
+            "04-refund-confirm-390.png",
+            "05-refunded-390.png",
+            "06-refused-desktop.png",
+            "07-ops-cancel-card.png",
+            "08-ops-cancel-confirm.png",
+            "09-ops-cancelled.png",
+            "10-ops-cancelled-reloaded.png",
+            "11-ops-cancelled-390.png",
+            "12-orders-refunded-390.png",
         ],
     );
 }

@@ -1,5 +1,6 @@
 /* onsale: /ops/events/{id}: one sale's dashboard: loading the event, the pollers
- * (figures every second, history, audit log, seats, the door), taking the sale's state from
+ * (figures every second, history, audit log, seats, the door, a cancellation's
+ * progress), taking the sale's state from
  * whichever source read it last, and starting and stopping it all. */
 
 import { api } from '../api.js';
@@ -8,6 +9,7 @@ import { $, pageError, setText, show } from '../dom.js';
 import { fmtDateTime, message, plural } from '../format.js';
 import { enc, sleep } from '../util.js';
 import { renderAudit } from './audit.js';
+import { cancelPoller, resetCancel } from './cancel.js';
 import { scheduleCharts } from './charts.js';
 import { doorPoller } from './door.js';
 import { renderCountdown, renderFigures, renderSale, renderUpdated, saleDetail } from './figures.js';
@@ -42,6 +44,7 @@ export async function startDashboard() {
   auditPoller.start();
   seatsPoller.start();
   doorPoller.start();
+  cancelPoller.start();
   live.start();
   clearInterval(ticker);
   ticker = setInterval(tick, 1000);
@@ -64,6 +67,8 @@ export function stopDashboard() {
   auditPoller.stop();
   seatsPoller.stop();
   doorPoller.stop();
+  cancelPoller.stop();
+  resetCancel();
   live.stop();
   clearInterval(ticker);
   ticker = null;

@@ -2,14 +2,15 @@
  * each linking to its dashboard) and /ops/events/{event_id} (one sale: its figures,
  * the booking workers reading its line (the farm), its orders and the outbox
  * (payments), charts, seats left per section, the levers (open, pause, resume,
- * close, admission rate), the audit log, and the door: check-in, conflicts and
- * door staff). It wires the page and decides what shows for whoever signs in; the
- * parts live beside it. */
+ * close, admission rate), the audit log, the door (check-in, conflicts and door
+ * staff), and cancelling the show. It wires the page and decides what shows for
+ * whoever signs in; the parts live beside it. */
 
 import { onAccountChange } from '../api.js';
 import { wireConfirm } from '../confirm.js';
 import { $ } from '../dom.js';
 import { accountBar, opsSignIn } from '../signin.js';
+import { wireCancel } from './cancel.js';
 import { statsPoller } from './dashboard.js';
 import { wireDoor } from './door.js';
 import { wireLevers } from './levers.js';
@@ -31,6 +32,7 @@ opsSignIn($('ops-auth'));
 wireForbidden();
 wireLevers();
 wireDoor();
+wireCancel();
 onAccountChange(() => enter());
 enter();
 
