@@ -41,7 +41,11 @@ fn token(key: &TokenIssuer, fan: UserId) -> anyhow::Result<String> {
 }
 
 /// Single-row INSERT transactions per second from `concurrency` clients.
-async fn baseline(stack: &Stack, concurrency: usize, seconds: u64) -> anyhow::Result<f64> {
+pub(crate) async fn baseline(
+    stack: &Stack,
+    concurrency: usize,
+    seconds: u64,
+) -> anyhow::Result<f64> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS public.loadgen_commit_baseline (id uuid PRIMARY KEY, at timestamptz NOT NULL)",
     )

@@ -18,6 +18,7 @@ mod checkout;
 mod drain;
 mod flood;
 mod joins;
+mod money;
 mod sale;
 mod scans;
 mod setup;
@@ -61,6 +62,9 @@ enum Command {
     /// Scans at the door per second through the gateway binary (each admits a new
     /// ticket of a stadium-sized event), against the 404 baseline.
     Scans(scans::ScanArgs),
+    /// Invoice PDFs per second against the PDF writer's one-line page, and refunds
+    /// per second through the gateway against single-row Postgres commits.
+    Money(money::MoneyArgs),
     /// A client process of `sockets` (started by it).
     #[command(hide = true)]
     SocketsClient(sockets::ClientArgs),
@@ -93,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Holds(args) => drain::holds(&mut stack, args).await,
         Command::Joins(args) => joins::joins(&mut stack, args).await,
         Command::Scans(args) => scans::scans(&mut stack, args).await,
+        Command::Money(args) => money::money(&mut stack, args).await,
         Command::Chaos(args) => chaos::chaos(&mut stack, args).await,
         Command::Flood(args) => flood::flood(&mut stack, args).await,
         Command::Checkout(args) => checkout::checkout(&mut stack, args).await,

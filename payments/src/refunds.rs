@@ -169,7 +169,7 @@ pub async fn approve(
                 return Err(Error::OrderNotFound(order_id));
             }
             (
-                check_policy(payments, &order).await?,
+                check_policy(&mut tx, &order).await?,
                 "requested".to_owned(),
                 false,
                 false,
@@ -204,7 +204,7 @@ pub async fn approve(
     } else {
         "refunded"
     };
-    let voided = tickets::ledger::void(&mut tx, order_id, tickets, operator, ticket_reason)
+    let voided = tickets::ledger::void(&mut tx, order_id, tickets, operator)
         .await
         .map_err(|e| match e {
             tickets::ledger::VoidError::NotRefundable(id) => refused(
@@ -306,6 +306,8 @@ pub async fn approve(
     message.payload["refund"] = serde_json::to_value(&payload)
         .map_err(|e| Error::Unexpected(format!("refund payload: {e}")))?;
     outbox::write(&mut tx, &[message]).await?;
+    // Last: the revocation list is numbered under the event's lock.
+    tickets::ledger::revoke_voided(&mut tx, &voided, ticket_reason).await?;
     tx.commit().await?;
     if operator {
         tracing::info!(target: "audit", %order_id, %refund_id, by = %requested_by, reason, tickets = ticket_ids.len(),
@@ -325,12 +327,14 @@ pub async fn approve(
 }
 
 /// The fee a fan's refund keeps, if the order's snapshotted policy allows one now.
-async fn check_policy(payments: &Payments, order: &OrderRow) -> Result<i64, Error> {
+/// Read in the refund's transaction: a second connection taken while the order is
+/// locked could wait for good on a pool that every locked refund holds.
+async fn check_policy(tx: &mut sqlx::PgConnection, order: &OrderRow) -> Result<i64, Error> {
     let cancelled: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM payments.cancellations WHERE event_id = $1)",
     )
     .bind(order.event_id)
-    .fetch_one(&payments.pool)
+    .fetch_one(tx)
     .await?;
     if cancelled {
         return Err(refused(

@@ -275,14 +275,14 @@ pub enum VoidError {
 /// (`None`) every valid one. Each is locked first and its entries read after, so a
 /// scan admitting it concurrently either commits first (and the ticket is refused
 /// as checked in, unless `allow_checked_in`) or finds it void (the door's entry
-/// statement locks the ticket too). The old codes join the event's revocation list,
-/// so offline scanners refuse them as well. Returns the voided tickets.
+/// statement locks the ticket too). Returns the voided tickets; the caller adds
+/// their codes to the revocation list with [`revoke_voided`] as the transaction's
+/// last step.
 pub async fn void(
     tx: &mut PgConnection,
     order: OrderId,
     tickets: Option<&[TicketId]>,
     allow_checked_in: bool,
-    reason: &str,
 ) -> Result<Vec<TicketRow>, VoidError> {
     let rows: Vec<TicketRow> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM tickets.tickets t
@@ -325,22 +325,43 @@ pub async fn void(
             chosen.retain(|r| !inside.contains(&r.ticket_id));
         }
     }
-    let Some(first) = chosen.first() else {
+    if chosen.is_empty() {
         return Ok(Vec::new());
-    };
+    }
     let ids: Vec<TicketId> = chosen.iter().map(|r| r.ticket_id).collect();
-    let event = first.event_id;
-    let versions: Vec<i32> = chosen.iter().map(|r| r.version).collect();
     sqlx::query(
         "UPDATE tickets.tickets SET state = 'void', updated_at = now() WHERE ticket_id = ANY($1)",
     )
     .bind(&ids)
     .execute(&mut *tx)
     .await?;
+    Ok(chosen
+        .into_iter()
+        .map(|mut row| {
+            row.state = "void".into();
+            row
+        })
+        .collect())
+}
+
+/// Adds voided tickets' codes to their event's revocation list, so offline scanners
+/// refuse them too. The list is numbered under the event's lock, held until the
+/// transaction ends: call it last, just before the commit, so that refunds of one
+/// event wait for each other as briefly as can be.
+pub async fn revoke_voided(
+    tx: &mut PgConnection,
+    voided: &[TicketRow],
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    let Some(first) = voided.first() else {
+        return Ok(());
+    };
+    let ids: Vec<TicketId> = voided.iter().map(|r| r.ticket_id).collect();
+    let versions: Vec<i32> = voided.iter().map(|r| r.version).collect();
     sqlx::query(
         "SELECT pg_advisory_xact_lock(hashtextextended('tickets.revocations:' || $1::text, 0))",
     )
-    .bind(event)
+    .bind(first.event_id)
     .execute(&mut *tx)
     .await?;
     sqlx::query(
@@ -351,17 +372,11 @@ pub async fn void(
          FROM unnest($2::uuid[], $3::int[]) AS t(id, v)
          ON CONFLICT (ticket_id, version) DO NOTHING",
     )
-    .bind(event)
+    .bind(first.event_id)
     .bind(&ids)
     .bind(&versions)
     .bind(reason)
     .execute(&mut *tx)
     .await?;
-    Ok(chosen
-        .into_iter()
-        .map(|mut row| {
-            row.state = "void".into();
-            row
-        })
-        .collect())
+    Ok(())
 }
