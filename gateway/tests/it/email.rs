@@ -102,6 +102,49 @@ async fn a_paid_checkout_sends_one_confirmation_with_its_seats_and_amount(pool: 
         .await
         .expect("scan results");
     assert_eq!(scanned["results"][0]["result"], "admitted", "{scanned}");
+
+    // The invoice rides along as a PDF that a PDF reader reads as this order's.
+    let invoice: Value = app
+        .get_json(&format!("/v1/orders/{order_id}/invoice"), Some(&token))
+        .await;
+    let number = invoice["invoice_number"].as_str().expect("invoice number");
+    let pdfs = confirmation.binary_parts("application/pdf");
+    assert_eq!(pdfs.len(), 1, "the invoice is attached");
+    let attached = crate::money::pdf_text(&pdfs[0].1);
+    assert!(attached.contains(number), "{number} in:\n{attached}");
+    assert!(attached.contains("198.00"), "the total in:\n{attached}");
+
+    // An operator refunds the ticket that did not come in: the fan's email says how
+    // much comes back and attaches the credit note.
+    let other = order["tickets"]
+        .as_array()
+        .expect("tickets")
+        .iter()
+        .find(|t| t["code"] != read[0].as_str())
+        .expect("the other ticket")["ticket_id"]
+        .clone();
+    let refunded = app
+        .post(
+            &format!("/v1/ops/orders/{order_id}/refunds"),
+            Some(&admin),
+            &json!({"reason": "seat view blocked", "ticket_ids": [other]}),
+        )
+        .await;
+    assert_eq!(refunded.status(), reqwest::StatusCode::ACCEPTED);
+    let refund: Value = refunded.json().await.expect("refund");
+    let note = refund["credit_note_number"]
+        .as_str()
+        .expect("a credit note");
+    let (refund_mail, _) = wait_for_mail(&pipeline.sink, &email, "refund of").await;
+    let text = refund_mail.part("text/plain").expect("a text part");
+    assert!(text.contains("99.00") && text.contains(note), "{text}");
+    let pdfs = refund_mail.binary_parts("application/pdf");
+    assert_eq!(pdfs.len(), 1, "the credit note is attached");
+    let attached = crate::money::pdf_text(&pdfs[0].1);
+    assert!(
+        attached.contains(note) && attached.contains(number),
+        "{attached}"
+    );
     stop.cancel();
     pipeline.stop.cancel();
 }

@@ -109,7 +109,7 @@ async fn event_counts(app: &TestApp, event: &str) -> (u64, u64, u64) {
 }
 
 /// The text of a PDF as `pdftotext` reads it.
-fn pdf_text(pdf: &[u8]) -> String {
+pub fn pdf_text(pdf: &[u8]) -> String {
     assert!(pdf.starts_with(b"%PDF-"), "not a PDF");
     let mut file = tempfile_path();
     file.1.write_all(pdf).expect("write pdf");
