@@ -80,8 +80,19 @@ async fn cancel(
             return Err(error.into());
         }
     }
-    let progress =
+    let (progress, first) =
         payments::cancel::start(payments, event_id, caller.user_id, &body.reason).await?;
+    if first {
+        // The sale's audit log says who cancelled the show, and why.
+        sale::audit(
+            &payments.pool,
+            event_id,
+            Some(caller.user_id),
+            "cancel",
+            serde_json::json!({"reason": progress.reason}),
+        )
+        .await?;
+    }
     Ok((StatusCode::ACCEPTED, Json(progress)))
 }
 

@@ -17,13 +17,14 @@ use crate::{Error, Payments};
 /// Orders refunded per pass.
 const BATCH: i64 = 50;
 
-/// Records the cancellation (a second call changes nothing and answers the first).
+/// Records the cancellation (a second call changes nothing and answers the first);
+/// also says whether this call is the one that cancelled.
 pub async fn start(
     payments: &Payments,
     event: EventId,
     operator: UserId,
     reason: &str,
-) -> Result<Cancellation, Error> {
+) -> Result<(Cancellation, bool), Error> {
     let reason = refunds::check_reason(reason)?;
     let inserted = sqlx::query(
         "INSERT INTO payments.cancellations (event_id, reason, cancelled_by)
@@ -40,12 +41,13 @@ pub async fn start(
         tracing::info!(target: "audit", event_id = %event, by = %operator, reason, "event cancelled");
         metrics::counter!("onsale_events_cancelled_total").increment(1);
     }
-    progress(payments, event).await?.ok_or_else(|| {
+    let progress = progress(payments, event).await?.ok_or_else(|| {
         Error::refused(
             ErrorCode::EventNotFound,
             format!("event {event} does not exist"),
         )
-    })
+    })?;
+    Ok((progress, inserted == 1))
 }
 
 /// A cancellation and how far it has come.

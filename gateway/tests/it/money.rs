@@ -741,4 +741,13 @@ async fn a_cancelled_event_refunds_every_order_once_even_when_its_loop_runs_twic
         twice.json::<Value>().await.unwrap()["reason"],
         "the headliner is ill"
     );
+    // The sale's audit log has the cancellation once, with its reason.
+    let audited: Vec<Value> = sqlx::query_scalar(
+        "SELECT detail FROM waiting_room.audit WHERE event_id = $1::uuid AND action = 'cancel'",
+    )
+    .bind(&event)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, vec![json!({"reason": "the headliner is ill"})]);
 }
