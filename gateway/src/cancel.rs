@@ -1,20 +1,22 @@
-//! `POST /v1/ops/events/{event_id}/cancel`: an operator cancels an event.
-//!
-//! The gateway composes the services, so the cancellation lives here: the sale is
-//! closed first (the waiting room's lever: no one joins, the line is refused), then
-//! payments records the cancellation, and its refund loop refunds every order in
-//! full, voids every ticket and emails every fan (`order.refunded`), resuming where
-//! it stopped after a crash. `GET` on the same path tells how far it has come.
+//! The operators' money levers, which touch two services, so the gateway composes
+//! them here: `POST /v1/ops/events/{event_id}/cancel` closes the sale first (the
+//! waiting room's lever: no one joins, the line is refused), then payments records
+//! the cancellation, and its refund loop refunds every order in full, voids every
+//! ticket and emails every fan (`order.refunded`), resuming where it stopped after a
+//! crash; `GET` on the same path tells how far it has come.
+//! `POST /v1/ops/orders/{order_id}/refunds` refunds an order (payments) and writes
+//! the sale's audit log (the waiting room's), as the cancellation does.
 
 use std::sync::Arc;
 
 use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
+use payments::refunds::Requester;
 use platform::auth::{Operator, TokenVerifier};
 use platform::http::{Json, Path};
-use proto::wire::payments::{CancelEvent, Cancellation};
+use proto::wire::payments::{CancelEvent, Cancellation, OpsRefundRequest, Refund};
 use proto::wire::queue::SaleState;
-use proto::{ErrorBody, ErrorCode, EventId};
+use proto::{ErrorBody, ErrorCode, EventId, OrderId};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use waiting_room::sale::{self, Lever};
@@ -26,7 +28,69 @@ pub struct CancelState {
 }
 
 pub fn router() -> OpenApiRouter<CancelState> {
-    OpenApiRouter::new().routes(routes!(cancel, progress))
+    OpenApiRouter::new()
+        .routes(routes!(cancel, progress))
+        .routes(routes!(ops_refund))
+}
+
+/// Refund an order's tickets (operators): any time, checked-in tickets too, in
+/// full, with a reason kept in the sale's audit log.
+#[utoipa::path(
+    post, path = "/v1/ops/orders/{order_id}/refunds", tag = "operations",
+    params(
+        ("order_id" = OrderId, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "retries with the same key and body get the first answer"),
+    ),
+    request_body = OpsRefundRequest,
+    responses(
+        (status = 202, body = Refund),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "`order_not_found`"),
+        (status = 409, body = ErrorBody, description = "`ticket_not_refundable`, `idempotency_key_reused`"),
+        (status = 422, body = ErrorBody, description = "`invalid_request`: a missing or overlong reason"),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = ["operator"]))
+)]
+async fn ops_refund(
+    State(state): State<CancelState>,
+    Operator(caller): Operator,
+    Path(order_id): Path<OrderId>,
+    Json(body): Json<OpsRefundRequest>,
+) -> Result<(StatusCode, Json<Refund>), ErrorBody> {
+    let reason = payments::refunds::check_reason(&body.reason)?.to_owned();
+    let by = Requester::Operator {
+        user: caller.user_id,
+        reason: reason.clone(),
+        cancellation: false,
+    };
+    let refund = payments::money_routes::approve_to_end(
+        state.payments.clone(),
+        order_id,
+        body.ticket_ids,
+        by,
+    )
+    .await?;
+    let detail = serde_json::json!({
+        "order_id": order_id,
+        "refund_id": refund.refund_id,
+        "seats": refund.seats,
+        "amount_cents": refund.amount_cents,
+        "reason": reason,
+    });
+    // The refund stands whether or not its audit entry could be written.
+    if let Err(error) = sale::audit(
+        &state.payments.pool,
+        refund.event_id,
+        Some(caller.user_id),
+        "refund",
+        detail,
+    )
+    .await
+    {
+        tracing::error!(refund_id = %refund.refund_id, %error, "an operator's refund is not in the audit log");
+    }
+    Ok((StatusCode::ACCEPTED, Json(refund.to_wire())))
 }
 
 /// Cancel an event (operators): the sale closes, every order is refunded in full,

@@ -6,7 +6,7 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use platform::auth::{Caller, Operator};
 use platform::http::{Json, Path};
-use proto::wire::payments::{Invoice, OpsRefundRequest, Refund, RefundRequest};
+use proto::wire::payments::{Invoice, Refund, RefundRequest};
 use proto::{ErrorBody, ErrorCode, OrderId, RefundId, Role};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -21,7 +21,6 @@ pub fn router() -> OpenApiRouter<PaymentsState> {
         .routes(routes!(credit_note_pdf))
         .routes(routes!(get_invoice))
         .routes(routes!(invoice_pdf))
-        .routes(routes!(ops_refund))
         .routes(routes!(retry_refund))
 }
 
@@ -82,7 +81,7 @@ async fn request_refund(
 /// Runs an approval on its own task: a client going away mid-way must not leave
 /// the seat part half-done (it is one transaction, but the seats' return to Redis
 /// follows it).
-async fn approve_to_end(
+pub async fn approve_to_end(
     payments: Payments,
     order_id: OrderId,
     tickets: Option<Vec<proto::TicketId>>,
@@ -94,41 +93,6 @@ async fn approve_to_end(
     ))
     .await
     .map_err(|e| Error::Unexpected(format!("refund task: {e}")))?
-}
-
-/// Refund an order's tickets (operators): any time, checked-in tickets too, in
-/// full, with a reason kept in the audit log.
-#[utoipa::path(
-    post, path = "/v1/ops/orders/{order_id}/refunds", tag = "operations",
-    params(
-        ("order_id" = OrderId, Path),
-        ("Idempotency-Key" = Option<String>, Header, description = "retries with the same key and body get the first answer"),
-    ),
-    request_body = OpsRefundRequest,
-    responses(
-        (status = 202, body = Refund),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody, description = "`order_not_found`"),
-        (status = 409, body = ErrorBody, description = "`ticket_not_refundable`, `idempotency_key_reused`"),
-        (status = 422, body = ErrorBody, description = "`invalid_request`: a missing or overlong reason"),
-        (status = 503, body = ErrorBody),
-    ),
-    security(("bearer" = ["operator"]))
-)]
-async fn ops_refund(
-    State(payments): State<Payments>,
-    Operator(caller): Operator,
-    Path(order_id): Path<OrderId>,
-    Json(body): Json<OpsRefundRequest>,
-) -> Result<(StatusCode, Json<Refund>), ErrorBody> {
-    let reason = refunds::check_reason(&body.reason)?.to_owned();
-    let by = Requester::Operator {
-        user: caller.user_id,
-        reason,
-        cancellation: false,
-    };
-    let refund = approve_to_end(payments, order_id, body.ticket_ids, by).await?;
-    Ok((StatusCode::ACCEPTED, Json(refund.to_wire())))
 }
 
 /// Try a failed refund again (operators).

@@ -455,6 +455,16 @@ async fn a_checked_in_ticket_is_not_refunded_and_a_refunded_one_admits_nobody(po
         "no fee for an operator's refund: {ops}"
     );
     assert_eq!(ops["reason"], "the show stopped after the first act");
+    let audited: Vec<Value> = sqlx::query_scalar(
+        "SELECT detail FROM waiting_room.audit WHERE event_id = $1::uuid AND action = 'refund'",
+    )
+    .bind(&event)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert_eq!(audited[0]["reason"], "the show stopped after the first act");
+    assert_eq!(audited[0]["refund_id"], ops["refund_id"]);
     let no_reason = app
         .post(
             &format!(

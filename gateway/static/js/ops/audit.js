@@ -15,6 +15,8 @@ const ACTION_NAME = {
   draw: 'Draw',
   sold_out: 'Sold out',
   restore: 'Restored',
+  cancel: 'Show cancelled',
+  refund: 'Refunded',
 };
 
 function plain(v) {
@@ -34,6 +36,11 @@ function changeText(a) {
   }
   if (typeof d.cohort === 'number') parts.push(`pre-queue of ${plural(d.cohort, 'request', 'requests')} drawn`);
   if (typeof d.prequeue_ended === 'number') parts.push(`${plural(d.prequeue_ended, 'pre-queue request', 'pre-queue requests')} ended`);
+  if (a.action === 'refund' && Array.isArray(d.seats)) {
+    const amount = typeof d.amount_cents === 'number' ? ` (${(d.amount_cents / 100).toFixed(2)})` : '';
+    parts.push(`${plural(d.seats.length, 'ticket', 'tickets')}${amount}: “${d.reason || ''}”`);
+  }
+  if (a.action === 'cancel' && d.reason) parts.push(`“${d.reason}”`);
   if (!parts.length) {
     const rest = Object.entries(d).filter(([k]) => k !== 'from' && k !== 'to' && k !== 'per_second');
     if (rest.length) parts.push(rest.map(([k, v]) => `${k.replace(/_/g, ' ')}: ${plain(v)}`).join(', '));
