@@ -376,10 +376,14 @@ pub async fn release_seats(payments: &Payments, refund: &RefundRow) -> Result<()
     if !matches!(reply.first(), Some(redis::Value::Int(1))) {
         return Err(Error::Restoring);
     }
-    sqlx::query("UPDATE payments.refunds SET seats_released = true WHERE refund_id = $1")
-        .bind(refund.refund_id)
-        .execute(&payments.pool)
-        .await?;
+    sqlx::query(
+        "UPDATE payments.refunds SET seats_released = true,
+             seats_released_at = coalesce(seats_released_at, now())
+         WHERE refund_id = $1",
+    )
+    .bind(refund.refund_id)
+    .execute(&payments.pool)
+    .await?;
     Ok(())
 }
 

@@ -313,10 +313,10 @@ pub async fn check(
             "held" | "paying" | "confirmed" | "expired" | "released"
         )
     };
-    // A refund gives sold seats back: a request decided after one may get seats an
-    // earlier, refused one could not have had.
+    // A refund gives sold seats back: a request decided after they were back on sale
+    // may get seats an earlier, refused one could not have had.
     let refunds: Vec<DateTime<Utc>> = sqlx::query_scalar(
-        "SELECT created_at FROM payments.refunds WHERE event_id = $1 ORDER BY created_at",
+        "SELECT coalesce(seats_released_at, now()) FROM payments.refunds WHERE event_id = $1",
     )
     .bind(event_id)
     .fetch_all(pool)

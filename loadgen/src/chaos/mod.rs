@@ -154,6 +154,10 @@ pub(crate) async fn gateway(stack: &Stack) -> anyhow::Result<String> {
     // Pending cards are told by webhook a second later (the run's payments loops
     // send them).
     config["payments"]["sandbox_webhook_seconds"] = json!(1);
+    // A paying hold runs at most this far past its end: within the sold-out horizon,
+    // as every other hold, so a fan refused for want of seats could not have had
+    // one that came back from an abandoned payment.
+    config["payments"]["paying_grace_seconds"] = json!(2);
     for limit in [
         "per_ip_per_second",
         "per_ip_burst",

@@ -261,7 +261,7 @@ pub fn spawn_loops(
     settings["sandbox_webhook_seconds"] = json!(1);
     settings["sandbox_webhook_url"] = json!(format!("{base}/v1/payments/webhook"));
     settings["reconcile_after_seconds"] = json!(2);
-    settings["paying_grace_seconds"] = json!(5);
+    settings["paying_grace_seconds"] = json!(2);
     let settings: payments::Settings = serde_json::from_value(settings)?;
     let work = payments::Payments {
         pool: pool.clone(),
