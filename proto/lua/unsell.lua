@@ -5,8 +5,9 @@
 -- ARGV[1] request id   ARGV[2] the request's fan   ARGV[3..] the refunded seats
 --
 -- Returns {1, seats freed} (0 when every seat was freed before: a retried release),
--- or {0, "restoring"} while a restore holds the lease (it rebuilds the seat map
--- from the ledger, where the seats are already free).
+-- {0, "restoring"} while a restore holds the lease (it rebuilds the seat map from the
+-- ledger, where the seats are already free), or {0, "no_seat_map"} when the event's
+-- keys are lost (the caller tries again once they are restored).
 --
 -- Only a seat still sold to this request (`s:<request>`) is freed, so a second
 -- release frees nothing and a seat sold again since is never touched. A freed seat
@@ -15,6 +16,9 @@
 
 local lease = redis.call('GET', KEYS[6]) or ''
 if string.sub(lease, 1, 8) == 'restore-' then return {0, 'restoring'} end
+-- The event's keys are lost: nothing can be freed now; the restore that brings them
+-- back rebuilds the seats from the ledger, and a later call finds them.
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 'no_seat_map'} end
 
 local id, sold = ARGV[1], 's:' .. ARGV[1]
 local freed, changed, gone = 0, {}, {}

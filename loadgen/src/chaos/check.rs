@@ -315,14 +315,20 @@ pub async fn check(
     };
     // A refund gives sold seats back: a request decided after they were back on sale
     // may get seats an earlier, refused one could not have had.
-    let refunds: Vec<DateTime<Utc>> = sqlx::query_scalar(
-        "SELECT coalesce(seats_released_at, now()) FROM payments.refunds WHERE event_id = $1",
+    // Its seats came back at some moment between its approval and when the refund
+    // found them free in Redis (a restore may have freed them first).
+    let refunds: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT created_at, coalesce(seats_released_at, now()) FROM payments.refunds
+         WHERE event_id = $1",
     )
     .bind(event_id)
     .fetch_all(pool)
     .await?;
-    let refund_between =
-        |from: DateTime<Utc>, to: DateTime<Utc>| refunds.iter().any(|at| from <= *at && *at <= to);
+    let refund_between = |from: DateTime<Utc>, to: DateTime<Utc>| {
+        refunds
+            .iter()
+            .any(|(approved, back)| *approved <= to && from <= *back)
+    };
     for (ask, mut rows) in by_ask {
         rows.sort_by_key(|(number, _)| *number);
         let mut first_refused: Option<(i32, RequestId, DateTime<Utc>)> = None;
