@@ -192,12 +192,8 @@ pub async fn issue(tx: &mut PgConnection, new: &Issue<'_>) -> Result<Document, B
     .bind(sqlx::types::Json(content))
     .fetch_one(tx)
     .await?;
-    metrics_issued(new.kind);
+    tracing::debug!(number = document.number, "billing document issued");
     Ok(document)
-}
-
-fn metrics_issued(kind: Kind) {
-    tracing::debug!(series = kind.series(), "billing document issued");
 }
 
 /// An order's invoice.
@@ -220,10 +216,11 @@ pub async fn of_refund(pool: &PgPool, refund: RefundId) -> Result<Option<Documen
     .await
 }
 
-/// A document's PDF: the stored bytes, or, the first time, rendered from its
-/// snapshot and stored with its SHA-256 (two first readers store one of the two
-/// identical renderings).
-pub async fn pdf_of(pool: &PgPool, number: &str) -> Result<Option<Vec<u8>>, BillingError> {
+/// The stored PDF (`true`), or its snapshot rendered now (`false`, not stored).
+async fn stored_or_rendered(
+    pool: &PgPool,
+    number: &str,
+) -> Result<Option<(Vec<u8>, bool)>, BillingError> {
     let row: Option<(Option<Vec<u8>>, sqlx::types::Json<serde_json::Value>)> =
         sqlx::query_as("SELECT pdf, content FROM billing.documents WHERE number = $1")
             .bind(number)
@@ -233,13 +230,26 @@ pub async fn pdf_of(pool: &PgPool, number: &str) -> Result<Option<Vec<u8>>, Bill
         return Ok(None);
     };
     if let Some(pdf) = stored {
-        return Ok(Some(pdf));
+        return Ok(Some((pdf, true)));
     }
     let content: Content = serde_json::from_value(content.0)
         .map_err(|e| BillingError::Corrupt(number.to_owned(), e.to_string()))?;
     let pdf = tokio::task::spawn_blocking(move || crate::pdf::render(&content))
         .await
         .map_err(|e| BillingError::Render(e.to_string()))??;
+    Ok(Some((pdf, false)))
+}
+
+/// A document's PDF: the stored bytes, or, the first time, rendered from its
+/// snapshot and stored with its SHA-256 (two first readers store one of the two
+/// renderings, and both answer the one kept).
+pub async fn pdf_of(pool: &PgPool, number: &str) -> Result<Option<Vec<u8>>, BillingError> {
+    let Some((pdf, stored)) = stored_or_rendered(pool, number).await? else {
+        return Ok(None);
+    };
+    if stored {
+        return Ok(Some(pdf));
+    }
     store(pool, number, &pdf).await?;
     let kept: Vec<u8> = sqlx::query_scalar("SELECT pdf FROM billing.documents WHERE number = $1")
         .bind(number)
@@ -249,26 +259,9 @@ pub async fn pdf_of(pool: &PgPool, number: &str) -> Result<Option<Vec<u8>>, Bill
 }
 
 /// A document's PDF without storing it: the stored bytes, or a rendering of its
-/// snapshot (the same bytes the first reader stores). For readers that do not own
-/// the documents (the notifier).
+/// snapshot. For readers that do not own the documents (the notifier).
 pub async fn pdf_bytes(pool: &PgPool, number: &str) -> Result<Option<Vec<u8>>, BillingError> {
-    let row: Option<(Option<Vec<u8>>, sqlx::types::Json<serde_json::Value>)> =
-        sqlx::query_as("SELECT pdf, content FROM billing.documents WHERE number = $1")
-            .bind(number)
-            .fetch_optional(pool)
-            .await?;
-    let Some((stored, content)) = row else {
-        return Ok(None);
-    };
-    if let Some(pdf) = stored {
-        return Ok(Some(pdf));
-    }
-    let content: Content = serde_json::from_value(content.0)
-        .map_err(|e| BillingError::Corrupt(number.to_owned(), e.to_string()))?;
-    let pdf = tokio::task::spawn_blocking(move || crate::pdf::render(&content))
-        .await
-        .map_err(|e| BillingError::Render(e.to_string()))??;
-    Ok(Some(pdf))
+    Ok(stored_or_rendered(pool, number).await?.map(|(pdf, _)| pdf))
 }
 
 async fn store(pool: &PgPool, number: &str, pdf: &[u8]) -> Result<(), sqlx::Error> {
