@@ -143,23 +143,26 @@ pub async fn send_due_webhooks(
             delivered += 1;
         }
     }
-    let refunds: Vec<(uuid::Uuid, String)> = sqlx::query_as(
-        "SELECT refund_id, state FROM payments.sandbox_refunds
+    let refunds: Vec<(uuid::Uuid, i32, String)> = sqlx::query_as(
+        "SELECT refund_id, attempt, state FROM payments.sandbox_refunds
          WHERE notified_at IS NULL AND notify_at <= now() ORDER BY notify_at LIMIT 50",
     )
     .fetch_all(pool)
     .await?;
-    for (refund_id, state) in refunds {
+    for (refund_id, attempt, state) in refunds {
         let body = serde_json::json!({
-            "id": format!("wh_{}", refund_id.simple()),
+            "id": format!("wh_{}_{attempt}", refund_id.simple()),
             "type": if state == "succeeded" { "refund.succeeded" } else { "refund.failed" },
             "refund_id": refund_id,
+            "attempt": attempt,
         });
         if deliver(client, settings, body).await {
             sqlx::query(
-                "UPDATE payments.sandbox_refunds SET notified_at = now() WHERE refund_id = $1",
+                "UPDATE payments.sandbox_refunds SET notified_at = now()
+                 WHERE refund_id = $1 AND attempt = $2",
             )
             .bind(refund_id)
+            .bind(attempt)
             .execute(pool)
             .await?;
             delivered += 1;

@@ -59,6 +59,8 @@ pub struct RefundRow {
     pub state: RefundState,
     pub reason: String,
     pub charge_id: Option<String>,
+    /// The provider call the money part is on (an operator's retry starts the next).
+    pub provider_attempt: i32,
     pub seats_released: bool,
     pub failure: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -68,7 +70,7 @@ pub struct RefundRow {
 }
 
 const COLUMNS: &str = "r.refund_id, r.order_id, r.event_id, r.fan_id, r.ticket_ids, r.seats,
-     r.amount_cents, r.fee_cents, r.state, r.reason, r.charge_id, r.seats_released, r.failure,
+     r.amount_cents, r.fee_cents, r.state, r.reason, r.charge_id, r.provider_attempt, r.seats_released, r.failure,
      r.created_at, d.number AS credit_note_number, o.currency, o.request_id";
 const FROM: &str = "payments.refunds r JOIN payments.orders o USING (order_id)
      LEFT JOIN billing.documents d ON d.refund_id = r.refund_id";
@@ -387,11 +389,14 @@ pub async fn release_seats(payments: &Payments, refund: &RefundRow) -> Result<()
     Ok(())
 }
 
-/// The provider's word on a refund (webhook or lookup): `pending → succeeded |
-/// failed`, once. Returns the refund as it now stands.
+/// The provider's word on an attempt of a refund (webhook or lookup): `pending →
+/// succeeded | failed`, once, and only while that attempt is the refund's current
+/// one (a late word on an attempt before an operator's retry settles nothing).
+/// Returns the refund as it now stands.
 pub async fn settle(
     payments: &Payments,
     refund_id: RefundId,
+    attempt: i32,
     outcome: &RefundStatus,
 ) -> Result<RefundRow, Error> {
     let (state, failure) = match outcome {
@@ -402,18 +407,19 @@ pub async fn settle(
     if state != RefundState::Pending {
         let moved = sqlx::query(
             "UPDATE payments.refunds SET state = $2, failure = $3, updated_at = now()
-             WHERE refund_id = $1 AND state = 'pending'",
+             WHERE refund_id = $1 AND state = 'pending' AND provider_attempt = $4",
         )
         .bind(refund_id)
         .bind(state.as_str())
         .bind(failure)
+        .bind(attempt)
         .execute(&payments.pool)
         .await?
         .rows_affected();
         if moved == 1 {
             metrics::counter!("onsale_refunds_settled_total", "state" => state.as_str())
                 .increment(1);
-            tracing::info!(%refund_id, state = state.as_str(), "refund settled");
+            tracing::info!(%refund_id, attempt, state = state.as_str(), "refund settled");
         }
     }
     get(&payments.pool, refund_id).await?.ok_or_else(|| {
@@ -424,11 +430,12 @@ pub async fn settle(
     })
 }
 
-/// An operator tries a failed refund again.
+/// An operator tries a failed refund again: a new provider attempt, under its own
+/// idempotency key.
 pub async fn retry(payments: &Payments, refund_id: RefundId) -> Result<RefundRow, Error> {
     let moved = sqlx::query(
         "UPDATE payments.refunds SET state = 'pending', failure = NULL, next_attempt_at = now(),
-             attempts = 0, updated_at = now()
+             attempts = 0, provider_attempt = provider_attempt + 1, updated_at = now()
          WHERE refund_id = $1 AND state = 'failed'",
     )
     .bind(refund_id)
@@ -461,7 +468,13 @@ async fn work_on(payments: &Payments, refund: &RefundRow, attempts: i32) -> Resu
         return Ok(());
     }
     if refund.amount_cents == 0 {
-        settle(payments, refund.refund_id, &RefundStatus::Succeeded).await?;
+        settle(
+            payments,
+            refund.refund_id,
+            refund.provider_attempt,
+            &RefundStatus::Succeeded,
+        )
+        .await?;
         return Ok(());
     }
     let Some(charge_id) = &refund.charge_id else {
@@ -470,24 +483,22 @@ async fn work_on(payments: &Payments, refund: &RefundRow, attempts: i32) -> Resu
             refund.refund_id
         )));
     };
-    let status = if attempts <= 1 {
+    let (id, attempt) = (refund.refund_id, refund.provider_attempt);
+    let ask = || {
         payments
             .provider
-            .refund_part(refund.refund_id, charge_id, refund.amount_cents)
-            .await?
+            .refund_part(id, attempt, charge_id, refund.amount_cents)
+    };
+    let status = if attempts <= 1 {
+        ask().await?
     } else {
-        match payments.provider.lookup_refund(refund.refund_id).await? {
+        match payments.provider.lookup_refund(id, attempt).await? {
             Some(status) => status,
-            // Never reached the provider: ask again (keyed by the refund's id).
-            None => {
-                payments
-                    .provider
-                    .refund_part(refund.refund_id, charge_id, refund.amount_cents)
-                    .await?
-            }
+            // Never reached the provider: ask again (under the same key).
+            None => ask().await?,
         }
     };
-    settle(payments, refund.refund_id, &status).await?;
+    settle(payments, id, attempt, &status).await?;
     Ok(())
 }
 

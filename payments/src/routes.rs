@@ -215,7 +215,15 @@ async fn webhook(
         "refund.succeeded" | "refund.failed" => {
             let refund_id = delivery.refund_id.ok_or_else(|| missing("refund_id"))?;
             let succeeded = delivery.kind == "refund.succeeded";
-            crate::webhooks::deliver_refund(&payments, &delivery, refund_id, succeeded).await?
+            let attempt = delivery.attempt.unwrap_or(1);
+            if attempt < 1 {
+                return Err(ErrorBody::new(
+                    ErrorCode::InvalidRequest,
+                    "a refund webhook's attempt is 1 or more",
+                ));
+            }
+            crate::webhooks::deliver_refund(&payments, &delivery, refund_id, attempt, succeeded)
+                .await?
         }
         other => {
             return Err(ErrorBody::new(

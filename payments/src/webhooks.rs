@@ -11,11 +11,13 @@ use proto::{ErrorCode, OrderId};
 use crate::provider::RefundStatus;
 use crate::{Error, Payments, orders, refunds, settle};
 
-/// A refund's webhook: the refund is settled (once), then the delivery recorded.
+/// A refund's webhook: the refund is settled (once, if `attempt` is still its
+/// current one), then the delivery recorded.
 pub async fn deliver_refund(
     payments: &Payments,
     delivery: &Webhook,
     refund_id: proto::RefundId,
+    attempt: i32,
     succeeded: bool,
 ) -> Result<WebhookAck, Error> {
     let outcome = if succeeded {
@@ -53,7 +55,8 @@ pub async fn deliver_refund(
             format!("refund {refund_id} does not exist"),
         ));
     }
-    let refund = refunds::settle(payments, refund_id, &outcome).await?;
+    let refund = refunds::settle(payments, refund_id, attempt, &outcome).await?;
+    let stale = attempt != refund.provider_attempt;
     sqlx::query(
         "INSERT INTO payments.webhooks (webhook_id, refund_id, kind) VALUES ($1, $2, $3)
          ON CONFLICT (webhook_id) DO NOTHING",
@@ -63,10 +66,12 @@ pub async fn deliver_refund(
     .bind(&delivery.kind)
     .execute(&payments.pool)
     .await?;
-    metrics::counter!("onsale_webhooks_total", "outcome" => "processed").increment(1);
-    tracing::info!(webhook_id = %delivery.id, %refund_id, kind = %delivery.kind, state = refund.state.as_str(), "refund webhook processed");
+    let status = if stale { "stale" } else { "processed" };
+    metrics::counter!("onsale_webhooks_total", "outcome" => status).increment(1);
+    tracing::info!(webhook_id = %delivery.id, %refund_id, attempt, current = refund.provider_attempt,
+        kind = %delivery.kind, state = refund.state.as_str(), status, "refund webhook");
     Ok(WebhookAck {
-        status: "processed".into(),
+        status: status.into(),
         order_state: None,
         refund_state: Some(refund.state),
     })

@@ -58,6 +58,10 @@ CREATE TABLE payments.refunds (
     requested_by   uuid NOT NULL,
     by_operator    boolean NOT NULL,
     charge_id      text,
+    -- The provider call the money part is on. Each attempt has its own idempotency
+    -- key, so an operator's retry of a failed refund reaches the provider again, and
+    -- a late webhook about an earlier attempt settles nothing.
+    provider_attempt integer NOT NULL DEFAULT 1 CHECK (provider_attempt >= 1),
     seats_released boolean NOT NULL DEFAULT false,
     attempts       integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
@@ -70,16 +74,18 @@ CREATE INDEX refunds_of_order ON payments.refunds (order_id);
 CREATE INDEX refunds_due ON payments.refunds (next_attempt_at)
     WHERE state = 'pending' OR NOT seats_released;
 
--- The sandbox provider's record of refunds, by the merchant's refund id (its
--- idempotency key).
+-- The sandbox provider's record of refunds, by the merchant's refund id and attempt
+-- (its idempotency key).
 CREATE TABLE payments.sandbox_refunds (
-    refund_id    uuid PRIMARY KEY,
+    refund_id    uuid NOT NULL,
+    attempt      integer NOT NULL DEFAULT 1,
     charge_id    text NOT NULL REFERENCES payments.sandbox_charges,
     amount_cents bigint NOT NULL CHECK (amount_cents >= 0),
     state        text NOT NULL CHECK (state IN ('succeeded', 'failed')),
     notify_at    timestamptz,
     notified_at  timestamptz,
-    created_at   timestamptz NOT NULL DEFAULT now()
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (refund_id, attempt)
 );
 
 CREATE INDEX sandbox_refunds_due ON payments.sandbox_refunds (notify_at) WHERE notified_at IS NULL;

@@ -343,6 +343,112 @@ async fn a_refund_voids_its_tickets_frees_each_seat_once_and_issues_a_credit_not
     assert_error(none_left, StatusCode::CONFLICT, "ticket_not_refundable").await;
 }
 
+/// What the sandbox provider holds for a refund: `(attempt, state)`, in order.
+async fn provider_attempts(app: &TestApp, refund_id: &str) -> Vec<(i32, String)> {
+    sqlx::query_as(
+        "SELECT attempt, state FROM payments.sandbox_refunds WHERE refund_id = $1::uuid
+         ORDER BY attempt",
+    )
+    .bind(refund_id)
+    .fetch_all(&app.pool)
+    .await
+    .expect("sandbox refunds")
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn an_operators_retry_of_a_failed_refund_reaches_the_provider_again_and_a_stale_webhook_settles_nothing(
+    pool: PgPool,
+) {
+    let app = spawn_app(pool).await;
+    let (admin, event) = event_with(&app, Some(open_policy())).await;
+    let (stop, _) = app.start_worker();
+    let (token, order) = bought(&app, &event, 1, payments::provider::CARD_REFUND_FAILS).await;
+    stop.cancel();
+    let asked = refund(&app, &token, &order, json!({}), "fails-once").await;
+    assert_eq!(asked.status(), StatusCode::ACCEPTED);
+    let refund_id = asked.json::<Value>().await.expect("refund")["refund_id"]
+        .as_str()
+        .expect("refund id")
+        .to_owned();
+    let refund_path = format!("/v1/refunds/{refund_id}");
+
+    // The first attempt: the provider refuses it, by webhook.
+    let payments = payments_of(&app, 10);
+    assert_eq!(payments::refunds::work(&payments).await.expect("pass"), 1);
+    assert_eq!(
+        provider_attempts(&app, &refund_id).await,
+        vec![(1, "failed".to_owned())]
+    );
+    let ack = refund_webhook(&app, &refund_id, "refund.failed").await;
+    assert_eq!(
+        (ack["status"].as_str(), ack["refund_state"].as_str()),
+        (Some("processed"), Some("failed"))
+    );
+    let failed = app.get_json::<Value>(&refund_path, Some(&token)).await;
+    assert_eq!(failed["state"], "failed");
+    assert_eq!(failed["failure"], "refund_declined");
+
+    // A fan cannot retry; an operator can, and the refund is pending again.
+    let path = format!("/v1/ops/refunds/{refund_id}/retry");
+    let fan = app.post(&path, Some(&token), &json!({})).await;
+    assert_eq!(fan.status(), StatusCode::FORBIDDEN);
+    let retried = app.post(&path, Some(&admin), &json!({})).await;
+    assert_eq!(retried.status(), StatusCode::OK);
+    assert_eq!(retried.json::<Value>().await.unwrap()["state"], "pending");
+
+    // The first attempt's word arriving again (a new delivery id, as a provider's
+    // resend would have) is stale: it fails nothing.
+    let stale = json!({"id": format!("wh_{}", uuid::Uuid::new_v4().simple()),
+        "type": "refund.failed", "refund_id": refund_id, "attempt": 1});
+    let response = webhook(&app, &stale, WEBHOOK_SECRET, chrono::Utc::now().timestamp()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let ack: Value = response.json().await.expect("ack");
+    assert_eq!(
+        (ack["status"].as_str(), ack["refund_state"].as_str()),
+        (Some("stale"), Some("pending"))
+    );
+    assert_eq!(
+        app.get_json::<Value>(&refund_path, Some(&token)).await["state"],
+        "pending"
+    );
+
+    // The retry is a new attempt under its own key: the provider is asked again
+    // (the sandbox pays this card's second attempt) and its webhook settles it.
+    assert_eq!(payments::refunds::work(&payments).await.expect("pass"), 1);
+    assert_eq!(
+        provider_attempts(&app, &refund_id).await,
+        vec![(1, "failed".to_owned()), (2, "succeeded".to_owned())]
+    );
+    let done = json!({"id": format!("wh_{}", uuid::Uuid::new_v4().simple()),
+        "type": "refund.succeeded", "refund_id": refund_id, "attempt": 2});
+    let response = webhook(&app, &done, WEBHOOK_SECRET, chrono::Utc::now().timestamp()).await;
+    let ack: Value = response.json().await.expect("ack");
+    assert_eq!(
+        (ack["status"].as_str(), ack["refund_state"].as_str()),
+        (Some("processed"), Some("succeeded"))
+    );
+    let succeeded = app.get_json::<Value>(&refund_path, Some(&token)).await;
+    assert_eq!(succeeded["state"], "succeeded");
+    assert_eq!(succeeded["failure"], Value::Null);
+
+    // A succeeded refund is not tried again, and a webhook's attempt is 1 or more.
+    let again = app.post(&path, Some(&admin), &json!({})).await;
+    assert_error(again, StatusCode::CONFLICT, "invalid_transition").await;
+    let zero =
+        json!({"id": "wh-zero", "type": "refund.failed", "refund_id": refund_id, "attempt": 0});
+    let response = webhook(&app, &zero, WEBHOOK_SECRET, chrono::Utc::now().timestamp()).await;
+    assert_error(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    )
+    .await;
+    assert_eq!(
+        app.get_json::<Value>(&refund_path, Some(&token)).await["state"],
+        "succeeded"
+    );
+}
+
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
 async fn refunds_follow_the_policy_the_order_was_paid_under(pool: PgPool) {
     let app = spawn_app(pool).await;

@@ -457,12 +457,13 @@ pub async fn check(
             findings.violation(format!("request {request} was paid by {paid} orders"));
         }
     }
-    // The provider's side: no charge paid back more than it took.
+    // The provider's side: no charge paid back more than it took (a failed attempt
+    // paid nothing back).
     let over: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT c.charge_id, c.amount_cents, sum(r.amount_cents)::bigint
          FROM payments.sandbox_charges c JOIN payments.sandbox_refunds r USING (charge_id)
          JOIN payments.orders o ON o.order_id = c.order_id
-         WHERE o.event_id = $1 GROUP BY c.charge_id, c.amount_cents
+         WHERE o.event_id = $1 AND r.state = 'succeeded' GROUP BY c.charge_id, c.amount_cents
          HAVING sum(r.amount_cents) > c.amount_cents",
     )
     .bind(event_id)

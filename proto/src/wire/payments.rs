@@ -261,12 +261,18 @@ pub struct Webhook {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<uuid::Uuid>)]
     pub refund_id: Option<crate::RefundId>,
+    /// A refund webhook's attempt (absent: the first). An operator's retry of a
+    /// failed refund is a new attempt; a word on an earlier one settles nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub attempt: Option<i32>,
 }
 
 /// The webhook's answer.
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 pub struct WebhookAck {
-    /// `processed`, or `duplicate` when this delivery id was seen before.
+    /// `processed`; `duplicate` when this delivery id was seen before; `stale` for
+    /// a refund webhook about an attempt an operator's retry has since replaced.
     pub status: String,
     /// The order's state after a payment's webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
