@@ -15,8 +15,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use platform::outbox;
 use proto::wire::events::{EventType, RefundPayload};
+use proto::wire::live::Published;
 use proto::wire::payments::{OrderState, Refund, RefundState};
+use proto::wire::queue::SaleState;
 use proto::{ErrorCode, OrderId, RefundId, TicketId, UserId};
+use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
 use crate::invoices::{self, RefundAmount};
@@ -360,23 +363,53 @@ async fn check_policy(tx: &mut sqlx::PgConnection, order: &OrderRow) -> Result<i
 }
 
 /// Gives a refund's seats back to Redis (once: a seat no longer sold to the request
-/// is left alone) and records that it did.
+/// is left alone) and records that it did. A sold-out sale opens again with them
+/// (`unsell.lua`): the pages are told, and the event goes back on the farm, where a
+/// worker takes it up (bringing back keys its retirement had set to expire).
 pub async fn release_seats(payments: &Payments, refund: &RefundRow) -> Result<(), Error> {
     if refund.seats_released {
         return Ok(());
     }
     let mut redis = payments.redis.clone();
-    let reply: Vec<redis::Value> = proto::scripts::unsell(
-        &payments.keys,
-        refund.event_id,
-        refund.request_id,
-        refund.fan_id,
-        &refund.seats,
-    )
-    .invoke_async(&mut redis)
-    .await?;
-    if !matches!(reply.first(), Some(redis::Value::Int(1))) {
-        return Err(Error::Restoring);
+    let keys = &payments.keys;
+    let event = refund.event_id;
+    let reply: Vec<redis::Value> =
+        proto::scripts::unsell(keys, event, refund.request_id, refund.fan_id, &refund.seats)
+            .invoke_async(&mut redis)
+            .await?;
+    match reply.as_slice() {
+        [redis::Value::Int(1), _, state, reopened] => {
+            // The sale is only drained while on the farm's list: it is added again
+            // on every release into an open sale (a crash between the script and
+            // this line would otherwise leave a reopened sale off it).
+            if matches!(state, redis::Value::BulkString(s) if s == SaleState::Open.as_str().as_bytes())
+            {
+                let _: i64 = redis.sadd(keys.active_events(), event.to_string()).await?;
+            }
+            if *reopened == redis::Value::Int(1) {
+                let message = Published::Sale {
+                    state: Some(SaleState::Open),
+                };
+                let _: i64 = redis.publish(keys.live(event), message.to_json()).await?;
+                metrics::counter!("onsale_sales_reopened_total").increment(1);
+                tracing::info!(event_id = %event, refund_id = %refund.refund_id,
+                    "sold out no more: refunded seats opened the sale again");
+            }
+        }
+        [_, redis::Value::BulkString(reason)] if reason == b"no_seat_map" => {
+            // A retired event whose keys have expired: the ledger, where the seats
+            // are free, is all there is, and a sale brought back is rebuilt from it.
+            // While the event is on the farm its keys are being restored: wait.
+            let active: bool = redis
+                .sismember(keys.active_events(), event.to_string())
+                .await?;
+            if active {
+                return Err(Error::Restoring);
+            }
+            tracing::info!(event_id = %event, refund_id = %refund.refund_id,
+                "the event's keys are gone (retired): its seats are free in the ledger");
+        }
+        _ => return Err(Error::Restoring),
     }
     sqlx::query(
         "UPDATE payments.refunds SET seats_released = true,

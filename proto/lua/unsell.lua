@@ -1,10 +1,11 @@
 -- unsell: refunded seats of a confirmed request go back on sale, each once.
 --
 -- KEYS[1] seat hash   KEYS[2] counts hash   KEYS[3] fanseats hash   KEYS[4] rowfree hash
--- KEYS[5] the request hash   KEYS[6] the event's drain lease
+-- KEYS[5] the request hash   KEYS[6] the event's drain lease   KEYS[7] the sale hash
 -- ARGV[1] request id   ARGV[2] the request's fan   ARGV[3..] the refunded seats
 --
--- Returns {1, seats freed} (0 when every seat was freed before: a retried release),
+-- Returns {1, seats freed, the sale's state, reopened} (0 freed when every seat was
+-- freed before: a retried release; reopened 1 when this call opened a sold-out sale),
 -- {0, "restoring"} while a restore holds the lease (it rebuilds the seat map from the
 -- ledger, where the seats are already free), or {0, "no_seat_map"} when the event's
 -- keys are lost (the caller tries again once they are restored).
@@ -12,7 +13,9 @@
 -- Only a seat still sold to this request (`s:<request>`) is freed, so a second
 -- release frees nothing and a seat sold again since is never touched. A freed seat
 -- is available to whoever comes next: the line's workers first, as they hold from
--- the free seats, then anyone on the public map.
+-- the free seats, then anyone on the public map. A sold-out sale whose seats come
+-- back opens again, in the same step, so fans may join for them (the caller tells
+-- the pages and puts the event back on the farm).
 
 local lease = redis.call('GET', KEYS[6]) or ''
 if string.sub(lease, 1, 8) == 'restore-' then return {0, 'restoring'} end
@@ -33,7 +36,7 @@ for i = 3, #ARGV do
     gone[seat] = true
   end
 end
-if freed == 0 then return {1, 0} end
+if freed == 0 then return {1, 0, redis.call('HGET', KEYS[7], 'state') or '', 0} end
 redis.call('HINCRBY', KEYS[2], 'available', freed)
 redis.call('HINCRBY', KEYS[2], 'sold', 0 - freed)
 redis.call('HINCRBY', KEYS[3], ARGV[2], 0 - freed)
@@ -44,4 +47,9 @@ for seat in string.gmatch(redis.call('HGET', KEYS[5], 'seats') or '', '%S+') do
 end
 redis.call('HSET', KEYS[5], 'seats', table.concat(kept, ' '))
 publish_changes(KEYS[2], changed, {})
-return {1, freed}
+local state, reopened = redis.call('HGET', KEYS[7], 'state') or '', 0
+if state == 'sold_out' then
+  state, reopened = 'open', 1
+  redis.call('HSET', KEYS[7], 'state', state)
+end
+return {1, freed, state, reopened}

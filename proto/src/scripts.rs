@@ -84,6 +84,7 @@ pub fn unsell(
         .key(keys.row_free(event))
         .key(keys.request(event, request))
         .key(keys.lease(event))
+        .key(keys.sale(event))
         .arg(request.to_string())
         .arg(fan.to_string());
     for seat in seats {

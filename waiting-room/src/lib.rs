@@ -122,8 +122,8 @@ pub async fn schedule(
                 if let Err(error) = draw_due_sales(&pool, &mut redis, &keys).await {
                     tracing::warn!(%error, "scheduler tick failed");
                 }
-                if let Err(error) = sale::mirror_sold_out(&pool, &mut redis, &keys).await {
-                    tracing::warn!(%error, "mirroring sold-out sales failed");
+                if let Err(error) = sale::mirror_farm_states(&pool, &mut redis, &keys).await {
+                    tracing::warn!(%error, "mirroring the farm's sale states failed");
                 }
             }
             () = stop.cancelled() => break,

@@ -580,16 +580,21 @@ pub async fn set_admission(
     Ok(())
 }
 
-/// Records in the ledger the sales the booking workers found sold out (they move
-/// the sale in Redis only; the waiting room owns `waiting_room.sales`). Returns how
-/// many it recorded.
-pub async fn mirror_sold_out(
+/// Records in the ledger the moves the farm made in Redis, which the waiting room
+/// (owner of `waiting_room.sales`) did not: open or paused to sold out (the booking
+/// workers), and sold out to open again (a refund gave seats back, `unsell.lua`;
+/// only events yet to start are looked at). Each is audited. Returns how many it
+/// recorded.
+pub async fn mirror_farm_states(
     pool: &PgPool,
     redis: &mut Redis,
     keys: &Keys,
 ) -> Result<usize, Error> {
-    let live: Vec<EventId> = sqlx::query_scalar(
-        "SELECT event_id FROM waiting_room.sales WHERE state IN ('open', 'paused') LIMIT 1000",
+    let live: Vec<(EventId, String)> = sqlx::query_as(
+        "(SELECT event_id, state FROM waiting_room.sales WHERE state IN ('open', 'paused') LIMIT 1000)
+         UNION ALL
+         (SELECT s.event_id, s.state FROM waiting_room.sales s JOIN inventory.events e USING (event_id)
+          WHERE s.state = 'sold_out' AND e.starts_at > now() LIMIT 1000)",
     )
     .fetch_all(pool)
     .await?;
@@ -597,25 +602,38 @@ pub async fn mirror_sold_out(
         return Ok(0);
     }
     let mut pipe = redis::pipe();
-    for event_id in &live {
+    for (event_id, _) in &live {
         pipe.hget(keys.sale(*event_id), "state");
     }
     let states: Vec<Option<String>> = pipe.query_async(redis).await?;
     let mut recorded = 0;
-    for (event_id, state) in live.into_iter().zip(states) {
-        if state.as_deref() != Some(SaleState::SoldOut.as_str()) {
-            continue;
-        }
+    for ((event_id, recorded_state), state) in live.into_iter().zip(states) {
+        let (to, from, action): (SaleState, &[&str], &str) = match state.as_deref() {
+            Some("sold_out") if recorded_state != "sold_out" => {
+                (SaleState::SoldOut, &["open", "paused"], "sold_out")
+            }
+            Some("open") if recorded_state == "sold_out" => {
+                (SaleState::Open, &["sold_out"], "reopened")
+            }
+            _ => continue,
+        };
         let changed = sqlx::query(
-            "UPDATE waiting_room.sales SET state = 'sold_out', updated_at = now()
-             WHERE event_id = $1 AND state IN ('open', 'paused')",
+            "UPDATE waiting_room.sales SET state = $2, updated_at = now()
+             WHERE event_id = $1 AND state = ANY($3)",
         )
         .bind(event_id)
+        .bind(to.as_str())
+        .bind(from)
         .execute(pool)
         .await?
         .rows_affected();
         if changed == 1 {
-            audit(pool, event_id, None, "sold_out", serde_json::json!({})).await?;
+            let detail = if to == SaleState::Open {
+                serde_json::json!({"from": "sold_out", "to": "open", "why": "refunded seats came back"})
+            } else {
+                serde_json::json!({})
+            };
+            audit(pool, event_id, None, action, detail).await?;
             recorded += 1;
         }
     }

@@ -12,8 +12,10 @@
 
 use platform::store::Redis;
 use proto::keys::WORKER_GROUP;
+use proto::sale_hash;
 use proto::wire::queue::SaleState;
 use proto::{EventId, Keys};
+use redis::AsyncCommands;
 use redis::streams::StreamInfoGroupsReply;
 
 use super::DrainError;
@@ -112,34 +114,79 @@ pub async fn retire(
     event: EventId,
     retention_seconds: u64,
 ) -> Result<usize, DrainError> {
+    let changed = set_ttl(redis, keys, event, Some(retention_seconds)).await?;
+    let _: i64 = redis.srem(keys.active_events(), event.to_string()).await?;
+    // A refund may have opened the sale again meanwhile (`unsell.lua`, then the list
+    // from payments): if it did, the event stays on the list, and the worker that
+    // takes it next keeps its keys (`revive`).
+    let state: Option<String> = redis.hget(keys.sale(event), sale_hash::STATE).await?;
+    if state.as_deref() == Some(SaleState::Open.as_str()) {
+        let _: i64 = redis.sadd(keys.active_events(), event.to_string()).await?;
+        tracing::info!(event_id = %event, "the sale opened again while it was retired: kept on the farm");
+    }
+    Ok(changed)
+}
+
+/// Brings a retired event back (refunded seats opened its sold-out sale again and
+/// put it back on the farm): its keys, whose retirement set them to expire, are
+/// kept again. Returns how many keys it kept; 0 when the event was not retired.
+pub async fn revive(redis: &mut Redis, keys: &Keys, event: EventId) -> Result<usize, DrainError> {
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(keys.sale(event))
+        .query_async(redis)
+        .await?;
+    if ttl < 0 {
+        return Ok(0);
+    }
+    set_ttl(redis, keys, event, None).await
+}
+
+/// Sets the TTL of every key of the event and of each of its requests' index
+/// entries (`None`: no TTL). Returns how many event keys it set.
+async fn set_ttl(
+    redis: &mut Redis,
+    keys: &Keys,
+    event: EventId,
+    ttl_seconds: Option<u64>,
+) -> Result<usize, DrainError> {
     let tag = Keys::event_tag(event)
         .replace('{', "\\{")
         .replace('}', "\\}");
     let pattern = format!("{}:{tag}:*", keys.prefix());
     let request_prefix = keys.request_named(event, "");
+    let lease = keys.lease(event);
     let mut cursor: u64 = 0;
-    let mut expired = 0;
+    let mut changed = 0;
     loop {
         // On a cluster, the scan runs on the node holding the event's slot.
         let (next, found) = redis
             .scan_near(&keys.sale(event), cursor, &pattern, 1_000)
             .await?;
         let mut pipe = redis::pipe();
+        let set = |pipe: &mut redis::Pipeline, key: &str| {
+            match ttl_seconds {
+                Some(ttl) => pipe.expire(key, ttl as i64).ignore(),
+                None => pipe.persist(key).ignore(),
+            };
+        };
+        // The lease keeps its own time: a retired event's lease lapses as usual, so
+        // a worker may take the event again at once if its sale opens again.
+        let found: Vec<&String> = found.iter().filter(|key| **key != lease).collect();
         for key in &found {
-            pipe.expire(key, retention_seconds as i64).ignore();
+            set(&mut pipe, key);
             if let Some(request) = key
                 .strip_prefix(&request_prefix)
                 .and_then(|id| id.parse().ok())
             {
-                pipe.expire(keys.request_index(request), retention_seconds as i64)
-                    .ignore();
+                set(&mut pipe, &keys.request_index(request));
             }
         }
-        pipe.srem(keys.active_events(), event.to_string()).ignore();
-        pipe.query_async::<()>(redis).await?;
-        expired += found.len();
+        if !found.is_empty() {
+            pipe.query_async::<()>(redis).await?;
+        }
+        changed += found.len();
         if next == 0 {
-            return Ok(expired);
+            return Ok(changed);
         }
         cursor = next;
     }

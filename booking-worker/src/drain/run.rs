@@ -81,6 +81,11 @@ impl Drainer {
             return Ok(false);
         }
         tracing::info!(event_id = %self.event_id, consumer = %self.consumer, epoch = self.lease.epoch(), "draining event");
+        let revived = retire::revive(&mut self.redis, &self.keys, self.event_id).await?;
+        if revived > 0 {
+            tracing::info!(event_id = %self.event_id, keys = revived,
+                "retired event back on the farm (its sale opened again): its keys are kept");
+        }
         self.ensure_groups().await?;
         self.reclaim().await?;
         // Holds that ended while no drainer could write the ledger go first.

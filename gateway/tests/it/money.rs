@@ -18,9 +18,25 @@ use crate::support::sale::*;
 /// An opened event with `policy` and a 19 % tax included in its prices, a worker
 /// draining it: `(admin token, event id)`.
 async fn event_with(app: &TestApp, policy: Option<Value>) -> (String, String) {
+    event_in(app, &venue_body(), policy).await
+}
+
+/// [`event_with`] in a venue of `venue`'s shape.
+async fn event_in(app: &TestApp, venue: &Value, policy: Option<Value>) -> (String, String) {
     let admin = app.admin_token().await;
-    let venue = app.create_venue(&admin, &venue_body()).await;
+    let tiers: Vec<&str> = venue["sections"]
+        .as_array()
+        .expect("sections")
+        .iter()
+        .filter_map(|section| section["price_tier"].as_str())
+        .collect();
+    let venue = app.create_venue(&admin, venue).await;
     let mut body = event_body(&venue);
+    // Prices for the venue's tiers only.
+    body["prices"]
+        .as_object_mut()
+        .expect("prices")
+        .retain(|tier, _| tiers.contains(&tier.as_str()));
     body["tax"] = json!({"rate_percent": 19, "included": true});
     if let Some(policy) = policy {
         body["refund_policy"] = policy;
@@ -139,9 +155,13 @@ async fn pdf(app: &TestApp, token: &str, path: &str) -> Vec<u8> {
     response.bytes().await.expect("pdf").to_vec()
 }
 
-/// Delivers the provider's refund webhook as the sandbox would.
-async fn refund_webhook(app: &TestApp, refund_id: &str, kind: &str) -> Value {
-    let body = json!({"id": format!("wh_{}", uuid::Uuid::new_v4().simple()), "type": kind, "refund_id": refund_id});
+/// Delivers the provider's refund webhook as the sandbox would (about `attempt`,
+/// when given), under a fresh delivery id.
+async fn refund_webhook(app: &TestApp, refund_id: &str, kind: &str, attempt: Option<i32>) -> Value {
+    let mut body = json!({"id": format!("wh_{}", uuid::Uuid::new_v4().simple()), "type": kind, "refund_id": refund_id});
+    if let Some(attempt) = attempt {
+        body["attempt"] = json!(attempt);
+    }
     let response = webhook(app, &body, WEBHOOK_SECRET, chrono::Utc::now().timestamp()).await;
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.expect("ack")
@@ -230,7 +250,7 @@ async fn a_refund_voids_its_tickets_frees_each_seat_once_and_issues_a_credit_not
     .expect("read")
     .expect("refund");
     let mut redis = app.redis.clone();
-    let replay: Vec<i64> = proto::scripts::unsell(
+    let replay: (i64, i64, String, i64) = proto::scripts::unsell(
         &app.keys,
         event.parse().unwrap(),
         refund_row.request_id,
@@ -240,7 +260,11 @@ async fn a_refund_voids_its_tickets_frees_each_seat_once_and_issues_a_credit_not
     .invoke_async(&mut redis)
     .await
     .expect("unsell");
-    assert_eq!(replay, vec![1, 0]);
+    assert_eq!(
+        replay,
+        (1, 0, "open".to_owned(), 0),
+        "nothing freed, nothing reopened"
+    );
     assert_eq!(event_counts(&app, &event).await, after);
     let claims: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM booking.seat_claims WHERE seat_id = $1 AND event_id = $2::uuid",
@@ -295,6 +319,7 @@ async fn a_refund_voids_its_tickets_frees_each_seat_once_and_issues_a_credit_not
         &app,
         first["refund_id"].as_str().unwrap(),
         "refund.succeeded",
+        None,
     )
     .await;
     assert_eq!(ack["refund_state"], "succeeded");
@@ -379,7 +404,7 @@ async fn an_operators_retry_of_a_failed_refund_reaches_the_provider_again_and_a_
         provider_attempts(&app, &refund_id).await,
         vec![(1, "failed".to_owned())]
     );
-    let ack = refund_webhook(&app, &refund_id, "refund.failed").await;
+    let ack = refund_webhook(&app, &refund_id, "refund.failed", None).await;
     assert_eq!(
         (ack["status"].as_str(), ack["refund_state"].as_str()),
         (Some("processed"), Some("failed"))
@@ -398,11 +423,7 @@ async fn an_operators_retry_of_a_failed_refund_reaches_the_provider_again_and_a_
 
     // The first attempt's word arriving again (a new delivery id, as a provider's
     // resend would have) is stale: it fails nothing.
-    let stale = json!({"id": format!("wh_{}", uuid::Uuid::new_v4().simple()),
-        "type": "refund.failed", "refund_id": refund_id, "attempt": 1});
-    let response = webhook(&app, &stale, WEBHOOK_SECRET, chrono::Utc::now().timestamp()).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let ack: Value = response.json().await.expect("ack");
+    let ack = refund_webhook(&app, &refund_id, "refund.failed", Some(1)).await;
     assert_eq!(
         (ack["status"].as_str(), ack["refund_state"].as_str()),
         (Some("stale"), Some("pending"))
@@ -419,10 +440,7 @@ async fn an_operators_retry_of_a_failed_refund_reaches_the_provider_again_and_a_
         provider_attempts(&app, &refund_id).await,
         vec![(1, "failed".to_owned()), (2, "succeeded".to_owned())]
     );
-    let done = json!({"id": format!("wh_{}", uuid::Uuid::new_v4().simple()),
-        "type": "refund.succeeded", "refund_id": refund_id, "attempt": 2});
-    let response = webhook(&app, &done, WEBHOOK_SECRET, chrono::Utc::now().timestamp()).await;
-    let ack: Value = response.json().await.expect("ack");
+    let ack = refund_webhook(&app, &refund_id, "refund.succeeded", Some(2)).await;
     assert_eq!(
         (ack["status"].as_str(), ack["refund_state"].as_str()),
         (Some("processed"), Some("succeeded"))
@@ -447,6 +465,164 @@ async fn an_operators_retry_of_a_failed_refund_reaches_the_provider_again_and_a_
         app.get_json::<Value>(&refund_path, Some(&token)).await["state"],
         "succeeded"
     );
+}
+
+/// Polls `read` until it gives `want` (at most 20 s).
+async fn until<T, F, Fut>(what: &str, want: T, mut read: F)
+where
+    T: PartialEq + std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        let got = read().await;
+        if got == want {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{what}: still {got:?}, not {want:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn refunded_seats_open_a_sold_out_and_retired_sale_again_and_the_next_fan_buys_them(
+    pool: PgPool,
+) {
+    let app = spawn_app(pool).await;
+    let two_seats = json!({"name": "Back Room", "sections": [
+        {"name": "Floor", "price_tier": "standard", "rows": [{"label": "A", "seats": 2}]}]});
+    let (_admin, event) = event_in(&app, &two_seats, Some(open_policy())).await;
+    let event_id: proto::EventId = event.parse().unwrap();
+    let (stop, _) = app.start_worker();
+    let mut redis = app.redis.clone();
+    let sale_state = |mut redis: platform::store::Redis| {
+        let key = app.keys.sale(event_id);
+        async move {
+            redis::cmd("HGET")
+                .arg(key)
+                .arg("state")
+                .query_async::<Option<String>>(&mut redis)
+                .await
+                .expect("sale state")
+        }
+    };
+    let on_farm = |mut redis: platform::store::Redis| {
+        let key = app.keys.active_events();
+        let member = event.clone();
+        async move {
+            redis::cmd("SISMEMBER")
+                .arg(key)
+                .arg(member)
+                .query_async::<bool>(&mut redis)
+                .await
+                .expect("active events")
+        }
+    };
+
+    // The waiting room records the farm's moves in the ledger (`waiting_room.sales`).
+    let mirrored = |mut redis: platform::store::Redis| {
+        let (pool, keys, event) = (app.pool.clone(), app.keys.clone(), event.clone());
+        async move {
+            waiting_room::sale::mirror_farm_states(&pool, &mut redis, &keys)
+                .await
+                .expect("mirror");
+            sqlx::query_scalar::<_, String>(
+                "SELECT state FROM waiting_room.sales WHERE event_id = $1::uuid",
+            )
+            .bind(&event)
+            .fetch_one(&pool)
+            .await
+            .expect("sale row")
+        }
+    };
+
+    // A fan who comes after the last seat is sold is turned away, and the workers
+    // find the sale sold out.
+    let watch = redis.clone();
+    let turned_away = || async {
+        let (_, status) =
+            join_and_wait(&app, &event, &minted_fan_token(), &json!({"quantity": 1})).await;
+        assert_eq!(
+            (status["state"].as_str(), status["reason"].as_str()),
+            (Some("rejected"), Some("sold_out")),
+            "{status}"
+        );
+        until("sale state", Some("sold_out".to_owned()), || {
+            sale_state(watch.clone())
+        })
+        .await;
+    };
+
+    // Both seats sold: the sale is sold out, and once its line is empty the worker
+    // retires it (off the farm, its keys set to expire).
+    let (token, order) = bought(&app, &event, 2, PAID).await;
+    turned_away().await;
+    assert_eq!(mirrored(redis.clone()).await, "sold_out");
+    until("on the farm", false, || on_farm(redis.clone())).await;
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(app.keys.sale(event_id))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "a retired event's keys expire: TTL {ttl}");
+    let late = minted_fan_token();
+    let refused = app
+        .client
+        .post(app.url(&format!("/v1/events/{event}/requests")))
+        .bearer_auth(&late)
+        .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+        .json(&json!({"quantity": 1, "section": "Floor"}))
+        .send()
+        .await
+        .expect("join");
+    assert_error(refused, StatusCode::CONFLICT, "sold_out").await;
+
+    // A refund of one ticket gives its seat back: the sale is open again at once,
+    // back on the farm, and the pages are told.
+    let tickets = ticket_ids(&order);
+    let given = refund(
+        &app,
+        &token,
+        &order,
+        json!({"ticket_ids": [tickets[0]]}),
+        "one-back",
+    )
+    .await;
+    assert_eq!(given.status(), StatusCode::ACCEPTED);
+    assert_eq!(sale_state(redis.clone()).await.as_deref(), Some("open"));
+    assert!(on_farm(redis.clone()).await);
+    assert_eq!(event_counts(&app, &event).await, (1, 0, 1));
+    assert_eq!(mirrored(redis.clone()).await, "open");
+
+    // The next fan joins and buys the seat; the worker that took the event again
+    // kept its keys.
+    let (next, order_next) = bought(&app, &event, 1, PAID).await;
+    assert_eq!(order_next["state"], "paid");
+    assert_eq!(order_next["tickets"].as_array().map(Vec::len), Some(1));
+    assert_ne!(next, token);
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(app.keys.sale(event_id))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(ttl, -1, "the event's keys are kept again");
+    turned_away().await;
+    assert_eq!(event_counts(&app, &event).await, (0, 0, 2));
+    assert_eq!(mirrored(redis.clone()).await, "sold_out");
+    stop.cancel();
+    let actions: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM waiting_room.audit WHERE event_id = $1::uuid
+         AND action IN ('sold_out', 'reopened') ORDER BY audit_id",
+    )
+    .bind(&event)
+    .fetch_all(&app.pool)
+    .await
+    .expect("audit");
+    assert_eq!(actions, ["sold_out", "reopened", "sold_out"]);
 }
 
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]

@@ -324,7 +324,8 @@ pub struct AuditEntry {
     /// its time).
     pub actor: Option<crate::UserId>,
     pub actor_email: Option<String>,
-    /// `open`, `pause`, `resume`, `close`, `admission`, `draw`, `sold_out`, `restore`.
+    /// `open`, `pause`, `resume`, `close`, `admission`, `draw`, `sold_out`, `reopened`
+    /// (refunded seats opened a sold-out sale), `restore`, `cancel`, `refund`.
     pub action: String,
     #[schema(value_type = Object)]
     pub from: Option<serde_json::Value>,

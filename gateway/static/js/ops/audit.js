@@ -14,6 +14,7 @@ const ACTION_NAME = {
   admission: 'Admission rate',
   draw: 'Draw',
   sold_out: 'Sold out',
+  reopened: 'Open again',
   restore: 'Restored',
   cancel: 'Show cancelled',
   refund: 'Refunded',
