@@ -37,6 +37,10 @@ pub struct Decision {
     pub seats: Vec<String>,
     pub expires_at: Option<DateTime<Utc>>,
     pub reason: Option<String>,
+    /// When the line decided it: the clock the hold script was given, not when the
+    /// ledger got the write (which may come seconds later, after an outage). Kept as
+    /// `line_decided_at`; `decided_at` stays the ledger's own time.
+    pub decided_at: DateTime<Utc>,
     /// The join's x-request-id, from the stream entry (`platform::correlation`).
     pub correlation_id: Option<String>,
     /// The decision's trace context (`platform::telemetry`), kept on the request's
@@ -226,14 +230,18 @@ pub async fn record(
     // exactly the rows this batch changed, the ones the outbox reports.
     let written: Vec<uuid::Uuid> = sqlx::query_scalar(&format!(
         "INSERT INTO booking.requests
-             (request_id, event_id, fan_id, queue_number, state, seats, hold_expires_at, reason, traceparent)
-         SELECT r, $1, f, n, s, COALESCE(string_to_array(NULLIF(seats, ''), ' '), '{{}}'), e, NULLIF(why, ''), tp
-         FROM UNNEST($2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::text[])
-              AS t(r, f, n, s, seats, e, why, tp)
+             (request_id, event_id, fan_id, queue_number, state, seats, hold_expires_at, reason, traceparent,
+              line_decided_at)
+         SELECT r, $1, f, n, s, COALESCE(string_to_array(NULLIF(seats, ''), ' '), '{{}}'), e, NULLIF(why, ''), tp,
+                d
+         FROM UNNEST($2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::text[],
+                     $10::timestamptz[])
+              AS t(r, f, n, s, seats, e, why, tp, d)
          ON CONFLICT (request_id) DO UPDATE SET
              state = EXCLUDED.state, seats = EXCLUDED.seats, hold_expires_at = EXCLUDED.hold_expires_at,
              reason = EXCLUDED.reason, queue_number = EXCLUDED.queue_number,
-             traceparent = COALESCE(EXCLUDED.traceparent, booking.requests.traceparent), updated_at = now()
+             traceparent = COALESCE(EXCLUDED.traceparent, booking.requests.traceparent), updated_at = now(),
+             line_decided_at = EXCLUDED.line_decided_at
          WHERE booking.requests.state IN {OPEN_STATES} AND booking.requests.state <> EXCLUDED.state
          RETURNING request_id"
     ))
@@ -246,6 +254,7 @@ pub async fn record(
     .bind(kept.iter().map(|d| d.expires_at).collect::<Vec<_>>())
     .bind(kept.iter().map(|d| d.reason.clone().unwrap_or_default()).collect::<Vec<_>>())
     .bind(kept.iter().map(|d| d.traceparent.as_deref()).collect::<Vec<_>>())
+    .bind(kept.iter().map(|d| d.decided_at).collect::<Vec<_>>())
     .fetch_all(&mut *tx)
     .await?;
     let written: std::collections::HashSet<uuid::Uuid> = written.into_iter().collect();

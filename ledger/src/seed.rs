@@ -43,6 +43,7 @@ pub async fn hold(
         seats: seats.iter().map(|s| (*s).to_owned()).collect(),
         expires_at: Some(expires_at),
         reason: None,
+        decided_at: chrono::Utc::now(),
         correlation_id: None,
         traceparent: None,
     };

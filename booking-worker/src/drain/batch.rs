@@ -43,18 +43,20 @@ pub async fn hold_batch(
     for entry in entries {
         invocation.key(keys.request(event, entry.request_id));
     }
+    let now = Utc::now();
     invocation
-        .arg(Utc::now().timestamp_millis())
+        .arg(now.timestamp_millis())
         .arg(lease)
         .arg(sold_out_horizon_ms);
     for entry in entries {
         invocation.arg(entry.request_id.to_string());
     }
     let reply: Vec<Value> = invocation.invoke_async(redis).await?;
-    parse(&reply, entries)
+    parse(&reply, entries, now)
 }
 
-fn parse(reply: &[Value], entries: &[Entry]) -> Result<Outcome, DrainError> {
+/// The script's reply as decisions taken at `now` (the clock it was given).
+fn parse(reply: &[Value], entries: &[Entry], now: DateTime<Utc>) -> Result<Outcome, DrainError> {
     let text = |v: &Value| String::from_redis_value(v.clone()).unwrap_or_default();
     match reply.first().map(text).as_deref() {
         Some("ok") => {}
@@ -121,6 +123,7 @@ fn parse(reply: &[Value], entries: &[Entry]) -> Result<Outcome, DrainError> {
                 .map(str::to_owned)
                 .collect(),
             reason: Some(text(reason)).filter(|r| !r.is_empty()),
+            decided_at: now,
             correlation_id: entry.correlation_id.clone(),
             traceparent,
             state,

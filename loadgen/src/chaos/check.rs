@@ -56,6 +56,8 @@ struct LedgerRequest {
     reason: Option<String>,
     decided_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// When the line decided it (the ledger's `decided_at` is when it got the write).
+    line_decided_at: DateTime<Utc>,
 }
 
 /// A hold in the ledger: from its decision to its end, and whose.
@@ -142,7 +144,8 @@ pub async fn check(
     findings.accepted = asks.len();
 
     let ledger: Vec<LedgerRequest> = sqlx::query_as(
-        "SELECT request_id, queue_number, state, seats, reason, decided_at, updated_at
+        "SELECT request_id, queue_number, state, seats, reason, decided_at, updated_at,
+                coalesce(line_decided_at, decided_at) AS line_decided_at
          FROM booking.requests WHERE event_id = $1",
     )
     .bind(event_id)
@@ -314,7 +317,12 @@ pub async fn check(
         )
     };
     // A refund gives sold seats back: a request decided after they were back on sale
-    // may get seats an earlier, refused one could not have had.
+    // may get seats an earlier, refused one could not have had. A decision's time is
+    // the line's (`line_decided_at`, the clock its hold script was given), not when
+    // the ledger got it: after a Postgres outage the drainer's writes land seconds
+    // late, and a refusal written after a refund it preceded would read as one that
+    // followed it. (The holds' spans above stay in the ledger's clock, start and end
+    // alike: an end is written when the ledger hears of it too.)
     // Its seats came back at some moment between its approval and when the refund
     // found them free in Redis (a restore may have freed them first).
     let refunds: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
@@ -335,7 +343,7 @@ pub async fn check(
         for (number, row) in rows {
             if let Some((earlier, refused, refused_at)) = first_refused
                 && got_seats(row)
-                && !refund_between(refused_at, row.decided_at)
+                && !refund_between(refused_at, row.line_decided_at)
             {
                 findings.inversions += 1;
                 findings.violation(format!(
@@ -344,7 +352,7 @@ pub async fn check(
                 ));
             }
             if first_refused.is_none() && short_of_seats(row) {
-                first_refused = Some((number, row.request_id, row.updated_at));
+                first_refused = Some((number, row.request_id, row.line_decided_at));
             }
         }
     }

@@ -303,7 +303,7 @@ async fn with_redis(
 async fn run(
     stack: &mut Stack,
     args: ChaosArgs,
-    own_redis: Option<&mut farm::OwnRedis>,
+    mut own_redis: Option<&mut farm::OwnRedis>,
     own_postgres: Option<std::sync::Arc<testkit::PrivatePostgres>>,
 ) -> anyhow::Result<()> {
     let mut rng = StdRng::seed_from_u64(args.seed);
@@ -335,18 +335,20 @@ async fn run(
     .await?;
     let base = gateway(stack).await?;
     let money_stop = CancellationToken::new();
-    let loops = if args.no_money {
+    let work = if args.no_money {
         None
     } else {
-        Some(money::spawn_loops(
+        Some(money::payments_of(
             &stack.pool,
             &stack.redis,
             &stack.keys,
             &base,
             SECRET,
-            &money_stop,
         )?)
     };
+    let loops = work
+        .clone()
+        .map(|work| money::spawn_loops(work, &money_stop));
     let key = TokenIssuer::onsale(SECRET, 3600);
     let admin = setup::sign(&key, Role::Admin)?;
     let client = reqwest::Client::builder()
@@ -454,8 +456,8 @@ async fn run(
         &mut rng,
         &stack.pool,
         operator,
-        own_redis,
-        own_postgres,
+        own_redis.as_deref_mut(),
+        own_postgres.clone(),
         stop,
     )
     .await?;
@@ -526,17 +528,62 @@ async fn run(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    // The money path ends with the event cancelled: every order refunded once.
-    let cancelled_after = if loops.is_some() {
-        money::cancel_and_settle(
+    // The money path ends with the event cancelled, under faults: the nemesis strikes
+    // again (for half the run's fault time, 3 to 10 s) while the cancellation runs,
+    // and a second payments instance working on it is killed mid-pass again and
+    // again. Every order must still be refunded once.
+    let mut cancel_faults: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let cancelled_after = if let Some(work) = &work {
+        let phase = CancellationToken::new();
+        let crashes = tokio::spawn(money::crashing_passes(
+            work.clone(),
+            rng.random(),
+            phase.clone(),
+        ));
+        let strike_for = Duration::from_secs((args.seconds / 2).clamp(3, 10));
+        let timer = {
+            let phase = phase.clone();
+            async move {
+                tokio::time::sleep(strike_for).await;
+                phase.cancel();
+            }
+        };
+        let faults = farm::nemesis(
+            &mut farm,
+            &mut rng,
+            &stack.pool,
+            None,
+            own_redis,
+            own_postgres.clone(),
+            phase.clone(),
+        );
+        let cancel = money::cancel_and_settle(
             &client,
             &base,
             event_id,
             &admin,
             &stack.pool,
             Duration::from_secs(args.bound_seconds),
-        )
-        .await?
+        );
+        let ((), faults, cancelled) = tokio::join!(timer, faults, cancel);
+        cancel_faults = faults?;
+        *cancel_faults.entry("payments passes killed").or_default() += crashes.await?;
+        println!("chaos: the cancellation ran under faults: {cancel_faults:?}");
+        // A Redis the faults killed and restarted breaks this process's connection
+        // once: the checks below read Redis after it answers again.
+        let answering = Instant::now();
+        while redis::cmd("PING")
+            .query_async::<String>(&mut stack.redis)
+            .await
+            .is_err()
+        {
+            anyhow::ensure!(
+                answering.elapsed() < Duration::from_secs(30),
+                "Redis did not answer again within 30 s of the faults"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        cancelled?
     } else {
         None
     };
@@ -597,6 +644,7 @@ async fn run(
             "credit_notes": m.credit_notes,
             "refund_states": m.refund_states,
             "cancelled_and_settled_within_seconds": cancelled_after,
+            "faults_during_the_cancellation": cancel_faults.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
             "violations": m.violations.len(),
         })),
         "redis_keys_left": key_count,

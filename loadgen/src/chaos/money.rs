@@ -2,8 +2,10 @@
 //! sandbox card (paid, declined, pending and told later by webhook, paid but never
 //! refundable), retry checkouts under the same key, ask for refunds of some or all
 //! of their tickets; a scanner tries every refunded ticket at the door; at the end an
-//! operator cancels the event. Payments' loops (sandbox webhooks, the reconciler,
-//! the refund loop) run in this process. [`check`] then proves over the history,
+//! operator cancels the event, under a second round of faults in which a payments
+//! instance is also killed mid-pass again and again ([`crashing_passes`]). Payments'
+//! loops (sandbox webhooks, the reconciler, the refund loop) run in this process.
+//! [`check`] then proves over the history,
 //! Postgres and Redis: no order paid twice, none refunded more than it captured, no
 //! seat released twice, no refunded ticket admitted, invoice and credit-note numbers
 //! consecutive without gaps, every order of the cancelled event refunded once.
@@ -246,16 +248,15 @@ pub async fn scanner(
     }
 }
 
-/// Payments' loops in this process: the sandbox's webhooks back to `base`, the
-/// reconciler, the refund loop (and cancellations, and invoice PDFs).
-pub fn spawn_loops(
+/// Payments as the run's loops see it: the sandbox (webhooks back to `base`, a
+/// second after the ask), the reconciler after 2 s, a paying grace of 2 s.
+pub fn payments_of(
     pool: &PgPool,
     redis: &Redis,
     keys: &Keys,
     base: &str,
     secret: &str,
-    stop: &CancellationToken,
-) -> anyhow::Result<tokio_util::task::TaskTracker> {
+) -> anyhow::Result<payments::Payments> {
     let mut settings = payments::Settings::defaults();
     settings["webhook_secret"] = json!(secret);
     settings["sandbox_webhook_seconds"] = json!(1);
@@ -263,7 +264,7 @@ pub fn spawn_loops(
     settings["reconcile_after_seconds"] = json!(2);
     settings["paying_grace_seconds"] = json!(2);
     let settings: payments::Settings = serde_json::from_value(settings)?;
-    let work = payments::Payments {
+    Ok(payments::Payments {
         pool: pool.clone(),
         redis: redis.clone(),
         keys: keys.clone(),
@@ -273,10 +274,45 @@ pub fn spawn_loops(
         )),
         settings: Arc::new(settings),
         ring: Arc::new(tickets::KeyRing::new()),
-    };
+    })
+}
+
+/// Payments' loops in this process: the sandbox's webhooks, the reconciler, the
+/// refund loop (and cancellations, and invoice PDFs).
+pub fn spawn_loops(
+    work: payments::Payments,
+    stop: &CancellationToken,
+) -> tokio_util::task::TaskTracker {
     let tracker = tokio_util::task::TaskTracker::new();
     payments::spawn_loops(&tracker, stop, work, None);
-    Ok(tracker)
+    tracker
+}
+
+/// A second payments instance that keeps dying: passes of the refund and
+/// cancellation loops, each killed (its future dropped at whatever await it had
+/// reached, as a process kill would leave it: open transactions roll back) after
+/// 5 to 300 ms, and started again, until `stop`. Returns how many it killed.
+pub async fn crashing_passes(
+    work: payments::Payments,
+    seed: u64,
+    stop: CancellationToken,
+) -> usize {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut killed = 0;
+    while !stop.is_cancelled() {
+        let work = work.clone();
+        let pass = tokio::spawn(async move {
+            loop {
+                let _ = payments::refunds::work(&work).await;
+                let _ = payments::cancel::work(&work).await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(rng.random_range(5..300))).await;
+        pass.abort();
+        let _ = pass.await;
+        killed += 1;
+    }
+    killed
 }
 
 /// Cancels the event through the gateway and waits (up to `bound`) until its
@@ -308,14 +344,15 @@ pub async fn cancel_and_settle(
         }
     }
     loop {
-        let (finished, pending): (bool, i64) = sqlx::query_as(
+        // Postgres may be down for a moment (the faults go on meanwhile).
+        let read: Result<(bool, i64), _> = sqlx::query_as(
             "SELECT coalesce((SELECT finished_at IS NOT NULL FROM payments.cancellations WHERE event_id = $1), false),
                     (SELECT count(*) FROM payments.refunds WHERE event_id = $1 AND state = 'pending')",
         )
         .bind(event_id)
         .fetch_one(pool)
-        .await?;
-        if finished && pending == 0 {
+        .await;
+        if let Ok((true, 0)) = read {
             return Ok(Some(started.elapsed().as_secs_f64()));
         }
         if started.elapsed() > bound {

@@ -77,6 +77,7 @@ pub(super) fn held(request: RequestId, seat: &str) -> Decision {
         seats: vec![seat.to_owned()],
         expires_at: Some(Utc::now() + chrono::Duration::minutes(10)),
         reason: None,
+        decided_at: Utc::now(),
         correlation_id: None,
         traceparent: None,
     }
