@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use proto::wire::payments::Cancellation;
 use proto::{ErrorCode, EventId, OrderId, UserId};
 
+use crate::orders;
 use crate::refunds::{self, Requester};
 use crate::{Error, Payments};
 
@@ -133,7 +134,18 @@ pub async fn work(payments: &Payments) -> Result<usize, Error> {
         }
         if orders.is_empty() {
             // Done once nothing is paid and no payment is still in flight (a pending
-            // one that succeeds later is refunded by a later pass).
+            // one that succeeds later is refunded by a later pass). Under the event's
+            // sale lock, exclusive: a checkout opening an order holds it shared until
+            // its order is committed, so none is missed by the look below, and any
+            // opened after sees the cancellation (`orders::create`).
+            let mut tx = payments.pool.begin().await?;
+            sqlx::query(&format!(
+                "SELECT pg_advisory_xact_lock({})",
+                orders::sale_lock("$1")
+            ))
+            .bind(event)
+            .execute(&mut *tx)
+            .await?;
             let finished = sqlx::query(
                 "UPDATE payments.cancellations SET finished_at = now()
                  WHERE event_id = $1 AND finished_at IS NULL
@@ -142,9 +154,10 @@ pub async fn work(payments: &Payments) -> Result<usize, Error> {
                                      AND state IN ('pending', 'paid', 'partially_refunded'))",
             )
             .bind(event)
-            .execute(&payments.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
+            tx.commit().await?;
             if finished == 1 {
                 tracing::info!(event_id = %event, "cancellation finished: every order is refunded");
             }

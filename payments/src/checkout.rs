@@ -165,10 +165,7 @@ async fn open_order(
         .await?
         .ok_or_else(|| Error::Unexpected(format!("seats of request {request_id} have no price")))?;
     if pricing.cancelled {
-        return Err(Error::refused(
-            ErrorCode::EventCancelled,
-            "the event is cancelled: nothing more is sold",
-        ));
+        return Err(cancelled_refusal());
     }
     let started = tokio::time::Instant::now();
     loop {
@@ -203,11 +200,26 @@ async fn open_order(
             payments.provider.name(),
             traceparent.as_deref(),
         )
-        .await?
-        .ok_or_else(|| refusal(request_id, "paying"))?;
+        .await?;
+        let Some(order) = order else {
+            // Rolled back (the request stays held): either an order is in flight,
+            // or the event was cancelled since the price was read.
+            drop(tx);
+            if orders::cancelled(&payments.pool, event_id).await? {
+                return Err(cancelled_refusal());
+            }
+            return Err(refusal(request_id, "paying"));
+        };
         tx.commit().await?;
         return Ok(order);
     }
+}
+
+fn cancelled_refusal() -> Error {
+    Error::refused(
+        ErrorCode::EventCancelled,
+        "the event is cancelled: nothing more is sold",
+    )
 }
 
 /// The event a request belongs to (see [`platform::reads::event_of_request`]).

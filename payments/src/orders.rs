@@ -179,8 +179,28 @@ pub async fn price(
     }))
 }
 
+/// The key of an event's sale lock, the event's id being the query's parameter
+/// `param`: orders being opened hold it shared, a cancellation's finish exclusive.
+pub fn sale_lock(param: &str) -> String {
+    format!("hashtextextended('payments.sale:' || {param}::text, 0)")
+}
+
+/// Whether the event has been cancelled.
+pub async fn cancelled(pool: &PgPool, event_id: EventId) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM payments.cancellations WHERE event_id = $1)")
+        .bind(event_id)
+        .fetch_one(pool)
+        .await
+}
+
 /// A new pending order, in the caller's transaction. `None` when the request
-/// already has an order in flight (the unique index on pending orders).
+/// already has an order in flight (the unique index on pending orders), or when the
+/// event has been cancelled (see [`cancelled`]).
+///
+/// The statement also takes the event's sale lock, shared, for the rest of the
+/// transaction: a cancellation finishes only under the same lock, exclusive
+/// (`cancel::work`), so it waits for every order being opened when it looks, and an
+/// order opened after it looks sees the cancellation and is not made.
 #[allow(clippy::too_many_arguments, reason = "the order's columns")]
 pub async fn create(
     tx: &mut PgConnection,
@@ -200,9 +220,12 @@ pub async fn create(
         "INSERT INTO payments.orders
              (order_id, request_id, event_id, fan_id, state, seats, amount_cents, currency, card_last4,
               provider, traceparent, seat_cents, seat_tax_cents, tax_rate_bp, tax_included, billing)
-         VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+         SELECT $1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15
+         FROM (SELECT pg_advisory_xact_lock_shared({})) AS sale_lock
+         WHERE NOT EXISTS (SELECT 1 FROM payments.cancellations WHERE event_id = $3)
          ON CONFLICT (request_id) WHERE state = 'pending' DO NOTHING
-         RETURNING {COLUMNS}"
+         RETURNING {COLUMNS}",
+        sale_lock("$3")
     ))
     .bind(order_id)
     .bind(request_id)

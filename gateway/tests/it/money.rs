@@ -1043,3 +1043,105 @@ async fn a_cancelled_event_refunds_every_order_once_even_when_its_loop_runs_twic
     .unwrap();
     assert_eq!(audited, vec![json!({"reason": "the headliner is ill"})]);
 }
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_cancellation_waits_for_an_order_being_opened_and_none_opens_after_it(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (_admin, event) = event_with(&app, Some(open_policy())).await;
+    let event_id: proto::EventId = event.parse().unwrap();
+    let (stop, _) = app.start_worker();
+    let (_, request, status) =
+        held(&app, &event, &json!({"quantity": 1, "section": "Floor"})).await;
+    let (_, other, other_status) =
+        held(&app, &event, &json!({"quantity": 1, "section": "Floor"})).await;
+    stop.cancel();
+    let seats = |status: &Value| -> Vec<String> {
+        status["seats"]
+            .as_array()
+            .expect("seats")
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let payments = payments_of(&app, 10);
+    let open = |request: &str, seats: Vec<String>| {
+        let (payments, request) = (payments.clone(), request.parse().unwrap());
+        async move {
+            let pricing = payments::orders::price(&payments.pool, event_id, &seats)
+                .await
+                .expect("price")
+                .expect("priced");
+            let mut tx = payments.pool.begin().await.expect("tx");
+            let order = payments::orders::create(
+                &mut tx,
+                proto::OrderId::from(uuid::Uuid::now_v7()),
+                request,
+                event_id,
+                proto::UserId::new(),
+                &seats,
+                &pricing,
+                None,
+                "EUR",
+                "4242",
+                "sandbox",
+                None,
+            )
+            .await
+            .expect("insert");
+            (tx, order)
+        }
+    };
+
+    // A checkout has its order half-open (the transaction not yet committed) when the
+    // operator cancels; the cancellation's pass waits for it at the sale lock.
+    let (tx, order) = open(&request, seats(&status)).await;
+    assert!(order.is_some());
+    let admin = proto::UserId::new();
+    payments::cancel::start(&payments, event_id, admin, "the hall flooded")
+        .await
+        .expect("cancel");
+    let pass = tokio::spawn({
+        let payments = payments.clone();
+        async move { payments::cancel::work(&payments).await }
+    });
+    let started = std::time::Instant::now();
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'
+               AND wait_event = 'advisory' AND query LIKE '%payments.sale:%'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .expect("activity");
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the cancellation's pass never waited for the sale lock"
+        );
+        assert!(!pass.is_finished(), "the pass finished without waiting");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    tx.commit().await.expect("commit");
+    pass.await.expect("pass").expect("cancel pass");
+    // It saw the order: the cancellation is not finished while it is in flight.
+    let progress = payments::cancel::progress(&payments, event_id)
+        .await
+        .expect("progress")
+        .expect("cancellation");
+    assert!(progress.finished_at.is_none(), "{progress:?}");
+
+    // An order opened after the cancellation is not made, whatever price it read.
+    let (tx, order) = open(&other, seats(&other_status)).await;
+    assert!(order.is_none(), "an order was opened for a cancelled event");
+    drop(tx);
+    let orders: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM payments.orders WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("orders");
+    assert_eq!(orders, 1);
+}
