@@ -454,8 +454,8 @@ fn constraints(doc: &mut Value) {
     webhook_id["maxLength"] = json!(payments::routes::MAX_WEBHOOK_ID);
     webhook_id["pattern"] = json!(format!("^{NO_CONTROL}+$"));
 
-    // The card's shape (payments::card); the Luhn check and an expiry in the past
-    // are 422s no pattern can say.
+    // The card's shape (payments::card); the Luhn check, an expiry in the past and
+    // a cvc of the wrong length for the brand are 422s no pattern can say.
     let card = &mut schemas["Checkout"]["properties"];
     card["card_number"]["pattern"] = json!("^[0-9]{12,19}$");
     card["expiry"]["pattern"] = json!("^(0[1-9]|1[0-2])/[0-9]{2}$");

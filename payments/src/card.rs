@@ -70,8 +70,19 @@ pub fn validate(body: &Checkout, today: NaiveDate) -> Result<Card, CardError> {
         return Err(refuse(ErrorCode::CardExpired, "the card has expired"));
     }
     let cvc = body.cvc.trim();
-    if !(3..=4).contains(&cvc.len()) || !cvc.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(refuse(ErrorCode::InvalidCvc, "cvc must be 3 or 4 digits"));
+    // American Express (numbers starting 34 or 37) prints 4 digits; every other
+    // brand 3.
+    let amex = number.starts_with("34") || number.starts_with("37");
+    let (digits, message) = if amex {
+        (
+            4,
+            "cvc must be the 4 digits on the front of an American Express card",
+        )
+    } else {
+        (3, "cvc must be the 3 digits on the back of the card")
+    };
+    if cvc.len() != digits || !cvc.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(refuse(ErrorCode::InvalidCvc, message));
     }
     Ok(Card {
         number,
@@ -136,7 +147,7 @@ mod tests {
             let card = validate(&body(number, "12/34", "123"), today()).expect(number);
             assert_eq!(card.last4(), &number[12..]);
         }
-        let spaced = validate(&body("4242 4242 4242 4242", "11/26", "1234"), today());
+        let spaced = validate(&body("4242 4242 4242 4242", "11/26", "123"), today());
         assert_eq!(
             spaced.map(|c| c.last4().to_owned()).ok().as_deref(),
             Some("4242")
@@ -187,12 +198,37 @@ mod tests {
     }
 
     #[test]
-    fn cvc_is_three_or_four_digits() {
-        for cvc in ["12", "12345", "12a", ""] {
+    fn the_cvc_has_the_length_the_brand_prints() {
+        // Visa and the others: 3 digits; a 4-digit CVC is refused.
+        for cvc in ["12", "1234", "12345", "12a", ""] {
             assert_eq!(
                 code(validate(&body("4242424242424242", "12/34", cvc), today())),
                 Some(ErrorCode::InvalidCvc),
                 "{cvc}"
+            );
+        }
+        assert!(validate(&body("4242424242424242", "12/34", "123"), today()).is_ok());
+        // American Express: 4 digits.
+        let amex = "378282246310005";
+        for cvc in ["123", "12345", "12a4"] {
+            assert_eq!(
+                code(validate(&body(amex, "12/34", cvc), today())),
+                Some(ErrorCode::InvalidCvc),
+                "{cvc}"
+            );
+        }
+        assert!(validate(&body(amex, "12/34", "1234"), today()).is_ok());
+    }
+
+    #[test]
+    fn a_short_number_that_passes_luhn_is_not_a_card() {
+        // "4242" passes the check digit; a card number is 12 to 19 digits.
+        assert!(luhn("4242"));
+        for number in ["4242", "42424242424", "42424242424242424242"] {
+            assert_eq!(
+                code(validate(&body(number, "12/34", "123"), today())),
+                Some(ErrorCode::InvalidCardNumber),
+                "{number}"
             );
         }
     }

@@ -45,6 +45,8 @@ async fn bad_checkouts_are_refused_and_change_nothing(pool: PgPool) {
         (card(PAID, "01/20", "123"), "card_expired"),
         (card(PAID, "12/34", "12"), "invalid_cvc"),
         (card(PAID, "12/34", "abcd"), "invalid_cvc"),
+        // A Visa's security code is 3 digits (American Express prints 4).
+        (card(PAID, "12/34", "1234"), "invalid_cvc"),
         (
             json!({"card_number": PAID, "expiry": "12/34"}),
             "invalid_request",

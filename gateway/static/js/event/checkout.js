@@ -48,7 +48,12 @@ function readCard() {
     const end = new Date(2000 + Number(m[2]), Number(m[1]), 1); // first day after the expiry month
     if (end.getTime() <= Date.now()) errors['card-expiry'] = 'That card has expired.';
   }
-  if (!/^\d{3,4}$/.test(cvc)) errors['card-cvc'] = 'The security code is 3 or 4 digits.';
+  // American Express (34…, 37…) prints 4 digits on the front; the others 3 on the back.
+  const amex = /^3[47]/.test(number);
+  if (!(amex ? /^\d{4}$/ : /^\d{3}$/).test(cvc)) {
+    errors['card-cvc'] = amex ? 'The security code is the 4 digits on the front of the card.'
+      : 'The security code is the 3 digits on the back of the card.';
+  }
   return { body: { card_number: number, expiry, cvc }, errors };
 }
 
