@@ -36,6 +36,9 @@ pub enum AccountError {
     InvalidCredentials,
     #[error("user {0} not found")]
     UserNotFound(UserId),
+    /// Taking the admin role from the only admin.
+    #[error("the last admin keeps the admin role")]
+    LastAdmin,
     #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error("password hashing failed: {0}")]
@@ -58,6 +61,10 @@ impl From<AccountError> for ErrorBody {
             AccountError::UserNotFound(id) => {
                 ErrorBody::new(ErrorCode::UserNotFound, format!("user {id} does not exist"))
             }
+            AccountError::LastAdmin => ErrorBody::new(
+                ErrorCode::LastAdmin,
+                "this is the only admin: make another account admin first",
+            ),
             AccountError::Database(cause) => {
                 tracing::error!(error = %cause, "account query failed");
                 ErrorBody::new(
@@ -314,15 +321,47 @@ pub async fn get(pool: &PgPool, user_id: UserId) -> Result<Account, AccountError
         .ok_or(AccountError::UserNotFound(user_id))
 }
 
-pub async fn set_role(pool: &PgPool, user_id: UserId, role: Role) -> Result<Account, AccountError> {
-    sqlx::query_as(
-        "UPDATE gateway.users SET role = $2 WHERE user_id = $1 RETURNING user_id, email, role",
+/// Gives `user_id` the role `role`, on `by`'s word, and records the change in
+/// `gateway.role_changes`. Refused when it would leave nobody with the admin role:
+/// the admins are locked first, so two admins demoting each other at once cannot
+/// both succeed.
+pub async fn set_role(
+    pool: &PgPool,
+    user_id: UserId,
+    role: Role,
+    by: UserId,
+) -> Result<Account, AccountError> {
+    let mut tx = pool.begin().await?;
+    let admins: Vec<UserId> = sqlx::query_scalar(
+        "SELECT user_id FROM gateway.users WHERE role = 'admin' ORDER BY user_id FOR UPDATE",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    if role != Role::Admin && admins == [user_id] {
+        return Err(AccountError::LastAdmin);
+    }
+    let from: String =
+        sqlx::query_scalar("SELECT role FROM gateway.users WHERE user_id = $1 FOR UPDATE")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(AccountError::UserNotFound(user_id))?;
+    let account: Account = sqlx::query_as(
+        "WITH logged AS (INSERT INTO gateway.role_changes (user_id, from_role, to_role, changed_by)
+                         SELECT $1, $3, $2, $4 WHERE $3 <> $2)
+         UPDATE gateway.users SET role = $2 WHERE user_id = $1 RETURNING user_id, email, role",
     )
     .bind(user_id)
     .bind(role.as_str())
-    .fetch_optional(pool)
-    .await?
-    .ok_or(AccountError::UserNotFound(user_id))
+    .bind(&from)
+    .bind(by)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    if from != role.as_str() {
+        tracing::info!(target: "audit", %user_id, from, to = role.as_str(), by = %by, "role changed");
+    }
+    Ok(account)
 }
 
 /// Makes sure the bootstrap admin exists with this password and the admin role.

@@ -123,6 +123,7 @@ async fn me(State(state): State<GatewayState>, caller: Caller) -> Result<Json<Us
         (status = 200, body = User),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "`user_not_found`"),
+        (status = 409, body = ErrorBody, description = "`last_admin`: the only admin keeps the role"),
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -132,7 +133,6 @@ async fn set_role(
     Path(user_id): Path<UserId>,
     Json(SetRole { role }): Json<SetRole>,
 ) -> Result<Json<User>, ErrorBody> {
-    let account = accounts::set_role(&state.pool, user_id, role).await?;
-    tracing::info!(%user_id, role = role.as_str(), by = %caller.user_id, "role changed");
+    let account = accounts::set_role(&state.pool, user_id, role, caller.user_id).await?;
     Ok(Json(account.into()))
 }

@@ -100,6 +100,8 @@ pub enum ErrorCode {
     /// The event is cancelled: no checkout, no new refund request of a fan's (the
     /// cancellation refunds every order).
     EventCancelled,
+    /// The role change would leave nobody with the admin role.
+    LastAdmin,
     /// Checkout of a request that holds no seats (still in line, or refused).
     RequestNotHeld,
     /// Checkout of a request whose hold has ended (expired, released, cancelled).
@@ -173,7 +175,8 @@ impl ErrorCode {
             | RefundsNotOffered
             | RefundWindowClosed
             | TicketNotRefundable
-            | EventCancelled => 409,
+            | EventCancelled
+            | LastAdmin => 409,
             PayloadTooLarge => 413,
             UnsupportedMediaType => 415,
             InvalidRequest | VenueHasNoSeats | DuplicateSection | DuplicateRowLabel
@@ -222,6 +225,7 @@ impl ErrorCode {
             RefundWindowClosed => "refund_window_closed",
             TicketNotRefundable => "ticket_not_refundable",
             EventCancelled => "event_cancelled",
+            LastAdmin => "last_admin",
             RequestNotHeld => "request_not_held",
             HoldEnded => "hold_ended",
             AlreadyPaid => "already_paid",

@@ -293,6 +293,71 @@ async fn an_admin_grants_the_operator_role(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn the_last_admin_cannot_give_up_the_role_and_every_change_is_recorded(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let admin = app.admin_token().await;
+    let me: Value = app.get_json("/v1/auth/me", Some(&admin)).await;
+    let admin_id = me["user_id"].as_str().expect("id").to_owned();
+    let set = |user: &str, role: &str, token: &str| {
+        let request = app
+            .client
+            .put(app.url(&format!("/v1/users/{user}/role")))
+            .bearer_auth(token)
+            .json(&json!({"role": role}));
+        async move { request.send().await.expect("sent") }
+    };
+
+    // The only admin demoting themselves: refused, and nothing changes.
+    let refused = set(&admin_id, "operator", &admin).await;
+    assert_error(refused, StatusCode::CONFLICT, "last_admin").await;
+    let me: Value = app.get_json("/v1/auth/me", Some(&admin)).await;
+    assert_eq!(me["role"], "admin");
+    assert_eq!(app.count("gateway.role_changes").await, 0);
+
+    // With a second admin, either may step down; the last one left may not.
+    let fan = app.fan_token("second@example.com").await;
+    let second: Value = app.get_json("/v1/auth/me", Some(&fan)).await;
+    let second_id = second["user_id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        set(&second_id, "admin", &admin).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        set(&admin_id, "operator", &admin).await.status(),
+        StatusCode::OK
+    );
+    let second_admin = app.login("second@example.com", "fan-password-1").await;
+    let refused = set(&second_id, "fan", &second_admin).await;
+    assert_error(refused, StatusCode::CONFLICT, "last_admin").await;
+
+    // Each change is on record: whose, from what, to what, by whom.
+    let changes: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT user_id::text, from_role, to_role, changed_by::text FROM gateway.role_changes
+         ORDER BY change_id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("role changes");
+    assert_eq!(
+        changes,
+        [
+            (
+                second_id.clone(),
+                "fan".into(),
+                "admin".into(),
+                admin_id.clone()
+            ),
+            (
+                admin_id.clone(),
+                "admin".into(),
+                "operator".into(),
+                admin_id.clone()
+            ),
+        ]
+    );
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
 async fn a_login_flood_beyond_the_hashing_cap_gets_503_with_retry_after(pool: PgPool) {
     // One hash at a time and one more waiting: the rest of a burst is shed.
     let app = spawn_app_with(pool, |config| {
