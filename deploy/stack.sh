@@ -24,6 +24,23 @@ warn() { printf '\033[1;33m[stack] %s\033[0m\n' "$*" >&2; }
 die()  { printf '\033[1;31m[stack] %s\033[0m\n' "$*" >&2; exit 1; }
 
 # A TCP port on 127.0.0.1 that nothing listens on.
+# keep_secret <VAR> <file> <bytes>: a secret for the dev farm. A value the caller
+# set in VAR wins; otherwise one made once from /dev/urandom (<bytes> bytes, hex) is
+# kept in <file>, so tokens and signed webhooks stay valid across restarts. Exports
+# VAR and says which it is.
+keep_secret() {
+    local var=$1 file=$2 bytes=$3
+    if [ -n "${!var:-}" ]; then
+        export "${var?}"
+        say "$var: the value you set"
+        return
+    fi
+    [ -s "$file" ] || od -An -tx1 -N"$bytes" /dev/urandom | tr -d ' \n' >"$file"
+    printf -v "$var" '%s' "$(cat "$file")"
+    export "${var?}"
+    say "$var: generated, kept in $file (set $var to use your own)"
+}
+
 free_port() {
     if command -v python3 >/dev/null 2>&1; then
         python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
