@@ -259,6 +259,11 @@ pub fn router(
             span
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        // Before anything reads it (the span records it, the answer echoes it): an
+        // `x-request-id` that is not a correlation id (spaces, quotes, too long) is
+        // dropped, and the call gets a fresh one, so nobody writes fields into the
+        // logs through it.
+        .layer(middleware::map_request(drop_unfit_request_id))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]));
     Ok((router, limits, hub))
 }
@@ -322,6 +327,20 @@ async fn authenticate(
         parts.extensions.insert(caller);
     }
     next.run(Request::from_parts(parts, body)).await
+}
+
+/// Removes an `x-request-id` that [`platform::correlation::accept`] refuses.
+async fn drop_unfit_request_id(mut request: Request) -> Request {
+    let fit = request.headers().get(REQUEST_ID).map(|v| {
+        v.to_str()
+            .ok()
+            .and_then(platform::correlation::accept)
+            .is_some()
+    });
+    if fit == Some(false) {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
 }
 
 /// Serves the call with its `x-request-id` as the current correlation id, so that

@@ -48,6 +48,30 @@ async fn every_response_carries_a_request_id(pool: PgPool) {
             .and_then(|v| v.to_str().ok()),
         Some("abc-123")
     );
+    // One that could forge fields in a text log, or is too long, is replaced.
+    for forged in [
+        "abc method=DELETE path=/v1/ops".to_owned(),
+        "\"quoted\" level=ERROR".to_owned(),
+        "x".repeat(200),
+    ] {
+        let answer = app
+            .client
+            .get(app.url("/v1/events"))
+            .header("x-request-id", &forged)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(answer.status(), StatusCode::OK);
+        let id = answer
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .expect("x-request-id");
+        assert!(
+            uuid::Uuid::parse_str(id).is_ok(),
+            "{forged:?} came back as {id:?}"
+        );
+    }
 }
 
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
