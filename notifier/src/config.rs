@@ -47,9 +47,10 @@ pub struct RetrySettings {
     pub initial_ms: u64,
     /// The longest pause between attempts.
     pub max_ms: u64,
-    /// After this long failing, the email is written off as `dead` and the consumer
-    /// moves on to the next record.
-    pub give_up_after_seconds: u64,
+    /// After this long failing, the email is reported stuck (a warning, and the
+    /// `onsale_email_stuck_seconds` gauge, to alert on); it is still retried, for as
+    /// long as it takes. Only a permanent refusal writes an email off.
+    pub alert_after_seconds: u64,
 }
 
 impl RetrySettings {
@@ -61,8 +62,8 @@ impl RetrySettings {
         Duration::from_millis(self.max_ms)
     }
 
-    pub fn give_up_after(&self) -> Duration {
-        Duration::from_secs(self.give_up_after_seconds)
+    pub fn alert_after(&self) -> Duration {
+        Duration::from_secs(self.alert_after_seconds)
     }
 }
 
@@ -77,7 +78,7 @@ impl Config {
             "smtp_timeout_ms": 30000,
             "mail_from": "onsale <tickets@onsale.local>",
             "public_url": "http://127.0.0.1:8080",
-            "retry": { "initial_ms": 500, "max_ms": 30000, "give_up_after_seconds": 600 },
+            "retry": { "initial_ms": 500, "max_ms": 30000, "alert_after_seconds": 300 },
         })
     }
 

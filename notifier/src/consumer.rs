@@ -5,7 +5,7 @@
 //!
 //! While one email is retried in place, the consumer keeps polling (librdkafka
 //! counts a member that does not poll for `max.poll.interval.ms`, 5 min, as dead,
-//! and the give-up time is longer): the assigned partitions are paused, and anything
+//! and an outage can last longer): the assigned partitions are paused, and anything
 //! that still arrives is kept, in order, and processed next.
 //!
 //! A broker restart (the development broker keeps topics in memory) surfaces as

@@ -45,7 +45,7 @@ pub enum Done {
     Skipped,
     /// The log already had a final row for it (a redelivery).
     Duplicate,
-    /// Written off: refused for good, or retried past the give-up time.
+    /// Written off: refused for good (a permanent SMTP refusal, a malformed event).
     Dead,
 }
 
@@ -138,8 +138,9 @@ impl Notifier {
         &self.pool
     }
 
-    /// Deals with one envelope: attempts, pauses with `pause` between failed attempts,
-    /// writes it off past the give-up time. `None` when `pause` says stop first; the
+    /// Deals with one envelope: attempts, pauses with `pause` between failed attempts
+    /// for as long as the failures are transient (reporting it stuck past the alert
+    /// time), writes it off when refused for good. `None` when `pause` says stop first; the
     /// envelope is then unfinished and its record must not be acknowledged.
     /// `traceparent`: the record's trace context (its Kafka header), which the work
     /// and the email continue (`platform::telemetry`).
@@ -174,6 +175,7 @@ impl Notifier {
             fan_id: None,
         };
         let mut delay = self.retry.initial();
+        let mut alerted = false;
         let done = loop {
             let error = match self.attempt(envelope, &mut progress).await {
                 Ok(done) => break done,
@@ -188,11 +190,15 @@ impl Notifier {
             let failing_for = (Utc::now() - progress.first_attempt_at)
                 .to_std()
                 .unwrap_or_default();
-            // Once the message went out, only the log write is retried, for as long
-            // as it takes: writing it off would be untrue.
-            if progress.sent_at.is_none() && failing_for >= self.retry.give_up_after() {
-                tracing::warn!(envelope_id = %envelope.id, kind, attempts = progress.attempts, failing_for_s = failing_for.as_secs(), %error, "email still failing past the give-up time; writing it off");
-                break self.bury(envelope, &progress, &error, pause).await?;
+            // A transient failure (SMTP or Postgres down) is waited out, however long
+            // it lasts: a paid confirmation is never written off for an outage. Past
+            // the alert time it is reported stuck, for someone to look.
+            if failing_for >= self.retry.alert_after() {
+                if !alerted {
+                    tracing::error!(envelope_id = %envelope.id, kind, attempts = progress.attempts, failing_for_s = failing_for.as_secs(), %error, "email stuck: still failing past the alert time; retrying until it goes");
+                    alerted = true;
+                }
+                metrics::gauge!("onsale_email_stuck_seconds").set(failing_for.as_secs_f64());
             }
             tracing::warn!(envelope_id = %envelope.id, kind, attempts = progress.attempts, retry_in_ms = delay.as_millis() as u64, %error, "email attempt failed");
             if !pause.pause(delay).await {
@@ -201,6 +207,10 @@ impl Notifier {
             }
             delay = (delay * 2).min(self.retry.max());
         };
+        if alerted {
+            metrics::gauge!("onsale_email_stuck_seconds").set(0.0);
+            tracing::info!(envelope_id = %envelope.id, kind, "stuck email unstuck");
+        }
         metrics::counter!("onsale_emails_total", "kind" => kind, "outcome" => done.as_str())
             .increment(1);
         tracing::info!(envelope_id = %envelope.id, kind, outcome = done.as_str(), attempts = progress.attempts, "envelope done");

@@ -45,7 +45,7 @@ pub async fn pipeline(app: &TestApp, brokers: &str) -> Pipeline {
     config["consumer"]["group_id"] = json!(format!("notifier-{suffix}"));
     config["consumer"]["session_timeout_ms"] = json!(6000);
     config["smtp_url"] = json!(sink.url());
-    config["retry"] = json!({"initial_ms": 100, "max_ms": 1000, "give_up_after_seconds": 120});
+    config["retry"] = json!({"initial_ms": 100, "max_ms": 1000, "alert_after_seconds": 120});
     let config: notifier::Config = serde_json::from_value(config).expect("notifier config");
     let notifier = notifier::Application::with_pool(config, app.pool.clone())
         .await

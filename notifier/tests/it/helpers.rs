@@ -136,7 +136,7 @@ impl World {
             retry: RetrySettings {
                 initial_ms: 50,
                 max_ms: 400,
-                give_up_after_seconds: 600,
+                alert_after_seconds: 600,
             },
         }
     }
