@@ -12,7 +12,9 @@
 //! - `compose.yaml` runs every service with a `/readyz` health check, waits only on
 //!   services it has, and haproxy (`deploy/haproxy/compose.cfg`) balances both
 //!   gateways, keeps WebSockets open, and is a proxy the gateways trust;
-//! - every `ONSALE_` variable the manifests set is one the services read.
+//! - every `ONSALE_` variable the manifests set is one the services read;
+//! - `compose.yaml` ships no credential (the secrets have no default) and publishes
+//!   its ports on 127.0.0.1 unless told otherwise.
 //!
 //! Files only: no cluster, no Docker, no network.
 
@@ -769,6 +771,51 @@ fn compose_runs_every_service_with_health_checks() {
             );
         }
     }
+}
+
+/// Anyone running the compose file unchanged must not get a farm whose admin token,
+/// payment webhooks or caught mail a stranger can use: the secrets have no default
+/// (compose refuses to start without them), no secret-like setting anywhere in the
+/// file has one, and every published port listens on 127.0.0.1 unless the user says
+/// otherwise.
+#[test]
+fn compose_ships_no_credential_and_publishes_on_loopback_only() {
+    let compose = compose();
+    let env = &compose["x-onsale-env"];
+    for var in [
+        "ONSALE_AUTH__JWT_SECRET",
+        "ONSALE_PAYMENTS__WEBHOOK_SECRET",
+        "ONSALE_BOOTSTRAP_ADMIN",
+    ] {
+        let value = text(&env[var]);
+        assert!(
+            value.starts_with(&format!("${{{var}:?")),
+            "compose.yaml: {var} is {value:?}: compose must refuse to start without it"
+        );
+    }
+    let raw = read(&compose_path());
+    for (number, line) in raw.lines().enumerate() {
+        let secret_like = ["SECRET", "ADMIN", "TOKEN", "_KEY"]
+            .iter()
+            .any(|word| line.contains(word));
+        assert!(
+            !(secret_like && line.contains(":-")),
+            "compose.yaml:{}: a secret with a default: {line}",
+            number + 1
+        );
+    }
+    let mut published = 0;
+    for (name, service) in compose_services(&compose) {
+        for port in items(&service["ports"]) {
+            published += 1;
+            assert!(
+                text(port).starts_with("${ONSALE_BIND:-127.0.0.1}:"),
+                "compose.yaml: {name} publishes {:?} on every interface",
+                text(port)
+            );
+        }
+    }
+    assert!(published >= 2, "the site and the caught mail are published");
 }
 
 #[test]

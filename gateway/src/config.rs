@@ -158,6 +158,10 @@ impl Config {
 pub fn parse_bootstrap_admin(value: &str) -> Result<(String, SecretString), String> {
     match value.split_once(':') {
         Some((email, password)) if !email.is_empty() && !password.is_empty() => {
+            platform::settings::refuse_published_secret(
+                "the password of ONSALE_BOOTSTRAP_ADMIN",
+                password,
+            )?;
             Ok((email.to_owned(), SecretString::from(password.to_owned())))
         }
         _ => Err("ONSALE_BOOTSTRAP_ADMIN must be email:password".into()),
@@ -179,5 +183,14 @@ mod tests {
         assert!(parse_bootstrap_admin("no-colon").is_err());
         assert!(parse_bootstrap_admin(":password").is_err());
         assert!(parse_bootstrap_admin("root@example.com:").is_err());
+    }
+
+    #[test]
+    fn a_bootstrap_admin_password_printed_in_the_repository_is_refused() {
+        // compose.yaml's old default: anyone could sign in as its admin.
+        let refused =
+            parse_bootstrap_admin("admin@onsale.local:change-me-now").expect_err("refused");
+        assert!(refused.contains("ONSALE_BOOTSTRAP_ADMIN"), "{refused}");
+        assert!(parse_bootstrap_admin("admin@onsale.local:REPLACE").is_err());
     }
 }

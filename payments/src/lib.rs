@@ -89,6 +89,11 @@ impl Settings {
                 "payments.webhook_secret (ONSALE_PAYMENTS__WEBHOOK_SECRET) must be at least 16 bytes".into(),
             ));
         }
+        platform::settings::refuse_published_secret(
+            "payments.webhook_secret (ONSALE_PAYMENTS__WEBHOOK_SECRET)",
+            self.webhook_secret.expose_secret(),
+        )
+        .map_err(SettingsError::Invalid)?;
         if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(SettingsError::Invalid(
                 "payments.currency must be an ISO 4217 code such as EUR".into(),

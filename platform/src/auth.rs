@@ -49,6 +49,10 @@ impl TokenSettings {
                 "auth.jwt_secret must be at least {MIN_SECRET_BYTES} bytes"
             ));
         }
+        crate::settings::refuse_published_secret(
+            "auth.jwt_secret (ONSALE_AUTH__JWT_SECRET)",
+            self.jwt_secret.expose_secret(),
+        )?;
         if self.issuer.is_empty() || self.audience.is_empty() {
             return Err("auth.issuer and auth.audience must not be empty".to_owned());
         }

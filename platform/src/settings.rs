@@ -43,6 +43,32 @@ pub fn redis_defaults() -> serde_json::Value {
     serde_json::json!({ "url": "redis://127.0.0.1:6379", "key_prefix": "onsale" })
 }
 
+/// Secrets that have been printed in this repository's manifests and docs (the
+/// compose file's old defaults among them): anyone can read them, so a service
+/// refuses to start with one, as it refuses a secret too short.
+const PUBLISHED_SECRETS: &[&str] = &[
+    "compose-only-jwt-secret-replace-me-0123456789abcdef",
+    "compose-only-webhook-secret",
+    "change-me-now",
+];
+
+/// `Err` naming `setting` when `value` is a secret anyone could know: one printed in
+/// the repository, or a placeholder (`replace`, `change-me`, `changeme`, `example`,
+/// in any case).
+pub fn refuse_published_secret(setting: &str, value: &str) -> Result<(), String> {
+    let lower = value.to_ascii_lowercase();
+    let placeholder = ["replace", "change-me", "changeme", "example"]
+        .iter()
+        .any(|word| lower.contains(word));
+    if placeholder || PUBLISHED_SECRETS.contains(&value) {
+        return Err(format!(
+            "{setting} is an example value anyone can read; set a secret of your own \
+             (for example `openssl rand -hex 32`)"
+        ));
+    }
+    Ok(())
+}
+
 /// Errors while assembling a configuration, naming the variable to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -89,4 +115,24 @@ pub fn load<T: serde::de::DeserializeOwned>(
                 "{e} (set it with an ONSALE_ variable, `__` between levels)"
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_secrets_and_placeholders_are_refused() {
+        for value in [
+            "compose-only-jwt-secret-replace-me-0123456789abcdef",
+            "compose-only-webhook-secret",
+            "change-me-now",
+            "REPLACE_ME",
+            "my-example-secret-0123456789abcdef",
+        ] {
+            let refused = refuse_published_secret("auth.jwt_secret", value).expect_err(value);
+            assert!(refused.contains("auth.jwt_secret"), "{refused}");
+        }
+        assert!(refuse_published_secret("x", "9f2c4e1a7b3d5f6e8a0c2e4f6a8b0d1e").is_ok());
+    }
 }
