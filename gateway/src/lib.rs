@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef, MatchedPath, Request, State};
-use axum::http::{HeaderName, header};
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -264,6 +264,7 @@ pub fn router(
         // dropped, and the call gets a fresh one, so nobody writes fields into the
         // logs through it.
         .layer(middleware::map_request(drop_unfit_request_id))
+        .layer(middleware::map_response(security_headers))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]));
     Ok((router, limits, hub))
 }
@@ -327,6 +328,23 @@ async fn authenticate(
         parts.extensions.insert(caller);
     }
     next.run(Request::from_parts(parts, body)).await
+}
+
+/// On every answer: never sniffed as another type than it says, and no address of
+/// ours (an event's, an order's) sent on as a referrer. The pages add their own
+/// policy (`pages::CONTENT_SECURITY_POLICY`). HSTS belongs to whatever terminates
+/// TLS in front of the gateways.
+async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
 }
 
 /// Removes an `x-request-id` that [`platform::correlation::accept`] refuses.

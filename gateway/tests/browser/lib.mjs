@@ -48,11 +48,14 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const pages = []; // {name, page, console: [], errors: []}
 
 function watch(name, page) {
-  const w = { name, page, console: [], errors: [] };
+  const w = { name, page, console: [], errors: [], csp: [] };
   page.on('console', (msg) => {
     if (msg.type() === 'error' || msg.type() === 'warning') {
       w.console.push(`${msg.type()}: ${msg.text()}`);
     }
+    /* The pages are served under a strict Content-Security-Policy: anything it
+     * blocks fails the scenario, even when the step it broke went unnoticed. */
+    if (/Content Security Policy/i.test(msg.text())) w.csp.push(msg.text());
   });
   page.on('pageerror', (e) => w.errors.push(`uncaught: ${e.message}`));
   page.on('requestfailed', (r) => {
@@ -109,6 +112,12 @@ function run(main, { failureFile, reportOnPass = false }) {
   main()
     .then(() => {
       clearTimeout(deadline);
+      const blocked = pages.flatMap((w) => w.csp.map((t) => `${w.name}: ${t}`));
+      if (blocked.length) {
+        console.log(`FAILED: the Content-Security-Policy blocked ${blocked.length} loads:`);
+        for (const b of blocked) console.log(`    ${b}`);
+        process.exit(1);
+      }
       if (reportOnPass) report();
       log(`PASSED in ${((Date.now() - T0) / 1000).toFixed(1)} s`);
       process.exit(0);

@@ -131,3 +131,55 @@ async fn the_openapi_document_describes_the_v1_contract(pool: PgPool) {
         "the Swagger UI page must not load anything from the network"
     );
 }
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn pages_carry_a_strict_content_security_policy_and_every_answer_is_unsniffable(
+    pool: PgPool,
+) {
+    let app = spawn_app(pool).await;
+    let event = uuid::Uuid::now_v7();
+    for page in [
+        "/".to_owned(),
+        format!("/e/{event}"),
+        "/orders".to_owned(),
+        format!("/checkin/{event}"),
+        "/ops".to_owned(),
+        format!("/ops/events/{event}"),
+        "/static/style.css".to_owned(),
+    ] {
+        let answer = app.get(&page, None).await;
+        assert_eq!(answer.status(), StatusCode::OK, "{page}");
+        let header = |name: &str| {
+            answer
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let csp = header("content-security-policy");
+        for directive in [
+            "default-src 'self'",
+            "frame-ancestors 'none'",
+            "object-src 'none'",
+            "base-uri 'none'",
+        ] {
+            assert!(csp.contains(directive), "{page}: {csp:?} lacks {directive}");
+        }
+        assert_eq!(header("x-frame-options"), "DENY", "{page}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{page}");
+        assert_eq!(header("referrer-policy"), "no-referrer", "{page}");
+    }
+    // The API's answers, errors included, are never sniffed either.
+    for path in ["/v1/events", "/v1/no-such-thing"] {
+        let answer = app.get(path, None).await;
+        assert_eq!(
+            answer
+                .headers()
+                .get("x-content-type-options")
+                .and_then(|v| v.to_str().ok()),
+            Some("nosniff"),
+            "{path}"
+        );
+    }
+}
