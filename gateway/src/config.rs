@@ -40,6 +40,11 @@ pub struct AuthSettings {
     pub hash_queue: usize,
     /// Longest wait for a free hasher before a 503 `overloaded`.
     pub hash_wait_ms: u64,
+    /// Wrong passwords for one account, from anywhere, before its sign-ins are
+    /// refused for the rest of the window (`signin`).
+    pub signin_failures: u32,
+    /// The window those failures are counted in, from the first.
+    pub signin_window_seconds: u64,
 }
 
 impl AuthSettings {
@@ -88,6 +93,7 @@ impl Config {
             "auth": {
                 "issuer": "onsale", "audience": "onsale", "token_ttl_seconds": 3600,
                 "hash_queue": 32, "hash_wait_ms": 2000,
+                "signin_failures": 5, "signin_window_seconds": 60,
             },
             "limits": {
                 "per_ip_per_second": 50, "per_ip_burst": 100,

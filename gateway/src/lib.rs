@@ -23,6 +23,7 @@ pub mod limits;
 pub mod pages;
 pub mod restore;
 pub mod routes;
+pub mod signin;
 pub mod tokens;
 
 use std::net::SocketAddr;
@@ -70,6 +71,7 @@ pub struct GatewayState {
     pub issuer: Arc<TokenIssuer>,
     pub limits: Arc<RateLimits>,
     pub hasher: Arc<Hasher>,
+    pub signin: Arc<signin::SignInThrottle>,
 }
 
 #[derive(OpenApi)]
@@ -128,6 +130,12 @@ pub fn router(
         issuer: Arc::new(tokens::issuer(&config.auth)),
         limits: limits.clone(),
         hasher: Arc::new(Hasher::from_settings(&config.auth)),
+        signin: Arc::new(signin::SignInThrottle::new(
+            redis.clone(),
+            &config.redis.key_prefix,
+            config.auth.signin_failures,
+            std::time::Duration::from_secs(config.auth.signin_window_seconds),
+        )),
     };
     let keys = Keys::new(config.redis.key_prefix.clone());
     let (redis_for_payments, keys_for_payments) = (redis.clone(), keys.clone());

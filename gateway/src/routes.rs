@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use platform::auth::{Admin, Caller};
 use platform::http::{Json, Path};
 use proto::wire::auth::{AccessToken, Credentials, Registered, SetRole, User};
@@ -68,6 +69,7 @@ async fn register(
     responses(
         (status = 200, body = AccessToken),
         (status = 401, body = ErrorBody, description = "`invalid_credentials`"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`: too many failed sign-ins for this account (from any address) or from this address; `Retry-After` says when to come back"),
         (status = 503, body = ErrorBody, description = "`overloaded`: too many password checks at once; `Retry-After` says when to come back"),
     )
 )]
@@ -75,24 +77,40 @@ async fn login(
     State(state): State<GatewayState>,
     State(issuer): State<Arc<TokenIssuer>>,
     Json(credentials): Json<Credentials>,
-) -> Result<Json<AccessToken>, ErrorBody> {
-    let account = accounts::authenticate(
+) -> Result<Json<AccessToken>, Response> {
+    state
+        .signin
+        .check(&credentials.email)
+        .await
+        .map_err(|throttled| {
+            metrics::counter!("onsale_logins_total", "outcome" => "throttled").increment(1);
+            throttled.into_response()
+        })?;
+    let account = match accounts::authenticate(
         &state.pool,
         &state.hasher,
         &credentials.email,
         SecretString::from(credentials.password),
     )
     .await
-    .inspect_err(|error| {
-        let outcome = match error {
-            AccountError::Busy => "overloaded",
-            _ => "refused",
-        };
-        metrics::counter!("onsale_logins_total", "outcome" => outcome).increment(1)
-    })?;
+    {
+        Ok(account) => account,
+        Err(error) => {
+            let outcome = match error {
+                AccountError::Busy => "overloaded",
+                _ => "refused",
+            };
+            metrics::counter!("onsale_logins_total", "outcome" => outcome).increment(1);
+            if matches!(error, AccountError::InvalidCredentials) {
+                state.signin.failed(&credentials.email).await;
+            }
+            return Err(ErrorBody::from(error).into_response());
+        }
+    };
+    state.signin.succeeded(&credentials.email).await;
     let access_token = issuer.issue(account.user_id, account.role()).map_err(|e| {
         tracing::error!(error = %e, "signing a token failed");
-        ErrorBody::new(ErrorCode::Internal, "internal error")
+        ErrorBody::new(ErrorCode::Internal, "internal error").into_response()
     })?;
     metrics::counter!("onsale_logins_total", "outcome" => "ok").increment(1);
     Ok(Json(AccessToken {

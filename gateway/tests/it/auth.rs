@@ -105,6 +105,52 @@ async fn a_wrong_password_or_unknown_email_is_refused(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn wrong_passwords_from_many_addresses_lock_the_account_not_the_others(pool: PgPool) {
+    // The gateway believes a trusted proxy's X-Forwarded-For: each guess comes from
+    // another address, as credential stuffing spread over a botnet would.
+    let app = spawn_app_with(pool, |config| {
+        config.limits.trusted_proxies = "127.0.0.1/32".into();
+        config.auth.signin_failures = 3;
+    })
+    .await;
+    app.fan_token("victim@example.com").await;
+    app.fan_token("bystander@example.com").await;
+    let login = |email: &str, password: &str, from: u8| {
+        let request = app
+            .client
+            .post(app.url("/v1/auth/login"))
+            .header("x-forwarded-for", format!("198.51.100.{from}"))
+            .json(&json!({"email": email, "password": password}));
+        async move { request.send().await.expect("sent") }
+    };
+    for from in 1..=3 {
+        let wrong = login("victim@example.com", "guess-number-one", from).await;
+        assert_error(wrong, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    }
+    // The fourth try, from yet another address and even with the right password
+    // (in any case of the email), waits out the window.
+    let locked = login("Victim@Example.com", "fan-password-1", 4).await;
+    let retry_after: u64 = locked
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("retry-after");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body = assert_error(locked, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("this account"),
+        "{body}"
+    );
+    // Another account is not held back by it.
+    let other = login("bystander@example.com", "fan-password-1", 4).await;
+    assert_eq!(other.status(), StatusCode::OK);
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
 async fn forged_expired_and_foreign_tokens_are_refused(pool: PgPool) {
     let app = spawn_app(pool).await;
     let admin = claims(Role::Admin, 600);

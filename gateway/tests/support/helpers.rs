@@ -38,6 +38,8 @@ pub fn config(prefix: &str) -> Config {
             hash_concurrency: None,
             hash_queue: 32,
             hash_wait_ms: 2_000,
+            signin_failures: 5,
+            signin_window_seconds: 60,
         },
         limits: LimitSettings {
             per_ip_per_second: 10_000,

@@ -1,0 +1,113 @@
+//! Per-account sign-in throttling, across every gateway: after `failures` wrong
+//! passwords for one account within `window`, whatever the addresses they came
+//! from, its sign-ins are refused (429 `rate_limited`, with `Retry-After`) until the
+//! window ends, the right password included. The per-address limit stops one
+//! machine; this stops credential stuffing spread over many, at the speed of a
+//! few guesses a minute per account instead of the speed of the cores.
+//!
+//! The count lives in Redis under a hash of the normalized email (no address in a
+//! key name), so every gateway behind the load balancer shares it. A sign-in that
+//! succeeds clears it. When Redis does not answer, sign-in is not blocked: the
+//! per-address limit and the hashing cap still hold, and the failure is logged.
+
+use std::time::Duration;
+
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use platform::store::Redis;
+use proto::{ErrorBody, ErrorCode};
+use sha2::{Digest, Sha256};
+
+pub struct SignInThrottle {
+    redis: Redis,
+    prefix: String,
+    failures: u32,
+    window: Duration,
+}
+
+/// Why a sign-in may not be tried now: how long until it may.
+pub struct Throttled(pub Duration);
+
+impl IntoResponse for Throttled {
+    fn into_response(self) -> Response {
+        metrics::counter!("onsale_rate_limited_total", "limiter" => "account").increment(1);
+        let seconds = self.0.as_secs().max(1);
+        let mut response = ErrorBody::new(
+            ErrorCode::RateLimited,
+            format!("too many failed sign-ins for this account; try again in {seconds} s"),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert("retry-after", HeaderValue::from(seconds));
+        response
+    }
+}
+
+impl SignInThrottle {
+    pub fn new(redis: Redis, prefix: &str, failures: u32, window: Duration) -> Self {
+        Self {
+            redis,
+            prefix: prefix.to_owned(),
+            failures,
+            window,
+        }
+    }
+
+    fn key(&self, email: &str) -> String {
+        let digest = Sha256::digest(email.trim().to_lowercase().as_bytes());
+        format!("{}:signin:{}", self.prefix, hex::encode(&digest[..16]))
+    }
+
+    /// `Err` when the account has used up its failures in the current window.
+    pub async fn check(&self, email: &str) -> Result<(), Throttled> {
+        let mut redis = self.redis.clone();
+        let reply: redis::RedisResult<(Option<u32>, i64)> = redis::pipe()
+            .get(self.key(email))
+            .pttl(self.key(email))
+            .query_async(&mut redis)
+            .await;
+        match reply {
+            Ok((Some(count), pttl)) if count >= self.failures => {
+                let left = u64::try_from(pttl).map_or(self.window, Duration::from_millis);
+                Err(Throttled(left))
+            }
+            Ok(_) => Ok(()),
+            Err(error) => {
+                tracing::warn!(%error, "sign-in throttle unavailable; not throttling");
+                Ok(())
+            }
+        }
+    }
+
+    /// Counts a wrong password; the window starts at the first.
+    pub async fn failed(&self, email: &str) {
+        let mut redis = self.redis.clone();
+        let key = self.key(email);
+        let counted: redis::RedisResult<()> = redis::pipe()
+            .incr(&key, 1)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(self.window.as_secs().max(1))
+            .arg("NX")
+            .ignore()
+            .query_async(&mut redis)
+            .await;
+        if let Err(error) = counted {
+            tracing::warn!(%error, "counting a failed sign-in failed");
+        }
+    }
+
+    /// A right password clears the count.
+    pub async fn succeeded(&self, email: &str) {
+        let mut redis = self.redis.clone();
+        let cleared: redis::RedisResult<()> = redis::cmd("DEL")
+            .arg(self.key(email))
+            .query_async(&mut redis)
+            .await;
+        if let Err(error) = cleared {
+            tracing::warn!(%error, "clearing the sign-in count failed");
+        }
+    }
+}
