@@ -23,7 +23,6 @@ say()  { printf '\033[1m[stack]\033[0m %s\n' "$*" >&2; }
 warn() { printf '\033[1;33m[stack] %s\033[0m\n' "$*" >&2; }
 die()  { printf '\033[1;31m[stack] %s\033[0m\n' "$*" >&2; exit 1; }
 
-# A TCP port on 127.0.0.1 that nothing listens on.
 # keep_secret <VAR> <file> <bytes>: a secret for the dev farm. A value the caller
 # set in VAR wins; otherwise one made once from /dev/urandom (<bytes> bytes, hex) is
 # kept in <file>, so tokens and signed webhooks stay valid across restarts. Exports
@@ -41,6 +40,7 @@ keep_secret() {
     say "$var: generated, kept in $file (set $var to use your own)"
 }
 
+# A TCP port on 127.0.0.1 that nothing listens on.
 free_port() {
     if command -v python3 >/dev/null 2>&1; then
         python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

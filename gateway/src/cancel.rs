@@ -147,15 +147,20 @@ async fn cancel(
     let (progress, first) =
         payments::cancel::start(payments, event_id, caller.user_id, &body.reason).await?;
     if first {
-        // The sale's audit log says who cancelled the show, and why.
-        sale::audit(
+        // The sale's audit log says who cancelled the show, and why. The
+        // cancellation stands whether or not its entry could be written (as an
+        // operator's refund does): a retry would not write it either.
+        if let Err(error) = sale::audit(
             &payments.pool,
             event_id,
             Some(caller.user_id),
             "cancel",
             serde_json::json!({"reason": progress.reason}),
         )
-        .await?;
+        .await
+        {
+            tracing::error!(%event_id, %error, "a cancellation is not in the audit log");
+        }
     }
     Ok((StatusCode::ACCEPTED, Json(progress)))
 }

@@ -12,10 +12,8 @@
 
 use std::time::Duration;
 
-use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use platform::store::Redis;
-use proto::{ErrorBody, ErrorCode};
 use sha2::{Digest, Sha256};
 
 pub struct SignInThrottle {
@@ -30,17 +28,7 @@ pub struct Throttled(pub Duration);
 
 impl IntoResponse for Throttled {
     fn into_response(self) -> Response {
-        metrics::counter!("onsale_rate_limited_total", "limiter" => "account").increment(1);
-        let seconds = self.0.as_secs().max(1);
-        let mut response = ErrorBody::new(
-            ErrorCode::RateLimited,
-            format!("too many failed sign-ins for this account; try again in {seconds} s"),
-        )
-        .into_response();
-        response
-            .headers_mut()
-            .insert("retry-after", HeaderValue::from(seconds));
-        response
+        crate::limits::too_many(self.0, "account")
     }
 }
 
@@ -62,9 +50,10 @@ impl SignInThrottle {
     /// `Err` when the account has used up its failures in the current window.
     pub async fn check(&self, email: &str) -> Result<(), Throttled> {
         let mut redis = self.redis.clone();
+        let key = self.key(email);
         let reply: redis::RedisResult<(Option<u32>, i64)> = redis::pipe()
-            .get(self.key(email))
-            .pttl(self.key(email))
+            .get(&key)
+            .pttl(&key)
             .query_async(&mut redis)
             .await;
         match reply {

@@ -186,10 +186,13 @@ pub fn sale_lock(param: &str) -> String {
 }
 
 /// Whether the event has been cancelled.
-pub async fn cancelled(pool: &PgPool, event_id: EventId) -> Result<bool, sqlx::Error> {
+pub async fn cancelled<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    event_id: EventId,
+) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM payments.cancellations WHERE event_id = $1)")
         .bind(event_id)
-        .fetch_one(pool)
+        .fetch_one(db)
         .await
 }
 

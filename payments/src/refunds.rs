@@ -335,13 +335,7 @@ pub async fn approve(
 /// Read in the refund's transaction: a second connection taken while the order is
 /// locked could wait for good on a pool that every locked refund holds.
 async fn check_policy(tx: &mut sqlx::PgConnection, order: &OrderRow) -> Result<i64, Error> {
-    let cancelled: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM payments.cancellations WHERE event_id = $1)",
-    )
-    .bind(order.event_id)
-    .fetch_one(tx)
-    .await?;
-    if cancelled {
+    if orders::cancelled(tx, order.event_id).await? {
         return Err(refused(
             ErrorCode::EventCancelled,
             "the event is cancelled: every order is being refunded in full",

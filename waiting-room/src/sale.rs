@@ -608,15 +608,19 @@ pub async fn mirror_farm_states(
     let states: Vec<Option<String>> = pipe.query_async(redis).await?;
     let mut recorded = 0;
     for ((event_id, recorded_state), state) in live.into_iter().zip(states) {
-        let (to, from, action): (SaleState, &[&str], &str) = match state.as_deref() {
-            Some("sold_out") if recorded_state != "sold_out" => {
-                (SaleState::SoldOut, &["open", "paused"], "sold_out")
-            }
-            Some("open") if recorded_state == "sold_out" => {
-                (SaleState::Open, &["sold_out"], "reopened")
-            }
-            _ => continue,
-        };
+        let sold_out = SaleState::SoldOut.as_str();
+        let (to, from, action): (SaleState, &[&str], &str) =
+            match state.as_deref().and_then(SaleState::parse) {
+                Some(SaleState::SoldOut) if recorded_state != sold_out => (
+                    SaleState::SoldOut,
+                    &[SaleState::Open.as_str(), SaleState::Paused.as_str()],
+                    "sold_out",
+                ),
+                Some(SaleState::Open) if recorded_state == sold_out => {
+                    (SaleState::Open, &[sold_out], "reopened")
+                }
+                _ => continue,
+            };
         let changed = sqlx::query(
             "UPDATE waiting_room.sales SET state = $2, updated_at = now()
              WHERE event_id = $1 AND state = ANY($3)",

@@ -155,6 +155,12 @@ async fn set_ttl(
     let pattern = format!("{}:{tag}:*", keys.prefix());
     let request_prefix = keys.request_named(event, "");
     let lease = keys.lease(event);
+    let set = |pipe: &mut redis::Pipeline, key: &str| {
+        match ttl_seconds {
+            Some(ttl) => pipe.expire(key, ttl as i64).ignore(),
+            None => pipe.persist(key).ignore(),
+        };
+    };
     let mut cursor: u64 = 0;
     let mut changed = 0;
     loop {
@@ -163,12 +169,6 @@ async fn set_ttl(
             .scan_near(&keys.sale(event), cursor, &pattern, 1_000)
             .await?;
         let mut pipe = redis::pipe();
-        let set = |pipe: &mut redis::Pipeline, key: &str| {
-            match ttl_seconds {
-                Some(ttl) => pipe.expire(key, ttl as i64).ignore(),
-                None => pipe.persist(key).ignore(),
-            };
-        };
         // The lease keeps its own time: a retired event's lease lapses as usual, so
         // a worker may take the event again at once if its sale opens again.
         let found: Vec<&String> = found.iter().filter(|key| **key != lease).collect();
