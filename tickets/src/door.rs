@@ -395,7 +395,14 @@ impl Door {
                  -- statement began, or whose ticket a refund voided meanwhile, cannot
                  -- be told apart here: nothing is stored, and the scan is answered 503
                  -- and sent again (it then reads the ticket's new state).
-                 WHERE NOT $12 OR f.scan_id IS NOT NULL
+                 WHERE (NOT $12 OR f.scan_id IS NOT NULL)
+                 -- An exit Redis decided after an admission whose ledger write has not
+                 -- landed yet (two scanners, one ticket, moments apart): the entry it
+                 -- closes is not here to close. Nothing is stored, the exit is answered
+                 -- 503 and sent again, and finds the entry then; answering it now would
+                 -- leave the entry open in the ledger and closed in Redis.
+                   AND (NOT $13 OR EXISTS (
+                       SELECT 1 FROM tickets.entries WHERE ticket_id = $3 AND entry_no = $10))
              ),
              stored AS (
                  INSERT INTO tickets.scans (scan_id, event_id, ticket_id, direction, result,

@@ -282,6 +282,86 @@ async fn the_ledger_refuses_a_second_entry_when_redis_has_lost_the_door(pool: Pg
 }
 
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn an_exit_that_overtakes_its_entrys_ledger_write_is_sent_again_not_lost(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let (admin, event, _worker) = open_sale(&app, 120).await;
+    let (_, order) = paid_order(&app, &event, 1).await;
+    let code = order["tickets"][0]["code"].as_str().unwrap().to_owned();
+    let ticket: proto::TicketId = order["tickets"][0]["ticket_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let door = staff(&app, &admin, &event).await;
+    let event_id: proto::EventId = event.parse().unwrap();
+    // Gate A's entry is decided in Redis; its ledger write is still on its way.
+    let entry = scan(&code, "Gate A");
+    let entry_id: uuid::Uuid = entry["scan_id"].as_str().unwrap().parse().unwrap();
+    let mut redis = app.redis.clone();
+    let (outcome, ..): (String, i32, String, i64, String) = proto::scripts::redeem(
+        &app.keys,
+        event_id,
+        ticket,
+        proto::wire::tickets::Direction::Entry,
+        entry_id,
+        chrono::Utc::now().timestamp_millis(),
+        "Gate A",
+        "none",
+    )
+    .invoke_async(&mut redis)
+    .await
+    .unwrap();
+    assert_eq!(outcome, "admitted");
+
+    // Gate B scans the same fan out before that write lands: not answered yet.
+    let mut exit = scan(&code, "Gate B");
+    exit["direction"] = json!("exit");
+    let response = app
+        .post(
+            &format!("/v1/events/{event}/scans"),
+            Some(&door),
+            &json!({ "scans": [exit.clone()] }),
+        )
+        .await;
+    assert_error(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    )
+    .await;
+    assert_eq!(
+        app.count("tickets.scans").await,
+        0,
+        "nothing stored for the exit"
+    );
+
+    // Gate A's write lands (its retry), then Gate B's retry: both recorded, in order.
+    assert_eq!(
+        one_scan(&app, &door, &event, entry).await["result"],
+        "admitted"
+    );
+    assert_eq!(
+        one_scan(&app, &door, &event, exit).await["result"],
+        "exited"
+    );
+    let (open,): (bool,) = sqlx::query_as(
+        "SELECT exited_at IS NULL FROM tickets.entries WHERE ticket_id = $1 AND entry_no = 1",
+    )
+    .bind(ticket)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(!open, "the ledger has the fan out, as Redis does");
+    let record: String = redis::cmd("HGET")
+        .arg(app.keys.door(event_id))
+        .arg(ticket.to_string())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(record.starts_with("out|1|"), "{record}");
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
 async fn a_reissue_revokes_the_old_code_online_and_in_the_list(pool: PgPool) {
     let app = spawn_app(pool).await;
     let (admin, event, _worker) = open_sale(&app, 120).await;

@@ -335,6 +335,14 @@ impl Operator {
     clippy::too_many_arguments,
     reason = "each fault's target, named at the call"
 )]
+/// A fault's moment, on stderr: the timeline a violation is read against.
+fn struck(fault: &str) {
+    eprintln!(
+        "chaos: {} {fault}",
+        chrono::Utc::now().format("%H:%M:%S%.3f")
+    );
+}
+
 pub async fn nemesis(
     farm: &mut Farm,
     rng: &mut StdRng,
@@ -385,6 +393,7 @@ pub async fn nemesis(
             operator.lose_and_restore(gap).await?;
             last_loss = tokio::time::Instant::now();
             *injected.entry(LOSS).or_default() += 1;
+            struck(LOSS);
         } else if let Some(redis) = own_redis.as_deref_mut()
             && last_restart.elapsed() > Duration::from_secs(6)
             && (rng.random_bool(0.2) || last_restart.elapsed() > Duration::from_secs(12))
@@ -392,6 +401,7 @@ pub async fn nemesis(
             redis.restart().await?;
             last_restart = tokio::time::Instant::now();
             *injected.entry(RESTART).or_default() += 1;
+            struck(RESTART);
         } else if let Some(postgres) = own_postgres.as_ref()
             && last_pg_restart.elapsed() > Duration::from_secs(6)
             && (rng.random_bool(0.2) || last_pg_restart.elapsed() > Duration::from_secs(12))
@@ -402,10 +412,12 @@ pub async fn nemesis(
                 .context("restarting postgres")?;
             last_pg_restart = tokio::time::Instant::now();
             *injected.entry(PG_RESTART).or_default() += 1;
+            struck(PG_RESTART);
         } else if rng.random_bool(0.15) || last_cut.elapsed() > Duration::from_secs(8) {
             cut_worker_connections(pool).await?;
             last_cut = tokio::time::Instant::now();
             *injected.entry(CUT).or_default() += 1;
+            struck(CUT);
         } else if rng.random_bool(0.6) {
             let process = &mut farm.processes[victim];
             signal(process.child.id(), "STOP")?;
@@ -413,6 +425,7 @@ pub async fn nemesis(
             let for_ms = rng.random_range(200..3_000);
             resume.push((now + Duration::from_millis(for_ms), process.name.clone()));
             *injected.entry(STOP).or_default() += 1;
+            struck(STOP);
         } else {
             let mut process = farm.processes.remove(victim);
             process.child.kill().context("SIGKILL")?;
@@ -420,6 +433,7 @@ pub async fn nemesis(
             drop(process);
             farm.spawn()?;
             *injected.entry(KILL).or_default() += 1;
+            struck(KILL);
         }
     }
     farm.heal()?;
