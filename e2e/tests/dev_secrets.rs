@@ -74,9 +74,13 @@ fn a_secret_the_user_sets_wins_and_a_made_one_is_kept() {
 }
 
 #[test]
-fn deploy_run_takes_both_secrets_through_keep_secret() {
+fn deploy_run_takes_every_secret_through_keep_secret() {
     let run = std::fs::read_to_string(workspace().join("deploy/run")).expect("deploy/run");
-    for var in ["ONSALE_AUTH__JWT_SECRET", "ONSALE_PAYMENTS__WEBHOOK_SECRET"] {
+    for var in [
+        "ONSALE_AUTH__JWT_SECRET",
+        "ONSALE_AUTH__IDEMPOTENCY_SECRET",
+        "ONSALE_PAYMENTS__WEBHOOK_SECRET",
+    ] {
         assert!(
             run.lines().any(|line| line
                 .trim_start()

@@ -784,6 +784,7 @@ fn compose_ships_no_credential_and_publishes_on_loopback_only() {
     let env = &compose["x-onsale-env"];
     for var in [
         "ONSALE_AUTH__JWT_SECRET",
+        "ONSALE_AUTH__IDEMPOTENCY_SECRET",
         "ONSALE_PAYMENTS__WEBHOOK_SECRET",
         "ONSALE_BOOTSTRAP_ADMIN",
     ] {

@@ -238,6 +238,8 @@ pub struct Account {
     pub user_id: UserId,
     pub email: String,
     pub role: String,
+    /// The version its new tokens carry (`gateway.users.token_version`).
+    pub token_version: i64,
 }
 
 impl Account {
@@ -286,22 +288,24 @@ pub async fn authenticate(
     // What cannot be an address has no account: no query (a NUL would not even
     // reach Postgres), but the same hashing work as a wrong password.
     let email = normalize_email(email).unwrap_or_default();
-    let row: Option<(UserId, String, String, String)> = if email.is_empty() {
+    let row: Option<(UserId, String, String, i64, String)> = if email.is_empty() {
         None
     } else {
         sqlx::query_as(
-            "SELECT user_id, email, role, password_hash FROM gateway.users WHERE email = $1",
+            "SELECT user_id, email, role, token_version, password_hash FROM gateway.users
+             WHERE email = $1",
         )
         .bind(&email)
         .fetch_optional(pool)
         .await?
     };
     let (account, hash) = match row {
-        Some((user_id, email, role, hash)) => (
+        Some((user_id, email, role, token_version, hash)) => (
             Some(Account {
                 user_id,
                 email,
                 role,
+                token_version,
             }),
             Some(hash),
         ),
@@ -314,23 +318,27 @@ pub async fn authenticate(
 }
 
 pub async fn get(pool: &PgPool, user_id: UserId) -> Result<Account, AccountError> {
-    sqlx::query_as("SELECT user_id, email, role FROM gateway.users WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_optional(pool)
-        .await?
-        .ok_or(AccountError::UserNotFound(user_id))
+    sqlx::query_as(
+        "SELECT user_id, email, role, token_version FROM gateway.users WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(AccountError::UserNotFound(user_id))
 }
 
 /// Gives `user_id` the role `role`, on `by`'s word, and records the change in
 /// `gateway.role_changes`. Refused when it would leave nobody with the admin role:
 /// the admins are locked first, so two admins demoting each other at once cannot
-/// both succeed.
+/// both succeed. A change raises the account's token version (its tokens carrying
+/// the old role are refused once the caller publishes it); returns whether the role
+/// changed.
 pub async fn set_role(
     pool: &PgPool,
     user_id: UserId,
     role: Role,
     by: UserId,
-) -> Result<Account, AccountError> {
+) -> Result<(Account, bool), AccountError> {
     let mut tx = pool.begin().await?;
     let admins: Vec<UserId> = sqlx::query_scalar(
         "SELECT user_id FROM gateway.users WHERE role = 'admin' ORDER BY user_id FOR UPDATE",
@@ -349,7 +357,9 @@ pub async fn set_role(
     let account: Account = sqlx::query_as(
         "WITH logged AS (INSERT INTO gateway.role_changes (user_id, from_role, to_role, changed_by)
                          SELECT $1, $3, $2, $4 WHERE $3 <> $2)
-         UPDATE gateway.users SET role = $2 WHERE user_id = $1 RETURNING user_id, email, role",
+         UPDATE gateway.users
+            SET role = $2, token_version = token_version + (CASE WHEN $3 <> $2 THEN 1 ELSE 0 END)
+          WHERE user_id = $1 RETURNING user_id, email, role, token_version",
     )
     .bind(user_id)
     .bind(role.as_str())
@@ -358,10 +368,11 @@ pub async fn set_role(
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    if from != role.as_str() {
+    let changed = from != role.as_str();
+    if changed {
         tracing::info!(target: "audit", %user_id, from, to = role.as_str(), by = %by, "role changed");
     }
-    Ok(account)
+    Ok((account, changed))
 }
 
 /// Makes sure the bootstrap admin exists with this password and the admin role.

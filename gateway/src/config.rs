@@ -29,8 +29,16 @@ pub struct Config {
 pub struct AuthSettings {
     #[serde(flatten)]
     pub token: TokenSettings,
-    /// Lifetime of an access token.
+    /// Lifetime of an access token (short: a refresh gives the next one).
     pub token_ttl_seconds: u64,
+    /// How long a sign-in can be refreshed before its fan signs in again.
+    pub refresh_ttl_seconds: u64,
+    /// Keys the Idempotency-Key fingerprints (`ONSALE_AUTH__IDEMPOTENCY_SECRET`):
+    /// its own secret, so rotating the signing key leaves retries in flight alone.
+    /// Unset, the signing secret serves (and a rotation turns retries of requests
+    /// made before it into `idempotency_key_reused`).
+    #[serde(default)]
+    pub idempotency_secret: Option<SecretString>,
     /// Password hashes (registration, login) computed at once; unset, one per core.
     /// Each takes a core for tens of milliseconds, so more at once only slows all.
     #[serde(default)]
@@ -48,6 +56,13 @@ pub struct AuthSettings {
 }
 
 impl AuthSettings {
+    /// The key of the idempotency fingerprints.
+    pub fn idempotency_secret(&self) -> SecretString {
+        self.idempotency_secret
+            .clone()
+            .unwrap_or_else(|| self.token.jwt_secret.clone())
+    }
+
     /// Hashes computed at once: the setting, or one per core.
     pub fn hash_concurrency(&self) -> usize {
         self.hash_concurrency.unwrap_or_else(|| {
@@ -91,7 +106,8 @@ impl Config {
             "database": platform::settings::database_defaults(32),
             "redis": platform::settings::redis_defaults(),
             "auth": {
-                "issuer": "onsale", "audience": "onsale", "token_ttl_seconds": 3600,
+                "issuer": "onsale", "audience": "onsale", "token_ttl_seconds": 900,
+                "refresh_ttl_seconds": 1_209_600,
                 "hash_queue": 32, "hash_wait_ms": 2000,
                 "signin_failures": 5, "signin_window_seconds": 60,
             },
@@ -118,6 +134,24 @@ impl Config {
             return Err(SettingsError::Invalid(
                 "auth.token_ttl_seconds must be positive".into(),
             ));
+        }
+        if self.auth.refresh_ttl_seconds < self.auth.token_ttl_seconds {
+            return Err(SettingsError::Invalid(
+                "auth.refresh_ttl_seconds must be at least auth.token_ttl_seconds".into(),
+            ));
+        }
+        if let Some(secret) = &self.auth.idempotency_secret {
+            if secret.expose_secret().len() < platform::auth::MIN_SECRET_BYTES {
+                return Err(SettingsError::Invalid(format!(
+                    "auth.idempotency_secret must be at least {} bytes",
+                    platform::auth::MIN_SECRET_BYTES
+                )));
+            }
+            platform::settings::refuse_published_secret(
+                "auth.idempotency_secret (ONSALE_AUTH__IDEMPOTENCY_SECRET)",
+                secret.expose_secret(),
+            )
+            .map_err(SettingsError::Invalid)?;
         }
         if self.auth.hash_concurrency == Some(0) {
             return Err(SettingsError::Invalid(

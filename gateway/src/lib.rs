@@ -23,6 +23,7 @@ pub mod limits;
 pub mod pages;
 pub mod restore;
 pub mod routes;
+pub mod sessions;
 pub mod signin;
 pub mod tokens;
 
@@ -72,6 +73,9 @@ pub struct GatewayState {
     pub limits: Arc<RateLimits>,
     pub hasher: Arc<Hasher>,
     pub signin: Arc<signin::SignInThrottle>,
+    /// Sessions: how long one may be refreshed, and where revocations go.
+    pub refresh_ttl: Duration,
+    pub key_prefix: String,
 }
 
 #[derive(OpenApi)]
@@ -121,7 +125,11 @@ pub fn router(
     pool: PgPool,
     redis: Redis,
 ) -> anyhow::Result<(Router, Arc<RateLimits>, Arc<realtime::Hub>)> {
-    let verifier = Arc::new(TokenVerifier::new(&config.auth.token));
+    // Every verifier of this process refuses what the revocation list holds; the
+    // listener (below, stopped with the hub) keeps it current.
+    let revocations = platform::sessions::Revocations::new();
+    let verifier =
+        Arc::new(TokenVerifier::new(&config.auth.token).with_revocations(revocations.clone()));
     let limits = Arc::new(RateLimits::new(&config.limits));
     let state = GatewayState {
         pool: pool.clone(),
@@ -136,18 +144,28 @@ pub fn router(
             config.auth.signin_failures,
             std::time::Duration::from_secs(config.auth.signin_window_seconds),
         )),
+        refresh_ttl: Duration::from_secs(config.auth.refresh_ttl_seconds),
+        key_prefix: config.redis.key_prefix.clone(),
     };
     let keys = Keys::new(config.redis.key_prefix.clone());
     let (redis_for_payments, keys_for_payments) = (redis.clone(), keys.clone());
     // The live sockets answer at the same address as the rest of the API; a load
     // balancer may route their path to realtime nodes instead (docs/REALTIME.md).
+    let store = platform::store::Store::open(config.redis.url.expose_secret())
+        .context("parsing redis.url")?;
     let hub = realtime::Hub::new(
-        platform::store::Store::open(config.redis.url.expose_secret())
-            .context("parsing redis.url")?,
+        store.clone(),
         redis.clone(),
         pool.clone(),
         keys.clone(),
         config.live.clone(),
+    );
+    platform::sessions::spawn_listener(
+        store,
+        redis.clone(),
+        config.redis.key_prefix.clone(),
+        revocations,
+        hub.stopping(),
     );
     let live = realtime::RealtimeState {
         hub: hub.clone(),
@@ -225,7 +243,7 @@ pub fn router(
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with((*pool.connect_options()).clone()),
         body_limit: config.limits.body_bytes,
-        secret: config.auth.token.jwt_secret.clone(),
+        secret: config.auth.idempotency_secret(),
     };
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::router().with_state(state.clone()))

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use platform::auth::{Admin, Caller};
 use platform::http::{Json, Path};
-use proto::wire::auth::{AccessToken, Credentials, Registered, SetRole, User};
+use proto::wire::auth::{AccessToken, Credentials, RefreshRequest, Registered, SetRole, User};
 use proto::{ErrorBody, ErrorCode, Role, UserId};
 use secrecy::SecretString;
 use utoipa_axum::router::OpenApiRouter;
@@ -15,12 +15,16 @@ use utoipa_axum::routes;
 
 use crate::GatewayState;
 use crate::accounts::{self, Account, AccountError};
+use crate::sessions;
 use crate::tokens::TokenIssuer;
 
 pub fn router() -> OpenApiRouter<GatewayState> {
     OpenApiRouter::new()
         .routes(routes!(register))
         .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+        .routes(routes!(logout_all))
         .routes(routes!(me))
         .routes(routes!(set_role))
 }
@@ -108,16 +112,197 @@ async fn login(
         }
     };
     state.signin.succeeded(&credentials.email).await;
-    let access_token = issuer.issue(account.user_id, account.role()).map_err(|e| {
-        tracing::error!(error = %e, "signing a token failed");
-        ErrorBody::new(ErrorCode::Internal, "internal error").into_response()
-    })?;
+    let expires_at = chrono::Utc::now()
+        + chrono::Duration::from_std(state.refresh_ttl).unwrap_or(chrono::Duration::days(14));
+    let (session_id, refresh_token) = sessions::open(&state.pool, account.user_id, expires_at)
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "opening a session failed");
+            ErrorBody::new(ErrorCode::ServiceUnavailable, "try again shortly").into_response()
+        })?;
     metrics::counter!("onsale_logins_total", "outcome" => "ok").increment(1);
-    Ok(Json(AccessToken {
+    pair(&issuer, &account, session_id, refresh_token, expires_at)
+        .map(Json)
+        .map_err(IntoResponse::into_response)
+}
+
+/// An access token for `account` in `session_id`, with the session's next refresh
+/// token.
+fn pair(
+    issuer: &TokenIssuer,
+    account: &accounts::Account,
+    session_id: uuid::Uuid,
+    refresh_token: String,
+    expires_at: chrono::DateTime<chrono::Utc>,
+) -> Result<AccessToken, ErrorBody> {
+    let access_token = issuer
+        .issue_in(
+            account.user_id,
+            account.role(),
+            Some(session_id),
+            account.token_version,
+        )
+        .map_err(|e| {
+            tracing::error!(error = %e, "signing a token failed");
+            ErrorBody::new(ErrorCode::Internal, "internal error")
+        })?;
+    Ok(AccessToken {
         access_token,
         token_type: "Bearer".into(),
         expires_in: issuer.ttl_seconds(),
-    }))
+        refresh_token,
+        refresh_expires_in: (expires_at - chrono::Utc::now()).num_seconds().max(0) as u64,
+    })
+}
+
+/// How long a revocation must be remembered: as long as a token it refuses can
+/// live, with the verifiers' leeway.
+fn revocation_lifetime(issuer: &TokenIssuer) -> std::time::Duration {
+    std::time::Duration::from_secs(issuer.ttl_seconds() + 60)
+}
+
+/// Applies a revocation here at once (this gateway's next request already sees it)
+/// and publishes it to every other node.
+async fn revoke(
+    state: &GatewayState,
+    issuer: &TokenIssuer,
+    revoked: platform::sessions::Revoked,
+) -> Result<(), ErrorBody> {
+    let lifetime = revocation_lifetime(issuer);
+    let forget_at = chrono::Utc::now().timestamp_millis() + lifetime.as_millis() as i64;
+    state.verifier.revocations().apply(revoked, forget_at);
+    platform::sessions::publish(
+        &mut state.redis.clone(),
+        &state.key_prefix,
+        revoked,
+        lifetime,
+    )
+    .await
+    .map_err(|error| {
+        tracing::error!(%error, "publishing a revocation failed");
+        ErrorBody::new(
+            ErrorCode::ServiceUnavailable,
+            "the session could not be ended everywhere; try again shortly",
+        )
+    })
+}
+
+/// Spend a refresh token for a new access token and refresh token.
+///
+/// The refresh token is single use: the answer carries the next one. A spent one
+/// presented again ends its session (`refresh_token_reused`): two parties held it.
+#[utoipa::path(
+    post, path = "/v1/auth/refresh", tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, body = AccessToken),
+        (status = 401, body = ErrorBody, description = "`invalid_token`: not a refresh token of ours; `session_ended`: signed out, or too old to refresh; `refresh_token_reused`: already spent, and the session is now ended"),
+    )
+)]
+async fn refresh(
+    State(state): State<GatewayState>,
+    State(issuer): State<Arc<TokenIssuer>>,
+    Json(RefreshRequest { refresh_token }): Json<RefreshRequest>,
+) -> Result<Json<AccessToken>, ErrorBody> {
+    match sessions::refresh(&state.pool, &refresh_token).await {
+        Ok(refreshed) => {
+            metrics::counter!("onsale_refreshes_total", "outcome" => "ok").increment(1);
+            pair(
+                &issuer,
+                &refreshed.account,
+                refreshed.session_id,
+                refreshed.refresh_token,
+                refreshed.expires_at,
+            )
+            .map(Json)
+        }
+        Err(sessions::RefreshError::Reused(session_id)) => {
+            metrics::counter!("onsale_refreshes_total", "outcome" => "reused").increment(1);
+            revoke(
+                &state,
+                &issuer,
+                platform::sessions::Revoked::Session(session_id),
+            )
+            .await?;
+            Err(sessions::RefreshError::Reused(session_id).into())
+        }
+        Err(error) => {
+            metrics::counter!("onsale_refreshes_total", "outcome" => "refused").increment(1);
+            Err(error.into())
+        }
+    }
+}
+
+/// End this session: its refresh token stops working and its access tokens are
+/// refused at once (`session_ended`), here, on every gateway and on open sockets.
+#[utoipa::path(
+    post, path = "/v1/auth/logout", tag = "auth",
+    responses(
+        (status = 204, description = "the session has ended"),
+        (status = 401, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn logout(
+    State(state): State<GatewayState>,
+    State(issuer): State<Arc<TokenIssuer>>,
+    caller: Caller,
+) -> Result<StatusCode, ErrorBody> {
+    let Some(session_id) = caller.session else {
+        return Err(ErrorBody::new(
+            ErrorCode::InvalidToken,
+            "this token belongs to no session; POST /v1/auth/logout-all ends every token of the account",
+        ));
+    };
+    sessions::end(&state.pool, caller.user_id, session_id)
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "ending a session failed");
+            ErrorBody::new(ErrorCode::ServiceUnavailable, "try again shortly")
+        })?;
+    revoke(
+        &state,
+        &issuer,
+        platform::sessions::Revoked::Session(session_id),
+    )
+    .await?;
+    tracing::info!(target: "audit", user_id = %caller.user_id, %session_id, "signed out");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// End every session of the account, on every device: every refresh token and
+/// every access token issued so far stops working at once.
+#[utoipa::path(
+    post, path = "/v1/auth/logout-all", tag = "auth",
+    responses(
+        (status = 204, description = "every session has ended"),
+        (status = 401, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn logout_all(
+    State(state): State<GatewayState>,
+    State(issuer): State<Arc<TokenIssuer>>,
+    caller: Caller,
+) -> Result<StatusCode, ErrorBody> {
+    let version = sessions::end_all(&state.pool, caller.user_id)
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "ending every session failed");
+            ErrorBody::new(ErrorCode::ServiceUnavailable, "try again shortly")
+        })?;
+    revoke(
+        &state,
+        &issuer,
+        platform::sessions::Revoked::User {
+            user_id: caller.user_id,
+            version,
+            why: platform::sessions::UserChange::SignedOut,
+        },
+    )
+    .await?;
+    tracing::info!(target: "audit", user_id = %caller.user_id, "signed out everywhere");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The signed-in account.
@@ -132,7 +317,8 @@ async fn me(State(state): State<GatewayState>, caller: Caller) -> Result<Json<Us
     ))
 }
 
-/// Grant an account a role (admin only). The account's next token carries it.
+/// Grant an account a role (admin only). It applies at once: the account's tokens
+/// carrying the old role are refused (`token_outdated`) and a refresh carries the new one.
 #[utoipa::path(
     put, path = "/v1/users/{user_id}/role", tag = "auth",
     params(("user_id" = UserId, Path)),
@@ -147,10 +333,25 @@ async fn me(State(state): State<GatewayState>, caller: Caller) -> Result<Json<Us
 )]
 async fn set_role(
     State(state): State<GatewayState>,
+    State(issuer): State<Arc<TokenIssuer>>,
     Admin(caller): Admin,
     Path(user_id): Path<UserId>,
     Json(SetRole { role }): Json<SetRole>,
 ) -> Result<Json<User>, ErrorBody> {
-    let account = accounts::set_role(&state.pool, user_id, role, caller.user_id).await?;
+    let (account, changed) = accounts::set_role(&state.pool, user_id, role, caller.user_id).await?;
+    if changed {
+        // Its tokens say the old role: refused from now on (`token_outdated`); a
+        // refresh gives one with the new role.
+        revoke(
+            &state,
+            &issuer,
+            platform::sessions::Revoked::User {
+                user_id,
+                version: account.token_version,
+                why: platform::sessions::UserChange::RoleChanged,
+            },
+        )
+        .await?;
+    }
     Ok(Json(account.into()))
 }

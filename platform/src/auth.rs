@@ -32,14 +32,34 @@ pub struct Claims {
     /// Seconds since the epoch.
     pub iat: i64,
     pub exp: i64,
+    /// The session (a sign-in and its refreshes) the token belongs to; absent in
+    /// tokens the tools sign for themselves, which no sign-out can end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<uuid::Uuid>,
+    /// The account's token version when the token was issued: raised by a role
+    /// change or by ending every session, which refuses every older token.
+    #[serde(default)]
+    pub ver: i64,
 }
 
 /// The settings a verifier and an issuer must agree on.
 #[derive(Clone, Debug, Deserialize)]
 pub struct TokenSettings {
+    /// The key new tokens are signed with.
     pub jwt_secret: SecretString,
+    /// The key before the last rotation: tokens it signed still verify until they
+    /// expire, so a rotation signs nobody out (docs/SECURITY.md).
+    #[serde(default)]
+    pub jwt_previous_secret: Option<SecretString>,
     pub issuer: String,
     pub audience: String,
+}
+
+/// A signing key's id (the `kid` of the tokens it signs): the first 8 bytes of the
+/// SHA-256 of the secret, in hex. Names the key without revealing it.
+pub fn key_id(secret: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(secret.as_bytes())[..8])
 }
 
 impl TokenSettings {
@@ -53,6 +73,16 @@ impl TokenSettings {
             "auth.jwt_secret (ONSALE_AUTH__JWT_SECRET)",
             self.jwt_secret.expose_secret(),
         )?;
+        if let Some(previous) = &self.jwt_previous_secret {
+            if previous.expose_secret().len() < MIN_SECRET_BYTES {
+                return Err(format!(
+                    "auth.jwt_previous_secret must be at least {MIN_SECRET_BYTES} bytes"
+                ));
+            }
+            if previous.expose_secret() == self.jwt_secret.expose_secret() {
+                return Err("auth.jwt_previous_secret is the current secret".to_owned());
+            }
+        }
         if self.issuer.is_empty() || self.audience.is_empty() {
             return Err("auth.issuer and auth.audience must not be empty".to_owned());
         }
@@ -64,6 +94,7 @@ impl TokenSettings {
 /// fan or an operator without one. The only place a token is signed.
 pub struct TokenIssuer {
     key: jsonwebtoken::EncodingKey,
+    kid: String,
     issuer: String,
     audience: String,
     ttl_seconds: u64,
@@ -75,6 +106,7 @@ impl TokenIssuer {
             key: jsonwebtoken::EncodingKey::from_secret(
                 settings.jwt_secret.expose_secret().as_bytes(),
             ),
+            kid: key_id(settings.jwt_secret.expose_secret()),
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             ttl_seconds,
@@ -87,6 +119,7 @@ impl TokenIssuer {
         Self::new(
             &TokenSettings {
                 jwt_secret: SecretString::from(secret.to_owned()),
+                jwt_previous_secret: None,
                 issuer: "onsale".into(),
                 audience: "onsale".into(),
             },
@@ -98,11 +131,23 @@ impl TokenIssuer {
         self.ttl_seconds
     }
 
-    /// A token saying `user_id` holds `role`, valid from now for the issuer's TTL.
+    /// A token saying `user_id` holds `role`, valid from now for the issuer's TTL,
+    /// outside any session (the tools' and tests' tokens).
     pub fn issue(
         &self,
         user_id: UserId,
         role: Role,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        self.issue_in(user_id, role, None, 0)
+    }
+
+    /// A token of session `sid` at the account's token version `ver`.
+    pub fn issue_in(
+        &self,
+        user_id: UserId,
+        role: Role,
+        sid: Option<uuid::Uuid>,
+        ver: i64,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
@@ -112,16 +157,24 @@ impl TokenIssuer {
             aud: self.audience.clone(),
             iat: now,
             exp: now + self.ttl_seconds as i64,
+            sid,
+            ver,
         };
-        jsonwebtoken::encode(&jsonwebtoken::Header::new(ALGORITHM), &claims, &self.key)
+        let mut header = jsonwebtoken::Header::new(ALGORITHM);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.key)
     }
 }
 
-/// Checks bearer tokens. Cheap to clone behind an `Arc`.
+/// Checks bearer tokens: the signature (by the key its `kid` names: the current
+/// one or the one before the last rotation), the claims, and the revocation list.
+/// Cheap to clone behind an `Arc`.
 #[derive(Clone)]
 pub struct TokenVerifier {
-    key: DecodingKey,
+    /// The current key first; a token without `kid` is tried with it.
+    keys: Vec<(String, DecodingKey)>,
     validation: Validation,
+    revocations: Arc<crate::sessions::Revocations>,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -138,14 +191,61 @@ impl TokenVerifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         // Clocks of one deployment agree to within seconds, not a minute.
         validation.leeway = 5;
+        let keys = std::iter::once(&settings.jwt_secret)
+            .chain(settings.jwt_previous_secret.as_ref())
+            .map(|secret| {
+                (
+                    key_id(secret.expose_secret()),
+                    DecodingKey::from_secret(secret.expose_secret().as_bytes()),
+                )
+            })
+            .collect();
         Self {
-            key: DecodingKey::from_secret(settings.jwt_secret.expose_secret().as_bytes()),
+            keys,
             validation,
+            revocations: Arc::default(),
         }
     }
 
+    /// This verifier, refusing what `revocations` lists (kept current by
+    /// [`crate::sessions::spawn_listener`]).
+    pub fn with_revocations(mut self, revocations: Arc<crate::sessions::Revocations>) -> Self {
+        self.revocations = revocations;
+        self
+    }
+
+    pub fn revocations(&self) -> &Arc<crate::sessions::Revocations> {
+        &self.revocations
+    }
+
+    /// The claims of a token that verifies and is not revoked.
     pub fn verify(&self, token: &str) -> Result<Claims, ErrorBody> {
-        jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+        let claims = self.verify_signed(token)?;
+        self.revocations.check(&claims)?;
+        Ok(claims)
+    }
+
+    fn verify_signed(&self, token: &str) -> Result<Claims, ErrorBody> {
+        let kid = jsonwebtoken::decode_header(token)
+            .map_err(|_| ErrorBody::new(ErrorCode::InvalidToken, "token is malformed"))?
+            .kid;
+        let key = match kid {
+            None => &self.keys[0].1,
+            Some(kid) => {
+                &self
+                    .keys
+                    .iter()
+                    .find(|(id, _)| *id == kid)
+                    .ok_or_else(|| {
+                        ErrorBody::new(
+                            ErrorCode::InvalidToken,
+                            "token is signed with a key this server does not know",
+                        )
+                    })?
+                    .1
+            }
+        };
+        jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
@@ -197,6 +297,8 @@ pub fn bearer_token_in(headers: &axum::http::HeaderMap) -> Result<Option<&str>, 
 pub struct Caller {
     pub user_id: UserId,
     pub role: Role,
+    /// The session its token belongs to, if any (see [`Claims::sid`]).
+    pub session: Option<uuid::Uuid>,
 }
 
 impl Caller {
@@ -217,6 +319,7 @@ impl From<Claims> for Caller {
         Self {
             user_id: claims.sub,
             role: claims.role,
+            session: claims.sid,
         }
     }
 }

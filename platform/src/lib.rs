@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod reads;
 pub mod runner;
 pub mod runtime;
+pub mod sessions;
 pub mod settings;
 pub mod store;
 pub mod telemetry;

@@ -60,8 +60,17 @@ pub enum ErrorCode {
     // 401 / 403: who is asking.
     /// No bearer token was sent.
     Unauthenticated,
-    /// The bearer token is malformed, forged, expired, or for another audience.
+    /// The bearer token is malformed, forged, expired, or for another audience; or
+    /// a refresh token is not one this server issued.
     InvalidToken,
+    /// The token's session has ended (signed out, every session ended, a refresh
+    /// token used twice, or the sign-in grown too old to refresh).
+    SessionEnded,
+    /// The account's role changed after the token was issued: refresh it.
+    TokenOutdated,
+    /// A refresh token that was already spent was used again: the session it
+    /// belonged to has been ended, in case it was stolen.
+    RefreshTokenReused,
     /// Wrong email or password.
     InvalidCredentials,
     /// The caller's role does not allow this.
@@ -151,7 +160,8 @@ impl ErrorCode {
             | InvalidIdempotencyKey
             | InvalidSignature
             | SignatureExpired => 400,
-            Unauthenticated | InvalidToken | InvalidCredentials => 401,
+            Unauthenticated | InvalidToken | InvalidCredentials | SessionEnded | TokenOutdated
+            | RefreshTokenReused => 401,
             Forbidden => 403,
             NotFound | VenueNotFound | EventNotFound | UserNotFound | RequestNotFound
             | OrderNotFound | TicketNotFound | SaleNotFound | RefundNotFound | InvoiceNotFound => {
@@ -238,6 +248,9 @@ impl ErrorCode {
             InvalidTransition => "invalid_transition",
             Unauthenticated => "unauthenticated",
             InvalidToken => "invalid_token",
+            SessionEnded => "session_ended",
+            TokenOutdated => "token_outdated",
+            RefreshTokenReused => "refresh_token_reused",
             InvalidCredentials => "invalid_credentials",
             Forbidden => "forbidden",
             NotFound => "not_found",

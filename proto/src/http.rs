@@ -19,7 +19,7 @@ impl IntoResponse for ErrorBody {
         let status =
             StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, axum::Json(&self)).into_response();
-        if self.code == ErrorCode::Unauthenticated || self.code == ErrorCode::InvalidToken {
+        if self.code.status() == 401 && self.code != ErrorCode::InvalidCredentials {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),

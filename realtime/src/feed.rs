@@ -103,6 +103,11 @@ impl Hub {
         })
     }
 
+    /// Cancelled when the node shuts down: for tasks that live as long as it.
+    pub fn stopping(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
     /// Closes every socket (with a Close frame) and ends every feed.
     pub fn shutdown(&self) {
         self.shutdown.cancel();

@@ -122,16 +122,24 @@ impl Application {
         let readiness = move || {
             platform::runtime::redis_and_postgres_answer(ready_pool.clone(), ready_redis.clone())
         };
+        let revocations = platform::sessions::Revocations::new();
         let hub = Hub::new(
-            store,
-            redis,
+            store.clone(),
+            redis.clone(),
             pool,
             Keys::new(config.redis.key_prefix.clone()),
             config.live.clone(),
         );
+        platform::sessions::spawn_listener(
+            store,
+            redis,
+            config.redis.key_prefix.clone(),
+            revocations.clone(),
+            hub.stopping(),
+        );
         let state = RealtimeState {
             hub: hub.clone(),
-            verifier: Arc::new(TokenVerifier::new(&config.auth)),
+            verifier: Arc::new(TokenVerifier::new(&config.auth).with_revocations(revocations)),
         };
         let (routes, _) = router().with_state(state).split_for_parts();
         let ops = OpsServer::bind(config.listen, "realtime")

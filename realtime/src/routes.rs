@@ -8,9 +8,9 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
-use platform::auth::{Caller, TokenVerifier, bearer_token_in};
+use platform::auth::{Caller, Claims, TokenVerifier, bearer_token_in};
 use platform::http::{Json, Path};
-use proto::wire::live::{LiveMessage, LiveSnapshot};
+use proto::wire::live::{LiveMessage, LiveSnapshot, LiveTicket};
 use proto::{ErrorBody, ErrorCode, EventId, RequestId, Role};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -36,6 +36,7 @@ pub fn router() -> OpenApiRouter<RealtimeState> {
     OpenApiRouter::new()
         .routes(routes!(live))
         .routes(routes!(live_snapshot))
+        .routes(routes!(live_ticket))
 }
 
 /// Query parameters of the live routes.
@@ -43,7 +44,11 @@ pub fn router() -> OpenApiRouter<RealtimeState> {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LiveQuery {
-    /// The access token, for browsers (which cannot set headers on a WebSocket).
+    /// A socket ticket (`POST .../live/ticket`): single use, valid 30 s. What
+    /// browsers send, since they cannot set headers on a WebSocket.
+    ticket: Option<String>,
+    /// The access token itself. Still accepted, but it lands in every access log
+    /// on the way: browsers use a ticket.
     access_token: Option<String>,
     /// The request to follow; without it, the caller's live request in the event.
     request_id: Option<String>,
@@ -52,15 +57,17 @@ pub struct LiveQuery {
 /// Follow an event live over a WebSocket: sale state, the caller's place in line,
 /// its request, seat-map changes. See docs/REALTIME.md for the messages.
 ///
-/// The token travels as `Authorization: Bearer` or, for browsers, as the
-/// `access_token` query parameter.
+/// The caller is named by `Authorization: Bearer` or, for browsers, by a `ticket`
+/// (`POST /v1/events/{event_id}/live/ticket`). The socket closes (code 4401,
+/// after an `error` message `session_ended` or `token_outdated`) when the caller's
+/// session ends or role changes while it is open.
 #[utoipa::path(
     get, path = "/v1/events/{event_id}/live", tag = "realtime",
     params(("event_id" = EventId, Path), LiveQuery),
     responses(
         (status = 101, description = "switching to the WebSocket protocol; then JSON text messages", body = LiveMessage),
         (status = 400, body = ErrorBody, description = "`not_a_websocket`, `invalid_query`"),
-        (status = 401, body = ErrorBody, description = "`unauthenticated`, `invalid_token`"),
+        (status = 401, body = ErrorBody, description = "`unauthenticated`, `invalid_token` (also a ticket unknown, spent, expired or for another event), `session_ended`, `token_outdated`"),
         (status = 403, body = ErrorBody, description = "`forbidden`: another fan's request"),
         (status = 404, body = ErrorBody, description = "`event_not_found`, `request_not_found`"),
     ),
@@ -73,7 +80,7 @@ async fn live(
     uri: Uri,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ErrorBody> {
-    let (feed, request) = admit(&state, event_id, &headers, &uri).await?;
+    let (feed, request, claims) = admit(&state, event_id, &headers, &uri).await?;
     let upgrade = upgrade.map_err(|rejection| {
         ErrorBody::new(
             ErrorCode::NotAWebsocket,
@@ -82,13 +89,17 @@ async fn live(
     })?;
     let settings = &state.hub.settings;
     let hub = state.hub.clone();
+    let bearer = socket::Bearer {
+        claims,
+        revocations: state.verifier.revocations().clone(),
+    };
     Ok(upgrade
         .read_buffer_size(settings.buffer_bytes)
         .write_buffer_size(0)
         .max_write_buffer_size(settings.max_write_buffer_bytes)
         .max_message_size(settings.max_frame_bytes)
         .max_frame_size(settings.max_frame_bytes)
-        .on_upgrade(move |ws| socket::serve(ws, hub, feed, request)))
+        .on_upgrade(move |ws| socket::serve(ws, hub, feed, request, bearer)))
 }
 
 /// What a live socket starts with, for a browser that cannot hold one: poll it.
@@ -110,32 +121,78 @@ async fn live_snapshot(
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Json<LiveSnapshot>, ErrorBody> {
-    let (feed, request) = admit(&state, event_id, &headers, &uri).await?;
+    let (feed, request, _) = admit(&state, event_id, &headers, &uri).await?;
     socket::snapshot(&state.hub, &feed, request)
         .await
         .map(Json)
         .map_err(feed_error)
 }
 
-/// Checks the token, the event and the request; returns the event's feed and the
-/// request to follow.
+/// A ticket for one socket on this event, for a browser: it goes in the socket's
+/// URL (`?ticket=`) where the access token would otherwise be written into every
+/// access log on the way. Single use, valid 30 seconds.
+#[utoipa::path(
+    post, path = "/v1/events/{event_id}/live/ticket", tag = "realtime",
+    params(("event_id" = EventId, Path)),
+    responses(
+        (status = 200, body = LiveTicket),
+        (status = 401, body = ErrorBody, description = "`unauthenticated`, `invalid_token`, `session_ended`, `token_outdated`"),
+    ),
+    security(("bearer" = []))
+)]
+async fn live_ticket(
+    State(state): State<RealtimeState>,
+    Path(event_id): Path<EventId>,
+    headers: HeaderMap,
+) -> Result<Json<LiveTicket>, ErrorBody> {
+    let token = bearer_token_in(&headers)?
+        .ok_or_else(|| ErrorBody::new(ErrorCode::Unauthenticated, "this needs a bearer token"))?;
+    let claims = state.verifier.verify(token)?;
+    let mut redis = state.hub.redis.clone();
+    let ticket =
+        platform::sessions::issue_ticket(&mut redis, state.hub.keys.prefix(), event_id, &claims)
+            .await
+            .map_err(|e| feed_error(e.into()))?;
+    Ok(Json(LiveTicket {
+        ticket,
+        expires_in: platform::sessions::TICKET_SECONDS,
+    }))
+}
+
+/// Checks the caller (token or ticket), the event and the request; returns the
+/// event's feed, the request to follow and the caller's claims.
 async fn admit(
     state: &RealtimeState,
     event_id: EventId,
     headers: &HeaderMap,
     uri: &Uri,
-) -> Result<(Arc<Feed>, Option<RequestId>), ErrorBody> {
+) -> Result<(Arc<Feed>, Option<RequestId>, Claims), ErrorBody> {
     let axum::extract::Query(query) = axum::extract::Query::<LiveQuery>::try_from_uri(uri)?;
-    let token = match bearer_token_in(headers)? {
-        Some(token) => token,
-        None => query.access_token.as_deref().ok_or_else(|| {
-            ErrorBody::new(
-                ErrorCode::Unauthenticated,
-                "this needs a token: `Authorization: Bearer` or `?access_token=`",
+    let claims = match (
+        bearer_token_in(headers)?,
+        query.ticket.as_deref(),
+        query.access_token.as_deref(),
+    ) {
+        (Some(token), _, _) | (None, None, Some(token)) => state.verifier.verify(token)?,
+        (None, Some(ticket), _) => {
+            let mut redis = state.hub.redis.clone();
+            platform::sessions::redeem_ticket(
+                &mut redis,
+                state.hub.keys.prefix(),
+                event_id,
+                ticket,
+                state.verifier.revocations(),
             )
-        })?,
+            .await?
+        }
+        (None, None, None) => {
+            return Err(ErrorBody::new(
+                ErrorCode::Unauthenticated,
+                "this needs `Authorization: Bearer` or a `?ticket=` (POST .../live/ticket)",
+            ));
+        }
     };
-    let caller = Caller::from(state.verifier.verify(token)?);
+    let caller = Caller::from(claims.clone());
     let requested = match &query.request_id {
         Some(raw) => Some(raw.parse::<RequestId>().map_err(|_| {
             ErrorBody::new(ErrorCode::InvalidQuery, "request_id is not a request id")
@@ -177,7 +234,7 @@ async fn admit(
             live.and_then(|id| id.parse().ok())
         }
     };
-    Ok((feed, request))
+    Ok((feed, request, claims))
 }
 
 fn feed_error(error: FeedError) -> ErrorBody {

@@ -73,6 +73,17 @@ pub async fn snapshot(
     })
 }
 
+/// Who holds the socket, to close it when their session ends or their role
+/// changes while it is open.
+pub struct Bearer {
+    pub claims: platform::auth::Claims,
+    pub revocations: Arc<platform::sessions::Revocations>,
+}
+
+/// The close code of a socket whose bearer's session ended (an application code:
+/// 4000 + the HTTP status a REST call would have had).
+pub const SESSION_ENDED_CLOSE: u16 = 4401;
+
 /// Why a socket ended.
 enum End {
     /// The peer left, or its connection failed.
@@ -97,6 +108,19 @@ struct Session {
 }
 
 impl Session {
+    /// Tells the peer why its session ended, then closes.
+    async fn end_session(&mut self, refused: proto::ErrorBody) -> End {
+        metrics::counter!("onsale_realtime_session_ended_total").increment(1);
+        let message = LiveMessage::Error {
+            code: refused.code,
+            message: refused.message,
+        };
+        match self.send(&message).await {
+            Ok(()) => End::Close(SESSION_ENDED_CLOSE, "session ended"),
+            Err(end) => end,
+        }
+    }
+
     async fn send(&mut self, message: &LiveMessage) -> Result<(), End> {
         let text = serde_json::to_string(message).map_err(|_| End::Gone)?;
         self.send_text(text.into()).await
@@ -205,8 +229,15 @@ impl Session {
 /// The task is what an idle socket costs, so its state is kept small: the work done
 /// when something happens (reads from Redis, sends with deadlines) runs in boxed
 /// futures that exist only while it runs.
-pub async fn serve(socket: WebSocket, hub: Arc<Hub>, feed: Arc<Feed>, request: Option<RequestId>) {
+pub async fn serve(
+    socket: WebSocket,
+    hub: Arc<Hub>,
+    feed: Arc<Feed>,
+    request: Option<RequestId>,
+    bearer: Bearer,
+) {
     metrics::gauge!("onsale_realtime_sockets").increment(1);
+    let mut revoked = bearer.revocations.subscribe();
     let mut line_rx = feed.line();
     let mut seats_rx = feed.seats();
     let mut followed = request.map(|id| feed.follow(id));
@@ -223,7 +254,21 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, feed: Arc<Feed>, request: O
         sale: None,
         last_heard: Instant::now(),
     };
-    let end = session_loop(&mut session, &mut line_rx, &mut seats_rx, followed.as_mut()).await;
+    // A revocation that landed between the check at the upgrade and the
+    // subscription above is caught here.
+    let end = match bearer.revocations.check(&bearer.claims) {
+        Err(refused) => session.end_session(refused).await,
+        Ok(()) => {
+            session_loop(
+                &mut session,
+                &mut line_rx,
+                &mut seats_rx,
+                followed.as_mut(),
+                (&bearer, &mut revoked),
+            )
+            .await
+        }
+    };
     drop(followed);
     if let Some(id) = request {
         feed.unfollow(id);
@@ -247,6 +292,10 @@ async fn session_loop(
     line_rx: &mut tokio::sync::watch::Receiver<Line>,
     seats_rx: &mut tokio::sync::broadcast::Receiver<Arc<str>>,
     mut followed: Option<&mut tokio::sync::watch::Receiver<u64>>,
+    (bearer, revoked): (
+        &Bearer,
+        &mut tokio::sync::broadcast::Receiver<platform::sessions::Revoked>,
+    ),
 ) -> End {
     // The snapshot: sale, request, position, the seat version.
     let sale = sale_view(&session.feed, &session.line);
@@ -309,6 +358,18 @@ async fn session_loop(
                 beats += 1;
                 Box::pin(on_beat(session, beats)).await
             }
+            revocation = revoked.recv() => match revocation {
+                Ok(revocation) if !revocation.refuses(&bearer.claims) => Ok(()),
+                // One that refuses this bearer, or some missed: ask the list.
+                Ok(_) | Err(RecvError::Lagged(_)) => match bearer.revocations.check(&bearer.claims) {
+                    Ok(()) => Ok(()),
+                    Err(refused) => Err(Box::pin(session.end_session(refused)).await),
+                },
+                Err(RecvError::Closed) => {
+                    std::future::pending::<()>().await;
+                    Ok(())
+                }
+            },
         };
         if let Err(end) = outcome {
             return end;

@@ -1,13 +1,16 @@
 /* onsale: the live socket's client (docs/REALTIME.md), for every page that follows
- * an event: connecting with the account's token (and the request followed, if any),
+ * an event: connecting with a single-use socket ticket (never the account's token:
+ * a URL ends up in access logs) and the request followed, if any,
  * reconnecting with capped, jittered backoff, and asking for a fresh seat snapshot
  * after every (re)connect. A page subclasses LiveSocket and answers its hooks. */
 
-import { token } from './api.js';
+import { api, refreshSession, token } from './api.js';
 import { $, setText, show } from './dom.js';
 import { enc } from './util.js';
 
 const BACKOFF_MAX_S = 15;
+/* the server's close code for a socket whose session ended or whose role changed */
+const SESSION_ENDED_CLOSE = 4401;
 
 export class LiveSocket {
   constructor(eventId) {
@@ -61,6 +64,7 @@ export class LiveSocket {
   close() {
     clearTimeout(this.timer);
     this.timer = null;
+    this.generation = (this.generation || 0) + 1;
     if (this.ws) {
       const ws = this.ws;
       this.ws = null;
@@ -73,17 +77,29 @@ export class LiveSocket {
     }
   }
 
-  connect() {
+  async connect() {
     clearTimeout(this.timer);
     this.timer = null;
-    const t = token();
-    if (!t || !this.active()) return;
+    if (!token() || !this.active()) return;
     if (!('WebSocket' in window)) {
       this.unsupported();
       return;
     }
+    if (this.connecting) return;
+    this.connecting = true;
+    const generation = this.generation;
+    this.setStatus(this.connectedOnce ? 'reconnecting' : 'connecting');
+    const r = await api('POST', `/v1/events/${enc(this.eventId)}/live/ticket`).finally(() => {
+      this.connecting = false;
+    });
+    if (generation !== this.generation || this.ws || !token() || !this.active()) return;
+    if (!r.ok) {
+      /* signed out meanwhile (api saw to it), or the server is away: try again later */
+      this.scheduleReconnect(false);
+      return;
+    }
     const proto = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const params = new URLSearchParams({ access_token: t });
+    const params = new URLSearchParams({ ticket: r.data.ticket });
     const rid = this.requestId();
     if (rid) params.set('request_id', rid);
     const url = `${proto}//${window.location.host}/v1/events/${enc(this.eventId)}/live?${params}`;
@@ -114,11 +130,19 @@ export class LiveSocket {
       } catch (_) {
         return;
       }
+      /* the close that follows (4401) refreshes or signs out; the page's own
+       * sign-in box says so, not an error banner */
+      if (msg.type === 'error' && (msg.code === 'session_ended' || msg.code === 'token_outdated')) return;
       this.handle(msg);
     };
-    ws.onclose = () => {
+    ws.onclose = async (ev) => {
       if (this.ws !== ws) return;
       this.ws = null;
+      if (ev.code === SESSION_ENDED_CLOSE) {
+        /* the role changed (a refresh carries the new one) or the session ended
+         * (the refresh is refused and the page signs out) */
+        await refreshSession();
+      }
       this.scheduleReconnect(gotMessage);
     };
     ws.onerror = () => {

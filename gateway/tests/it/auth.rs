@@ -16,6 +16,8 @@ fn claims(role: Role, expires_in: i64) -> Claims {
         aud: "onsale".into(),
         iat: now,
         exp: now + expires_in,
+        sid: None,
+        ver: 0,
     }
 }
 

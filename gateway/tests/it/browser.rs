@@ -196,3 +196,16 @@ async fn the_door_admits_offline_and_reports_the_double_entry_in_a_browser(pool:
         ],
     );
 }
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_fans_session_refreshes_silently_and_ends_everywhere_in_a_browser(pool: PgPool) {
+    let shots = run_scenario(pool, "sessions.mjs").await;
+    assert_shots(
+        &shots,
+        &[
+            "01-refreshed-silently.png",
+            "02-signed-out-elsewhere.png",
+            "03-signed-out.png",
+        ],
+    );
+}

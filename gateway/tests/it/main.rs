@@ -20,5 +20,6 @@ mod money;
 mod ops;
 mod queue;
 mod restore;
+mod sessions;
 mod system;
 mod tickets;

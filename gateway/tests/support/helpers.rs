@@ -31,10 +31,13 @@ pub fn config(prefix: &str) -> Config {
         auth: AuthSettings {
             token: TokenSettings {
                 jwt_secret: SecretString::from(SECRET),
+                jwt_previous_secret: None,
                 issuer: "onsale".into(),
                 audience: "onsale".into(),
             },
             token_ttl_seconds: 600,
+            refresh_ttl_seconds: 86_400,
+            idempotency_secret: None,
             hash_concurrency: None,
             hash_queue: 32,
             hash_wait_ms: 2_000,
@@ -124,6 +127,11 @@ impl TestApp {
     }
 
     pub async fn login(&self, email: &str, password: &str) -> String {
+        self.sign_in(email, password).await.0
+    }
+
+    /// Signs in: (access token, refresh token).
+    pub async fn sign_in(&self, email: &str, password: &str) -> (String, String) {
         let response = self
             .post(
                 "/v1/auth/login",
@@ -134,18 +142,17 @@ impl TestApp {
         assert_eq!(response.status(), StatusCode::OK, "login of {email}");
         let body: Value = response.json().await.expect("json");
         assert_eq!(body["token_type"], "Bearer");
-        body["access_token"]
-            .as_str()
-            .expect("access_token")
-            .to_owned()
+        assert!(body["refresh_expires_in"].as_u64().unwrap_or(0) > 0);
+        let token = |field: &str| body[field].as_str().expect(field).to_owned();
+        (token("access_token"), token("refresh_token"))
     }
 
     pub async fn admin_token(&self) -> String {
         self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await
     }
 
-    /// Registers a fan and returns its token.
-    pub async fn fan_token(&self, email: &str) -> String {
+    /// Registers a fan (password `fan-password-1`).
+    pub async fn register(&self, email: &str) {
         let response = self
             .post(
                 "/v1/auth/register",
@@ -154,6 +161,11 @@ impl TestApp {
             )
             .await;
         assert_eq!(response.status(), StatusCode::CREATED);
+    }
+
+    /// Registers a fan and returns its token.
+    pub async fn fan_token(&self, email: &str) -> String {
+        self.register(email).await;
         self.login(email, "fan-password-1").await
     }
 

@@ -25,9 +25,20 @@ impl TestApp {
         )
     }
 
-    /// Opens the live socket with the token in the query, as a browser does.
+    /// Opens the live socket as a browser does: a single-use ticket for it first,
+    /// then the ticket (never the token) in the URL.
     pub async fn live(&self, event: &str, token: &str, request: Option<&str>) -> Socket {
-        let mut query = format!("access_token={token}");
+        let response = self
+            .post(
+                &format!("/v1/events/{event}/live/ticket"),
+                Some(token),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK, "a socket ticket");
+        let body: Value = response.json().await.expect("json");
+        let ticket = body["ticket"].as_str().expect("ticket");
+        let mut query = format!("ticket={ticket}");
         if let Some(request) = request {
             query.push_str(&format!("&request_id={request}"));
         }

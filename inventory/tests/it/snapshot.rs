@@ -35,6 +35,7 @@ async fn serve(pool: &PgPool, settings: Settings) -> (String, Arc<SeatMapCache>,
         keys: keys.clone(),
         verifier: Arc::new(TokenVerifier::new(&TokenSettings {
             jwt_secret: SecretString::from("test-secret-test-secret-test-secret-0123"),
+            jwt_previous_secret: None,
             issuer: "onsale".into(),
             audience: "onsale".into(),
         })),

@@ -27,6 +27,17 @@ pub struct AccessToken {
     pub token_type: String,
     /// Seconds until the token expires.
     pub expires_in: u64,
+    /// Spent by `POST /v1/auth/refresh` for a new pair; single use.
+    pub refresh_token: String,
+    /// Seconds until the session can no longer be refreshed (sign in again then).
+    pub refresh_expires_in: u64,
+}
+
+/// The body of `POST /v1/auth/refresh`.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]

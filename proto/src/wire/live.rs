@@ -171,3 +171,11 @@ mod tests {
         );
     }
 }
+
+/// A single-use ticket for `GET /v1/events/{event_id}/live?ticket=`.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LiveTicket {
+    pub ticket: String,
+    /// Seconds it stays valid (30).
+    pub expires_in: u64,
+}
