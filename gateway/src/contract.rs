@@ -4,8 +4,8 @@
 //! - **Shared responses**, declared once under `components.responses` and referred
 //!   to by every operation that can answer them: a malformed path or query (400), a
 //!   body that is not JSON or not the schema (400, 422), too large (413), without a
-//!   JSON content type (415), an unusable `Idempotency-Key` (400, 409), no or a bad
-//!   token (401), the wrong role (403), a missing resource (404), the rate limit
+//!   JSON content type (415), an unusable `Idempotency-Key` (400, 409), no token
+//!   where one is needed or a bad one anywhere (401), the wrong role (403), a missing resource (404), the rate limit
 //!   (429 with `Retry-After`). Where a handler already documents the status, its
 //!   own description stays and the shared codes are added to it.
 //! - **Constraints** the service enforces, written into the schemas from the very
@@ -211,7 +211,7 @@ const KEY_CONFLICT: Shared = Shared {
 const UNAUTHENTICATED: Shared = Shared {
     name: "Unauthenticated",
     status: "401",
-    description: "`unauthenticated`: no bearer token; `invalid_token`: a token that is forged, expired or not for onsale",
+    description: "`unauthenticated`: no bearer token where one is needed; `invalid_token`: a token that is forged, expired or not for onsale (refused wherever it is sent); `session_ended`: its session was signed out; `token_outdated`: the account's role changed since (refresh it)",
 };
 const FORBIDDEN: Shared = Shared {
     name: "Forbidden",
@@ -296,8 +296,9 @@ fn shared_responses(doc: &mut Value) {
                 .unwrap_or_default();
             let has = |place: &str| params.iter().any(|(p, _)| p == place);
             let mut wanted: Vec<&Shared> = Vec::new();
-            // Every call passes the per-address limit first.
-            wanted.push(&RATE_LIMITED);
+            // Every call passes the per-address limit first; a token, when one is
+            // sent, must verify, on public routes too.
+            wanted.extend([&RATE_LIMITED, &UNAUTHENTICATED]);
             if path.contains('{') || has("path") {
                 wanted.extend([&BAD_PATH, &NOT_FOUND]);
             }
@@ -318,7 +319,7 @@ fn shared_responses(doc: &mut Value) {
                 .and_then(Value::as_array)
                 .is_some_and(|s| !s.is_empty())
             {
-                wanted.extend([&UNAUTHENTICATED, &FORBIDDEN]);
+                wanted.push(&FORBIDDEN);
             }
             let responses = operation
                 .as_object_mut()

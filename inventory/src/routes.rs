@@ -249,6 +249,7 @@ async fn get_event(
         (status = 200, body = Vec<SeatView>, headers(
             ("ETag" = String), ("Cache-Control" = String),
             ("Onsale-Seats-Version" = u64, description = "the seat map's version the body shows; live seat deltas with a greater version come after it"),
+            ("Onsale-Sale-State" = String, description = "the sale's state (`scheduled`, `drawing`, `open`, `paused`, `sold_out`, `closed`) when the map was read; absent while the sale is not loaded"),
         )),
         (status = 304, description = "the map has not changed since the ETag sent"),
         (status = 404, body = ErrorBody),

@@ -343,14 +343,16 @@ pub async fn redis_states_versioned(
     redis: &mut Redis,
     keys: &Keys,
     event_id: EventId,
-) -> Result<(u64, HashMap<String, String>), Error> {
-    let (version, states): (Option<u64>, HashMap<String, String>) = redis::pipe()
-        .atomic()
-        .hget(keys.seat_counts(event_id), "version")
-        .hgetall(keys.seat_states(event_id))
-        .query_async(redis)
-        .await?;
-    Ok((version.unwrap_or(0), states))
+) -> Result<(u64, HashMap<String, String>, Option<String>), Error> {
+    let (version, states, sale): (Option<u64>, HashMap<String, String>, Option<String>) =
+        redis::pipe()
+            .atomic()
+            .hget(keys.seat_counts(event_id), "version")
+            .hgetall(keys.seat_states(event_id))
+            .hget(keys.sale(event_id), "state")
+            .query_async(redis)
+            .await?;
+    Ok((version.unwrap_or(0), states, sale))
 }
 
 /// A seat of the venue as the seat map shows it, before state is added.

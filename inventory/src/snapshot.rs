@@ -151,6 +151,9 @@ pub struct Snapshot {
     /// The seat map's version these states are (`Onsale-Seats-Version`): a live
     /// client applies only seat deltas newer than it.
     version: HeaderValue,
+    /// The sale's state when the states were read (`Onsale-Sale-State`), so a
+    /// page that is not signed in learns it from the map it polls anyway.
+    sale_state: Option<HeaderValue>,
     /// When the read of the states began: the map is at least this recent.
     taken_at: Instant,
 }
@@ -172,21 +175,30 @@ impl Snapshot {
             (CACHE_CONTROL, self.cache_control.clone()),
             (SEATS_VERSION, self.version.clone()),
         ];
-        if if_none_match.is_some_and(|tags| etag_listed(tags, &self.etag)) {
-            return (StatusCode::NOT_MODIFIED, headers).into_response();
+        let mut response = if if_none_match.is_some_and(|tags| etag_listed(tags, &self.etag)) {
+            (StatusCode::NOT_MODIFIED, headers).into_response()
+        } else {
+            (
+                headers,
+                [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                self.body.clone(),
+            )
+                .into_response()
+        };
+        if let Some(state) = &self.sale_state {
+            response.headers_mut().insert(SALE_STATE, state.clone());
         }
-        (
-            headers,
-            [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-            self.body.clone(),
-        )
-            .into_response()
+        response
     }
 }
 
 /// The header naming the seat map's version a body shows (also on a 304, so a cache
 /// that revalidates learns the newer version of the same states).
 pub const SEATS_VERSION: HeaderName = HeaderName::from_static("onsale-seats-version");
+
+/// The header naming the sale's state when the map was read (absent while Redis
+/// has no sale for the event).
+pub const SALE_STATE: HeaderName = HeaderName::from_static("onsale-sale-state");
 
 fn version_header(version: u64) -> HeaderValue {
     HeaderValue::from(version)
@@ -485,8 +497,12 @@ impl SeatMapCache {
             )
             .await?;
         }
-        let (version, states) =
+        let (version, states, sale) =
             seatmap::redis_states_versioned(&mut redis, &self.keys, event_id).await?;
+        let sale_state = sale
+            .as_deref()
+            .and_then(proto::wire::queue::SaleState::parse)
+            .map(|state| HeaderValue::from_static(state.as_str()));
         self.state_reads.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("onsale_seat_map_state_reads_total").increment(1);
 
@@ -504,6 +520,7 @@ impl SeatMapCache {
                 cache_control: self.cache_control.clone(),
                 names: previous.names.clone(),
                 version: version_header(version),
+                sale_state: sale_state.clone(),
                 taken_at,
             },
             _ => Snapshot {
@@ -512,6 +529,7 @@ impl SeatMapCache {
                 cache_control: self.cache_control.clone(),
                 names: names.into(),
                 version: version_header(version),
+                sale_state,
                 taken_at,
             },
         });

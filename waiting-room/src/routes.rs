@@ -3,11 +3,12 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use platform::auth::{Caller, Operator};
 use platform::http::{Json, Path, Query};
 use proto::wire::queue::{
-    AuditEntry, CreateRequest, Joined, Lottery, RequestStatus, Sale, SaleState, SaleStats,
-    SetAdmission, StatsSample,
+    AuditEntry, CreateRequest, Joined, LOTTERY_PAGE_MAX, Lottery, LotteryPage, RequestStatus, Sale,
+    SaleState, SaleStats, SetAdmission, StatsSample,
 };
 use proto::{ErrorBody, ErrorCode, EventId, RequestId, Role};
 use utoipa_axum::router::OpenApiRouter;
@@ -270,47 +271,86 @@ async fn leave(
 }
 
 /// The event's lottery: the seed's commitment before the draw; the seed and the
-/// drawn order after it, so anyone can recompute the order.
+/// drawn order after it, so anyone can recompute the order. The order comes in
+/// pages (`?after=&limit=`, by queue number): a read costs one index range of
+/// the page's size, whatever the cohort. A drawn page never changes, so it may
+/// be cached for a day; before the draw, for a few seconds.
 ///
 /// Anyone may ask, so this only reads: the sale is set up when its event is created.
 #[utoipa::path(
     get, path = "/v1/events/{event_id}/lottery", tag = "waiting room",
-    params(("event_id" = EventId, Path)),
+    params(("event_id" = EventId, Path), LotteryPage),
     responses(
-        (status = 200, body = Lottery),
+        (status = 200, body = Lottery, headers(("Cache-Control" = String))),
+        (status = 400, body = ErrorBody, description = "`invalid_query`: an unknown parameter, or `limit` outside 1 to 5000"),
         (status = 404, body = ErrorBody, description = "`event_not_found`, or `sale_not_found` for an event whose sale was never set up"),
     )
 )]
 async fn get_lottery(
     State(state): State<WaitingRoomState>,
     Path(event_id): Path<EventId>,
-) -> Result<Json<Lottery>, Error> {
+    Query(page): Query<LotteryPage>,
+) -> Result<axum::response::Response, ErrorBody> {
+    if !(1..=LOTTERY_PAGE_MAX).contains(&page.limit) {
+        return Err(ErrorBody::new(
+            ErrorCode::InvalidQuery,
+            format!("limit must be 1 to {LOTTERY_PAGE_MAX}"),
+        ));
+    }
+    let Ok(after) = i32::try_from(page.after) else {
+        return Err(ErrorBody::new(
+            ErrorCode::InvalidQuery,
+            format!("after must be 0 to {}", i32::MAX),
+        ));
+    };
     let sale = sale::get(&state.pool, event_id).await?;
     let drawn: Option<Option<i32>> = sqlx::query_scalar(
         "SELECT cohort_size FROM waiting_room.sales WHERE event_id = $1 AND drawn_at IS NOT NULL",
     )
     .bind(event_id)
     .fetch_optional(&state.pool)
-    .await?;
-    let order = match drawn {
-        Some(_) => Some(
-            sqlx::query_scalar::<_, RequestId>(
-                "SELECT request_id FROM waiting_room.draw_entries WHERE event_id = $1 ORDER BY queue_number",
+    .await
+    .map_err(Error::from)?;
+    let (order, next_after) = match drawn {
+        Some(_) => {
+            // One more than the page: whether another follows.
+            let mut rows: Vec<(RequestId, i32)> = sqlx::query_as(
+                "SELECT request_id, queue_number FROM waiting_room.draw_entries
+                 WHERE event_id = $1 AND queue_number > $2
+                 ORDER BY queue_number LIMIT $3",
             )
             .bind(event_id)
+            .bind(after)
+            .bind(i64::from(page.limit) + 1)
             .fetch_all(&state.pool)
-            .await?,
-        ),
-        None => None,
+            .await
+            .map_err(Error::from)?;
+            let more = rows.len() > page.limit as usize;
+            rows.truncate(page.limit as usize);
+            let next = more.then(|| rows.last().map(|(_, n)| *n as u32)).flatten();
+            (Some(rows.into_iter().map(|(id, _)| id).collect()), next)
+        }
+        None => (None, None),
     };
-    Ok(Json(Lottery {
+    let cache = if order.is_some() {
+        "public, max-age=86400, immutable"
+    } else {
+        "public, max-age=5"
+    };
+    let body = Lottery {
         event_id,
         state: sale.state(),
         commitment: sale.commitment.clone(),
         seed: order.as_ref().map(|_| lottery::to_hex(&sale.seed)),
         algorithm: lottery::ALGORITHM.to_owned(),
         order,
-    }))
+        next_after,
+    };
+    Ok((
+        [(axum::http::header::CACHE_CONTROL, cache)],
+        axum::Json(body),
+    )
+        .into_response())
 }
 
 /// Pull a sale lever: `open` (draws the pre-queue now), `pause`, `resume`, `close`.

@@ -24,6 +24,7 @@ export class SeatFeed {
     this.loading = null; // the snapshot being read
     this.wanted = 0; // the least version the next snapshot must show
     this.pending = []; // deltas waiting for the snapshot
+    this.saleState = null; // the sale's state the last snapshot came with
   }
 
   /** Fetches the whole map; deltas arriving meanwhile wait and are applied after it. */
@@ -39,6 +40,8 @@ export class SeatFeed {
           await sleep(Math.min(BACKOFF_MAX_S, 2 ** attempt) * 1000);
           continue;
         }
+        /* the sale's state rides on the map (a page not signed in has no socket) */
+        this.saleState = r.headers.get('Onsale-Sale-State') || this.saleState;
         const header = r.headers.get('Onsale-Seats-Version');
         const version = header != null && header !== '' && Number.isFinite(Number(header)) ? Number(header) : this.wanted;
         this.snapshot(Array.isArray(r.data) ? r.data : [], version);

@@ -214,3 +214,43 @@ async fn upcoming_events_are_listed(pool: PgPool) {
     assert_eq!(events[0]["event_id"], event_id.as_str());
     assert_eq!(events[0]["seat_count"], 30);
 }
+
+/// A page that is not signed in has no socket: the seat map it polls (served from
+/// a snapshot at most a second old) names the sale's state, so it needs no other
+/// read to learn that the sale paused.
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn the_seat_map_names_the_sales_state(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (admin, event) = app.opened_event().await;
+    let state = || async {
+        let response = app.get(&format!("/v1/events/{event}/seats"), None).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response
+            .headers()
+            .get("onsale-sale-state")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(state().await.as_deref(), Some("open"));
+    let response = app
+        .post(
+            &format!("/v1/ops/events/{event}/pause"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match state().await.as_deref() {
+            Some("paused") => break,
+            Some("open") => {}
+            other => panic!("the seat map named the sale {other:?}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the map still says open 5 s after the pause (its snapshot is at most 1 s old)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

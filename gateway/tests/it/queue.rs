@@ -492,3 +492,79 @@ async fn an_anonymous_lottery_read_writes_nothing(pool: PgPool) {
         .await;
     assert_eq!(lottery["seed"].as_str().map(str::len), Some(64));
 }
+
+/// The drawn order comes in pages by queue number, each read an index range of
+/// its size; pages put together are the whole order, each request once. A drawn
+/// page may be cached for a day (it never changes).
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn the_drawn_order_is_read_in_pages(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (admin, event) = app.seeded_event().await;
+    for i in 0..7 {
+        let fan = app.fan_token(&format!("prequeue-{i}@example.com")).await;
+        let joined = join(&app, &event, &fan, None, &json!({"quantity": 1})).await;
+        assert_eq!(joined.status(), StatusCode::ACCEPTED);
+    }
+    let before = app.get(&format!("/v1/events/{event}/lottery"), None).await;
+    assert_eq!(
+        before.headers()["cache-control"],
+        "public, max-age=5",
+        "before the draw the answer changes"
+    );
+    let opened = app
+        .post(
+            &format!("/v1/ops/events/{event}/open"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(opened.status(), StatusCode::OK);
+
+    let drawn: Vec<String> = sqlx::query_scalar(
+        "SELECT request_id::text FROM waiting_room.draw_entries WHERE event_id = $1::uuid
+         ORDER BY queue_number",
+    )
+    .bind(&event)
+    .fetch_all(&app.pool)
+    .await
+    .expect("the draw");
+    assert_eq!(drawn.len(), 7);
+    let (mut pages, mut read) = (Vec::new(), Vec::new());
+    let mut after = 0;
+    loop {
+        let response = app
+            .get(
+                &format!("/v1/events/{event}/lottery?after={after}&limit=3"),
+                None,
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let cache = response.headers()["cache-control"]
+            .to_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(cache.contains("immutable"), "{cache}");
+        let page: Value = response.json().await.expect("json");
+        let ids = page["order"].as_array().expect("the order, after the draw");
+        pages.push(ids.len());
+        read.extend(ids.iter().map(|id| id.as_str().expect("id").to_owned()));
+        match page["next_after"].as_u64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    assert_eq!(read, drawn, "the pages put together are the drawn order");
+    assert_eq!(pages, [3, 3, 1]);
+    // The default page holds them all; a limit outside 1..=5000 is refused.
+    let whole: Value = app
+        .get_json(&format!("/v1/events/{event}/lottery"), None)
+        .await;
+    assert_eq!(whole["order"].as_array().map(Vec::len), Some(7));
+    assert_eq!(whole["next_after"], Value::Null);
+    for bad in ["limit=0", "limit=5001", "after=-1", "page=2"] {
+        let response = app
+            .get(&format!("/v1/events/{event}/lottery?{bad}"), None)
+            .await;
+        assert_error(response, StatusCode::BAD_REQUEST, "invalid_query").await;
+    }
+}

@@ -200,9 +200,35 @@ pub struct Lottery {
     pub seed: Option<String>,
     /// How the order is computed from the seed.
     pub algorithm: String,
-    /// The pre-queue cohort in drawn order (queue numbers 1, 2, ...).
+    /// The pre-queue cohort in drawn order, one page of it: the requests numbered
+    /// `after + 1`, `after + 2`, ... (at most `limit`). Absent before the draw.
     pub order: Option<Vec<RequestId>>,
+    /// The `after` of the next page; absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<u32>,
 }
+
+/// The query of `GET /v1/events/{event_id}/lottery`.
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct LotteryPage {
+    /// The queue number the page starts after (0: from the first).
+    #[serde(default)]
+    #[param(maximum = 2147483647)]
+    pub after: u32,
+    /// Entries in the page: 1 to 5000 (default 1000).
+    #[serde(default = "default_lottery_limit")]
+    pub limit: u32,
+}
+
+fn default_lottery_limit() -> u32 {
+    LOTTERY_PAGE_DEFAULT
+}
+
+/// A lottery page's default and largest sizes.
+pub const LOTTERY_PAGE_DEFAULT: u32 = 1000;
+pub const LOTTERY_PAGE_MAX: u32 = 5000;
 
 /// The admission rates an operator may set (requests per second).
 pub const ADMISSION_PER_SECOND: std::ops::RangeInclusive<u32> = 1..=100_000;

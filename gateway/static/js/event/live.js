@@ -86,9 +86,9 @@ class FanLive extends LiveSocket {
   startAnonymous() {
     if (this.anonTimer) return;
     const tick = async () => {
-      const r = await api('GET', `/v1/events/${enc(eventId)}/lottery`);
-      if (r.ok && r.data && r.data.state) onSale({ state: r.data.state });
+      /* the map (cached by the server for a second) says the sale's state too */
       await loadSeats(0);
+      if (seatFeed.saleState) onSale({ state: seatFeed.saleState });
       if (this.anonTimer) this.anonTimer = setTimeout(tick, ANON_POLL_MS);
     };
     this.anonTimer = setTimeout(tick, 0);
@@ -137,10 +137,9 @@ async function pollSnapshot() {
     return;
   }
   /* no snapshot to be had: read the same facts one by one */
-  const lottery = await api('GET', `/v1/events/${enc(eventId)}/lottery`);
-  if (lottery.ok && lottery.data && lottery.data.state) onSale({ state: lottery.data.state });
   if (state.request) await refreshRequest();
   await loadSeats(0);
+  if (seatFeed.saleState) onSale({ state: seatFeed.saleState });
 }
 
 function handle(msg) {
