@@ -126,11 +126,13 @@ async fn charge(
         }
         Ok(Charge::Pending { charge_id }) => {
             let mut tx = payments.pool.begin().await?;
-            orders::lock(&mut tx, order.order_id).await?;
+            let locked = orders::lock(&mut tx, order.order_id).await?;
+            // The charge's webhook may have settled the order already: the charge is
+            // recorded, the state is left as the webhook made it.
             let pending = orders::set_state(
                 &mut tx,
                 order.order_id,
-                proto::wire::payments::OrderState::Pending,
+                locked.state(),
                 Some(&charge_id),
                 None,
             )

@@ -504,11 +504,27 @@ async fn work_on(payments: &Payments, refund: &RefundRow, attempts: i32) -> Resu
         .await?;
         return Ok(());
     }
-    let Some(charge_id) = &refund.charge_id else {
-        return Err(Error::Unexpected(format!(
-            "refund {} has no charge to pay back",
-            refund.refund_id
-        )));
+    let looked_up;
+    let charge_id = match &refund.charge_id {
+        Some(id) => id,
+        None => {
+            // The order was paid before its charge was recorded: the provider knows.
+            let Some((id, _)) = payments.provider.lookup(refund.order_id).await? else {
+                return Err(Error::Unexpected(format!(
+                    "refund {} has no charge to pay back, and the provider knows none for its order",
+                    refund.refund_id
+                )));
+            };
+            sqlx::query(
+                "UPDATE payments.refunds SET charge_id = $2 WHERE refund_id = $1 AND charge_id IS NULL",
+            )
+            .bind(refund.refund_id)
+            .bind(&id)
+            .execute(&payments.pool)
+            .await?;
+            looked_up = id;
+            &looked_up
+        }
     };
     let (id, attempt) = (refund.refund_id, refund.provider_attempt);
     let ask = || {

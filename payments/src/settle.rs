@@ -49,7 +49,16 @@ pub async fn succeeded(
 ) -> Result<OrderRow, Error> {
     let mut tx = payments.pool.begin().await?;
     let order = orders::lock(&mut tx, order_id).await?;
-    let charge_id = charge_id.map(str::to_owned).or(order.charge_id.clone());
+    let charge_id = match charge_id.map(str::to_owned).or(order.charge_id.clone()) {
+        Some(id) => Some(id),
+        // A webhook names the order, not the charge, and it can come before the
+        // checkout recorded the charge (or the checkout died first): the provider
+        // says which charge it was. Without it a refund could never pay it back.
+        None if order.state() == OrderState::Pending => {
+            payments.provider.lookup(order_id).await?.map(|(id, _)| id)
+        }
+        None => None,
+    };
     match order.state() {
         OrderState::Pending => {}
         // Money arrived for an order that ended unpaid (voided too late, a provider

@@ -253,6 +253,46 @@ async fn a_pending_card_is_sold_by_its_signed_webhook(pool: PgPool) {
     stop.cancel();
 }
 
+/// The sandbox's webhook for a pending card can land before the checkout has
+/// written the charge's id on the order (or the checkout dies first). The order is
+/// paid all the same, with the charge the provider names, so that its refund, or
+/// its event's cancellation, can pay it back.
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_webhook_that_overtakes_the_checkout_still_records_the_charge(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (_, event, stop) = open_sale(&app, 600).await;
+    let (token, request, _) = held(&app, &event, &json!({"quantity": 1})).await;
+    let response = checkout(&app, &token, &request, PENDING, Some("overtaken")).await;
+    let order: Value = response.json().await.expect("order");
+    let order_id = order["order_id"].as_str().expect("order_id").to_owned();
+    // As if the checkout had not written it yet.
+    let charge: String = sqlx::query_scalar(
+        "UPDATE payments.orders o SET charge_id = NULL FROM payments.orders before
+         WHERE o.order_id = $1::uuid AND before.order_id = o.order_id
+         RETURNING before.charge_id",
+    )
+    .bind(&order_id)
+    .fetch_one(&app.pool)
+    .await
+    .expect("the order's charge");
+
+    let delivery = json!({"id": "wh_overtaken", "type": "payment.succeeded", "order_id": order_id});
+    let ack: Value = webhook(&app, &delivery, WEBHOOK_SECRET, now())
+        .await
+        .json()
+        .await
+        .expect("ack");
+    assert_eq!(ack["order_state"], "paid", "{ack}");
+    let recorded: Option<String> =
+        sqlx::query_scalar("SELECT charge_id FROM payments.orders WHERE order_id = $1::uuid")
+            .bind(&order_id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("the order");
+    assert_eq!(recorded.as_deref(), Some(charge.as_str()));
+    stop.cancel();
+}
+
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
 async fn a_late_webhook_after_the_hold_ended_is_refunded(pool: PgPool) {
     let app = spawn_app_with(pool, |config| config.payments.paying_grace_seconds = 1).await;
