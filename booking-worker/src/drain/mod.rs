@@ -337,6 +337,10 @@ impl Drainer {
             return Ok(Step::default());
         }
         let batch_len = entries.len();
+        // Every batch and what it decided, by queue number: the trace a fairness
+        // question from the chaos checker is read against.
+        tracing::debug!(target: "drain_trace", consumer = %self.consumer, cursor = %self.cursor,
+            entries = ?entries.iter().map(|e| format!("{}@{}", e.number, e.stream_id)).collect::<Vec<_>>(), "batch");
         let script_started = Instant::now();
         let outcome = batch::hold_batch(
             &mut self.redis,
@@ -378,6 +382,8 @@ impl Drainer {
             })
             .collect();
         let decided: HashSet<RequestId> = decisions.iter().map(|d| d.request_id).collect();
+        tracing::debug!(target: "drain_trace", consumer = %self.consumer,
+            decided = ?entries.iter().filter(|e| decided.contains(&e.request_id)).map(|e| e.number).collect::<Vec<_>>(), "decided");
         let buried: HashSet<&str> = lost.iter().map(|b| b.stream_id.as_str()).collect();
         // Decisions are a prefix of the batch, so the next read starts after the last
         // entry decided.

@@ -131,7 +131,13 @@ impl Farm {
                 "RUST_LOG",
                 std::env::var("CHAOS_WORKER_LOG").unwrap_or_else(|_| "error".into()),
             )
-            .stdout(Stdio::null())
+            // The workers log to standard output; shown when asked for
+            // (CHAOS_WORKER_LOG=error,drain_trace=debug shows every batch).
+            .stdout(if std::env::var_os("CHAOS_WORKER_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::inherit())
             .spawn()
             .with_context(|| format!("starting {}", self.binary.display()))?;

@@ -78,6 +78,10 @@ pub struct ChaosArgs {
     /// Leave out the money path (fans paying, refunds, the cancellation at the end).
     #[arg(long)]
     no_money: bool,
+    /// When the checks fail, keep the run's own Postgres (and the process) up this
+    /// many seconds, its address printed, to read what happened.
+    #[arg(long, default_value_t = 0)]
+    hold_on_failure: u64,
 }
 
 pub(crate) const SECRET: &str = "chaos-secret-chaos-secret-chaos-secret-0123";
@@ -268,8 +272,16 @@ pub async fn chaos(stack: &mut Stack, args: ChaosArgs) -> anyhow::Result<()> {
     })
     .await?;
     println!("chaos: postgres of the run's own at {}", stack.database_url);
+    let hold = args.hold_on_failure;
     // The server lives until the checks are done (the nemesis holds a clone).
     let outcome = with_redis(stack, args, Some(postgres.clone())).await;
+    if outcome.is_err() && hold > 0 {
+        eprintln!(
+            "chaos: the run's postgres stays up {hold} s for inspection: HOLDING {}",
+            stack.database_url
+        );
+        tokio::time::sleep(Duration::from_secs(hold)).await;
+    }
     (stack.database_url, stack.pool) = original;
     drop(postgres);
     outcome
