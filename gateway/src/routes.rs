@@ -116,10 +116,7 @@ async fn login(
         + chrono::Duration::from_std(state.refresh_ttl).unwrap_or(chrono::Duration::days(14));
     let (session_id, refresh_token) = sessions::open(&state.pool, account.user_id, expires_at)
         .await
-        .map_err(|error| {
-            tracing::error!(%error, "opening a session failed");
-            ErrorBody::new(ErrorCode::ServiceUnavailable, "try again shortly").into_response()
-        })?;
+        .map_err(|e| ErrorBody::from(AccountError::from(e)).into_response())?;
     metrics::counter!("onsale_logins_total", "outcome" => "ok").increment(1);
     pair(&issuer, &account, session_id, refresh_token, expires_at)
         .map(Json)
@@ -155,27 +152,20 @@ fn pair(
     })
 }
 
-/// How long a revocation must be remembered: as long as a token it refuses can
-/// live, with the verifiers' leeway.
-fn revocation_lifetime(issuer: &TokenIssuer) -> std::time::Duration {
-    std::time::Duration::from_secs(issuer.ttl_seconds() + 60)
-}
-
 /// Applies a revocation here at once (this gateway's next request already sees it)
-/// and publishes it to every other node.
+/// and publishes it to every other node, remembered as long as a token it refuses
+/// can live, with the verifiers' leeway.
 async fn revoke(
     state: &GatewayState,
     issuer: &TokenIssuer,
     revoked: platform::sessions::Revoked,
 ) -> Result<(), ErrorBody> {
-    let lifetime = revocation_lifetime(issuer);
-    let forget_at = chrono::Utc::now().timestamp_millis() + lifetime.as_millis() as i64;
-    state.verifier.revocations().apply(revoked, forget_at);
-    platform::sessions::publish(
+    platform::sessions::revoke(
+        state.verifier.revocations(),
         &mut state.redis.clone(),
         &state.key_prefix,
         revoked,
-        lifetime,
+        std::time::Duration::from_secs(issuer.ttl_seconds() + 60),
     )
     .await
     .map_err(|error| {
@@ -256,10 +246,7 @@ async fn logout(
     };
     sessions::end(&state.pool, caller.user_id, session_id)
         .await
-        .map_err(|error| {
-            tracing::error!(%error, "ending a session failed");
-            ErrorBody::new(ErrorCode::ServiceUnavailable, "try again shortly")
-        })?;
+        .map_err(AccountError::from)?;
     revoke(
         &state,
         &issuer,
@@ -287,10 +274,7 @@ async fn logout_all(
 ) -> Result<StatusCode, ErrorBody> {
     let version = sessions::end_all(&state.pool, caller.user_id)
         .await
-        .map_err(|error| {
-            tracing::error!(%error, "ending every session failed");
-            ErrorBody::new(ErrorCode::ServiceUnavailable, "try again shortly")
-        })?;
+        .map_err(AccountError::from)?;
     revoke(
         &state,
         &issuer,

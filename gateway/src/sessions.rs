@@ -115,10 +115,7 @@ impl From<RefreshError> for ErrorBody {
                 ErrorCode::RefreshTokenReused,
                 "this refresh token was already used: the session has been ended, sign in again",
             ),
-            RefreshError::Database(error) => {
-                tracing::error!(%error, "refreshing a session failed");
-                ErrorBody::new(ErrorCode::ServiceUnavailable, "try again shortly")
-            }
+            RefreshError::Database(error) => crate::accounts::AccountError::from(error).into(),
         }
     }
 }

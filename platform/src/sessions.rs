@@ -256,10 +256,13 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Records a revocation in Redis and announces it; `forget_after` is how long
-/// tokens it refuses can still be alive (the access tokens' lifetime and leeway).
-/// Entries past their time are swept in the same round trip.
-pub async fn publish(
+/// Ends what `revoked` names: in this process's list at once (its next check
+/// already refuses), then in Redis with an announcement to every other node.
+/// `forget_after` is how long tokens it refuses can still be alive (the access
+/// tokens' lifetime and leeway). Entries past their time are swept in the same
+/// round trip.
+pub async fn revoke(
+    revocations: &Revocations,
     redis: &mut Redis,
     prefix: &str,
     revoked: Revoked,
@@ -267,6 +270,7 @@ pub async fn publish(
 ) -> redis::RedisResult<()> {
     let now = now_ms();
     let forget_at = now + i64::try_from(forget_after.as_millis()).unwrap_or(i64::MAX / 2);
+    revocations.apply(revoked, forget_at);
     let key = key(prefix);
     let member = revoked.member();
     redis::pipe()
