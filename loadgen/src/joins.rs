@@ -68,9 +68,7 @@ impl Gateway {
     /// per-address limit out of the way (every fan comes from 127.0.0.1), and waits
     /// until it answers /healthz.
     pub(crate) async fn start(stack: &Stack, binary: &str) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = testkit::free_port();
         let child = Command::new(binary)
             .env("DATABASE_URL", &stack.database_url)
             .env("REDIS_URL", &stack.redis_url)

@@ -26,14 +26,16 @@ impl PrivateRedisCluster {
             "onsale-redis-cluster-{}",
             uuid::Uuid::new_v4().simple()
         ));
-        let mut ports = Vec::new();
-        while ports.len() < 3 * (1 + replicas) {
-            let port = crate::free_port();
-            let bus_free = std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok();
-            if port < 55_000 && bus_free && !ports.contains(&port) {
-                ports.push(port);
-            }
-        }
+        // Each node's bus listens on its port + 10000: both must be free, and
+        // the bus port too must lie below the ephemeral range.
+        let (_, ephemeral_low) = crate::unclaimed_ports();
+        let ports: Vec<u16> = (0..3 * (1 + replicas))
+            .map(|_| {
+                crate::free_port_where(|port| {
+                    port + 10_000 < ephemeral_low && crate::bindable(port + 10_000)
+                })
+            })
+            .collect();
         let mut cluster = Self {
             children: ports.iter().map(|_| None).collect(),
             ports,
@@ -257,8 +259,21 @@ impl PrivateRedisCluster {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("starting redis-server (Debian: apt-get install redis-server)");
+        let started = std::time::Instant::now();
+        let mut child = child;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "redis-server (cluster node) on 127.0.0.1:{port} exited ({status}) before it listened; its log is above"
+                );
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "redis-server (cluster node) did not listen on 127.0.0.1:{port} within 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         self.children[index] = Some(child);
-        crate::wait_for_port(port, "redis-server (cluster node)");
     }
 
     fn wait_ok(&self, port: u16) {

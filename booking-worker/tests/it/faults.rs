@@ -219,19 +219,11 @@ impl Drop for OwnRedis {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
 async fn a_redis_restart_mid_run_then_a_rebuild_oversells_nothing(pool: PgPool) {
     let dir = std::env::temp_dir().join(format!("onsale-redis-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let mut own = OwnRedis::start(dir, free_port());
+    let mut own = OwnRedis::start(dir, testkit::free_port());
     own.wait_ready().await;
 
     let mut sale = sale(pool, &own.url(), &["Floor"], 10, 30, 4).await;

@@ -172,9 +172,7 @@ pub struct OwnRedis {
 impl OwnRedis {
     pub async fn start(dir: PathBuf) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = testkit::free_port();
         let child = Self::spawn(port, &dir)?;
         let mut redis = Self { port, dir, child };
         redis.wait_ready().await?;

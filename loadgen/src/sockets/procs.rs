@@ -64,17 +64,10 @@ pub struct Server {
     pub addr: SocketAddr,
 }
 
-/// A free port on 127.0.0.1 (free when asked; the server binds it a moment later).
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// Starts the realtime binary against the stack's Postgres, Redis and key prefix,
 /// and waits until it answers /healthz.
 pub async fn start_realtime(binary: &Path, stack: &Stack) -> anyhow::Result<Server> {
-    let port = free_port()?;
+    let port = testkit::free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut command = Command::new(binary);
     command
@@ -112,7 +105,7 @@ pub async fn start_realtime(binary: &Path, stack: &Stack) -> anyhow::Result<Serv
 /// Starts a bare baseline server (this binary's `sockets-bare`) and waits until it
 /// listens and is subscribed.
 pub async fn start_bare(stack: &Stack, channel: &str, sale_key: &str) -> anyhow::Result<Server> {
-    let port = free_port()?;
+    let port = testkit::free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut command = Command::new(std::env::current_exe()?);
     command
