@@ -359,7 +359,9 @@ async fn check_policy(tx: &mut sqlx::PgConnection, order: &OrderRow) -> Result<i
 /// Gives a refund's seats back to Redis (once: a seat no longer sold to the request
 /// is left alone) and records that it did. A sold-out sale opens again with them
 /// (`unsell.lua`): the pages are told, and the event goes back on the farm, where a
-/// worker takes it up (bringing back keys its retirement had set to expire).
+/// worker takes it up (bringing back keys its retirement had set to expire). Once the
+/// show has begun nothing reopens: an operator's refund at the door frees the seats
+/// but sells them to nobody.
 pub async fn release_seats(payments: &Payments, refund: &RefundRow) -> Result<(), Error> {
     if refund.seats_released {
         return Ok(());
@@ -367,10 +369,21 @@ pub async fn release_seats(payments: &Payments, refund: &RefundRow) -> Result<()
     let mut redis = payments.redis.clone();
     let keys = &payments.keys;
     let event = refund.event_id;
-    let reply: Vec<redis::Value> =
-        proto::scripts::unsell(keys, event, refund.request_id, refund.fan_id, &refund.seats)
-            .invoke_async(&mut redis)
+    let before_show: bool =
+        sqlx::query_scalar("SELECT starts_at > now() FROM inventory.events WHERE event_id = $1")
+            .bind(event)
+            .fetch_one(&payments.pool)
             .await?;
+    let reply: Vec<redis::Value> = proto::scripts::unsell(
+        keys,
+        event,
+        refund.request_id,
+        refund.fan_id,
+        before_show,
+        &refund.seats,
+    )
+    .invoke_async(&mut redis)
+    .await?;
     match reply.as_slice() {
         [redis::Value::Int(1), _, state, reopened] => {
             // The sale is only drained while on the farm's list: it is added again

@@ -2,7 +2,9 @@
 --
 -- KEYS[1] seat hash   KEYS[2] counts hash   KEYS[3] fanseats hash   KEYS[4] rowfree hash
 -- KEYS[5] the request hash   KEYS[6] the event's drain lease   KEYS[7] the sale hash
--- ARGV[1] request id   ARGV[2] the request's fan   ARGV[3..] the refunded seats
+-- ARGV[1] request id   ARGV[2] the request's fan
+-- ARGV[3] "1" when the sale may open again (its show has not begun), else "0"
+-- ARGV[4..] the refunded seats
 --
 -- Returns {1, seats freed, the sale's state, reopened} (0 freed when every seat was
 -- freed before: a retried release; reopened 1 when this call opened a sold-out sale),
@@ -15,7 +17,8 @@
 -- is available to whoever comes next: the line's workers first, as they hold from
 -- the free seats, then anyone on the public map. A sold-out sale whose seats come
 -- back opens again, in the same step, so fans may join for them (the caller tells
--- the pages and puts the event back on the farm).
+-- the pages and puts the event back on the farm); once its show has begun it stays
+-- as it is, and the seats are free on the map (as in the ledger) but not for sale.
 
 local lease = redis.call('GET', KEYS[6]) or ''
 if string.sub(lease, 1, 8) == 'restore-' then return {0, 'restoring'} end
@@ -25,7 +28,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 'no_seat_map'} end
 
 local id, sold = ARGV[1], 's:' .. ARGV[1]
 local freed, changed, gone = 0, {}, {}
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   local seat = ARGV[i]
   if redis.call('HGET', KEYS[1], seat) == sold then
     redis.call('HSET', KEYS[1], seat, 'a')
@@ -48,7 +51,7 @@ end
 redis.call('HSET', KEYS[5], 'seats', table.concat(kept, ' '))
 publish_changes(KEYS[2], changed, {})
 local state, reopened = redis.call('HGET', KEYS[7], 'state') or '', 0
-if state == 'sold_out' then
+if state == 'sold_out' and ARGV[3] == '1' then
   state, reopened = 'open', 1
   redis.call('HSET', KEYS[7], 'state', state)
 end

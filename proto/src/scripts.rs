@@ -69,12 +69,14 @@ scripts! {
     UNSELL => "unsell.lua",
 }
 
-/// `unsell.lua` for a refund of `seats` sold to `request` (of `fan`).
+/// `unsell.lua` for a refund of `seats` sold to `request` (of `fan`); a sold-out
+/// sale opens again only when `may_reopen` (its show has not begun).
 pub fn unsell(
     keys: &crate::Keys,
     event: crate::EventId,
     request: crate::RequestId,
     fan: crate::UserId,
+    may_reopen: bool,
     seats: &[String],
 ) -> redis::ScriptInvocation<'static> {
     let mut invocation = UNSELL.key(keys.seat_states(event));
@@ -86,7 +88,8 @@ pub fn unsell(
         .key(keys.lease(event))
         .key(keys.sale(event))
         .arg(request.to_string())
-        .arg(fan.to_string());
+        .arg(fan.to_string())
+        .arg(if may_reopen { "1" } else { "0" });
     for seat in seats {
         invocation.arg(seat.as_str());
     }

@@ -255,6 +255,7 @@ async fn a_refund_voids_its_tickets_frees_each_seat_once_and_issues_a_credit_not
         event.parse().unwrap(),
         refund_row.request_id,
         refund_row.fan_id,
+        true,
         std::slice::from_ref(&seat),
     )
     .invoke_async(&mut redis)
@@ -489,13 +490,11 @@ where
 }
 
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
-async fn refunded_seats_open_a_sold_out_and_retired_sale_again_and_the_next_fan_buys_them(
-    pool: PgPool,
-) {
+async fn refunded_seats_open_a_sold_out_and_retired_sale_again_until_its_show_begins(pool: PgPool) {
     let app = spawn_app(pool).await;
     let two_seats = json!({"name": "Back Room", "sections": [
         {"name": "Floor", "price_tier": "standard", "rows": [{"label": "A", "seats": 2}]}]});
-    let (_admin, event) = event_in(&app, &two_seats, Some(open_policy())).await;
+    let (admin, event) = event_in(&app, &two_seats, Some(open_policy())).await;
     let event_id: proto::EventId = event.parse().unwrap();
     let (stop, _) = app.start_worker();
     let mut redis = app.redis.clone();
@@ -612,6 +611,31 @@ async fn refunded_seats_open_a_sold_out_and_retired_sale_again_and_the_next_fan_
     assert_eq!(ttl, -1, "the event's keys are kept again");
     turned_away().await;
     assert_eq!(event_counts(&app, &event).await, (0, 0, 2));
+    assert_eq!(mirrored(redis.clone()).await, "sold_out");
+
+    // Once the show has begun, an operator's refund frees its seat on the map (as in
+    // the ledger) but opens nothing: nobody buys a seat for a show under way.
+    sqlx::query(
+        "UPDATE inventory.events SET onsale_at = now() - interval '2 hours',
+             starts_at = now() - interval '1 minute' WHERE event_id = $1::uuid",
+    )
+    .bind(&event)
+    .execute(&app.pool)
+    .await
+    .expect("the show begins");
+    let at_the_door = app
+        .post(
+            &format!(
+                "/v1/ops/orders/{}/refunds",
+                order_next["order_id"].as_str().unwrap()
+            ),
+            Some(&admin),
+            &json!({"reason": "the seat was broken"}),
+        )
+        .await;
+    assert_eq!(at_the_door.status(), StatusCode::ACCEPTED);
+    assert_eq!(event_counts(&app, &event).await, (1, 0, 1));
+    assert_eq!(sale_state(redis.clone()).await.as_deref(), Some("sold_out"));
     assert_eq!(mirrored(redis.clone()).await, "sold_out");
     stop.cancel();
     let actions: Vec<String> = sqlx::query_scalar(
