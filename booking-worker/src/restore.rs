@@ -70,7 +70,21 @@ pub async fn seize(
     {
         return Err(error.into());
     }
-    crate::drain::claim_orphans(redis, &changes, &seized.consumer).await?;
+    if crate::drain::reclaim(
+        redis,
+        keys,
+        event_id,
+        &changes,
+        &seized.value,
+        &seized.consumer,
+    )
+    .await?
+    .is_none()
+    {
+        return Err(DrainError::Unexpected(
+            "the restore's lease was taken while it seized the event".into(),
+        ));
+    }
     crate::drain::apply_changes(
         redis,
         pool,

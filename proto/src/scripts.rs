@@ -53,6 +53,8 @@ scripts! {
     LEASE => "lease.lua",
     /// A drainer's read of its event's line or changes, fenced by its lease.
     READ_LINE => "read_line.lua",
+    /// The lease holder takes over what other consumers left pending.
+    RECLAIM => "reclaim.lua",
     /// Gives seats the ledger refused to their ledger owners and requeues the request.
     REQUEUE => "requeue.lua",
     /// Moves a sale between states.

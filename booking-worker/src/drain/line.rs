@@ -123,105 +123,27 @@ pub async fn wait_for_new(
 
 /// Moves every entry that other consumers of the group hold pending on `stream` to
 /// `consumer`, without counting a delivery (the next read from this consumer's
-/// pending list counts it). Only the lease holder reads, so their owners are gone
-/// or fenced off. Returns how many moved.
-pub async fn claim_orphans(
+/// pending list counts it), and forgets the other consumers left with nothing
+/// pending (`reclaim.lua`). Fenced by the lease: `None` when `lease` is no longer
+/// the event's, and nothing moved (a drainer that lost its lease must not take the
+/// entries its successor has read). Returns how many moved.
+pub async fn reclaim(
     redis: &mut Redis,
+    keys: &Keys,
+    event: EventId,
     stream: &str,
+    lease: &str,
     consumer: &str,
-) -> Result<usize, DrainError> {
-    let summary: Value = match redis::cmd("XPENDING")
-        .arg(stream)
+) -> Result<Option<usize>, DrainError> {
+    let moved: i64 = proto::scripts::RECLAIM
+        .key(keys.lease(event))
+        .key(stream)
+        .arg(lease)
         .arg(WORKER_GROUP)
-        .query_async(redis)
-        .await
-    {
-        Ok(summary) => summary,
-        // No stream or group yet: nothing is pending.
-        Err(error) if error.code() == Some("NOGROUP") => return Ok(0),
-        Err(error) => return Err(error.into()),
-    };
-    let owners: Vec<(String, String)> = match summary {
-        Value::Array(fields) if fields.len() == 4 => match &fields[3] {
-            Value::Nil => Vec::new(),
-            other => FromRedisValue::from_redis_value(other.clone())
-                .map_err(|e| DrainError::Unexpected(format!("XPENDING summary: {e}")))?,
-        },
-        _ => Vec::new(),
-    };
-    let mut claimed = 0;
-    for (owner, _) in owners.iter().filter(|(owner, _)| owner != consumer) {
-        loop {
-            let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-                .arg(stream)
-                .arg(WORKER_GROUP)
-                .arg("-")
-                .arg("+")
-                .arg(1000)
-                .arg(owner)
-                .query_async(redis)
-                .await?;
-            if pending.is_empty() {
-                break;
-            }
-            let ids: Vec<&str> = pending.iter().map(|(id, ..)| id.as_str()).collect();
-            let moved: Vec<String> = redis::cmd("XCLAIM")
-                .arg(stream)
-                .arg(WORKER_GROUP)
-                .arg(consumer)
-                .arg(0)
-                .arg(&ids)
-                .arg("JUSTID")
-                .query_async(redis)
-                .await?;
-            claimed += moved.len();
-            // Entries deleted while pending are dropped from the list by XCLAIM; stop
-            // if nothing moved so a list of only those cannot loop.
-            if moved.is_empty() || pending.len() < 1000 {
-                break;
-            }
-        }
-    }
-    Ok(claimed)
-}
-
-/// Deletes the group's consumers other than `consumer` that hold nothing pending
-/// (a restarted worker comes back under a new name): consumer lists stay short.
-pub async fn forget_idle_consumers(
-    redis: &mut Redis,
-    stream: &str,
-    consumer: &str,
-) -> Result<(), DrainError> {
-    let consumers: redis::RedisResult<redis::streams::StreamInfoConsumersReply> =
-        redis::cmd("XINFO")
-            .arg("CONSUMERS")
-            .arg(stream)
-            .arg(WORKER_GROUP)
-            .query_async(redis)
-            .await;
-    let Ok(consumers) = consumers else {
-        return Ok(());
-    };
-    let idle: Vec<String> = consumers
-        .consumers
-        .into_iter()
-        .filter(|c| c.name != consumer && c.pending == 0)
-        .map(|c| c.name)
-        .collect();
-    if idle.is_empty() {
-        return Ok(());
-    }
-    let mut pipe = redis::pipe();
-    for name in &idle {
-        pipe.cmd("XGROUP")
-            .arg("DELCONSUMER")
-            .arg(stream)
-            .arg(WORKER_GROUP)
-            .arg(name)
-            .ignore();
-    }
-    pipe.query_async::<()>(redis).await?;
-    Ok(())
+        .arg(consumer)
+        .invoke_async(redis)
+        .await?;
+    Ok(usize::try_from(moved).ok())
 }
 
 /// Dead letters kept per event (the oldest go first).

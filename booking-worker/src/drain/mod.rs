@@ -46,7 +46,7 @@ pub(crate) use ended::apply_changes;
 pub use lease::Lease;
 use ledger::LedgerError;
 use ledger::restore::RestoreError;
-pub(crate) use line::claim_orphans;
+pub(crate) use line::reclaim;
 use line::{Burial, Entry, Read};
 use sink::{Refused, Sink};
 
@@ -220,17 +220,30 @@ impl Drainer {
     }
 
     /// Takes over every entry other consumers left pending on the line and on the
-    /// changes stream. After any was taken, the next read starts from the beginning
-    /// of this consumer's pending list (the ledger writes in flight are settled
-    /// first, so nothing decided is read twice).
-    pub async fn reclaim(&mut self) -> Result<usize, DrainError> {
+    /// changes stream, while this drainer holds the lease (`None` when it lost it:
+    /// nothing was taken). After any was taken, the next read starts from the
+    /// beginning of this consumer's pending list (the ledger writes in flight are
+    /// settled first, so nothing decided is read twice).
+    pub async fn reclaim(&mut self) -> Result<Option<usize>, DrainError> {
         let mut claimed = 0;
+        let lease = self.lease.value().to_owned();
         for stream in [
             self.keys.stream(self.event_id),
             self.keys.changes(self.event_id),
         ] {
-            claimed += line::claim_orphans(&mut self.redis, &stream, &self.consumer).await?;
-            line::forget_idle_consumers(&mut self.redis, &stream, &self.consumer).await?;
+            let Some(moved) = line::reclaim(
+                &mut self.redis,
+                &self.keys,
+                self.event_id,
+                &stream,
+                &lease,
+                &self.consumer,
+            )
+            .await?
+            else {
+                return Ok(None);
+            };
+            claimed += moved;
         }
         if claimed > 0 {
             self.settle().await?;
@@ -238,7 +251,7 @@ impl Drainer {
             metrics::counter!("onsale_worker_entries_reclaimed_total").increment(claimed as u64);
             tracing::warn!(event_id = %self.event_id, claimed, "took over pending entries");
         }
-        Ok(claimed)
+        Ok(Some(claimed))
     }
 
     /// Sends entries that cannot be processed to the dead letters and ends their

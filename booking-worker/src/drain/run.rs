@@ -87,7 +87,9 @@ impl Drainer {
                 "retired event back on the farm (its sale opened again): its keys are kept");
         }
         self.ensure_groups().await?;
-        self.reclaim().await?;
+        if self.reclaim().await?.is_none() {
+            return Ok(false);
+        }
         // Holds that ended while no drainer could write the ledger go first.
         Ok(self.apply_changes().await?.is_some())
     }
@@ -114,7 +116,10 @@ impl Drainer {
             if last_reclaim.elapsed() >= reclaim_every {
                 // A drainer that stalled and lost its lease may have left entries
                 // pending under its name (read before it lost the lease).
-                self.reclaim().await?;
+                if self.reclaim().await?.is_none() {
+                    tracing::warn!(event_id = %self.event_id, "lease lost; another worker drains this event");
+                    return Ok(());
+                }
                 last_reclaim = Instant::now();
             }
             if last_sweep.elapsed() >= Duration::from_millis(self.settings.sweep_interval_ms) {

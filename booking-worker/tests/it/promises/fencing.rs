@@ -115,6 +115,90 @@ async fn a_stalled_drainer_strands_nothing_and_its_successor_decides_everything(
 }
 
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_drainer_past_its_lease_cannot_take_the_entries_its_successor_has_read(pool: PgPool) {
+    let mut sale = sale(pool, &redis_url(), &["Floor"], 2, 20, 4).await;
+    let joined = sale.join_many(one_seat_each(20), 8).await;
+    assert_eq!(sale.open().await, 20);
+    let mut redis = sale.redis.clone();
+    let drainer = |name: &str| {
+        let sale = &sale;
+        let name = name.to_owned();
+        async move {
+            Drainer::new(
+                sale.event_id,
+                sale.pool.clone(),
+                sale.redis.clone(),
+                sale.store.blocking().await.expect("blocking connection"),
+                sale.keys.clone(),
+                fast_settings(),
+                name.clone(),
+                &format!("{name}-token"),
+            )
+        }
+    };
+
+    // The old drainer held the lease and lost it (stopped, or seized by a restore)
+    // without knowing yet; its successor took the event and read the head of the
+    // line, not yet decided.
+    let mut old = drainer("old").await;
+    assert!(old.begin().await.expect("begin"));
+    let _: () = redis::cmd("DEL")
+        .arg(sale.keys.lease(sale.event_id))
+        .query_async(&mut redis)
+        .await
+        .expect("lapse");
+    let mut successor = drainer("successor").await;
+    assert!(successor.begin().await.expect("begin"));
+    let stream = sale.keys.stream(sale.event_id);
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(WORKER_GROUP)
+        .arg("successor")
+        .arg("COUNT")
+        .arg(5)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut redis)
+        .await
+        .expect("the successor reads");
+
+    // The old drainer wakes into its periodic reclaim: it takes nothing.
+    assert_eq!(old.reclaim().await.expect("reclaim"), None);
+    let pending = |name: &'static str| {
+        let (mut redis, stream) = (sale.redis.clone(), stream.clone());
+        async move {
+            redis::cmd("XPENDING")
+                .arg(stream)
+                .arg(WORKER_GROUP)
+                .arg("-")
+                .arg("+")
+                .arg(100)
+                .arg(name)
+                .query_async::<Vec<redis::Value>>(&mut redis)
+                .await
+                .expect("xpending")
+                .len()
+        }
+    };
+    assert_eq!((pending("successor").await, pending("old").await), (5, 0));
+
+    // So the successor decides the head of the line first: numbers 1 to 5.
+    let step = successor.step(5, true).await.expect("step");
+    assert_eq!(step.decided, 5);
+    successor.settle().await.expect("recorded");
+    let mut held = Vec::new();
+    for (_, request) in &joined {
+        let seen = status(&sale, request.request_id).await;
+        if seen.state == RequestState::Held {
+            held.push(seen.queue_number.expect("number"));
+        }
+    }
+    held.sort_unstable();
+    assert_eq!(held, [1, 2, 3, 4, 5], "decided out of line order");
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
 async fn a_fenced_off_drainer_writes_nothing_to_the_ledger(pool: PgPool) {
     let sale = sale(pool, &redis_url(), &["Floor"], 1, 4, 4).await;
     let old = ledger::raise_fence(&sale.pool, sale.event_id, "old")
