@@ -162,6 +162,7 @@ async fn the_hot_path_does_no_more_work_per_join_decision_and_checkout_than_its_
             reconcile_after_seconds: 3600,
             seller: serde_json::from_value(billing::Seller::defaults())
                 .expect("the default seller"),
+            retention_days: 7,
         }),
         ring: Arc::new(tickets::KeyRing::new()),
     };

@@ -13,6 +13,8 @@ use crate::provider::ChargeStatus;
 use crate::{Payments, Settings, settle, signature};
 
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+/// How often delivered outbox records and old webhook ids are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
 
 /// Settles one stale pending order from the provider's record; returns what it did.
 pub async fn reconcile_order(
@@ -90,11 +92,18 @@ pub async fn reconcile(payments: &Payments) -> Result<usize, crate::Error> {
 
 pub async fn run_reconciler(payments: Payments, stop: CancellationToken) {
     let mut tick = tokio::time::interval(RECONCILE_EVERY);
+    let mut purge = tokio::time::interval(PURGE_EVERY);
+    let keep = Duration::from_secs(payments.settings.retention_days * 86_400);
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 if let Err(error) = reconcile(&payments).await {
                     tracing::warn!(%error, "reconciler pass failed");
+                }
+            }
+            _ = purge.tick() => {
+                if let Err(error) = crate::retention::purge(&payments.pool, keep).await {
+                    tracing::warn!(%error, "purging delivered records failed");
                 }
             }
             () = stop.cancelled() => break,

@@ -23,6 +23,7 @@ pub mod orders;
 pub mod provider;
 pub mod refunds;
 pub mod relay;
+pub mod retention;
 pub mod routes;
 pub mod settle;
 pub mod signature;
@@ -68,6 +69,9 @@ pub struct Settings {
     pub reconcile_after_seconds: u64,
     /// Who sells, as printed on invoices and credit notes.
     pub seller: billing::Seller,
+    /// Days that published outbox records and applied webhook ids are kept
+    /// (`payments::retention`).
+    pub retention_days: u64,
 }
 
 impl Settings {
@@ -80,10 +84,16 @@ impl Settings {
             "currency": "EUR",
             "reconcile_after_seconds": 10,
             "seller": billing::Seller::defaults(),
+            "retention_days": 7,
         })
     }
 
     pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.retention_days == 0 {
+            return Err(SettingsError::Invalid(
+                "payments.retention_days must be at least 1".into(),
+            ));
+        }
         if self.webhook_secret.expose_secret().len() < 16 {
             return Err(SettingsError::Invalid(
                 "payments.webhook_secret (ONSALE_PAYMENTS__WEBHOOK_SECRET) must be at least 16 bytes".into(),

@@ -1,8 +1,10 @@
 //! The outbox relay: publishes `outbox.messages` to Kafka in `seq` order and marks
 //! them published.
 //!
-//! One relay publishes at a time (a transaction-scoped advisory lock), so records
-//! of one sale reach their partition in the order they were written. A batch is
+//! One relay publishes at a time (a transaction-scoped advisory lock), in `seq`
+//! order, so records of one aggregate (a request and its order) reach their
+//! partition in the order their transactions committed (`platform::outbox::write`
+//! numbers them so). A batch is
 //! marked published only after the broker acknowledged every record of it; a crash
 //! or a broker outage in between publishes the batch again, which consumers absorb
 //! (they are idempotent on the envelope id). The broker may come up after the relay

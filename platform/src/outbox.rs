@@ -58,7 +58,23 @@ impl Message {
     }
 }
 
+/// Aggregates one write may lock one by one; a write of more (a sale closed on
+/// its whole pre-queue) locks its events whole instead. Each lock is a slot of
+/// Postgres's shared lock table (64 per connection by default).
+const BULK_AGGREGATES: i64 = 256;
+
 /// Writes `messages` in the caller's transaction, in order (one statement).
+///
+/// Records of one aggregate (a request and its order, or, for a record that names
+/// no request, its event) are numbered in the order their transactions commit: `seq`
+/// is given under a transaction lock on the aggregate. Without it, a transaction
+/// that wrote first and committed last would have the lower `seq`, and the relay,
+/// which publishes by `seq`, would already have sent the later record. Writers of
+/// different aggregates never wait for each other.
+///
+/// The locks: each event's, shared (exclusive for a write of more than
+/// [`BULK_AGGREGATES`] aggregates, which takes no other), then each aggregate's,
+/// exclusive, in a fixed order, so two writers cannot deadlock.
 pub async fn write(tx: &mut sqlx::PgConnection, messages: &[Message]) -> Result<(), sqlx::Error> {
     if messages.is_empty() {
         return Ok(());
@@ -78,9 +94,25 @@ pub async fn write(tx: &mut sqlx::PgConnection, messages: &[Message]) -> Result<
         .map(|m| m.correlation_id.as_deref())
         .collect();
     sqlx::query(
-        "INSERT INTO outbox.messages (id, topic, kind, event_id, request_id, payload, occurred_at, correlation_id, traceparent)
+        "WITH keys AS MATERIALIZED (
+             SELECT DISTINCT e, r FROM UNNEST($4::uuid[], $5::uuid[]) AS a(e, r)),
+         bulk AS MATERIALIZED (SELECT count(*) > $10 AS yes FROM keys),
+         umbrella AS MATERIALIZED (
+             SELECT DISTINCT hashtextextended('outbox:' || e::text, 0) AS k FROM keys ORDER BY 1),
+         aggregates AS MATERIALIZED (
+             SELECT DISTINCT hashtextextended(coalesce('outbox:' || r::text, 'outbox-event:' || e::text), 0) AS k
+             FROM keys ORDER BY 1),
+         locked AS (
+             SELECT count(*) AS taken FROM (
+                 SELECT pg_advisory_xact_lock(k) FROM umbrella WHERE (SELECT yes FROM bulk)
+                 UNION ALL
+                 SELECT pg_advisory_xact_lock_shared(k) FROM umbrella WHERE NOT (SELECT yes FROM bulk)
+                 UNION ALL
+                 SELECT pg_advisory_xact_lock(k) FROM aggregates WHERE NOT (SELECT yes FROM bulk)) AS t)
+         INSERT INTO outbox.messages (id, topic, kind, event_id, request_id, payload, occurred_at, correlation_id, traceparent)
          SELECT id, topic, kind, event_id, request_id, payload, occurred_at, correlation_id, traceparent FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::jsonb[], $7::timestamptz[], $8::text[], $9::text[])
-         WITH ORDINALITY AS t(id, topic, kind, event_id, request_id, payload, occurred_at, correlation_id, traceparent, n)
+         WITH ORDINALITY AS t(id, topic, kind, event_id, request_id, payload, occurred_at, correlation_id, traceparent, n),
+         locked WHERE locked.taken >= 0
          ORDER BY n",
     )
     .bind(&ids)
@@ -92,6 +124,7 @@ pub async fn write(tx: &mut sqlx::PgConnection, messages: &[Message]) -> Result<
     .bind(&times)
     .bind(&correlations)
     .bind(messages.iter().map(|m| m.traceparent.as_deref()).collect::<Vec<_>>())
+    .bind(BULK_AGGREGATES)
     .execute(tx)
     .await?;
     Ok(())

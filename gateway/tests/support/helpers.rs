@@ -66,6 +66,7 @@ pub fn config(prefix: &str) -> Config {
             reconcile_after_seconds: 10,
             seller: serde_json::from_value(billing::Seller::defaults())
                 .expect("the default seller"),
+            retention_days: 7,
         },
         live: realtime::Settings::default(),
     }
