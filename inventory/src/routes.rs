@@ -305,12 +305,27 @@ async fn rebuild_seat_map(
         LoadMode::Force,
     )
     .await?;
-    tracing::info!(%event_id, user_id = %caller.user_id, "seat map rebuilt by operator");
-    Ok(Json(RebuildOutcome {
+    tracing::info!(target: "audit", %event_id, user_id = %caller.user_id, "seat map rebuilt by operator");
+    let outcome = RebuildOutcome {
         event_id,
         generation: report.generation,
         available: report.counts.available,
         held: report.counts.held,
         sold: report.counts.sold,
-    }))
+    };
+    // Into the sale's audit log (the dashboard's), beside the levers.
+    sqlx::query(
+        "INSERT INTO waiting_room.audit (event_id, actor, action, detail)
+         SELECT event_id, $2, 'rebuild', $3 FROM waiting_room.sales WHERE event_id = $1",
+    )
+    .bind(event_id)
+    .bind(caller.user_id)
+    .bind(serde_json::to_value(&outcome).unwrap_or_default())
+    .execute(&state.pool)
+    .await
+    .map_err(|error| {
+        tracing::error!(%error, %event_id, "auditing a seat-map rebuild failed");
+        ErrorBody::new(proto::ErrorCode::Internal, "internal error")
+    })?;
+    Ok(Json(outcome))
 }

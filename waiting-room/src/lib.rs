@@ -10,6 +10,7 @@
 pub mod error;
 pub mod joins;
 pub mod journal;
+pub mod levers;
 pub mod lottery;
 pub mod requests;
 pub mod restore;
@@ -124,6 +125,10 @@ pub async fn schedule(
                 }
                 if let Err(error) = sale::mirror_farm_states(&pool, &mut redis, &keys).await {
                     tracing::warn!(%error, "mirroring the farm's sale states failed");
+                }
+                // Lever pulls that failed half-way and nobody retried.
+                if let Err(error) = levers::finish_stale(&pool, &mut redis, &keys, 10).await {
+                    tracing::warn!(%error, "finishing pending lever pulls failed");
                 }
             }
             () = stop.cancelled() => break,

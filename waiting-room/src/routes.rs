@@ -10,7 +10,7 @@ use proto::wire::queue::{
     AuditEntry, CreateRequest, Joined, LOTTERY_PAGE_MAX, Lottery, LotteryPage, RequestStatus, Sale,
     SaleState, SaleStats, SetAdmission, StatsSample,
 };
-use proto::{ErrorBody, ErrorCode, EventId, RequestId, Role};
+use proto::{ErrorBody, ErrorCode, EventId, RequestId, Role, UserId};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -180,6 +180,15 @@ async fn visible_request(
     caller: Caller,
     request_id: RequestId,
 ) -> Result<EventId, Error> {
+    Ok(visible_request_of(state, caller, request_id).await?.0)
+}
+
+/// [`visible_request`], with the request's fan.
+async fn visible_request_of(
+    state: &mut WaitingRoomState,
+    caller: Caller,
+    request_id: RequestId,
+) -> Result<(EventId, UserId), Error> {
     let event_id =
         requests::event_of(&mut state.redis, &state.keys, &state.pool, request_id).await?;
     let owner = requests::owner_of(&mut state.redis, &state.keys, event_id, request_id).await?;
@@ -187,7 +196,7 @@ async fn visible_request(
         // Someone else's request does not exist, as far as this caller can tell.
         return Err(Error::RequestNotFound(request_id));
     }
-    Ok(event_id)
+    Ok((event_id, owner))
 }
 
 /// Where a request stands: its state, position in line, held seats and expiry.
@@ -238,8 +247,8 @@ async fn leave(
     caller: Caller,
     Path(request_id): Path<RequestId>,
 ) -> Result<Json<RequestStatus>, Error> {
-    let event_id = match visible_request(&mut state, caller, request_id).await {
-        Ok(event_id) => event_id,
+    let (event_id, fan) = match visible_request_of(&mut state, caller, request_id).await {
+        Ok(found) => found,
         // Redis does not have it: an ended request is answered from Postgres; one
         // still live waits for the restore of its event's line.
         Err(Error::RequestNotFound(_)) => {
@@ -258,16 +267,26 @@ async fn leave(
         }
         Err(error) => return Err(error),
     };
-    Ok(Json(
-        requests::leave(
+    let status = requests::leave(
+        &state.pool,
+        &mut state.redis,
+        &state.keys,
+        event_id,
+        request_id,
+    )
+    .await?;
+    if fan != caller.user_id {
+        // An operator ended a fan's request: the sale's audit log says who and whose.
+        sale::audit(
             &state.pool,
-            &mut state.redis,
-            &state.keys,
             event_id,
-            request_id,
+            Some(caller.user_id),
+            "release",
+            serde_json::json!({"request_id": request_id, "fan": fan, "state": status.state}),
         )
-        .await?,
-    ))
+        .await?;
+    }
+    Ok(Json(status))
 }
 
 /// The event's lottery: the seed's commitment before the draw; the seed and the

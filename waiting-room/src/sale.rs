@@ -432,7 +432,24 @@ impl Lever {
         }
     }
 
-    fn as_str(self) -> &'static str {
+    /// Where a lever other than `Open` moves the sale, and from which states.
+    pub(crate) fn transition(self) -> (SaleState, &'static [SaleState]) {
+        match self {
+            Lever::Pause => (SaleState::Paused, &[SaleState::Open]),
+            Lever::Resume => (SaleState::Open, &[SaleState::Paused]),
+            Lever::Close | Lever::Open => (
+                SaleState::Closed,
+                &[
+                    SaleState::Scheduled,
+                    SaleState::Open,
+                    SaleState::Paused,
+                    SaleState::SoldOut,
+                ],
+            ),
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Lever::Open => "open",
             Lever::Pause => "pause",
@@ -442,7 +459,9 @@ impl Lever {
     }
 }
 
-/// Pulls a lever; returns the sale's new state.
+/// Pulls a lever; returns the sale's new state. Pause, resume and close are one
+/// recorded intent, applied and audited exactly once (`crate::levers`): a pull of
+/// the same lever that failed half-way is finished first, and answers this one.
 pub async fn pull(
     pool: &PgPool,
     redis: &mut Redis,
@@ -457,19 +476,19 @@ pub async fn pull(
         draw(pool, redis, keys, event_id, Some(actor)).await?;
         return Ok(SaleState::Open);
     }
-    let (to, from): (SaleState, &[SaleState]) = match lever {
-        Lever::Pause => (SaleState::Paused, &[SaleState::Open]),
-        Lever::Resume => (SaleState::Open, &[SaleState::Paused]),
-        Lever::Close | Lever::Open => (
-            SaleState::Closed,
-            &[
-                SaleState::Scheduled,
-                SaleState::Open,
-                SaleState::Paused,
-                SaleState::SoldOut,
-            ],
-        ),
-    };
+    let guard = crate::levers::lock(pool, event_id, true)
+        .await?
+        .ok_or_else(|| Error::Unexpected("the lever lock was not taken".into()))?;
+    if let Some(finished) = crate::levers::finish_pending(pool, redis, keys, event_id).await?
+        && finished.action == lever.as_str()
+        && let Some(state) = finished.state
+    {
+        guard.commit().await?;
+        return Ok(state);
+    }
+    let pull =
+        crate::levers::record(pool, redis, keys, event_id, lever.as_str(), actor, None).await?;
+    let (to, from) = lever.transition();
     let (changed, previous) = proto::scripts::sale_state_moved(
         proto::scripts::set_sale_state(keys, event_id, to, from)
             .invoke_async(redis)
@@ -477,12 +496,13 @@ pub async fn pull(
     );
     let previous_text = previous.map_or("not loaded", SaleState::as_str);
     if !changed {
+        crate::levers::refuse(pool, pull.pull_id).await?;
+        guard.commit().await?;
         return Err(Error::refused(
             ErrorCode::InvalidTransition,
             format!("cannot {} a sale that is {previous_text}", lever.as_str()),
         ));
     }
-    record_state(pool, event_id, to).await?;
     let mut detail = serde_json::json!({"from": previous, "to": to});
     if lever == Lever::Close && previous == Some(SaleState::Scheduled) {
         // Nobody will draw this pre-queue: every request in it ends, and its fan is
@@ -490,7 +510,8 @@ pub async fn pull(
         let ended = end_prequeue(pool, redis, keys, event_id, "sale_closed").await?;
         detail["prequeue_ended"] = ended.into();
     }
-    audit(pool, event_id, Some(actor), lever.as_str(), detail).await?;
+    crate::levers::finish(pool, &pull, Some(to), detail).await?;
+    guard.commit().await?;
     tracing::info!(%event_id, %actor, lever = lever.as_str(), from = previous_text, "sale lever pulled");
     Ok(to)
 }
@@ -498,7 +519,7 @@ pub async fn pull(
 /// Ends every request still waiting in the pre-queue as `rejected` with `reason`;
 /// returns how many ended. Only for a sale that will not be drawn (closed while
 /// scheduled): the set is left in place, as a draw would need it.
-async fn end_prequeue(
+pub(crate) async fn end_prequeue(
     pool: &PgPool,
     redis: &mut Redis,
     keys: &Keys,
@@ -557,26 +578,42 @@ pub async fn set_admission(
     }
     let sale = ensure_sale(pool, event_id).await?;
     load_into_redis(redis, keys, &sale).await?;
-    let previous = sale.admission_per_second;
-    sqlx::query("UPDATE waiting_room.sales SET admission_per_second = $2, updated_at = now() WHERE event_id = $1")
-        .bind(event_id)
-        .bind(per_second as i32)
-        .execute(pool)
-        .await?;
+    // One recorded intent, as a lever (`crate::levers`): a retry of a change that
+    // failed half-way is answered by it, audited once.
+    let guard = crate::levers::lock(pool, event_id, true)
+        .await?
+        .ok_or_else(|| Error::Unexpected("the lever lock was not taken".into()))?;
+    if let Some(finished) = crate::levers::finish_pending(pool, redis, keys, event_id).await?
+        && finished.per_second == Some(per_second as i32)
+    {
+        guard.commit().await?;
+        return Ok(());
+    }
+    let previous = get(pool, event_id).await?.admission_per_second;
+    let pull = crate::levers::record(
+        pool,
+        redis,
+        keys,
+        event_id,
+        "admission",
+        actor,
+        Some(per_second as i32),
+    )
+    .await?;
     let _: () = redis::cmd("HSET")
         .arg(keys.sale(event_id))
         .arg(proto::sale_hash::ADMISSION_PER_SECOND)
         .arg(per_second)
         .query_async(redis)
         .await?;
-    audit(
+    crate::levers::finish(
         pool,
-        event_id,
-        Some(actor),
-        "admission",
+        &pull,
+        None,
         serde_json::json!({"per_second": per_second, "from": previous, "to": per_second}),
     )
     .await?;
+    guard.commit().await?;
     Ok(())
 }
 

@@ -323,3 +323,153 @@ async fn bad_lever_input_gets_a_code_and_changes_nothing(pool: PgPool) {
     assert_error(again, StatusCode::CONFLICT, "invalid_transition").await;
     assert_eq!(app.audit(&admin, &event).await.len(), audit_before + 1);
 }
+
+/// Makes every change to `waiting_room.sales` fail until [`heal_sales`], as a
+/// Postgres failure between a lever's Redis step and its ledger step would.
+async fn break_sales(app: &TestApp) {
+    sqlx::query(
+        "CREATE OR REPLACE FUNCTION waiting_room.refuse_change() RETURNS trigger LANGUAGE plpgsql AS
+         $$ BEGIN RAISE EXCEPTION 'the ledger is away'; END $$",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("function");
+    sqlx::query(
+        "CREATE TRIGGER refuse_change BEFORE UPDATE ON waiting_room.sales
+         FOR EACH ROW EXECUTE FUNCTION waiting_room.refuse_change()",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("trigger");
+}
+
+async fn heal_sales(app: &TestApp) {
+    sqlx::query("DROP TRIGGER refuse_change ON waiting_room.sales")
+        .execute(&app.pool)
+        .await
+        .expect("drop trigger");
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_lever_that_fails_half_way_is_finished_by_its_retry_and_audited_once(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (admin, event) = app.opened_event().await;
+    let ledger_state = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT state FROM waiting_room.sales WHERE event_id = $1::uuid",
+        )
+        .bind(&event)
+        .fetch_one(&app.pool)
+        .await
+        .expect("sale row")
+    };
+    let pause_path = format!("/v1/ops/events/{event}/pause");
+    let no_body = json!({});
+    let pause = || app.post(&pause_path, Some(&admin), &no_body);
+
+    // Redis pauses the sale; the ledger's write fails: the operator gets an error.
+    break_sales(&app).await;
+    let failed = pause().await;
+    assert_eq!(
+        failed.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        failed.text().await
+    );
+    assert_eq!(ledger_state().await, "open");
+    heal_sales(&app).await;
+
+    // The retry is answered by the pull it retries: paused, in Redis and the ledger,
+    // with one audit entry.
+    let retried = pause().await;
+    assert_eq!(retried.status(), StatusCode::OK);
+    let sale: Value = retried.json().await.expect("json");
+    assert_eq!(sale["state"], "paused");
+    assert_eq!(ledger_state().await, "paused");
+    let log = app.audit(&admin, &event).await;
+    let pauses = log.iter().filter(|e| e["action"] == "pause").count();
+    assert_eq!(pauses, 1, "{log:?}");
+
+    // The same for the admission rate.
+    break_sales(&app).await;
+    let failed = app
+        .put_rate(Some(&admin), &event, &json!({"per_second": 42}))
+        .await;
+    assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    heal_sales(&app).await;
+    let retried = app
+        .put_rate(Some(&admin), &event, &json!({"per_second": 42}))
+        .await;
+    assert_eq!(retried.status(), StatusCode::OK);
+    let log = app.audit(&admin, &event).await;
+    assert_eq!(
+        log.iter().filter(|e| e["action"] == "admission").count(),
+        1,
+        "{log:?}"
+    );
+    assert_eq!(app.stats(&admin, &event).await["admission_per_second"], 42);
+
+    // A pull nobody retries is finished by the scheduler's pass.
+    break_sales(&app).await;
+    let resume = app
+        .post(
+            &format!("/v1/ops/events/{event}/resume"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(resume.status(), StatusCode::SERVICE_UNAVAILABLE);
+    heal_sales(&app).await;
+    let mut redis = app.redis.clone();
+    waiting_room::levers::finish_stale(&app.pool, &mut redis, &app.keys, 0)
+        .await
+        .expect("finish");
+    assert_eq!(ledger_state().await, "open");
+    let log = app.audit(&admin, &event).await;
+    assert_eq!(
+        log.iter().filter(|e| e["action"] == "resume").count(),
+        1,
+        "{log:?}"
+    );
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn seat_map_rebuilds_and_requests_ended_by_an_operator_are_audited(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (admin, event) = app.opened_event().await;
+    let fan = minted_fan_token();
+    let request = app.join(&event, &fan, json!({"quantity": 1})).await;
+
+    // The fan leaving on their own is not an operator's act; the operator ending
+    // another fan's request is.
+    let released = app
+        .client
+        .delete(app.url(&format!("/v1/requests/{request}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(released.status(), StatusCode::OK);
+    let rebuilt = app
+        .post(
+            &format!("/v1/ops/events/{event}/rebuild"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(rebuilt.status(), StatusCode::OK);
+
+    let log = app.audit(&admin, &event).await;
+    let actions: Vec<&str> = log.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        &actions[..2],
+        ["rebuild", "release"],
+        "newest first: {log:?}"
+    );
+    assert_eq!(log[1]["detail"]["request_id"], request.as_str());
+    assert_eq!(log[1]["detail"]["state"], "cancelled");
+    assert!(log[0]["detail"]["available"].is_number(), "{log:?}");
+    for entry in &log[..2] {
+        assert_eq!(entry["actor_email"], ADMIN_EMAIL);
+    }
+}

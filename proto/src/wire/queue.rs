@@ -351,7 +351,9 @@ pub struct AuditEntry {
     pub actor: Option<crate::UserId>,
     pub actor_email: Option<String>,
     /// `open`, `pause`, `resume`, `close`, `admission`, `draw`, `sold_out`, `reopened`
-    /// (refunded seats opened a sold-out sale), `restore`, `cancel`, `refund`.
+    /// (refunded seats opened a sold-out sale), `restore`, `cancel`, `refund`,
+    /// `rebuild` (the seat map rebuilt from the ledger), `release` (an operator ended
+    /// a fan's request).
     pub action: String,
     #[schema(value_type = Object)]
     pub from: Option<serde_json::Value>,
