@@ -40,21 +40,22 @@ keep_secret() {
     say "$var: generated, kept in $file (set $var to use your own)"
 }
 
-# A TCP port on 127.0.0.1 that nothing listens on.
+# A TCP port on 127.0.0.1 that nothing listens on, below the kernel's ephemeral range
+# (ip_local_port_range): no outgoing connection is ever given such a port, so it is
+# still free when its service binds it, and again when a crashed service is started
+# again on it.
 free_port() {
-    if command -v python3 >/dev/null 2>&1; then
-        python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-        return 0
-    fi
-    local port
-    for _ in $(seq 1 100); do
-        port=$(( 20000 + RANDOM % 30000 ))
+    local low=32768 port
+    read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+    [ "$low" -gt 12000 ] || low=32768
+    for _ in $(seq 1 200); do
+        port=$(( 10000 + RANDOM % (low - 10000) ))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
             return 0
         fi
     done
-    die "no free port found on 127.0.0.1"
+    die "no free port found on 127.0.0.1 below $low"
 }
 
 # Waits until something accepts TCP connections on 127.0.0.1:$1, for up to $2 seconds.

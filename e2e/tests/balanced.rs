@@ -16,6 +16,11 @@
 //!
 //! And the fan's page (`gateway/tests/browser/fan.mjs`, in Debian's Chromium) goes
 //! from the countdown to a confirmation through haproxy, unchanged.
+//!
+//! And `ONSALE_BALANCED=1 deploy/run` itself supervises its farm: a gateway killed
+//! with SIGKILL is restarted and said to be back, while haproxy answers every
+//! request; a TERM stops every process with no restart on the way out; a service
+//! that crashes five times within two minutes stops the farm, with its log's end.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -681,4 +686,377 @@ async fn the_fans_page_works_unchanged_through_haproxy() {
         screenshots.join("01-countdown.png").is_file(),
         "the scenario photographed its first step"
     );
+}
+
+/// `ONSALE_BALANCED=1 deploy/run` itself, as a developer starts it, on a private
+/// Redis and Postgres, with its data, logs and pids (`pids/<service>`) in a
+/// directory of its own and its output in `deploy-run.out` there; stopped with a
+/// TERM, as Ctrl-C does, when dropped.
+struct DeployRun {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+    _postgres: PrivatePostgres,
+    _redis: PrivateRedis,
+    _logs: KeepLogs,
+}
+
+impl DeployRun {
+    /// Starts the farm with the binaries already built (`ONSALE_BUILD=0`: deploy/test
+    /// built them) and waits until it says it is running.
+    fn start() -> Self {
+        let redis = PrivateRedis::start();
+        let postgres = PrivatePostgres::start();
+        let dir =
+            std::env::temp_dir().join(format!("onsale-run-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let port = free_port();
+        let output = std::fs::File::create(dir.join("deploy-run.out")).expect("output");
+        // No broker is needed to supervise the farm: the one the suite has, or an
+        // address where none answers (domain events wait in the outbox).
+        let brokers =
+            std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| format!("127.0.0.1:{}", free_port()));
+        let child = Command::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/run"))
+            .env("ONSALE_BALANCED", "1")
+            .env("ONSALE_BUILD", "0")
+            .env("ONSALE_RUN_DIR", &dir)
+            .env("ONSALE_PORT", port.to_string())
+            .env("REDIS_URL", redis.url())
+            .env("DATABASE_URL", postgres.url())
+            .env("KAFKA_BROKERS", brokers)
+            .env("ONSALE_LIMITS__PER_IP_PER_SECOND", "10000")
+            .env("ONSALE_LIMITS__PER_IP_BURST", "10000")
+            .env_remove("ONSALE_SMTP_URL")
+            .env_remove("ONSALE_REDIS_CLUSTER")
+            .stdout(output.try_clone().expect("output"))
+            .stderr(output)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("deploy/run starts");
+        let mut run = Self {
+            child,
+            dir: dir.clone(),
+            port,
+            _postgres: postgres,
+            _redis: redis,
+            _logs: KeepLogs(dir),
+        };
+        let started = Instant::now();
+        while !run.output().contains("onsale is running") {
+            run.assert_running();
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "deploy/run not up within 120 s:\n{}",
+                run.output()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        run
+    }
+
+    /// What deploy/run has printed so far.
+    fn output(&self) -> String {
+        std::fs::read_to_string(self.dir.join("deploy-run.out")).unwrap_or_default()
+    }
+
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("deploy/run exited ({status}):\n{}", self.output());
+        }
+    }
+
+    /// The pid deploy/run keeps for `service`, once it runs (after a restart too).
+    fn pid(&self, service: &str) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("pids").join(service))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Every pid deploy/run keeps, by service.
+    fn pids(&self) -> Vec<(String, u32)> {
+        let entries = std::fs::read_dir(self.dir.join("pids")).expect("deploy/run's pids");
+        let mut pids: Vec<(String, u32)> = entries
+            .filter_map(|entry| {
+                let name = entry.ok()?.file_name().to_string_lossy().into_owned();
+                Some((name.clone(), self.pid(&name)?))
+            })
+            .collect();
+        pids.sort();
+        pids
+    }
+
+    /// The port of `service`, from the `service ops:` line deploy/run printed.
+    fn port_of(&self, service: &str) -> u16 {
+        let output = self.output();
+        let marker = format!(" {service} http://127.0.0.1:");
+        let at = output
+            .find(&marker)
+            .expect("deploy/run printed the service's port")
+            + marker.len();
+        output[at..]
+            .split('/')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .expect("a port")
+    }
+
+    /// A TERM, as Ctrl-C's trap sends, and how long deploy/run took to stop.
+    fn stop(&mut self) -> (std::process::ExitStatus, Duration) {
+        let started = Instant::now();
+        signal("TERM", self.child.id());
+        loop {
+            if let Some(status) = self.child.try_wait().expect("deploy/run's status") {
+                return (status, started.elapsed());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "deploy/run still running 60 s after its TERM:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for DeployRun {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            signal("TERM", self.child.id());
+            let started = Instant::now();
+            while matches!(self.child.try_wait(), Ok(None))
+                && started.elapsed() < Duration::from_secs(30)
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends `signal` (`TERM`, `KILL`) to a process.
+fn signal(signal: &str, pid: u32) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Whether a process is gone (reaped, not merely dead).
+fn gone(pid: u32) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Requests through the balancer: when each was sent and its status (`None`: no
+/// answer at all).
+type Answers = Arc<Mutex<Vec<(Instant, Option<u16>)>>>;
+
+/// GETs `url` every 50 ms until `stop`, keeping every answer.
+async fn probe(url: String, answers: Answers, stop: tokio_util::sync::CancellationToken) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    while !stop.is_cancelled() {
+        let sent = Instant::now();
+        let status = client
+            .get(&url)
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status().as_u16());
+        answers.lock().unwrap().push((sent, status));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_run_restarts_a_killed_gateway_while_haproxy_keeps_answering() {
+    let mut farm = DeployRun::start();
+    let gateway_port = farm.port_of("gateway-1");
+    let killed = farm
+        .pid("gateway-1")
+        .expect("deploy/run keeps gateway-1's pid");
+
+    let answers: Answers = Arc::default();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let prober = tokio::spawn(probe(
+        format!("http://127.0.0.1:{}/v1/events", farm.port),
+        answers.clone(),
+        stop.clone(),
+    ));
+    eventually(Duration::from_secs(10), "answer through haproxy", || {
+        !answers.lock().unwrap().is_empty()
+    })
+    .await;
+
+    // A crash, not a goodbye: gateway-1 is gone at once.
+    let down = Instant::now();
+    signal("KILL", killed);
+    eventually(Duration::from_secs(20), "word of gateway-1's restart", || {
+        farm.assert_running();
+        farm.output().contains(
+            "gateway-1 exited (status 137 / killed by signal 9, SIGKILL); restarting in 1 s (restart 1;",
+        )
+    })
+    .await;
+    eventually(
+        Duration::from_secs(60),
+        "word that gateway-1 is back",
+        || {
+            farm.assert_running();
+            farm.output().contains("gateway-1 is back")
+        },
+    )
+    .await;
+    // Its own port answers again, from a new process that deploy/run keeps.
+    let health = format!("http://127.0.0.1:{gateway_port}/healthz");
+    let response = reqwest::get(&health).await.expect("gateway-1 answers");
+    assert_eq!(response.status(), StatusCode::OK, "gateway-1's /healthz");
+    let back = Instant::now();
+    let restarted = farm.pid("gateway-1").expect("gateway-1's new pid");
+    assert_ne!(restarted, killed, "a new gateway-1");
+    assert!(gone(killed), "the killed gateway-1 was reaped");
+
+    // Through haproxy, every request was answered while gateway-1 was down, and
+    // still is now that it is back.
+    let after = answers.lock().unwrap().len();
+    eventually(
+        Duration::from_secs(10),
+        "20 answers after the return",
+        || answers.lock().unwrap().len() >= after + 20,
+    )
+    .await;
+    stop.cancel();
+    prober.await.expect("prober");
+    let answers = answers.lock().unwrap().clone();
+    let while_down = answers
+        .iter()
+        .filter(|(sent, _)| *sent >= down && *sent < back)
+        .count();
+    assert!(
+        while_down >= 5,
+        "the balancer was asked while gateway-1 was down ({while_down} times)"
+    );
+    let unanswered: Vec<&(Instant, Option<u16>)> = answers
+        .iter()
+        .filter(|(_, status)| *status != Some(200))
+        .collect();
+    assert!(
+        unanswered.is_empty(),
+        "{} of {} requests through haproxy not answered 200 (at {:?} after the kill): {:?}",
+        unanswered.len(),
+        answers.len(),
+        unanswered
+            .first()
+            .map(|(sent, _)| sent.saturating_duration_since(down)),
+        unanswered
+            .iter()
+            .map(|(_, status)| status)
+            .collect::<Vec<_>>()
+    );
+    farm.assert_running();
+
+    // TERM, as Ctrl-C: every process stops, none is restarted on the way out.
+    let pids = farm.pids();
+    let exits_before = farm.output().matches(" exited (").count();
+    let (status, took) = farm.stop();
+    assert_eq!(status.code(), Some(130), "deploy/run's status after a TERM");
+    assert!(
+        took < Duration::from_secs(30),
+        "deploy/run took {took:?} to stop"
+    );
+    let output = farm.output();
+    assert_eq!(
+        output.matches(" exited (").count(),
+        exits_before,
+        "a service stopped by the TERM was taken for a crash:\n{output}"
+    );
+    for (service, pid) in pids {
+        assert!(gone(pid), "{service} ({pid}) outlived deploy/run");
+    }
+    eprintln!(
+        "deploy/run: gateway-1 back {:?} after its kill; {while_down} requests answered \
+         meanwhile, {} in all; stopped in {took:?}",
+        back - down,
+        answers.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_run_stops_the_farm_when_a_service_keeps_crashing() {
+    let mut farm = DeployRun::start();
+    let mut last = None;
+    let mut pids = Vec::new();
+    for crash in 1..=5 {
+        // The next gateway-1, once deploy/run has started it again.
+        let started = Instant::now();
+        let pid = loop {
+            farm.assert_running();
+            match farm.pid("gateway-1") {
+                Some(pid) if Some(pid) != last => break pid,
+                _ => {}
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "gateway-1 not started again after crash {}:\n{}",
+                crash - 1,
+                farm.output()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        if crash == 5 {
+            pids = farm.pids();
+        }
+        signal("KILL", pid);
+        last = Some(pid);
+    }
+
+    // The fifth crash within two minutes: the farm stops, saying why and showing
+    // the end of gateway-1's log, and takes every process with it.
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = farm.child.try_wait().expect("deploy/run's status") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "deploy/run still running after gateway-1's fifth crash:\n{}",
+            farm.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let output = farm.output();
+    assert_eq!(status.code(), Some(1), "deploy/run gave up:\n{output}");
+    for backoff in [1, 2, 4, 8] {
+        assert!(
+            output.contains(&format!("restarting in {backoff} s")),
+            "a backoff of {backoff} s:\n{output}"
+        );
+    }
+    assert!(
+        output.contains("gateway-1 exited (status 137 / killed by signal 9, SIGKILL), its 5th crash within 2 minutes: stopping the farm"),
+        "{output}"
+    );
+    let log =
+        std::fs::read_to_string(farm.dir.join("logs/gateway-1.log")).expect("gateway-1's log");
+    let last_line = log
+        .lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .expect("a log line");
+    let shown = &output[output
+        .find("the last 20 lines of")
+        .expect("the log's end is shown")..];
+    assert!(
+        shown.contains(last_line),
+        "the log's last line {last_line:?} is shown:\n{output}"
+    );
+    for (service, pid) in pids {
+        assert!(gone(pid), "{service} ({pid}) outlived deploy/run");
+    }
 }

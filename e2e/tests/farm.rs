@@ -72,7 +72,9 @@ impl Farm {
                 let port = free_port();
                 let log = dir.join(format!("{name}.log"));
                 let file = std::fs::File::create(&log).expect("log file");
-                let child = Command::new(binary(name))
+                let mut command = Command::new(binary(name));
+                let ops_port = support::ops_port(name, port, &mut command);
+                let child = command
                     .envs(common.iter().map(|(k, v)| (*k, v.as_str())))
                     .env("ONSALE_LISTEN", format!("127.0.0.1:{port}"))
                     .env("ONSALE_NAME", format!("farm-{name}"))
@@ -84,6 +86,7 @@ impl Farm {
                 Service {
                     name,
                     port,
+                    ops_port,
                     child,
                     log,
                 }
@@ -485,7 +488,7 @@ async fn the_farm_as_processes_traces_a_fan_exposes_its_metrics_and_reports_read
         // The waiting room samples the line once a second: wait for its gauges.
         let started = Instant::now();
         let names = loop {
-            let names = scrape(&farm.service(service).url("/metrics")).await;
+            let names = scrape(&farm.service(service).ops_url("/metrics")).await;
             if figures.iter().all(|f| names.contains(*f)) {
                 break names;
             }

@@ -529,6 +529,26 @@ fn every_container_listens_where_it_is_probed_and_is_sized() {
                 listen_port.is_some_and(|port| ports.iter().any(|(_, known)| *known == port)),
                 "{at}: ONSALE_LISTEN must name one of its containerPorts {ports:?}"
             );
+            // Prometheus scrapes where /metrics is: the operations port where the
+            // service has one of its own (the gateway: never its public port).
+            let ops_port = env_value(container, "ONSALE_OPS_LISTEN")
+                .and_then(|listen| listen.rsplit_once(':'))
+                .and_then(|(_, port)| port.parse::<i64>().ok());
+            let scraped =
+                deployment.doc["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"]
+                    .as_str()
+                    .and_then(|port| port.parse::<i64>().ok());
+            assert_eq!(
+                scraped,
+                ops_port.or(listen_port),
+                "{at}: prometheus.io/port must be where /metrics is served"
+            );
+            if text(&container["name"]) == "gateway" {
+                assert!(
+                    ops_port.is_some() && ops_port != listen_port,
+                    "{at}: the gateway's metrics belong on an operations port of their own"
+                );
+            }
             for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
                 let check = &container[probe]["httpGet"];
                 assert_eq!(

@@ -12,6 +12,11 @@ use serde::Deserialize;
 #[derive(Clone, Debug, Deserialize)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// The operations port (`ONSALE_OPS_LISTEN`): `/metrics`, `/healthz` and
+    /// `/readyz` for Prometheus and probes. Metrics tell orders, tickets and logins,
+    /// so they are served here only, never on the public port; bind it where only
+    /// the operators' network reaches.
+    pub ops_listen: SocketAddr,
     pub database: DatabaseSettings,
     pub redis: RedisSettings,
     pub auth: AuthSettings,
@@ -103,6 +108,7 @@ impl Config {
     pub fn defaults() -> serde_json::Value {
         serde_json::json!({
             "listen": "127.0.0.1:8080",
+            "ops_listen": "127.0.0.1:9080",
             "database": platform::settings::database_defaults(32),
             "redis": platform::settings::redis_defaults(),
             "auth": {

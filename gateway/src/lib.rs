@@ -256,11 +256,9 @@ pub fn router(
         .merge(tickets::router().with_state(tickets))
         .split_for_parts();
 
-    let metrics = platform::runtime::metrics();
     let router = api
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz).with_state(state.clone()))
-        .route("/metrics", get(move || std::future::ready(metrics.render())))
         .merge(pages::router())
         .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", contract::complete(openapi)))
         .fallback(platform::http::not_found)
@@ -431,6 +429,8 @@ async fn readyz(State(state): State<GatewayState>) -> axum::response::Response {
 /// The gateway as a running server.
 pub struct Application {
     listener: TcpListener,
+    /// `/metrics`, `/healthz` and `/readyz` on the operations port.
+    ops: platform::runtime::OpsServer,
     router: Router,
     pool: PgPool,
     limits: Arc<RateLimits>,
@@ -470,12 +470,24 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("{e}"))
             .context("creating the bootstrap admin")?;
         }
+        let redis_for_ops = redis.clone();
         let (router, limits, hub) = router(&config, pool.clone(), redis)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
+        let (ready_pool, ready_redis) = (pool.clone(), redis_for_ops);
+        let ops = platform::runtime::OpsServer::bind(config.ops_listen, "gateway")
+            .await
+            .with_context(|| format!("binding the operations port {}", config.ops_listen))?
+            .with_readiness(move || {
+                platform::runtime::redis_and_postgres_answer(
+                    ready_pool.clone(),
+                    ready_redis.clone(),
+                )
+            });
         Ok(Self {
             listener,
+            ops,
             router,
             pool,
             limits,
@@ -489,6 +501,11 @@ impl Application {
             .local_addr()
             .map(|a| a.port())
             .unwrap_or_default()
+    }
+
+    /// The operations port (`/metrics`, `/healthz`, `/readyz`).
+    pub fn ops_port(&self) -> u16 {
+        self.ops.port()
     }
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests.
@@ -516,7 +533,17 @@ impl Application {
                 }
             }
         });
-        tracing::info!(port = self.port(), "gateway listening");
+        tracing::info!(
+            port = self.port(),
+            ops_port = self.ops_port(),
+            "gateway listening"
+        );
+        // The operations port stops with the public one.
+        let ops_stop = CancellationToken::new();
+        let ops = tokio::spawn(self.ops.run({
+            let stop = ops_stop.clone();
+            async move { stop.cancelled().await }
+        }));
         let served = axum::serve(
             self.listener,
             self.router
@@ -534,9 +561,16 @@ impl Application {
         .await
         .context("serving http");
         // Order: the listener has stopped and in-flight requests have finished;
-        // now stop the housekeeping task, then export the spans still buffered.
+        // now stop the operations port and the housekeeping task, then export the
+        // spans still buffered.
+        ops_stop.cancel();
         stop.cancel();
         let _ = housekeeping.await;
+        match ops.await {
+            Ok(Err(error)) => tracing::warn!(%error, "the operations port failed"),
+            Err(error) => tracing::warn!(%error, "the operations port panicked"),
+            Ok(Ok(())) => {}
+        }
         tokio::task::spawn_blocking(platform::telemetry::flush)
             .await
             .ok();

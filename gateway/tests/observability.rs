@@ -8,7 +8,6 @@
 
 use std::collections::BTreeSet;
 
-use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -43,9 +42,7 @@ async fn metrics_parse_and_carry_the_sales_figures(pool: PgPool) {
     let order = crate::support::sale::pay(&app, &token, &request, "4242424242424242", None).await;
     assert_eq!(order["state"], "paid");
 
-    let response = app.get("/metrics", None).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let text = response.text().await.expect("text");
+    let text = app.metrics().await;
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
         .expect("/metrics is Prometheus text");
     let exposed: BTreeSet<String> = scrape.samples.iter().map(|s| s.metric.clone()).collect();

@@ -99,6 +99,7 @@ async fn events_pipeline(
     let sink = notifier::sink::MailSink::bind("127.0.0.1:0".parse()?).await?;
     let mut config = notifier::Config::defaults();
     config["listen"] = json!("127.0.0.1:0");
+    config["ops_listen"] = json!("127.0.0.1:0");
     config["database"]["url"] = json!(stack.database_url);
     config["kafka"] = json!({"brokers": brokers, "topic_suffix": suffix});
     config["consumer"]["group_id"] = json!(format!("loadgen-{suffix}"));

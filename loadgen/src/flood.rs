@@ -211,11 +211,11 @@ async fn phase(
     Ok((outcomes, elapsed, cpu))
 }
 
-/// The sum of a counter's samples in the gateway's /metrics.
+/// The sum of a counter's samples in the gateway's /metrics (its operations port).
 async fn counter(gateway: &Gateway, name: &str) -> anyhow::Result<f64> {
-    let mut sender = connect(gateway.addr).await?;
+    let mut sender = connect(gateway.ops_addr).await?;
     let request = Request::get("/metrics")
-        .header(HOST, gateway.host.clone())
+        .header(HOST, gateway.ops_addr.to_string())
         .body(Full::new(Bytes::new()))?;
     let body = sender
         .send_request(request)

@@ -54,6 +54,8 @@ pub(crate) struct Gateway {
     pub(crate) addr: SocketAddr,
     /// The `Host` header its requests carry.
     pub(crate) host: HeaderValue,
+    /// Its operations port (`/metrics`).
+    pub(crate) ops_addr: SocketAddr,
 }
 
 impl Drop for Gateway {
@@ -69,10 +71,12 @@ impl Gateway {
     /// until it answers /healthz.
     pub(crate) async fn start(stack: &Stack, binary: &str) -> anyhow::Result<Self> {
         let port = testkit::free_port();
+        let ops_port = testkit::free_port();
         let child = Command::new(binary)
             .env("DATABASE_URL", &stack.database_url)
             .env("REDIS_URL", &stack.redis_url)
             .env("ONSALE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("ONSALE_OPS_LISTEN", format!("127.0.0.1:{ops_port}"))
             .env("ONSALE_AUTH__JWT_SECRET", SECRET)
             .env("ONSALE_PAYMENTS__WEBHOOK_SECRET", "loadgen-webhook-secret")
             .env("ONSALE_REDIS__KEY_PREFIX", stack.keys.prefix())
@@ -89,6 +93,7 @@ impl Gateway {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             host: HeaderValue::try_from(format!("127.0.0.1:{port}"))?,
+            ops_addr: SocketAddr::from(([127, 0, 0, 1], ops_port)),
         };
         let ready = Instant::now();
         loop {

@@ -7,13 +7,34 @@ use std::process::Child;
 pub struct Service {
     pub name: &'static str,
     pub port: u16,
+    /// Where its `/metrics` is: the gateway's own operations port, every other
+    /// service's only port.
+    #[allow(dead_code, reason = "read by the tests that scrape metrics")]
+    pub ops_port: u16,
     pub child: Child,
     pub log: PathBuf,
+}
+
+/// The operations port for a service started from `program`, set in its
+/// environment (`ONSALE_OPS_LISTEN`): the gateway's is a port of its own.
+pub fn ops_port(program: &str, port: u16, command: &mut std::process::Command) -> u16 {
+    if program != "gateway" {
+        return port;
+    }
+    let ops = testkit::free_port();
+    command.env("ONSALE_OPS_LISTEN", format!("127.0.0.1:{ops}"));
+    ops
 }
 
 impl Service {
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// A path on the operations port (`/metrics`).
+    #[allow(dead_code, reason = "used by the tests that scrape metrics")]
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ops_port)
     }
 
     pub fn log_text(&self) -> String {
@@ -65,7 +86,9 @@ impl Service {
         let port = testkit::free_port();
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("log file");
-        let child = std::process::Command::new(binary(program))
+        let mut command = std::process::Command::new(binary(program));
+        let ops_port = ops_port(program, port, &mut command);
+        let child = command
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("ONSALE_LISTEN", format!("127.0.0.1:{port}"))
             .env("ONSALE_NAME", name)
@@ -77,6 +100,7 @@ impl Service {
         Service {
             name,
             port,
+            ops_port,
             child,
             log,
         }

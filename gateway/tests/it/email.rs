@@ -193,12 +193,7 @@ async fn a_late_webhook_after_expiry_sends_a_refund_email(pool: PgPool) {
 
 /// `onsale_notifier_consumers_replaced_total` as the process's metrics have it.
 async fn consumers_replaced(app: &TestApp) -> u64 {
-    let text = app
-        .get("/metrics", None)
-        .await
-        .text()
-        .await
-        .expect("metrics");
+    let text = app.metrics().await;
     text.lines()
         .find(|l| l.starts_with("onsale_notifier_consumers_replaced_total"))
         .and_then(|l| l.split_whitespace().last())

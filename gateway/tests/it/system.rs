@@ -75,10 +75,17 @@ async fn every_response_carries_a_request_id(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
-async fn metrics_count_requests_by_route_and_status(pool: PgPool) {
+async fn metrics_are_served_on_the_operations_port_only(pool: PgPool) {
     let app = spawn_app(pool).await;
+    // The public port has no /metrics: orders, tickets and logins are no one's
+    // business but the operators'.
+    let public = app.get("/metrics", None).await;
+    assert_eq!(public.status(), StatusCode::NOT_FOUND);
+    let body: serde_json::Value = public.json().await.expect("an error body");
+    assert_eq!(body["code"], "not_found");
+    // The operations port has them, with the requests counted by route and status.
     assert_eq!(app.get("/v1/events", None).await.status(), StatusCode::OK);
-    let text = app.get("/metrics", None).await.text().await.expect("text");
+    let text = app.metrics().await;
     let line = text
         .lines()
         .find(|l| {

@@ -20,6 +20,7 @@ pub use testkit::redis_url;
 pub fn config(prefix: &str) -> Config {
     Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         database: DatabaseSettings {
             url: SecretString::from("unused: the test passes its pool"),
             max_connections: 5,
@@ -74,6 +75,8 @@ pub fn config(prefix: &str) -> Config {
 
 pub struct TestApp {
     pub base: String,
+    /// The operations port's base URL (`/metrics`).
+    pub ops_base: String,
     pub client: reqwest::Client,
     pub pool: PgPool,
     pub redis: Redis,
@@ -96,9 +99,11 @@ pub async fn spawn_app_with(pool: PgPool, adjust: impl FnOnce(&mut Config)) -> T
         .await
         .expect("app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
+    let ops_base = format!("http://127.0.0.1:{}", app.ops_port());
     tokio::spawn(app.run(std::future::pending()));
     TestApp {
         base,
+        ops_base,
         client: reqwest::Client::new(),
         pool,
         redis,
@@ -117,6 +122,18 @@ impl TestApp {
             request = request.bearer_auth(token);
         }
         request.send().await.expect("request sent")
+    }
+
+    /// The gateway's Prometheus text, from its operations port.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.ops_base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Response {

@@ -41,6 +41,7 @@ pub async fn pipeline(app: &TestApp, brokers: &str) -> Pipeline {
         .expect("mail sink");
     let mut config = notifier::Config::defaults();
     config["listen"] = json!("127.0.0.1:0");
+    config["ops_listen"] = json!("127.0.0.1:0");
     config["kafka"] = json!({"brokers": brokers, "topic_suffix": suffix});
     config["consumer"]["group_id"] = json!(format!("notifier-{suffix}"));
     config["consumer"]["session_timeout_ms"] = json!(6000);

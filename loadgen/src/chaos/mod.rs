@@ -151,6 +151,7 @@ async fn presell(
 pub(crate) async fn gateway(stack: &Stack) -> anyhow::Result<String> {
     let mut config = gateway::config::Config::defaults();
     config["listen"] = json!("127.0.0.1:0");
+    config["ops_listen"] = json!("127.0.0.1:0");
     config["database"]["url"] = json!(stack.database_url);
     config["redis"] = json!({"url": stack.redis_url, "key_prefix": stack.keys.prefix()});
     config["auth"]["jwt_secret"] = json!(SECRET);
