@@ -84,7 +84,7 @@ async fn login(
 ) -> Result<Json<AccessToken>, Response> {
     state
         .signin
-        .check(&credentials.email)
+        .attempt(&credentials.email)
         .await
         .map_err(|throttled| {
             metrics::counter!("onsale_logins_total", "outcome" => "throttled").increment(1);
@@ -105,8 +105,10 @@ async fn login(
                 _ => "refused",
             };
             metrics::counter!("onsale_logins_total", "outcome" => outcome).increment(1);
-            if matches!(error, AccountError::InvalidCredentials) {
-                state.signin.failed(&credentials.email).await;
+            // A wrong password stays counted; an attempt the hashers never
+            // checked is given back.
+            if !matches!(error, AccountError::InvalidCredentials) {
+                state.signin.not_tried(&credentials.email).await;
             }
             return Err(ErrorBody::from(error).into_response());
         }

@@ -5,9 +5,11 @@
 //! machine; this stops credential stuffing spread over many, at the speed of a
 //! few guesses a minute per account instead of the speed of the cores.
 //!
+//! Every attempt is counted before its password is checked, so a burst of guesses
+//! sent at once is bounded too: only the first `failures` of it reach the hasher.
 //! The count lives in Redis under a hash of the normalized email (no address in a
 //! key name), so every gateway behind the load balancer shares it. A sign-in that
-//! succeeds clears it. When Redis does not answer, sign-in is not blocked: the
+//! succeeds clears it; an attempt the hashers were too busy to check is given back. When Redis does not answer, sign-in is not blocked: the
 //! per-address limit and the hashing cap still hold, and the failure is logged.
 
 use std::time::Duration;
@@ -47,17 +49,26 @@ impl SignInThrottle {
         format!("{}:signin:{}", self.prefix, hex::encode(&digest[..16]))
     }
 
-    /// `Err` when the account has used up its failures in the current window.
-    pub async fn check(&self, email: &str) -> Result<(), Throttled> {
+    /// Counts a sign-in attempt before its password is checked, and refuses it
+    /// (`Err`, with how long until the window ends) when it is past the account's
+    /// failures for the window; the window starts at the first attempt. Counting
+    /// first is what bounds a burst: a thousand guesses sent at once are counted
+    /// before any is checked, so only the first `failures` reach the hasher.
+    pub async fn attempt(&self, email: &str) -> Result<(), Throttled> {
         let mut redis = self.redis.clone();
         let key = self.key(email);
-        let reply: redis::RedisResult<(Option<u32>, i64)> = redis::pipe()
-            .get(&key)
+        let reply: redis::RedisResult<(u32, i64)> = redis::pipe()
+            .incr(&key, 1)
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(self.window.as_secs().max(1))
+            .arg("NX")
+            .ignore()
             .pttl(&key)
             .query_async(&mut redis)
             .await;
         match reply {
-            Ok((Some(count), pttl)) if count >= self.failures => {
+            Ok((count, pttl)) if count > self.failures => {
                 let left = u64::try_from(pttl).map_or(self.window, Duration::from_millis);
                 Err(Throttled(left))
             }
@@ -69,22 +80,16 @@ impl SignInThrottle {
         }
     }
 
-    /// Counts a wrong password; the window starts at the first.
-    pub async fn failed(&self, email: &str) {
+    /// An attempt whose password was never checked (the hashers were busy) is given
+    /// back.
+    pub async fn not_tried(&self, email: &str) {
         let mut redis = self.redis.clone();
-        let key = self.key(email);
-        let counted: redis::RedisResult<()> = redis::pipe()
-            .incr(&key, 1)
-            .ignore()
-            .cmd("EXPIRE")
-            .arg(&key)
-            .arg(self.window.as_secs().max(1))
-            .arg("NX")
-            .ignore()
+        let given: redis::RedisResult<()> = redis::cmd("DECR")
+            .arg(self.key(email))
             .query_async(&mut redis)
             .await;
-        if let Err(error) = counted {
-            tracing::warn!(%error, "counting a failed sign-in failed");
+        if let Err(error) = given {
+            tracing::warn!(%error, "giving back a sign-in attempt failed");
         }
     }
 
