@@ -10,16 +10,19 @@
 //! beside the line; these requests are rare and are remembered in Postgres
 //! (`gateway.idempotency_keys`) for 24 hours.
 //!
-//! One request with a key runs at a time. The first inserts the key's row in a
-//! transaction that stays open while the request runs, and stores the answer in that
-//! row before committing; a duplicate arriving meanwhile waits for the row (trying
-//! briefly and letting go of its connection between tries, up to [`WAIT_FOR_FIRST`],
-//! then 409 `idempotency_key_in_flight`) and then replays the stored answer. A request that fails, or a process that dies, rolls its row back,
-//! so the key stays free. Only successes are stored: a refused request changed
-//! nothing, and asking again is asked afresh.
+//! One request with a key runs at a time. The first claims the key with a row
+//! committed at once (`claimed_until`, a lease of [`RUN_LEASE`]), runs in a task of
+//! its own, and stores its answer in the row: a client that goes away mid-request
+//! (a checkout whose charge is under way) does not stop it, and the retry gets the
+//! answer, the order. A duplicate arriving meanwhile polls for the answer without
+//! holding a connection, up to [`WAIT_FOR_FIRST`], then 409
+//! `idempotency_key_in_flight`. Only successes are stored: after a refusal the key
+//! is freed, since a refused request changed nothing and asking again is asked
+//! afresh. No connection is held while the request runs.
 //!
-//! Known limit: the request's own writes commit before the key's row does; should the
-//! process die between the two, a retry runs the request again.
+//! Known limit: a gateway that dies mid-request leaves its claim until the lease
+//! ends; a retry after that runs the request again (the request's own effects, a
+//! checkout's say, are idempotent on their own).
 
 use std::time::Duration;
 
@@ -41,9 +44,11 @@ pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 pub const KEEP: Duration = Duration::from_secs(24 * 60 * 60);
 /// How long a duplicate waits for the first request with its key to finish.
 pub const WAIT_FOR_FIRST: Duration = Duration::from_secs(10);
-/// How long one try waits on the key's row, and the pause between tries.
-const TRY_LOCK: Duration = Duration::from_millis(100);
-const TRY_PAUSE: Duration = Duration::from_millis(20);
+/// How often a duplicate looks for the first request's answer.
+const POLL: Duration = Duration::from_millis(25);
+/// How long a claim holds its key while its request runs: a gateway that died
+/// mid-request leaves a claim that a retry takes over after this.
+pub const RUN_LEASE: Duration = Duration::from_secs(120);
 
 /// The routes whose retries must not repeat their effect, as mounted. Joins are not
 /// here: they carry their keys in Redis, inside the join script.
@@ -175,11 +180,6 @@ fn in_flight() -> ErrorBody {
     )
 }
 
-/// Postgres's `lock_not_available`, raised when `lock_timeout` runs out.
-fn is_lock_timeout(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03"))
-}
-
 impl Idempotency {
     /// Runs the request unless an answer is stored for its key; stores a success.
     async fn run_once(
@@ -210,26 +210,21 @@ impl Idempotency {
             &body,
         );
 
-        // A duplicate waits for the first without holding a pooled connection: each
-        // try waits on the key's row for a moment only, so a burst of duplicates
-        // cannot take every connection the first request needs to finish.
+        // The key is claimed in a statement of its own, committed at once: no
+        // connection is held while the request runs. A duplicate meanwhile polls for
+        // the answer (or for the key to be free again) without holding one either.
         let started = tokio::time::Instant::now();
-        let (mut tx, claimed) = loop {
-            let mut tx = self.pool.begin().await.map_err(|e| unavailable(&e))?;
-            sqlx::query("SELECT set_config('lock_timeout', $1, true)")
-                .bind(format!("{}ms", TRY_LOCK.as_millis()))
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| unavailable(&e))?;
-            // A live row of another request blocks here until that request's
-            // transaction ends; an expired one is taken over.
-            let claimed: Result<Option<bool>, sqlx::Error> = sqlx::query_scalar(
-                "INSERT INTO gateway.idempotency_keys AS k (user_id, key_digest, route, fingerprint)
-                 VALUES ($1, $2, $3, $4)
+        loop {
+            let claimed: Option<bool> = sqlx::query_scalar(
+                "INSERT INTO gateway.idempotency_keys AS k
+                     (user_id, key_digest, route, fingerprint, claimed_until)
+                 VALUES ($1, $2, $3, $4, now() + make_interval(secs => $6))
                  ON CONFLICT (user_id, key_digest) DO UPDATE
                      SET route = EXCLUDED.route, fingerprint = EXCLUDED.fingerprint,
-                         status = NULL, content_type = NULL, body = NULL, created_at = now()
+                         status = NULL, content_type = NULL, body = NULL, created_at = now(),
+                         claimed_until = EXCLUDED.claimed_until
                      WHERE k.created_at < now() - make_interval(secs => $5)
+                        OR (k.status IS NULL AND k.claimed_until < now())
                  RETURNING true",
             )
             .bind(user_id)
@@ -237,85 +232,117 @@ impl Idempotency {
             .bind(&route)
             .bind(&fingerprint)
             .bind(KEEP.as_secs_f64())
-            .fetch_optional(&mut *tx)
-            .await;
-            match claimed {
-                Ok(claimed) => break (tx, claimed),
-                Err(e) if is_lock_timeout(&e) => {
-                    let _ = tx.rollback().await;
-                    if started.elapsed() >= WAIT_FOR_FIRST {
-                        return Err(in_flight());
-                    }
-                    tokio::time::sleep(TRY_PAUSE).await;
-                }
-                Err(e) => return Err(unavailable(&e)),
+            .bind(RUN_LEASE.as_secs_f64())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| unavailable(&e))?;
+            if claimed.is_some() {
+                break;
             }
-        };
-
-        if claimed.is_none() {
             let stored: Option<Stored> = sqlx::query_as(
                 "SELECT fingerprint, status, content_type, body FROM gateway.idempotency_keys
                  WHERE user_id = $1 AND key_digest = $2",
             )
             .bind(user_id)
             .bind(&digest)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&self.pool)
             .await
             .map_err(|e| unavailable(&e))?;
-            let _ = tx.rollback().await;
-            return match stored {
-                Some(stored) if stored.fingerprint != fingerprint => Err(ErrorBody::new(
-                    ErrorCode::IdempotencyKeyReused,
-                    "this Idempotency-Key was used for another request",
-                )),
-                Some(stored) => {
+            match stored {
+                Some(stored) if stored.fingerprint != fingerprint => {
+                    return Err(ErrorBody::new(
+                        ErrorCode::IdempotencyKeyReused,
+                        "this Idempotency-Key was used for another request",
+                    ));
+                }
+                Some(stored) if stored.status.is_some() => {
                     metrics::counter!("onsale_idempotent_replays_total").increment(1);
                     tracing::info!(%user_id, route, "request replayed for its idempotency key");
-                    stored.replay().ok_or_else(in_flight)
+                    return stored.replay().ok_or_else(in_flight);
                 }
-                // Forgotten between the two statements (expired and purged).
-                None => Err(in_flight()),
-            };
+                // The first is still running (or its key was freed a moment ago,
+                // and the next claim takes it).
+                Some(_) | None => {
+                    if started.elapsed() >= WAIT_FOR_FIRST {
+                        return Err(in_flight());
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
+            }
         }
 
-        let response = next.run(Request::from_parts(parts, Body::from(body))).await;
-        if !response.status().is_success() {
-            let _ = tx.rollback().await;
-            return Ok(response);
-        }
-        let (head, body) = response.into_parts();
-        let body: Bytes = match axum::body::to_bytes(body, usize::MAX).await {
-            Ok(body) => body,
+        // The request runs in a task of its own: a client that goes away mid-request
+        // (a checkout whose charge is under way) does not stop it, and its answer is
+        // stored for the retry, which gets the order.
+        let pool = self.pool.clone();
+        let request = Request::from_parts(parts, Body::from(body));
+        let task = tokio::spawn(async move {
+            let response = next.run(request).await;
+            settle_claim(&pool, user_id, &digest, &route, response).await
+        });
+        match task.await {
+            Ok(answer) => answer,
             Err(error) => {
-                tracing::error!(%error, route, "reading an answer to store failed");
-                return Err(ErrorBody::new(ErrorCode::Internal, "internal error"));
+                tracing::error!(%error, "an idempotent request's task failed");
+                Err(ErrorBody::new(ErrorCode::Internal, "internal error"))
             }
-        };
-        let content_type = head
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        let stored = sqlx::query(
-            "UPDATE gateway.idempotency_keys SET status = $3, content_type = $4, body = $5
-             WHERE user_id = $1 AND key_digest = $2",
+        }
+    }
+}
+
+/// Stores a success as the key's answer; frees the key after anything else (a
+/// refused request changed nothing, and asking again is asked afresh).
+async fn settle_claim(
+    pool: &PgPool,
+    user_id: UserId,
+    digest: &str,
+    route: &str,
+    response: Response,
+) -> Result<Response, ErrorBody> {
+    if !response.status().is_success() {
+        let freed = sqlx::query(
+            "DELETE FROM gateway.idempotency_keys
+             WHERE user_id = $1 AND key_digest = $2 AND status IS NULL",
         )
         .bind(user_id)
-        .bind(&digest)
-        .bind(head.status.as_u16() as i16)
-        .bind(content_type)
-        .bind(body.as_ref())
-        .execute(&mut *tx)
+        .bind(digest)
+        .execute(pool)
         .await;
-        let committed = match stored {
-            Ok(_) => tx.commit().await,
-            Err(error) => Err(error),
-        };
-        if let Err(error) = committed {
-            // The request took effect; only its key is lost, so answer as it did.
-            tracing::error!(%error, %user_id, route, "idempotency key not stored: a retry will run again");
+        if let Err(error) = freed {
+            // The claim's lease frees it later.
+            tracing::warn!(%error, route, "freeing an idempotency key failed");
         }
-        Ok(Response::from_parts(head, Body::from(body)))
+        return Ok(response);
     }
+    let (head, body) = response.into_parts();
+    let body: Bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(body) => body,
+        Err(error) => {
+            tracing::error!(%error, route, "reading an answer to store failed");
+            return Err(ErrorBody::new(ErrorCode::Internal, "internal error"));
+        }
+    };
+    let content_type = head
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let stored = sqlx::query(
+        "UPDATE gateway.idempotency_keys SET status = $3, content_type = $4, body = $5
+         WHERE user_id = $1 AND key_digest = $2",
+    )
+    .bind(user_id)
+    .bind(digest)
+    .bind(head.status.as_u16() as i16)
+    .bind(content_type)
+    .bind(body.as_ref())
+    .execute(pool)
+    .await;
+    if let Err(error) = stored {
+        // The request took effect; only its answer is lost: a retry after the claim's
+        // lease runs it again.
+        tracing::error!(%error, %user_id, route, "idempotency answer not stored");
+    }
+    Ok(Response::from_parts(head, Body::from(body)))
 }
 
 /// Forgets answers older than [`KEEP`]; returns how many.

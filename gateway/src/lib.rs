@@ -234,14 +234,10 @@ pub fn router(
         payments: payments.payments.clone(),
         verifier: verifier.clone(),
     };
-    // Keys live in a pool of their own: a keyed request holds its key's row (one
-    // connection) while it runs, and must not starve the connections its own handler
-    // needs when many run at once (a flash sale's checkouts).
+    // A keyed request holds no connection while it runs (its claim is committed
+    // first), so the keys share the gateway's pool.
     let idempotency = Idempotency {
-        pool: sqlx::postgres::PgPoolOptions::new()
-            .max_connections(config.database.max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy_with((*pool.connect_options()).clone()),
+        pool: pool.clone(),
         body_limit: config.limits.body_bytes,
         secret: config.auth.idempotency_secret(),
     };

@@ -612,3 +612,88 @@ async fn an_abandoned_pending_payment_is_voided_and_its_order_cancelled(pool: Pg
     assert_eq!(charge, "voided", "the provider will not complete it");
     stop.cancel();
 }
+
+/// Backends of this test's database in `state` whose query mentions `table`.
+async fn backends(app: &TestApp, state: &str, table: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()
+           AND (state = $1 OR wait_event_type = $1) AND query LIKE '%' || $2 || '%'",
+    )
+    .bind(state)
+    .bind(table)
+    .fetch_one(&app.pool)
+    .await
+    .expect("pg_stat_activity")
+}
+
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < Duration::from_secs(30), "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_client_that_drops_mid_checkout_gets_the_order_on_its_retry(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (_admin, event, stop) = open_sale(&app, 60).await;
+    let (token, request, _) = held(&app, &event, &json!({"quantity": 1})).await;
+
+    // The settlement waits for the invoice counter, which the test holds.
+    let mut counter = app.pool.begin().await.expect("tx");
+    sqlx::query("LOCK TABLE billing.counters IN EXCLUSIVE MODE")
+        .execute(&mut *counter)
+        .await
+        .expect("lock");
+    let first = tokio::spawn(checkout_call(
+        &app,
+        &token,
+        &request,
+        PAID,
+        Some("pay-once"),
+    ));
+    until("the checkout waits for the invoice counter", async || {
+        backends(&app, "Lock", "billing.counters").await > 0
+    })
+    .await;
+
+    // The fan's connection goes (a closed tab, a phone in a tunnel), and the
+    // gateway has let go of everything the call held.
+    first.abort();
+    let _ = first.await;
+    until("the dropped call holds no transaction", async || {
+        backends(&app, "idle in transaction", "idempotency_keys").await == 0
+    })
+    .await;
+
+    // The charge and its settlement run to their end; the retry gets the order.
+    counter.rollback().await.expect("unlock");
+    until("the order is paid", async || {
+        sqlx::query_scalar::<_, String>(
+            "SELECT state FROM payments.orders WHERE request_id = $1::uuid",
+        )
+        .bind(&request)
+        .fetch_optional(&app.pool)
+        .await
+        .expect("order")
+        .as_deref()
+            == Some("paid")
+    })
+    .await;
+    let retry = checkout(&app, &token, &request, PAID, Some("pay-once")).await;
+    assert_eq!(retry.status(), StatusCode::OK, "{:?}", retry.text().await);
+    let order: Value = retry.json().await.expect("order");
+    assert_eq!(order["state"], "paid", "{order}");
+    let charges: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM payments.sandbox_charges c JOIN payments.orders o USING (order_id)
+         WHERE o.request_id = $1::uuid",
+    )
+    .bind(&request)
+    .fetch_one(&app.pool)
+    .await
+    .expect("charges");
+    assert_eq!(charges, 1, "one charge");
+    stop.cancel();
+}
