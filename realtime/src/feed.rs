@@ -80,7 +80,31 @@ pub struct Hub {
     pub(crate) settings: Settings,
     feeds: Mutex<HashMap<EventId, Weak<Feed>>>,
     events: Mutex<HashMap<EventId, EventInfo>>,
+    /// Open sockets per account on this node.
+    sockets: Mutex<HashMap<proto::UserId, usize>>,
     pub(crate) shutdown: CancellationToken,
+}
+
+/// One account's open socket, counted while it lives.
+pub struct SocketSlot {
+    hub: Arc<Hub>,
+    user: proto::UserId,
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let mut sockets = self
+            .hub
+            .sockets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = sockets.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                sockets.remove(&self.user);
+            }
+        }
+    }
 }
 
 impl Hub {
@@ -99,7 +123,23 @@ impl Hub {
             settings,
             feeds: Mutex::default(),
             events: Mutex::default(),
+            sockets: Mutex::default(),
             shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// A socket for `user`, unless the account holds
+    /// `settings.max_sockets_per_account` on this node already.
+    pub fn take_socket(self: &Arc<Self>, user: proto::UserId) -> Option<SocketSlot> {
+        let mut sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = sockets.entry(user).or_default();
+        if *count >= self.settings.max_sockets_per_account {
+            return None;
+        }
+        *count += 1;
+        Some(SocketSlot {
+            hub: self.clone(),
+            user,
         })
     }
 

@@ -58,6 +58,12 @@ pub struct Settings {
     pub buffer_bytes: usize,
     /// Most bytes queued for a peer before a send fails.
     pub max_write_buffer_bytes: usize,
+    /// Sockets one account may hold open on one node; more are refused with 429
+    /// `rate_limited` (a fan has a tab or two, not a hundred).
+    pub max_sockets_per_account: usize,
+    /// Frames a peer may send in a minute (it has nothing to say: the socket only
+    /// sends); past it the socket is closed (1008).
+    pub max_inbound_per_minute: u32,
 }
 
 impl Settings {
@@ -66,6 +72,7 @@ impl Settings {
             "tick_ms": 100, "refresh_seconds": 5, "pings_every": 4, "idle_seconds": 60,
             "send_timeout_seconds": 10, "seat_buffer": 64, "max_frame_bytes": 4096,
             "buffer_bytes": 1024, "max_write_buffer_bytes": 1_048_576,
+            "max_sockets_per_account": 10, "max_inbound_per_minute": 60,
         })
     }
 

@@ -81,6 +81,18 @@ async fn live(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ErrorBody> {
     let (feed, request, claims) = admit(&state, event_id, &headers, &uri).await?;
+    let user = Caller::from(claims.clone()).user_id;
+    let slot = state.hub.take_socket(user).ok_or_else(|| {
+        metrics::counter!("onsale_realtime_sockets_refused_total", "why" => "per_account")
+            .increment(1);
+        ErrorBody::new(
+            ErrorCode::RateLimited,
+            format!(
+                "this account has {} live sockets open already: close one first",
+                state.hub.settings.max_sockets_per_account
+            ),
+        )
+    })?;
     let upgrade = upgrade.map_err(|rejection| {
         ErrorBody::new(
             ErrorCode::NotAWebsocket,
@@ -99,7 +111,11 @@ async fn live(
         .max_write_buffer_size(settings.max_write_buffer_bytes)
         .max_message_size(settings.max_frame_bytes)
         .max_frame_size(settings.max_frame_bytes)
-        .on_upgrade(move |ws| socket::serve(ws, hub, feed, request, bearer)))
+        .on_upgrade(move |ws| async move {
+            socket::serve(ws, hub, feed, request, bearer).await;
+            // Counted for as long as the socket lives.
+            drop(slot);
+        }))
 }
 
 /// What a live socket starts with, for a browser that cannot hold one: poll it.

@@ -6,7 +6,7 @@
 //! send has a deadline; a peer that stops reading is closed rather than buffered for.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use platform::store::Redis;
@@ -105,6 +105,10 @@ struct Session {
     seats_left: Option<u64>,
     sale: Option<SaleView>,
     last_heard: Instant,
+    /// Frames the peer sent in the current minute, and when that minute began.
+    inbound: (u32, Instant),
+    /// Whether the peer was told this socket takes no messages.
+    told: bool,
 }
 
 impl Session {
@@ -253,6 +257,8 @@ pub async fn serve(
         seats_left: None,
         sale: None,
         last_heard: Instant::now(),
+        inbound: (0, Instant::now()),
+        told: false,
     };
     // A revocation that landed between the check at the upgrade and the
     // subscription above is caught here.
@@ -424,6 +430,17 @@ async fn on_inbound(
         }
     };
     session.last_heard = Instant::now();
+    // A peer has nothing to say; one that keeps talking is closed, not answered.
+    let (count, since) = &mut session.inbound;
+    if since.elapsed() >= Duration::from_secs(60) {
+        (*count, *since) = (0, Instant::now());
+    }
+    *count += 1;
+    if *count > session.hub.settings.max_inbound_per_minute {
+        metrics::counter!("onsale_realtime_sockets_closed_total", "why" => "inbound_rate")
+            .increment(1);
+        return Err(End::Close(close_code::POLICY, "too many messages"));
+    }
     match message {
         Message::Pong(_) | Message::Ping(_) => Ok(()),
         Message::Close(_) => Err(End::Gone),
@@ -438,7 +455,11 @@ async fn on_inbound(
                 "binary frames are not accepted",
             ))
         }
+        // Told once; later messages are not answered (each answer would be work
+        // a peer could ask for at will).
+        Message::Text(_) if session.told => Ok(()),
         Message::Text(_) => {
+            session.told = true;
             let error = LiveMessage::Error {
                 code: ErrorCode::InvalidMessage,
                 message: "this socket takes no messages; it only sends".to_owned(),

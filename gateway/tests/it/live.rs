@@ -472,3 +472,85 @@ async fn a_peer_that_never_answers_a_ping_is_dropped(pool: PgPool) {
         "policy: no pong"
     );
 }
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn an_account_holds_a_few_sockets_and_a_chatty_peer_is_closed(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (_admin, event) = app.opened_event().await;
+    let token = minted_fan_token();
+
+    // Ten sockets for one account (the default), each counted while it lives.
+    let mut open = Vec::new();
+    for _ in 0..10 {
+        let mut socket = app.live(&event, &token, None).await;
+        snapshot(&mut socket, false).await;
+        open.push(socket);
+    }
+    let (status, body) = app.refused(app.live_url(&event, ""), Some(&token)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")),
+        "{body}"
+    );
+    // Another account is not held back.
+    let mut other = app.live(&event, &minted_fan_token(), None).await;
+    snapshot(&mut other, false).await;
+    // One closed, one may open again.
+    let mut closing = open.pop().expect("a socket");
+    closing.close(None).await.expect("close");
+    while closing.next().await.is_some() {}
+    let mut again = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let ticket: Value = app
+                .post(
+                    &format!("/v1/events/{event}/live/ticket"),
+                    Some(&token),
+                    &json!({}),
+                )
+                .await
+                .json()
+                .await
+                .expect("ticket");
+            let url = app.live_url(
+                &event,
+                &format!("ticket={}", ticket["ticket"].as_str().expect("ticket")),
+            );
+            if let Ok((socket, _)) = tokio_tungstenite::connect_async(url).await {
+                return socket;
+            }
+            // The server counts the closed socket out as its task ends.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a slot freed by the closed socket");
+    snapshot(&mut again, false).await;
+
+    // A peer that keeps talking is told once, then closed (1008), not answered.
+    let first = &mut again;
+    for _ in 0..61 {
+        first
+            .send(Message::text("{\"type\":\"hello\"}"))
+            .await
+            .unwrap();
+    }
+    let mut errors = 0;
+    let code = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match first.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    let message: Value = serde_json::from_str(&text).expect("json");
+                    if message["type"] == "error" {
+                        errors += 1;
+                    }
+                }
+                Some(Ok(Message::Close(Some(frame)))) => return frame.code,
+                Some(Ok(_)) => continue,
+                other => panic!("socket ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("closed in time");
+    assert_eq!((code, errors), (CloseCode::Policy, 1));
+}
