@@ -82,6 +82,8 @@ pub struct Hub {
     events: Mutex<HashMap<EventId, EventInfo>>,
     /// Open sockets per account on this node.
     sockets: Mutex<HashMap<proto::UserId, usize>>,
+    /// Event ids Postgres did not know, and when it was asked.
+    unknown: Mutex<HashMap<EventId, std::time::Instant>>,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -124,6 +126,7 @@ impl Hub {
             feeds: Mutex::default(),
             events: Mutex::default(),
             sockets: Mutex::default(),
+            unknown: Mutex::default(),
             shutdown: CancellationToken::new(),
         })
     }
@@ -170,6 +173,18 @@ impl Hub {
         if let Some(info) = self.lock_events().get(&event_id) {
             return Ok(info.clone());
         }
+        let forget_after = Duration::from_secs(self.settings.unknown_event_seconds);
+        {
+            let unknown = self.unknown.lock().unwrap_or_else(PoisonError::into_inner);
+            if unknown
+                .get(&event_id)
+                .is_some_and(|asked| asked.elapsed() < forget_after)
+            {
+                metrics::counter!("onsale_realtime_unknown_events_total", "from" => "memory")
+                    .increment(1);
+                return Err(FeedError::EventNotFound(event_id));
+            }
+        }
         let row: Option<(DateTime<Utc>, Option<String>, i32)> = sqlx::query_as(
             "SELECT e.onsale_at, s.state, COALESCE(s.admission_per_second, e.admission_per_second)
              FROM inventory.events e LEFT JOIN waiting_room.sales s USING (event_id)
@@ -178,7 +193,20 @@ impl Hub {
         .bind(event_id)
         .fetch_optional(&self.pool)
         .await?;
-        let (onsale_at, state, rate) = row.ok_or(FeedError::EventNotFound(event_id))?;
+        let Some((onsale_at, state, rate)) = row else {
+            metrics::counter!("onsale_realtime_unknown_events_total", "from" => "postgres")
+                .increment(1);
+            let mut unknown = self.unknown.lock().unwrap_or_else(PoisonError::into_inner);
+            // Bounded: made-up ids are forgotten wholesale when there are many.
+            if unknown.len() >= 10_000 {
+                unknown.retain(|_, asked| asked.elapsed() < forget_after);
+                if unknown.len() >= 10_000 {
+                    unknown.clear();
+                }
+            }
+            unknown.insert(event_id, std::time::Instant::now());
+            return Err(FeedError::EventNotFound(event_id));
+        };
         let info = EventInfo {
             onsale_at,
             state: state

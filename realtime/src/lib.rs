@@ -64,6 +64,9 @@ pub struct Settings {
     /// Frames a peer may send in a minute (it has nothing to say: the socket only
     /// sends); past it the socket is closed (1008).
     pub max_inbound_per_minute: u32,
+    /// How long an event id found unknown is answered 404 from memory, not from
+    /// Postgres (a flood of made-up ids costs no queries).
+    pub unknown_event_seconds: u64,
 }
 
 impl Settings {
@@ -73,6 +76,7 @@ impl Settings {
             "send_timeout_seconds": 10, "seat_buffer": 64, "max_frame_bytes": 4096,
             "buffer_bytes": 1024, "max_write_buffer_bytes": 1_048_576,
             "max_sockets_per_account": 10, "max_inbound_per_minute": 60,
+            "unknown_event_seconds": 30,
         })
     }
 

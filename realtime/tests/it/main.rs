@@ -1,3 +1,4 @@
 //! The realtime node as its own process, against the real Redis and Postgres.
 
 mod slow_reader;
+mod unknown;

@@ -49,7 +49,7 @@ fn token(fan: UserId) -> String {
         .expect("token")
 }
 
-async fn event(pool: &PgPool) -> EventId {
+pub(crate) async fn event(pool: &PgPool) -> EventId {
     let venue = inventory::venues::validate(CreateVenue::grid(
         "Slow Arena",
         &["Floor"],
