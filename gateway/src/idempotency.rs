@@ -276,10 +276,14 @@ impl Idempotency {
         // stored for the retry, which gets the order.
         let pool = self.pool.clone();
         let request = Request::from_parts(parts, Body::from(body));
-        let task = tokio::spawn(async move {
-            let response = next.run(request).await;
-            settle_claim(&pool, user_id, &digest, &route, response).await
-        });
+        // It keeps the call's correlation id and log span (a task-local and a span
+        // do not follow `tokio::spawn` by themselves).
+        let task = tokio::spawn(tracing::Instrument::in_current_span(
+            platform::correlation::carried(async move {
+                let response = next.run(request).await;
+                settle_claim(&pool, user_id, &digest, &route, response).await
+            }),
+        ));
         match task.await {
             Ok(answer) => answer,
             Err(error) => {
