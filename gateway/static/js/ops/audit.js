@@ -18,6 +18,8 @@ const ACTION_NAME = {
   restore: 'Restored',
   cancel: 'Show cancelled',
   refund: 'Refunded',
+  rebuild: 'Seat map rebuilt',
+  release: 'Request ended',
 };
 
 function plain(v) {
@@ -42,6 +44,14 @@ function changeText(a) {
     parts.push(`${plural(d.seats.length, 'ticket', 'tickets')}${amount}: “${d.reason || ''}”`);
   }
   if (a.action === 'cancel' && d.reason) parts.push(`“${d.reason}”`);
+  if (a.action === 'release' && d.request_id) {
+    parts.push(`request ${String(d.request_id).slice(0, 8)} of a fan: ${plain(d.state)}`);
+  }
+  if (a.action === 'rebuild' && typeof d.available === 'number') {
+    parts.push(`${num(d.available)} available, ${num(d.held)} held, ${num(d.sold)} sold`);
+  }
+  // A lever whose ledger step failed, finished by the next pull or the scheduler.
+  if (d.finished_late) parts.push('recorded late, after a failure');
   if (!parts.length) {
     const rest = Object.entries(d).filter(([k]) => k !== 'from' && k !== 'to' && k !== 'per_second');
     if (rest.length) parts.push(rest.map(([k, v]) => `${k.replace(/_/g, ' ')}: ${plain(v)}`).join(', '));
