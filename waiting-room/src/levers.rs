@@ -96,6 +96,38 @@ pub async fn record(
     .await?)
 }
 
+/// Applies a state lever to Redis (from the states it may move from): whether the
+/// sale moved, and the state it was in.
+pub async fn apply_lever(
+    redis: &mut Redis,
+    keys: &Keys,
+    event_id: EventId,
+    lever: Lever,
+) -> Result<(bool, Option<SaleState>), Error> {
+    let (to, from) = lever.transition();
+    Ok(proto::scripts::sale_state_moved(
+        proto::scripts::set_sale_state(keys, event_id, to, from)
+            .invoke_async(redis)
+            .await?,
+    ))
+}
+
+/// Applies an admission rate to Redis.
+pub async fn apply_admission(
+    redis: &mut Redis,
+    keys: &Keys,
+    event_id: EventId,
+    per_second: i64,
+) -> Result<(), Error> {
+    let _: () = redis::cmd("HSET")
+        .arg(keys.sale(event_id))
+        .arg(proto::sale_hash::ADMISSION_PER_SECOND)
+        .arg(per_second)
+        .query_async(redis)
+        .await?;
+    Ok(())
+}
+
 /// Finishes a pull Redis has taken: the sale's row (its state, or its admission
 /// rate), the audit entry and the pull applied, in one transaction. False when the
 /// pull was finished already (nothing written).
@@ -169,12 +201,7 @@ pub async fn finish_pending(
     let mut last = None;
     for pull in pending {
         if let Some(per_second) = pull.per_second {
-            let _: () = redis::cmd("HSET")
-                .arg(keys.sale(event_id))
-                .arg(proto::sale_hash::ADMISSION_PER_SECOND)
-                .arg(per_second)
-                .query_async(redis)
-                .await?;
+            apply_admission(redis, keys, event_id, per_second.into()).await?;
             let detail = json!({"per_second": per_second, "to": per_second, "finished_late": true});
             if finish(pool, &pull, None, detail).await? {
                 last = Some(Finished {
@@ -189,7 +216,7 @@ pub async fn finish_pending(
             refuse(pool, pull.pull_id).await?;
             continue;
         };
-        let (to, from) = lever.transition();
+        let (to, _) = lever.transition();
         let current: Option<String> = redis::cmd("HGET")
             .arg(keys.sale(event_id))
             .arg("state")
@@ -199,12 +226,7 @@ pub async fn finish_pending(
             // Redis took it before the failure.
             true
         } else {
-            let (moved, _) = proto::scripts::sale_state_moved(
-                proto::scripts::set_sale_state(keys, event_id, to, from)
-                    .invoke_async(redis)
-                    .await?,
-            );
-            moved
+            apply_lever(redis, keys, event_id, lever).await?.0
         };
         if !moved_now {
             refuse(pool, pull.pull_id).await?;

@@ -488,12 +488,8 @@ pub async fn pull(
     }
     let pull =
         crate::levers::record(pool, redis, keys, event_id, lever.as_str(), actor, None).await?;
-    let (to, from) = lever.transition();
-    let (changed, previous) = proto::scripts::sale_state_moved(
-        proto::scripts::set_sale_state(keys, event_id, to, from)
-            .invoke_async(redis)
-            .await?,
-    );
+    let (to, _) = lever.transition();
+    let (changed, previous) = crate::levers::apply_lever(redis, keys, event_id, lever).await?;
     let previous_text = previous.map_or("not loaded", SaleState::as_str);
     if !changed {
         crate::levers::refuse(pool, pull.pull_id).await?;
@@ -600,12 +596,7 @@ pub async fn set_admission(
         Some(per_second as i32),
     )
     .await?;
-    let _: () = redis::cmd("HSET")
-        .arg(keys.sale(event_id))
-        .arg(proto::sale_hash::ADMISSION_PER_SECOND)
-        .arg(per_second)
-        .query_async(redis)
-        .await?;
+    crate::levers::apply_admission(redis, keys, event_id, per_second.into()).await?;
     crate::levers::finish(
         pool,
         &pull,
