@@ -15,7 +15,7 @@
 
 pub mod accounts;
 pub mod cancel;
-pub mod client_address;
+pub use platform::client_address;
 pub mod config;
 mod contract;
 pub mod idempotency;
@@ -170,6 +170,7 @@ pub fn router(
     let live = realtime::RealtimeState {
         hub: hub.clone(),
         verifier: verifier.clone(),
+        proxies: Arc::new(limits.trusted.clone()),
     };
     let waiting_room = waiting_room::WaitingRoomState {
         pool: pool.clone(),

@@ -14,15 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::HeaderValue;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 use platform::auth::Caller;
-use proto::{ErrorBody, ErrorCode, UserId};
+use proto::UserId;
 
 use crate::client_address::{TrustedProxies, bucket};
 use crate::config::LimitSettings;
@@ -104,21 +103,7 @@ impl RateLimits {
     }
 }
 
-/// A 429 telling the client when to come back (whole seconds, at least one).
-pub fn too_many(wait: Duration, whose: &'static str) -> Response {
-    metrics::counter!("onsale_rate_limited_total", "limiter" => whose).increment(1);
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let seconds = seconds.max(1);
-    let mut response = ErrorBody::new(
-        ErrorCode::RateLimited,
-        format!("too many requests from this {whose}; retry in {seconds} s"),
-    )
-    .into_response();
-    response
-        .headers_mut()
-        .insert("retry-after", HeaderValue::from(seconds));
-    response
-}
+pub use platform::http::too_many;
 
 /// Middleware: one bucket per client address (IPv6: per /64).
 pub async fn per_ip(

@@ -25,6 +25,8 @@ use hyper::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, HOST, HeaderValue, IF_NON
 use hyper::{Method, Request, StatusCode};
 use platform::auth::TokenIssuer;
 
+mod live;
+
 use crate::joins::{Cpu, Gateway, Meter, SECRET, Tokens, connect};
 use crate::setup::{self, Stack, bar};
 
@@ -56,6 +58,14 @@ pub struct FloodArgs {
     /// The gateway binary to run.
     #[arg(long, default_value = "target/release/gateway")]
     gateway: String,
+    /// Flood the live sockets instead, of a realtime node or of the gateway's
+    /// socket route (`--fans` fans in line follow the event meanwhile; 1,000 is
+    /// plenty).
+    #[arg(long, value_enum)]
+    live: Option<live::LiveTarget>,
+    /// The realtime binary to run, with `--live realtime`.
+    #[arg(long, default_value = "target/release/realtime")]
+    realtime: String,
 }
 
 /// Builds a request, given the ETag of the connection's last answer; `None` when
@@ -243,6 +253,19 @@ fn cpu_line(name: &str, cpu: Cpu, requests: u64) -> String {
 }
 
 pub async fn flood(stack: &mut Stack, args: FloodArgs) -> anyhow::Result<()> {
+    if let Some(target) = args.live {
+        return live::flood(
+            stack,
+            live::LiveArgs {
+                target,
+                seconds: args.seconds,
+                fans: args.fans as u64,
+                realtime: args.realtime,
+                gateway: args.gateway,
+            },
+        )
+        .await;
+    }
     if args.fans == 0 || args.concurrency == 0 || args.joiners == 0 {
         bail!("--fans, --concurrency and --joiners must be positive");
     }

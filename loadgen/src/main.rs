@@ -7,6 +7,7 @@
 //! loadgen joins  --seconds 10 --concurrency 64     queue joins/s through the gateway binary
 //! loadgen chaos  --seed 1 --seconds 20              the history checker: faults, then proofs
 //! loadgen flood  --seconds 10 --fans 10000         seat-map GETs/s and join latency under a flood
+//! loadgen flood  --live realtime --fans 1000        live sockets under a flood: limits, memory, fans served
 //! loadgen checkout --fans 2000 --concurrency 32     checkouts/s through the gateway; outbox and email lag
 //! loadgen sockets --sockets 50000 --servers 4      live sockets held, memory per socket, move fan-out latency
 //! loadgen sale --event ID --fans 30                 a simulated on-sale through a running gateway's REST API

@@ -27,10 +27,10 @@
 mod bare;
 mod board;
 mod client;
-mod line;
+pub(crate) mod line;
 mod procs;
 mod report;
-mod wire;
+pub(crate) mod wire;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

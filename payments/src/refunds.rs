@@ -397,7 +397,7 @@ pub async fn release_seats(payments: &Payments, refund: &RefundRow) -> Result<()
                 let message = Published::Sale {
                     state: Some(SaleState::Open),
                 };
-                let _: i64 = redis.publish(keys.live(event), message.to_json()).await?;
+                let _: i64 = message.publish(keys, event).query_async(&mut redis).await?;
                 metrics::counter!("onsale_sales_reopened_total").increment(1);
                 tracing::info!(event_id = %event, refund_id = %refund.refund_id,
                     "sold out no more: refunded seats opened the sale again");

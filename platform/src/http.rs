@@ -1,9 +1,12 @@
 //! HTTP plumbing every service router shares: extractors whose rejections are
 //! [`ErrorBody`]s with stable codes instead of axum's plain-text defaults, and the
-//! answers for unknown paths and methods. (The error body's own HTTP form is in
-//! `proto::http`, beside the type.)
+//! answers for unknown paths, unknown methods and too many requests. (The error
+//! body's own HTTP form is in `proto::http`, beside the type.)
+
+use std::time::Duration;
 
 use axum::extract::{FromRequest, FromRequestParts};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 
 use proto::{ErrorBody, ErrorCode};
@@ -90,6 +93,22 @@ pub async fn method_not_allowed() -> ErrorBody {
         ErrorCode::MethodNotAllowed,
         "this resource does not accept that method",
     )
+}
+
+/// A 429 telling the client when to come back (whole seconds, at least one).
+pub fn too_many(wait: Duration, whose: &'static str) -> Response {
+    metrics::counter!("onsale_rate_limited_total", "limiter" => whose).increment(1);
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let seconds = seconds.max(1);
+    let mut response = ErrorBody::new(
+        ErrorCode::RateLimited,
+        format!("too many requests from this {whose}; retry in {seconds} s"),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert("retry-after", HeaderValue::from(seconds));
+    response
 }
 
 #[cfg(test)]

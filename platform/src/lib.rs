@@ -2,7 +2,8 @@
 //! `proto`: the connection to one Redis or a cluster ([`store`]), configuration
 //! ([`settings`]), the runtime every binary starts with ([`runtime`]: tracing, the
 //! metrics recorder, the ops server, the shutdown signal), bearer-token auth
-//! ([`auth`]), the HTTP extractors ([`http`]), the correlation id ([`correlation`]),
+//! ([`auth`]), the client's address behind trusted proxies ([`client_address`]),
+//! the HTTP extractors ([`http`]), the correlation id ([`correlation`]),
 //! the trace context and span export ([`telemetry`]), the transactional outbox
 //! writer ([`outbox`]) and the reads of Redis structures
 //! that several services answer from ([`reads`]).
@@ -10,6 +11,7 @@
 //! A service crate depends on `proto` and `platform`, never on another service crate.
 
 pub mod auth;
+pub mod client_address;
 pub mod correlation;
 pub mod http;
 pub mod outbox;

@@ -245,9 +245,13 @@ impl OpsServer {
             )
             .fallback(crate::http::not_found);
         tracing::info!(service, port, "operations endpoint listening");
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        // With the peer's address: a realtime node limits sockets per address.
+        axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
         Ok(())
     }
 }

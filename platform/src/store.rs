@@ -18,8 +18,14 @@
 //! Transactions (`MULTI`/`EXEC`) are never split: one that spans slots fails, as it
 //! must.
 //!
-//! Pub/sub: `PUBLISH` on any node of a cluster reaches subscribers on every node,
-//! so [`Store::pubsub`] subscribes through the first seed node that answers.
+//! Pub/sub, two kinds:
+//! - global (`PUBLISH`): on a cluster it reaches subscribers on every node, so
+//!   [`Store::pubsub`] subscribes through the first seed node that answers. For the
+//!   few messages every process needs (sessions ended).
+//! - sharded (`SPUBLISH`, Redis 7): a message stays on the node owning its channel's
+//!   slot, so an event's live messages (its channel carries the event's hash tag)
+//!   cost the other shards nothing. [`Store::sharded_pubsub`] follows any number of
+//!   channels on one connection.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -146,6 +152,83 @@ impl Store {
                 }
                 Err(last.expect("a cluster store has at least one seed"))
             }
+        }
+    }
+
+    /// One connection for sharded pub/sub (`SSUBSCRIBE`, Redis 7), shared by every
+    /// channel a process follows: on one server, a RESP3 connection of its own; on a
+    /// cluster, a RESP3 cluster connection that subscribes each channel on the node
+    /// owning its slot (and follows it there when the slot moves or fails over).
+    /// Messages and disconnections arrive on `pushes`.
+    pub async fn sharded_pubsub(
+        &self,
+        pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+    ) -> RedisResult<ShardedPubSub> {
+        match self {
+            Store::Single(client) => {
+                let info = client.get_connection_info().clone();
+                let settings = info
+                    .redis_settings()
+                    .clone()
+                    .set_protocol(redis::ProtocolVersion::RESP3);
+                let client = redis::Client::open(info.set_redis_settings(settings))?;
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_push_sender(pushes)
+                    .set_response_timeout(Some(CLUSTER_RESPONSE_TIMEOUT));
+                Ok(ShardedPubSub::Single(
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?,
+                ))
+            }
+            Store::Cluster { seeds, .. } => {
+                let client = ClusterClient::builder(
+                    seeds.iter().map(|seed| seed.get_connection_info().clone()),
+                )
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .response_timeout(CLUSTER_RESPONSE_TIMEOUT)
+                .push_sender(pushes)
+                .build()?;
+                Ok(ShardedPubSub::Cluster(client.get_async_connection().await?))
+            }
+        }
+    }
+}
+
+/// A sharded pub/sub connection ([`Store::sharded_pubsub`]). A cluster connection
+/// subscribes again by itself after it reconnects; a single server's does not (a
+/// `Disconnection` push says it is gone: open a new one).
+#[derive(Clone)]
+pub enum ShardedPubSub {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ShardedPubSub {
+    /// `SSUBSCRIBE channel`: messages `SPUBLISH`ed on it arrive as `SMessage` pushes.
+    pub async fn subscribe(&mut self, channel: &str) -> RedisResult<()> {
+        match self {
+            // One channel, one confirmation: RESP3 hands it back as the reply.
+            ShardedPubSub::Single(connection) => {
+                redis::cmd("SSUBSCRIBE")
+                    .arg(channel)
+                    .exec_async(connection)
+                    .await
+            }
+            ShardedPubSub::Cluster(connection) => connection.ssubscribe(channel).await,
+        }
+    }
+
+    /// `SUNSUBSCRIBE channel`.
+    pub async fn unsubscribe(&mut self, channel: &str) -> RedisResult<()> {
+        match self {
+            ShardedPubSub::Single(connection) => {
+                redis::cmd("SUNSUBSCRIBE")
+                    .arg(channel)
+                    .exec_async(connection)
+                    .await
+            }
+            ShardedPubSub::Cluster(connection) => connection.sunsubscribe(channel).await,
         }
     }
 }

@@ -53,6 +53,6 @@ redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[3],
   'available', ARGV[3], 'held', ARGV[4], 'sold', ARGV[5], 'generation', generation,
   'version', string.format('%d', version))
-redis.call('PUBLISH', live_channel(KEYS[3]),
+redis.call('SPUBLISH', live_channel(KEYS[3]),
   '{"type":"changes","reset":true,"version":' .. string.format('%d', version) .. '}')
 return 1

@@ -10,22 +10,31 @@
 //! - one `watch` counter per followed request: a message naming a request bumps
 //!   it, and the sockets following that request re-read it from Redis.
 //!
+//! The feeds share the node's one sharded subscription ([`crate::shards`]).
 //! Pub/sub is fire-and-forget, so nothing depends on a message arriving: every tick
 //! the feed re-reads the sale and counts hashes (one pipelined round trip), a seat
 //! version ahead of the messages for two ticks in a row means a lost message (the
-//! sockets are told to refetch), and after a reconnect of the subscription every
-//! socket re-reads its request and refetches the map.
+//! sockets are told to refetch), and when the subscription says messages may have
+//! been lost every socket re-reads its request and refetches the map.
+//!
+//! A feed starts only for an event that exists and has a sale (made-up ids are
+//! answered from memory, [`Hub::event`]).
 //!
 //! Keys read (see `proto::keys`): `sale(event)` (`state`, `served`,
 //! `admission_per_second`), `seat_counts(event)` (`available`, `version`); channel
 //! `live(event)`.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use platform::client_address::bucket;
+
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use platform::store::{Redis, Store};
 use proto::sale_hash::SaleHash;
 use proto::wire::live::{LiveMessage, Published, SeatChange, SeatsDelta};
@@ -36,6 +45,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::Settings;
+use crate::shards::Subscriber;
 
 /// What every socket of an event needs to know about its line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +75,10 @@ pub struct EventInfo {
 pub enum FeedError {
     #[error("event {0} not found")]
     EventNotFound(EventId),
+    #[error("event {0} has no sale")]
+    SaleNotFound(EventId),
+    #[error("too many events looked up on this node; retry in {0:?}")]
+    Busy(Duration),
     #[error("postgres: {0}")]
     Postgres(#[from] sqlx::Error),
     #[error("redis: {0}")]
@@ -74,38 +88,54 @@ pub enum FeedError {
 /// The node's feeds, by event. Cheap to share behind an `Arc`.
 pub struct Hub {
     pub(crate) redis: Redis,
-    store: Store,
+    subscriber: Subscriber,
     pool: PgPool,
     pub(crate) keys: Keys,
     pub(crate) settings: Settings,
     feeds: Mutex<HashMap<EventId, Weak<Feed>>>,
     events: Mutex<HashMap<EventId, EventInfo>>,
-    /// Open sockets per account on this node.
+    /// Open sockets per account, and per address, on this node.
     sockets: Mutex<HashMap<proto::UserId, usize>>,
-    /// Event ids Postgres did not know, and when it was asked.
-    unknown: Mutex<HashMap<EventId, std::time::Instant>>,
+    addresses: Mutex<HashMap<IpAddr, usize>>,
+    /// Upgrades, tickets and snapshots per address.
+    requests: DefaultKeyedRateLimiter<IpAddr>,
+    /// Postgres lookups of events this node does not know yet, all addresses
+    /// together: ids made up from many addresses cost Postgres a bounded rate.
+    lookups: DefaultDirectRateLimiter,
+    /// Event ids Postgres did not know (or knew without a sale: `true`), and when
+    /// it was asked.
+    unknown: Mutex<HashMap<EventId, (std::time::Instant, bool)>>,
     pub(crate) shutdown: CancellationToken,
 }
 
-/// One account's open socket, counted while it lives.
+/// One open socket, counted against its account and its address while it lives.
 pub struct SocketSlot {
     hub: Arc<Hub>,
     user: proto::UserId,
+    address: IpAddr,
+}
+
+/// Why a socket was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Crowded {
+    Account,
+    Address,
+}
+
+fn give_back<K: std::hash::Hash + Eq>(counts: &Mutex<HashMap<K, usize>>, key: &K) {
+    let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(count) = counts.get_mut(key) {
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(key);
+        }
+    }
 }
 
 impl Drop for SocketSlot {
     fn drop(&mut self) {
-        let mut sockets = self
-            .hub
-            .sockets
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = sockets.get_mut(&self.user) {
-            *count -= 1;
-            if *count == 0 {
-                sockets.remove(&self.user);
-            }
-        }
+        give_back(&self.hub.sockets, &self.user);
+        give_back(&self.hub.addresses, &self.address);
     }
 }
 
@@ -117,9 +147,19 @@ impl Hub {
         keys: Keys,
         settings: Settings,
     ) -> Arc<Self> {
+        let shutdown = CancellationToken::new();
+        let per_second =
+            NonZeroU32::new(settings.requests_per_second_per_address.max(1)).expect("at least one");
+        let burst =
+            NonZeroU32::new(settings.requests_burst_per_address.max(1)).expect("at least one");
+        let lookups =
+            NonZeroU32::new(settings.event_lookups_per_second.max(1)).expect("at least one");
         Arc::new(Self {
+            requests: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
+            lookups: RateLimiter::direct(Quota::per_second(lookups).allow_burst(lookups)),
+            addresses: Mutex::default(),
             redis,
-            store,
+            subscriber: Subscriber::start(store, shutdown.clone()),
             pool,
             keys,
             settings,
@@ -127,23 +167,56 @@ impl Hub {
             events: Mutex::default(),
             sockets: Mutex::default(),
             unknown: Mutex::default(),
-            shutdown: CancellationToken::new(),
+            shutdown,
         })
     }
 
-    /// A socket for `user`, unless the account holds
-    /// `settings.max_sockets_per_account` on this node already.
-    pub fn take_socket(self: &Arc<Self>, user: proto::UserId) -> Option<SocketSlot> {
+    /// A socket for `user` at `address` (a [`bucket`]), unless the account holds
+    /// `max_sockets_per_account` or the address `max_sockets_per_address` on this
+    /// node already.
+    pub fn take_socket(
+        self: &Arc<Self>,
+        user: proto::UserId,
+        address: IpAddr,
+    ) -> Result<SocketSlot, Crowded> {
+        let address = bucket(address);
         let mut sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = sockets.entry(user).or_default();
-        if *count >= self.settings.max_sockets_per_account {
-            return None;
+        let mut addresses = self
+            .addresses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let by_account = sockets.get(&user).copied().unwrap_or(0);
+        let by_address = addresses.get(&address).copied().unwrap_or(0);
+        if by_account >= self.settings.max_sockets_per_account {
+            return Err(Crowded::Account);
         }
-        *count += 1;
-        Some(SocketSlot {
+        if by_address >= self.settings.max_sockets_per_address {
+            return Err(Crowded::Address);
+        }
+        *sockets.entry(user).or_default() += 1;
+        *addresses.entry(address).or_default() += 1;
+        Ok(SocketSlot {
             hub: self.clone(),
             user,
+            address,
         })
+    }
+
+    /// Whether `address` may ask for another upgrade, ticket or snapshot now; if
+    /// not, how long until it may.
+    pub fn admit_request(&self, address: IpAddr) -> Result<(), Duration> {
+        let address = bucket(address);
+        let checked = self.requests.check_key(&address);
+        // Keys are kept until forgotten: forget idle ones now and then.
+        if self.requests.len() > 10_000 {
+            self.requests.retain_recent();
+        }
+        checked.map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// The key names of this node's Redis.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     /// Cancelled when the node shuts down: for tasks that live as long as it.
@@ -176,14 +249,24 @@ impl Hub {
         let forget_after = Duration::from_secs(self.settings.unknown_event_seconds);
         {
             let unknown = self.unknown.lock().unwrap_or_else(PoisonError::into_inner);
-            if unknown
-                .get(&event_id)
-                .is_some_and(|asked| asked.elapsed() < forget_after)
+            if let Some((asked, exists)) = unknown.get(&event_id)
+                && asked.elapsed() < forget_after
             {
                 metrics::counter!("onsale_realtime_unknown_events_total", "from" => "memory")
                     .increment(1);
-                return Err(FeedError::EventNotFound(event_id));
+                return Err(if *exists {
+                    FeedError::SaleNotFound(event_id)
+                } else {
+                    FeedError::EventNotFound(event_id)
+                });
             }
+        }
+        if let Err(not_until) = self.lookups.check() {
+            metrics::counter!("onsale_realtime_unknown_events_total", "from" => "refused")
+                .increment(1);
+            return Err(FeedError::Busy(
+                not_until.wait_time_from(DefaultClock::default().now()),
+            ));
         }
         let row: Option<(DateTime<Utc>, Option<String>, i32)> = sqlx::query_as(
             "SELECT e.onsale_at, s.state, COALESCE(s.admission_per_second, e.admission_per_second)
@@ -193,26 +276,32 @@ impl Hub {
         .bind(event_id)
         .fetch_optional(&self.pool)
         .await?;
-        let Some((onsale_at, state, rate)) = row else {
-            metrics::counter!("onsale_realtime_unknown_events_total", "from" => "postgres")
-                .increment(1);
-            let mut unknown = self.unknown.lock().unwrap_or_else(PoisonError::into_inner);
-            // Bounded: made-up ids are forgotten wholesale when there are many.
-            if unknown.len() >= 10_000 {
-                unknown.retain(|_, asked| asked.elapsed() < forget_after);
+        // An event with no sale has no line to follow: no feed for it either.
+        let (onsale_at, state, rate) = match row {
+            Some((onsale_at, Some(state), rate)) => (onsale_at, state, rate),
+            found => {
+                let exists = found.is_some();
+                metrics::counter!("onsale_realtime_unknown_events_total", "from" => "postgres")
+                    .increment(1);
+                let mut unknown = self.unknown.lock().unwrap_or_else(PoisonError::into_inner);
+                // Bounded: made-up ids are forgotten wholesale when there are many.
                 if unknown.len() >= 10_000 {
-                    unknown.clear();
+                    unknown.retain(|_, (asked, _)| asked.elapsed() < forget_after);
+                    if unknown.len() >= 10_000 {
+                        unknown.clear();
+                    }
                 }
+                unknown.insert(event_id, (std::time::Instant::now(), exists));
+                return Err(if exists {
+                    FeedError::SaleNotFound(event_id)
+                } else {
+                    FeedError::EventNotFound(event_id)
+                });
             }
-            unknown.insert(event_id, std::time::Instant::now());
-            return Err(FeedError::EventNotFound(event_id));
         };
         let info = EventInfo {
             onsale_at,
-            state: state
-                .as_deref()
-                .and_then(SaleState::parse)
-                .unwrap_or(SaleState::Scheduled),
+            state: SaleState::parse(&state).unwrap_or(SaleState::Scheduled),
             admission_per_second: u32::try_from(rate).unwrap_or(0),
         };
         let mut events = self.lock_events();
@@ -435,8 +524,8 @@ async fn run(feed: Weak<Feed>, hub: Arc<Hub>, info: EventInfo) {
     let mut backoff = Duration::from_millis(100);
     let mut first = true;
     'connect: loop {
-        let mut pubsub = match subscribe(&hub.store, &channel).await {
-            Ok(pubsub) => pubsub,
+        let mut subscription = match hub.subscriber.join(&channel).await {
+            Ok(subscription) => subscription,
             Err(error) => {
                 tracing::warn!(%event_id, %error, "live channel subscription failed, retrying");
                 tokio::select! {
@@ -461,23 +550,28 @@ async fn run(feed: Weak<Feed>, hub: Arc<Hub>, info: EventInfo) {
             live.line.send_modify(|line| line.resync += 1);
         }
         first = false;
-        let mut messages = pubsub.on_message();
         let mut tick = tokio::time::interval(hub.settings.tick());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = hub.shutdown.cancelled() => break 'connect,
-                message = messages.next() => {
-                    let Some(message) = message else {
+                message = subscription.messages.recv() => {
+                    let Some(payload) = message else {
                         tracing::warn!(%event_id, "live channel subscription lost, resubscribing");
                         continue 'connect;
                     };
                     let Some(live) = feed.upgrade() else { break 'connect };
-                    let payload: String = message.get_payload().unwrap_or_default();
                     match serde_json::from_str::<Published>(&payload) {
                         Ok(published) => on_published(&live, &mut pending, published),
                         Err(error) => tracing::debug!(%event_id, %error, "unreadable live message"),
                     }
+                }
+                Ok(()) = subscription.lost.changed() => {
+                    // Messages may have been missed: every socket re-reads its
+                    // request, and the map is fetched again.
+                    let Some(live) = feed.upgrade() else { break 'connect };
+                    pending.reset = true;
+                    live.line.send_modify(|line| line.resync += 1);
                 }
                 _ = tick.tick() => {
                     let Some(live) = feed.upgrade() else { break 'connect };
@@ -488,12 +582,6 @@ async fn run(feed: Weak<Feed>, hub: Arc<Hub>, info: EventInfo) {
     }
     metrics::gauge!("onsale_realtime_feeds").decrement(1);
     tracing::debug!(%event_id, "feed ended");
-}
-
-async fn subscribe(store: &Store, channel: &str) -> redis::RedisResult<redis::aio::PubSub> {
-    let mut pubsub = store.pubsub().await?;
-    pubsub.subscribe(channel).await?;
-    Ok(pubsub)
 }
 
 fn on_published(feed: &Feed, pending: &mut Pending, published: Published) {

@@ -2,7 +2,8 @@
 //! time, the request's state, seat-map changes and the sale's state
 //! (docs/REALTIME.md).
 //!
-//! - [`feed`]: one subscription and one task per event per node, shared by its sockets;
+//! - [`feed`]: one task per event per node, shared by its sockets;
+//! - [`shards`]: the node's one sharded pub/sub connection, shared by its feeds;
 //! - [`socket`]: one fan's socket, from the snapshot to the close;
 //! - [`routes`]: the socket route and its REST fallback, mounted by the gateway too.
 //!
@@ -10,6 +11,7 @@
 
 pub mod feed;
 pub mod routes;
+pub mod shards;
 pub mod socket;
 
 use std::net::SocketAddr;
@@ -18,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use platform::auth::{TokenSettings, TokenVerifier};
+use platform::client_address::{ForwardedHeader, TrustedProxies};
 use platform::runner::Runner;
 use platform::runtime::OpsServer;
 use platform::settings::{DatabaseSettings, RedisSettings, SettingsError};
@@ -35,6 +38,25 @@ pub struct Config {
     pub redis: RedisSettings,
     pub auth: TokenSettings,
     pub live: Settings,
+    /// Whose forwarding header to believe (`ONSALE_LIMITS__TRUSTED_PROXIES`,
+    /// `ONSALE_LIMITS__FORWARDED_HEADER`: the gateway's own settings).
+    pub limits: ProxySettings,
+}
+
+/// The load balancers in front of the node, as the gateway names them.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct ProxySettings {
+    pub trusted_proxies: String,
+    pub forwarded_header: String,
+}
+
+impl ProxySettings {
+    pub fn proxies(&self) -> Result<TrustedProxies, String> {
+        Ok(self
+            .trusted_proxies
+            .parse::<TrustedProxies>()?
+            .reading(self.forwarded_header.parse::<ForwardedHeader>()?))
+    }
 }
 
 /// How the sockets behave (`ONSALE_LIVE__*`).
@@ -67,6 +89,19 @@ pub struct Settings {
     /// How long an event id found unknown is answered 404 from memory, not from
     /// Postgres (a flood of made-up ids costs no queries).
     pub unknown_event_seconds: u64,
+    /// Sockets one address (an IPv6 /64) may hold open on one node; more are
+    /// refused with 429 `rate_limited`. Generous: a venue's or a carrier's NAT
+    /// puts many fans behind one address.
+    pub max_sockets_per_address: usize,
+    /// Upgrades, tickets and snapshots one address may ask a node for per second,
+    /// and in a burst; past it, 429 `rate_limited` with `retry-after`, before any
+    /// token is checked or Redis is asked.
+    pub requests_per_second_per_address: u32,
+    pub requests_burst_per_address: u32,
+    /// Events the node may look up in Postgres per second (and in a burst), for
+    /// every address together: ids it knows are answered from memory, so this
+    /// only bounds what made-up or new ids cost (past it, 429 `rate_limited`).
+    pub event_lookups_per_second: u32,
 }
 
 impl Settings {
@@ -76,7 +111,9 @@ impl Settings {
             "send_timeout_seconds": 10, "seat_buffer": 64, "max_frame_bytes": 4096,
             "buffer_bytes": 1024, "max_write_buffer_bytes": 1_048_576,
             "max_sockets_per_account": 10, "max_inbound_per_minute": 60,
-            "unknown_event_seconds": 30,
+            "unknown_event_seconds": 30, "max_sockets_per_address": 200,
+            "requests_per_second_per_address": 10, "requests_burst_per_address": 40,
+            "event_lookups_per_second": 50,
         })
     }
 
@@ -111,8 +148,10 @@ impl Config {
             "redis": platform::settings::redis_defaults(),
             "auth": { "issuer": "onsale", "audience": "onsale" },
             "live": Settings::defaults(),
+            "limits": { "trusted_proxies": "", "forwarded_header": "x-forwarded-for" },
         }))?;
         config.auth.validate().map_err(SettingsError::Invalid)?;
+        config.limits.proxies().map_err(SettingsError::Invalid)?;
         Ok(config)
     }
 }
@@ -151,6 +190,7 @@ impl Application {
         let state = RealtimeState {
             hub: hub.clone(),
             verifier: Arc::new(TokenVerifier::new(&config.auth).with_revocations(revocations)),
+            proxies: Arc::new(config.limits.proxies().map_err(anyhow::Error::msg)?),
         };
         let (routes, _) = router().with_state(state).split_for_parts();
         let ops = OpsServer::bind(config.listen, "realtime")

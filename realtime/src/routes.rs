@@ -5,10 +5,13 @@ use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{FromRef, State};
-use axum::http::{HeaderMap, Uri};
-use axum::response::Response;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRef, State};
+use axum::http::{Extensions, HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
 use platform::auth::{Caller, Claims, TokenVerifier, bearer_token_in};
+use platform::client_address::TrustedProxies;
 use platform::http::{Json, Path};
 use proto::wire::live::{LiveMessage, LiveSnapshot, LiveTicket};
 use proto::{ErrorBody, ErrorCode, EventId, RequestId, Role};
@@ -17,13 +20,33 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::feed::{Feed, FeedError, Hub};
+use crate::feed::{Crowded, Feed, FeedError, Hub};
 use crate::socket;
 
 #[derive(Clone)]
 pub struct RealtimeState {
     pub hub: Arc<Hub>,
     pub verifier: Arc<TokenVerifier>,
+    /// Whose `X-Forwarded-For` names the client.
+    pub proxies: Arc<TrustedProxies>,
+}
+
+impl RealtimeState {
+    /// The client's address (behind trusted proxies), if the node's per-address
+    /// request limit admits it; if not, how long until it would.
+    fn admit_address(
+        &self,
+        extensions: &Extensions,
+        headers: &HeaderMap,
+    ) -> Result<IpAddr, std::time::Duration> {
+        // In-process callers (tests) have no peer: they share one bucket.
+        let peer = extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |info| info.0.ip());
+        let client = self.proxies.client(peer, headers);
+        self.hub.admit_request(client)?;
+        Ok(client)
+    }
 }
 
 impl FromRef<RealtimeState> for Arc<TokenVerifier> {
@@ -69,7 +92,8 @@ pub struct LiveQuery {
         (status = 400, body = ErrorBody, description = "`not_a_websocket`, `invalid_query`"),
         (status = 401, body = ErrorBody, description = "`unauthenticated`, `invalid_token` (also a ticket unknown, spent, expired or for another event), `session_ended`, `token_outdated`"),
         (status = 403, body = ErrorBody, description = "`forbidden`: another fan's request"),
-        (status = 404, body = ErrorBody, description = "`event_not_found`, `request_not_found`"),
+        (status = 404, body = ErrorBody, description = "`event_not_found`, `sale_not_found`, `request_not_found`"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`: too many sockets for this account or address, or too many upgrades from this address (`retry-after`)"),
     ),
     security(("bearer" = []), ())
 )]
@@ -77,27 +101,43 @@ async fn live(
     State(state): State<RealtimeState>,
     Path(event_id): Path<EventId>,
     headers: HeaderMap,
+    extensions: Extensions,
     uri: Uri,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<Response, ErrorBody> {
-    let (feed, request, claims) = admit(&state, event_id, &headers, &uri).await?;
+) -> Result<Response, Response> {
+    let address = state
+        .admit_address(&extensions, &headers)
+        .map_err(|wait| platform::http::too_many(wait, "address"))?;
+    let (feed, request, claims) = admit(&state, event_id, &headers, &uri)
+        .await
+        .map_err(IntoResponse::into_response)?;
     let user = Caller::from(claims.clone()).user_id;
-    let slot = state.hub.take_socket(user).ok_or_else(|| {
-        metrics::counter!("onsale_realtime_sockets_refused_total", "why" => "per_account")
-            .increment(1);
+    let slot = state.hub.take_socket(user, address).map_err(|crowded| {
+        let (why, limit, whose) = match crowded {
+            Crowded::Account => (
+                "per_account",
+                state.hub.settings.max_sockets_per_account,
+                "account",
+            ),
+            Crowded::Address => (
+                "per_address",
+                state.hub.settings.max_sockets_per_address,
+                "address",
+            ),
+        };
+        metrics::counter!("onsale_realtime_sockets_refused_total", "why" => why).increment(1);
         ErrorBody::new(
             ErrorCode::RateLimited,
-            format!(
-                "this account has {} live sockets open already: close one first",
-                state.hub.settings.max_sockets_per_account
-            ),
+            format!("this {whose} has {limit} live sockets open already: close one first"),
         )
+        .into_response()
     })?;
     let upgrade = upgrade.map_err(|rejection| {
         ErrorBody::new(
             ErrorCode::NotAWebsocket,
             format!("this path takes a WebSocket upgrade ({rejection})"),
         )
+        .into_response()
     })?;
     let settings = &state.hub.settings;
     let hub = state.hub.clone();
@@ -127,7 +167,8 @@ async fn live(
         (status = 400, body = ErrorBody, description = "`invalid_query`"),
         (status = 401, body = ErrorBody, description = "`unauthenticated`, `invalid_token`"),
         (status = 403, body = ErrorBody, description = "`forbidden`: another fan's request"),
-        (status = 404, body = ErrorBody, description = "`event_not_found`, `request_not_found`"),
+        (status = 404, body = ErrorBody, description = "`event_not_found`, `sale_not_found`, `request_not_found`"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`: too many requests from this address (`retry-after`)"),
     ),
     security(("bearer" = []), ())
 )]
@@ -135,13 +176,19 @@ async fn live_snapshot(
     State(state): State<RealtimeState>,
     Path(event_id): Path<EventId>,
     headers: HeaderMap,
+    extensions: Extensions,
     uri: Uri,
-) -> Result<Json<LiveSnapshot>, ErrorBody> {
-    let (feed, request, _) = admit(&state, event_id, &headers, &uri).await?;
+) -> Result<Json<LiveSnapshot>, Response> {
+    state
+        .admit_address(&extensions, &headers)
+        .map_err(|wait| platform::http::too_many(wait, "address"))?;
+    let (feed, request, _) = admit(&state, event_id, &headers, &uri)
+        .await
+        .map_err(IntoResponse::into_response)?;
     socket::snapshot(&state.hub, &feed, request)
         .await
         .map(Json)
-        .map_err(feed_error)
+        .map_err(|error| feed_error(error).into_response())
 }
 
 /// A ticket for one socket on this event, for a browser: it goes in the socket's
@@ -153,6 +200,7 @@ async fn live_snapshot(
     responses(
         (status = 200, body = LiveTicket),
         (status = 401, body = ErrorBody, description = "`unauthenticated`, `invalid_token`, `session_ended`, `token_outdated`"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`: too many requests from this address (`retry-after`)"),
     ),
     security(("bearer" = []))
 )]
@@ -160,8 +208,22 @@ async fn live_ticket(
     State(state): State<RealtimeState>,
     Path(event_id): Path<EventId>,
     headers: HeaderMap,
+    extensions: Extensions,
+) -> Result<Json<LiveTicket>, Response> {
+    state
+        .admit_address(&extensions, &headers)
+        .map_err(|wait| platform::http::too_many(wait, "address"))?;
+    ticket(&state, event_id, &headers)
+        .await
+        .map_err(IntoResponse::into_response)
+}
+
+async fn ticket(
+    state: &RealtimeState,
+    event_id: EventId,
+    headers: &HeaderMap,
 ) -> Result<Json<LiveTicket>, ErrorBody> {
-    let token = bearer_token_in(&headers)?
+    let token = bearer_token_in(headers)?
         .ok_or_else(|| ErrorBody::new(ErrorCode::Unauthenticated, "this needs a bearer token"))?;
     let claims = state.verifier.verify(token)?;
     let mut redis = state.hub.redis.clone();
@@ -257,6 +319,21 @@ fn feed_error(error: FeedError) -> ErrorBody {
     match error {
         FeedError::EventNotFound(id) => {
             ErrorBody::new(ErrorCode::EventNotFound, format!("event {id} not found"))
+        }
+        FeedError::SaleNotFound(id) => ErrorBody::new(
+            ErrorCode::SaleNotFound,
+            format!("event {id} has no sale to follow"),
+        ),
+        FeedError::Busy(wait) => {
+            metrics::counter!("onsale_rate_limited_total", "limiter" => "event_lookups")
+                .increment(1);
+            ErrorBody::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "this node is looking up too many events right now; retry in {} s",
+                    wait.as_secs().max(1)
+                ),
+            )
         }
         other => {
             tracing::warn!(error = %other, "live route failed");

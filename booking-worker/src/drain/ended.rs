@@ -72,7 +72,7 @@ pub async fn sweep(
         let message = Published::Expired {
             request_ids: expired.clone(),
         };
-        let _: i64 = redis.publish(keys.live(event), message.to_json()).await?;
+        let _: i64 = message.publish(keys, event).query_async(redis).await?;
     }
     Ok(expired.len())
 }

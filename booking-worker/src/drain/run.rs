@@ -38,9 +38,9 @@ impl Drainer {
             let message = Published::Sale {
                 state: Some(SaleState::SoldOut),
             };
-            let _: i64 = self
-                .redis
-                .publish(self.keys.live(self.event_id), message.to_json())
+            let _: i64 = message
+                .publish(&self.keys, self.event_id)
+                .query_async(&mut self.redis)
                 .await?;
             tracing::info!(event_id = %self.event_id, "sold out");
         }

@@ -14,7 +14,6 @@ use platform::store::Redis;
 use proto::keys::WORKER_GROUP;
 use proto::wire::live::{Decided, Published};
 use proto::{EventId, Keys};
-use redis::AsyncCommands;
 use sqlx::PgPool;
 
 use super::DrainError;
@@ -105,8 +104,6 @@ pub async fn publish(
             })
             .collect(),
     };
-    let _: i64 = redis
-        .publish(keys.live(event_id), message.to_json())
-        .await?;
+    let _: i64 = message.publish(keys, event_id).query_async(redis).await?;
     Ok(())
 }

@@ -45,8 +45,9 @@ struct Published<'a> {
 pub async fn run(args: BareArgs) -> anyhow::Result<()> {
     let redis_url = std::env::var("REDIS_URL").context("REDIS_URL must name the Redis to use")?;
     let store = platform::store::Store::open(redis_url.as_str())?;
+    let (pushes, mut messages) = tokio::sync::mpsc::unbounded_channel();
     let mut pubsub = store
-        .pubsub()
+        .sharded_pubsub(pushes)
         .await
         .context("connecting to Redis for pub/sub")?;
     pubsub
@@ -69,9 +70,16 @@ pub async fn run(args: BareArgs) -> anyhow::Result<()> {
     let feed = {
         let (served, moves) = (served.clone(), moves.clone());
         async move {
-            let mut messages = pubsub.on_message();
-            while let Some(message) = messages.next().await {
-                let Ok(text) = std::str::from_utf8(message.get_payload_bytes()) else {
+            // Held for as long as the feed runs: the subscription lives on it.
+            let _pubsub = pubsub;
+            while let Some(push) = messages.recv().await {
+                if push.kind != redis::PushKind::SMessage {
+                    continue;
+                }
+                let Some(redis::Value::BulkString(payload)) = push.data.get(1) else {
+                    continue;
+                };
+                let Ok(text) = std::str::from_utf8(payload) else {
                     continue;
                 };
                 let Ok(published) = serde_json::from_str::<Published>(text) else {

@@ -105,12 +105,11 @@ pub async fn advance(stack: &mut Stack, event: EventId, served: u64) -> anyhow::
     let message = proto::wire::live::Published::Batch {
         served,
         decided: Vec::new(),
-    }
-    .to_json();
+    };
     let (receivers,): (i64,) = redis::pipe()
         .hset(stack.keys.sale(event), proto::sale_hash::SERVED, served)
         .ignore()
-        .publish(stack.keys.live(event), message)
+        .add_command(message.publish(&stack.keys, event))
         .query_async(&mut stack.redis)
         .await
         .context("moving the line")?;

@@ -4,7 +4,8 @@
 -- A script that changes seats or requests calls publish_changes once, after its
 -- writes. When seats changed, the seat map's `version` (in the counts hash) goes up
 -- by one in the same step, so versions reach a listener in change order and a gap
--- tells it that it missed a message. The message, on the event's live channel:
+-- tells it that it missed a message. The message, on the event's live channel
+-- (sharded pub/sub: it stays on the node owning the event's slot):
 --   {"type":"changes","version":V,"seats":[{"seat_id":..,"state":..}],"request_ids":[..]}
 -- (`version` and `seats` only when seats changed, `request_ids` only when given).
 -- Pub/sub is fire-and-forget: listeners repair what they miss from the state itself.
@@ -36,6 +37,6 @@ local function publish_changes(counts, seats, request_ids)
     parts[#parts + 1] = ',"request_ids":[' .. table.concat(ids, ',') .. ']'
   end
   parts[#parts + 1] = '}'
-  redis.call('PUBLISH', live_channel(counts), table.concat(parts))
+  redis.call('SPUBLISH', live_channel(counts), table.concat(parts))
 end
 

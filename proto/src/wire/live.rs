@@ -112,6 +112,16 @@ impl Published {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a published message always serializes")
     }
+
+    /// The command that sends the message to `event`'s live channel: `SPUBLISH`,
+    /// sharded pub/sub, so on a cluster it stays on the node that owns the event's
+    /// keys (the realtime nodes `SSUBSCRIBE` there).
+    #[cfg(feature = "redis")]
+    pub fn publish(&self, keys: &crate::Keys, event: crate::EventId) -> redis::Cmd {
+        let mut cmd = redis::cmd("SPUBLISH");
+        cmd.arg(keys.live(event)).arg(self.to_json());
+        cmd
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -15,12 +15,12 @@ use redis::AsyncCommands;
 use sqlx::PgPool;
 use tokio_tungstenite::tungstenite::Message;
 
-const SECRET: &str = "realtime-test-secret-realtime-test-0123";
+pub(crate) const SECRET: &str = "realtime-test-secret-realtime-test-0123";
 
 /// How long the reader stalls while the line moves.
 const STALL: Duration = Duration::from_secs(60);
 
-struct Node(Child);
+pub(crate) struct Node(pub(crate) Child);
 
 impl Drop for Node {
     fn drop(&mut self) {
@@ -43,12 +43,13 @@ impl Node {
 
 use testkit::redis_url;
 
-fn token(fan: UserId) -> String {
+pub(crate) fn token(fan: UserId) -> String {
     platform::auth::TokenIssuer::onsale(SECRET, 600)
         .issue(fan, proto::Role::Fan)
         .expect("token")
 }
 
+/// An event with its sale set up (scheduled), as the gateway makes one.
 pub(crate) async fn event(pool: &PgPool) -> EventId {
     let venue = inventory::venues::validate(CreateVenue::grid(
         "Slow Arena",
@@ -61,7 +62,7 @@ pub(crate) async fn event(pool: &PgPool) -> EventId {
     let venue_id = inventory::venues::create(pool, &venue)
         .await
         .expect("venue");
-    inventory::events::create(
+    let event = inventory::events::create(
         pool,
         &CreateEvent {
             venue_id,
@@ -77,7 +78,11 @@ pub(crate) async fn event(pool: &PgPool) -> EventId {
         },
     )
     .await
-    .expect("event")
+    .expect("event");
+    waiting_room::sale::create_sale(pool, event)
+        .await
+        .expect("the event's sale");
+    event
 }
 
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
@@ -199,7 +204,12 @@ async fn a_reader_that_stops_for_a_minute_does_not_grow_the_nodes_memory(pool: P
                     serde_json::json!({"type": "changes", "version": version, "seats": seats})
                         .to_string();
                 published += message.len();
-                let _: i64 = redis.publish(keys.live(event), &message).await.unwrap();
+                let _: i64 = redis::cmd("SPUBLISH")
+                    .arg(keys.live(event))
+                    .arg(&message)
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap();
                 if version.is_multiple_of(2) {
                     served += 10;
                     let _: () = redis
@@ -210,8 +220,9 @@ async fn a_reader_that_stops_for_a_minute_does_not_grow_the_nodes_memory(pool: P
                         served,
                         decided: Vec::new(),
                     };
-                    let _: i64 = redis
-                        .publish(keys.live(event), batch.to_json())
+                    let _: i64 = batch
+                        .publish(&keys, event)
+                        .query_async(&mut redis)
                         .await
                         .unwrap();
                 }

@@ -1,5 +1,5 @@
 //! Made-up event ids cost no queries: an id Postgres did not know is answered from
-//! memory for `unknown_event_seconds`.
+//! memory for `unknown_event_seconds`; an event with no sale gets no feed.
 
 use proto::{EventId, Keys};
 use realtime::feed::FeedError;
@@ -52,5 +52,19 @@ async fn an_unknown_event_id_is_answered_from_memory(pool: PgPool) {
         remembering.event(made_up).await,
         Err(FeedError::EventNotFound(_))
     ));
+    // An event with no sale has no line to follow: no feed, and the answer is
+    // remembered too.
+    assert!(matches!(
+        forgetting.event(made_up).await,
+        Err(FeedError::SaleNotFound(id)) if id == made_up
+    ));
+    assert!(matches!(
+        forgetting.feed(made_up).await,
+        Err(FeedError::SaleNotFound(_))
+    ));
+    waiting_room::sale::create_sale(&pool, made_up)
+        .await
+        .expect("its sale");
     assert!(forgetting.event(made_up).await.is_ok());
+    assert!(forgetting.feed(made_up).await.is_ok());
 }

@@ -1,4 +1,5 @@
-//! Whose request this is, by address, when the gateway runs behind load balancers.
+//! Whose request this is, by address, when a service (the gateway, a realtime node)
+//! runs behind load balancers.
 //!
 //! The TCP peer is the client unless it is a trusted proxy (`limits.trusted_proxies`,
 //! a comma-separated list of CIDRs). A trusted proxy's word is believed: the hops it
