@@ -240,6 +240,9 @@ pub struct Account {
     pub role: String,
     /// The version its new tokens carry (`gateway.users.token_version`).
     pub token_version: i64,
+    /// It confirmed its email address (`gateway.users.email_verified_at`); its new
+    /// tokens say so (`evf`).
+    pub email_verified: bool,
 }
 
 impl Account {
@@ -249,6 +252,8 @@ impl Account {
     }
 }
 
+/// Creates an account with `role`; its address counts as unconfirmed and no email
+/// is sent (a fan's sign-up is [`sign_up`]).
 pub async fn register(
     pool: &PgPool,
     hasher: &Hasher,
@@ -256,10 +261,35 @@ pub async fn register(
     password: SecretString,
     role: Role,
 ) -> Result<UserId, AccountError> {
+    create(pool, hasher, email, password, role, false).await
+}
+
+/// A fan's sign-up. With `confirm` (confirmation required), the account's first
+/// confirmation token and the event that emails it are written in the account's
+/// own transaction: no account without its email, no email without its account.
+pub async fn sign_up(
+    pool: &PgPool,
+    hasher: &Hasher,
+    email: &str,
+    password: SecretString,
+    confirm: bool,
+) -> Result<UserId, AccountError> {
+    create(pool, hasher, email, password, Role::Fan, confirm).await
+}
+
+async fn create(
+    pool: &PgPool,
+    hasher: &Hasher,
+    email: &str,
+    password: SecretString,
+    role: Role,
+    confirm: bool,
+) -> Result<UserId, AccountError> {
     let email = normalize_email(email)?;
     check_password(password.expose_secret())?;
     let hash = hasher.hash_password(password).await?;
     let user_id = UserId::new();
+    let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO gateway.users (user_id, email, password_hash, role) VALUES ($1, $2, $3, $4)",
     )
@@ -267,14 +297,18 @@ pub async fn register(
     .bind(&email)
     .bind(&hash)
     .bind(role.as_str())
-    .execute(pool)
+    .execute(&mut *tx)
     .await
     .map_err(|e| match e {
         sqlx::Error::Database(ref db) if db.is_unique_violation() => AccountError::EmailTaken,
         other => AccountError::Database(other),
     })?;
+    if confirm {
+        crate::verification::request(&mut tx, user_id, &email).await?;
+    }
+    tx.commit().await?;
     metrics::counter!("onsale_accounts_registered_total").increment(1);
-    tracing::info!(%user_id, role = role.as_str(), "account registered");
+    tracing::info!(%user_id, role = role.as_str(), confirm, "account registered");
     Ok(user_id)
 }
 
@@ -288,24 +322,26 @@ pub async fn authenticate(
     // What cannot be an address has no account: no query (a NUL would not even
     // reach Postgres), but the same hashing work as a wrong password.
     let email = normalize_email(email).unwrap_or_default();
-    let row: Option<(UserId, String, String, i64, String)> = if email.is_empty() {
+    let row: Option<(UserId, String, String, i64, bool, String)> = if email.is_empty() {
         None
     } else {
         sqlx::query_as(
-            "SELECT user_id, email, role, token_version, password_hash FROM gateway.users
-             WHERE email = $1",
+            "SELECT user_id, email, role, token_version, email_verified_at IS NOT NULL,
+                    password_hash
+             FROM gateway.users WHERE email = $1",
         )
         .bind(&email)
         .fetch_optional(pool)
         .await?
     };
     let (account, hash) = match row {
-        Some((user_id, email, role, token_version, hash)) => (
+        Some((user_id, email, role, token_version, email_verified, hash)) => (
             Some(Account {
                 user_id,
                 email,
                 role,
                 token_version,
+                email_verified,
             }),
             Some(hash),
         ),
@@ -319,7 +355,8 @@ pub async fn authenticate(
 
 pub async fn get(pool: &PgPool, user_id: UserId) -> Result<Account, AccountError> {
     sqlx::query_as(
-        "SELECT user_id, email, role, token_version FROM gateway.users WHERE user_id = $1",
+        "SELECT user_id, email, role, token_version, email_verified_at IS NOT NULL AS email_verified
+         FROM gateway.users WHERE user_id = $1",
     )
     .bind(user_id)
     .fetch_optional(pool)
@@ -359,7 +396,8 @@ pub async fn set_role(
                          SELECT $1, $3, $2, $4 WHERE $3 <> $2)
          UPDATE gateway.users
             SET role = $2, token_version = token_version + (CASE WHEN $3 <> $2 THEN 1 ELSE 0 END)
-          WHERE user_id = $1 RETURNING user_id, email, role, token_version",
+          WHERE user_id = $1
+          RETURNING user_id, email, role, token_version, email_verified_at IS NOT NULL AS email_verified",
     )
     .bind(user_id)
     .bind(role.as_str())
@@ -375,7 +413,8 @@ pub async fn set_role(
     Ok((account, changed))
 }
 
-/// Makes sure the bootstrap admin exists with this password and the admin role.
+/// Makes sure the bootstrap admin exists with this password and the admin role. Its
+/// address counts as confirmed: whoever set `ONSALE_BOOTSTRAP_ADMIN` vouches for it.
 pub async fn ensure_admin(
     pool: &PgPool,
     hasher: &Hasher,
@@ -387,8 +426,10 @@ pub async fn ensure_admin(
         .map_err(|e| AccountError::Invalid(format!("ONSALE_BOOTSTRAP_ADMIN: {e}")))?;
     let hash = hasher.hash_password(password).await?;
     let user_id: UserId = sqlx::query_scalar(
-        "INSERT INTO gateway.users (user_id, email, password_hash, role) VALUES ($1, $2, $3, 'admin')
-         ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash, role = 'admin'
+        "INSERT INTO gateway.users (user_id, email, password_hash, role, email_verified_at)
+         VALUES ($1, $2, $3, 'admin', now())
+         ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash, role = 'admin',
+             email_verified_at = coalesce(gateway.users.email_verified_at, now())
          RETURNING user_id",
     )
     .bind(UserId::new())

@@ -58,6 +58,14 @@ pub struct AuthSettings {
     pub signin_failures: u32,
     /// The window those failures are counted in, from the first.
     pub signin_window_seconds: u64,
+    /// Joining a line needs a confirmed email address
+    /// (`ONSALE_AUTH__REQUIRE_VERIFIED_EMAIL`, default off): sign-up then emails a
+    /// confirmation link, and a fan whose token does not say the address is
+    /// confirmed gets 403 `email_unverified` at the join. Operators and admins are
+    /// exempt (an admin made them). Off, nobody is emailed at sign-up, and a fan may
+    /// still ask for a link (`POST /v1/auth/verify-email/resend`).
+    #[serde(default)]
+    pub require_verified_email: bool,
 }
 
 impl AuthSettings {
@@ -116,6 +124,7 @@ impl Config {
                 "refresh_ttl_seconds": 1_209_600,
                 "hash_queue": 32, "hash_wait_ms": 2000,
                 "signin_failures": 5, "signin_window_seconds": 60,
+                "require_verified_email": false,
             },
             "limits": {
                 "per_ip_per_second": 50, "per_ip_burst": 100,

@@ -26,6 +26,7 @@ pub mod routes;
 pub mod sessions;
 pub mod signin;
 pub mod tokens;
+pub mod verification;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -76,6 +77,8 @@ pub struct GatewayState {
     /// Sessions: how long one may be refreshed, and where revocations go.
     pub refresh_ttl: Duration,
     pub key_prefix: String,
+    /// Sign-up emails a confirmation link (`auth.require_verified_email`).
+    pub require_verified_email: bool,
 }
 
 #[derive(OpenApi)]
@@ -146,6 +149,7 @@ pub fn router(
         )),
         refresh_ttl: Duration::from_secs(config.auth.refresh_ttl_seconds),
         key_prefix: config.redis.key_prefix.clone(),
+        require_verified_email: config.auth.require_verified_email,
     };
     let keys = Keys::new(config.redis.key_prefix.clone());
     let (redis_for_payments, keys_for_payments) = (redis.clone(), keys.clone());
@@ -177,6 +181,7 @@ pub fn router(
         redis: redis.clone(),
         keys: keys.clone(),
         verifier: verifier.clone(),
+        require_verified_email: config.auth.require_verified_email,
         joiner: waiting_room::Joiner::start(
             pool.clone(),
             redis.clone(),
@@ -520,11 +525,18 @@ impl Application {
                 loop {
                     tokio::select! {
                         _ = tick.tick() => limits.housekeep(),
-                        _ = purge.tick() => match idempotency::purge_expired(&pool).await {
-                            Ok(0) => {}
-                            Ok(purged) => tracing::info!(purged, "expired idempotency keys forgotten"),
-                            Err(error) => tracing::warn!(%error, "purging idempotency keys failed"),
-                        },
+                        _ = purge.tick() => {
+                            match idempotency::purge_expired(&pool).await {
+                                Ok(0) => {}
+                                Ok(purged) => tracing::info!(purged, "expired idempotency keys forgotten"),
+                                Err(error) => tracing::warn!(%error, "purging idempotency keys failed"),
+                            }
+                            match verification::purge_expired(&pool).await {
+                                Ok(0) => {}
+                                Ok(purged) => tracing::info!(purged, "expired confirmation tokens forgotten"),
+                                Err(error) => tracing::warn!(%error, "purging confirmation tokens failed"),
+                            }
+                        }
                         () = stop.cancelled() => break,
                     }
                 }

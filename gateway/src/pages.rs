@@ -3,6 +3,8 @@
 //!
 //! - `/`: upcoming events, and signing in;
 //! - `/e/{event_id}`: one event's waiting room (the page reads the id from its path);
+//! - `/verify`: confirming an email address (the token comes in the fragment of
+//!   the emailed link, `/verify#token=…`, which no request carries);
 //! - `/orders`: the fan's orders and their tickets (QR codes, reissuing), invoices,
 //!   refunds and credit notes;
 //! - `/checkin/{event_id}`: the door, for staff's phones: scanning tickets, online
@@ -28,6 +30,7 @@ const EVENT: &str = include_str!("../static/event.html");
 const OPS: &str = include_str!("../static/ops.html");
 const ORDERS: &str = include_str!("../static/orders.html");
 const CHECKIN: &str = include_str!("../static/checkin.html");
+const VERIFY: &str = include_str!("../static/verify.html");
 
 /// The content type of each kind of file under `/static/`.
 macro_rules! content_type {
@@ -62,6 +65,7 @@ const ASSETS: &[(&str, &str, &str)] = assets![
     js "js/signin.js",
     js "js/tickets.js",
     js "js/util.js",
+    js "js/verification.js",
     // `/`
     js "js/index.js",
     // `/e/{event_id}`
@@ -74,6 +78,8 @@ const ASSETS: &[(&str, &str, &str)] = assets![
     js "js/event/seatmap.js",
     js "js/event/state.js",
     js "js/event/tickets.js",
+    // `/verify`
+    js "js/verify.js",
     // `/orders`
     js "js/orders.js",
     js "js/refund-amount.js",
@@ -118,6 +124,7 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/", get(|| async { Html(INDEX) }))
         .route("/e/{event_id}", get(|| async { Html(EVENT) }))
         .route("/orders", get(|| async { Html(ORDERS) }))
+        .route("/verify", get(|| async { Html(VERIFY) }))
         .route("/checkin/{event_id}", get(|| async { Html(CHECKIN) }))
         .route("/ops", get(|| async { Html(OPS) }))
         .route("/ops/events/{event_id}", get(|| async { Html(OPS) }))

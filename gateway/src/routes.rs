@@ -7,8 +7,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use platform::auth::{Admin, Caller};
 use platform::http::{Json, Path};
-use proto::wire::auth::{AccessToken, Credentials, RefreshRequest, Registered, SetRole, User};
-use proto::{ErrorBody, ErrorCode, Role, UserId};
+use proto::wire::auth::{
+    AccessToken, Credentials, EmailVerification, RefreshRequest, Registered, SetRole, User,
+    VerifyEmail,
+};
+use proto::{ErrorBody, ErrorCode, UserId};
 use secrecy::SecretString;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -17,6 +20,7 @@ use crate::GatewayState;
 use crate::accounts::{self, Account, AccountError};
 use crate::sessions;
 use crate::tokens::TokenIssuer;
+use crate::verification::{self, Resent};
 
 pub fn router() -> OpenApiRouter<GatewayState> {
     OpenApiRouter::new()
@@ -25,6 +29,8 @@ pub fn router() -> OpenApiRouter<GatewayState> {
         .routes(routes!(refresh))
         .routes(routes!(logout))
         .routes(routes!(logout_all))
+        .routes(routes!(verify_email))
+        .routes(routes!(resend_verification))
         .routes(routes!(me))
         .routes(routes!(set_role))
 }
@@ -35,11 +41,15 @@ impl From<Account> for User {
             user_id: account.user_id,
             role: account.role(),
             email: account.email,
+            email_verified: account.email_verified,
         }
     }
 }
 
 /// Create a fan account.
+///
+/// While joining a line needs a confirmed address (`ONSALE_AUTH__REQUIRE_VERIFIED_EMAIL`),
+/// a confirmation link is emailed to it.
 #[utoipa::path(
     post, path = "/v1/auth/register", tag = "auth",
     request_body = Credentials,
@@ -55,12 +65,12 @@ async fn register(
     Json(credentials): Json<Credentials>,
 ) -> Result<(StatusCode, Json<Registered>), ErrorBody> {
     let password = SecretString::from(credentials.password);
-    let user_id = accounts::register(
+    let user_id = accounts::sign_up(
         &state.pool,
         &state.hasher,
         &credentials.email,
         password,
-        Role::Fan,
+        state.require_verified_email,
     )
     .await?;
     Ok((StatusCode::CREATED, Json(Registered { user_id })))
@@ -140,6 +150,7 @@ fn pair(
             account.role(),
             Some(session_id),
             account.token_version,
+            account.email_verified,
         )
         .map_err(|e| {
             tracing::error!(error = %e, "signing a token failed");
@@ -289,6 +300,68 @@ async fn logout_all(
     .await?;
     tracing::info!(target: "audit", user_id = %caller.user_id, "signed out everywhere");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Confirm an email address with the token from the confirmation link.
+///
+/// The account's tokens issued before do not say the address is confirmed: refresh
+/// (`POST /v1/auth/refresh`) to get one that does. A second link of a confirmed
+/// account succeeds too; a link used before is refused.
+#[utoipa::path(
+    post, path = "/v1/auth/verify-email", tag = "auth",
+    request_body = VerifyEmail,
+    responses(
+        (status = 200, body = EmailVerification, description = "the address is confirmed"),
+        (status = 400, body = ErrorBody, description = "`verification_token_invalid`: not a token of ours"),
+        (status = 409, body = ErrorBody, description = "`verification_token_used`: used before (the address it confirmed stays confirmed)"),
+        (status = 410, body = ErrorBody, description = "`verification_token_expired`: older than 24 hours; ask for another"),
+    )
+)]
+async fn verify_email(
+    State(state): State<GatewayState>,
+    Json(VerifyEmail { token }): Json<VerifyEmail>,
+) -> Result<Json<EmailVerification>, ErrorBody> {
+    verification::verify(&state.pool, &token).await?;
+    Ok(Json(EmailVerification {
+        email_verified: true,
+    }))
+}
+
+/// Email the signed-in account another confirmation link.
+///
+/// 202 when one is on its way; 200, sending nothing, when the address is already
+/// confirmed. At most 3 links an hour per account (sign-up's included), then 429
+/// with `Retry-After`. Earlier links keep working.
+#[utoipa::path(
+    post, path = "/v1/auth/verify-email/resend", tag = "auth",
+    responses(
+        (status = 202, body = EmailVerification, description = "a new link is on its way (`email_verified: false`)"),
+        (status = 200, body = EmailVerification, description = "already confirmed: nothing sent (`email_verified: true`)"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "`user_not_found`: a token of no account (a tool's)"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`: 3 links within the hour; `Retry-After` says when the next may go"),
+    ),
+    security(("bearer" = []))
+)]
+async fn resend_verification(
+    State(state): State<GatewayState>,
+    caller: Caller,
+) -> Result<(StatusCode, Json<EmailVerification>), Response> {
+    match verification::resend(&state.pool, caller.user_id).await {
+        Ok(Resent::Sent) => Ok((
+            StatusCode::ACCEPTED,
+            Json(EmailVerification {
+                email_verified: false,
+            }),
+        )),
+        Ok(Resent::AlreadyVerified) => Ok((
+            StatusCode::OK,
+            Json(EmailVerification {
+                email_verified: true,
+            }),
+        )),
+        Err(error) => Err(error.into_response()),
+    }
 }
 
 /// The signed-in account.

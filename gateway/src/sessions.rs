@@ -167,7 +167,8 @@ pub async fn refresh(pool: &PgPool, token: &str) -> Result<Refreshed, RefreshErr
         "WITH spent AS (UPDATE gateway.refresh_tokens SET spent_at = now() WHERE token_hash = $2),
               issued AS (INSERT INTO gateway.refresh_tokens (token_hash, session_id) VALUES ($3, $1)),
               touched AS (UPDATE gateway.sessions SET refreshed_at = now() WHERE session_id = $1)
-         SELECT u.user_id, u.email, u.role, u.token_version
+         SELECT u.user_id, u.email, u.role, u.token_version,
+                u.email_verified_at IS NOT NULL AS email_verified
          FROM gateway.sessions s JOIN gateway.users u USING (user_id)
          WHERE s.session_id = $1",
     )

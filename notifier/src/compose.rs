@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use std::fmt::Write as _;
 
 use minijinja::{AutoEscape, Environment, Output, State, Value, context};
-use proto::wire::events::{EventType, OrderPayload, RequestPayload};
+use proto::wire::events::{EventType, OrderPayload, RequestPayload, VerificationPayload};
 use serde::{Deserialize, Serialize};
 
 /// The events that email the fan. Every other type is logged as `skipped`:
@@ -22,6 +22,8 @@ pub enum Kind {
     Expired,
     Paid,
     Refunded,
+    /// "Confirm your email address", with the link that does it.
+    VerifyEmail,
 }
 
 impl Kind {
@@ -31,6 +33,7 @@ impl Kind {
             EventType::RequestExpired => Some(Kind::Expired),
             EventType::OrderPaid => Some(Kind::Paid),
             EventType::OrderRefunded => Some(Kind::Refunded),
+            EventType::AccountVerificationRequested => Some(Kind::VerifyEmail),
             EventType::RequestRejected
             | EventType::RequestReleased
             | EventType::RequestConfirmed
@@ -44,6 +47,7 @@ impl Kind {
             Kind::Expired => "expired",
             Kind::Paid => "paid",
             Kind::Refunded => "refunded",
+            Kind::VerifyEmail => "verify",
         }
     }
 }
@@ -53,6 +57,7 @@ impl Kind {
 pub enum Payload {
     Request(RequestPayload),
     Order(OrderPayload),
+    Account(VerificationPayload),
 }
 
 impl Payload {
@@ -60,13 +65,16 @@ impl Payload {
         Ok(match kind {
             Kind::Held | Kind::Expired => Payload::Request(RequestPayload::deserialize(payload)?),
             Kind::Paid | Kind::Refunded => Payload::Order(OrderPayload::deserialize(payload)?),
+            Kind::VerifyEmail => Payload::Account(VerificationPayload::deserialize(payload)?),
         })
     }
 
+    /// The account the email is for.
     pub fn fan_id(&self) -> proto::UserId {
         match self {
             Payload::Request(p) => p.fan_id,
             Payload::Order(p) => p.fan_id,
+            Payload::Account(p) => p.user_id,
         }
     }
 }
@@ -92,6 +100,11 @@ pub struct Facts {
     /// A refund approved for a paid order (absent: a payment paid back because it
     /// came after the hold ended).
     pub refund: Option<RefundFact>,
+    /// The confirmation link, `{public_url}/verify#token=<token>`: the token in the
+    /// fragment, which the browser keeps to itself.
+    pub verify_link: Option<String>,
+    /// Until when the confirmation link works.
+    pub link_expires: Option<String>,
 }
 
 /// A refund as an email tells it.
@@ -122,6 +135,7 @@ impl Facts {
         let (event_id, request_id, seats) = match payload {
             Payload::Request(p) => (p.event_id, p.request_id, &p.seats),
             Payload::Order(p) => (p.event_id, p.request_id, &p.seats),
+            Payload::Account(p) => return Self::confirmation(p, public_base),
         };
         let mut facts = Facts {
             event_name: event_name.to_owned(),
@@ -135,8 +149,11 @@ impl Facts {
             tickets: Vec::new(),
             orders_link: format!("{public_base}/orders"),
             refund: None,
+            verify_link: None,
+            link_expires: None,
         };
         match payload {
+            Payload::Account(_) => {}
             Payload::Request(p) => facts.hold_expires = p.hold_expires_at.map(format_time),
             Payload::Order(p) => {
                 facts.amount = Some(format_amount(p.amount_cents, &p.currency));
@@ -169,6 +186,25 @@ impl Facts {
             }
         }
         facts
+    }
+
+    /// The facts of a confirmation email: the link, and until when it works.
+    fn confirmation(p: &VerificationPayload, public_base: &str) -> Self {
+        Facts {
+            event_name: String::new(),
+            seats: Vec::new(),
+            link: format!("{public_base}/"),
+            hold_expires: None,
+            amount: None,
+            card_last4: None,
+            order_id: None,
+            reference: p.user_id.to_string(),
+            tickets: Vec::new(),
+            orders_link: format!("{public_base}/orders"),
+            refund: None,
+            verify_link: Some(format!("{public_base}/verify#token={}", p.token)),
+            link_expires: Some(format_time(p.expires_at)),
+        }
     }
 }
 
@@ -208,6 +244,8 @@ impl Templates {
             ("paid.txt", include_str!("../templates/paid.txt")),
             ("refunded.html", include_str!("../templates/refunded.html")),
             ("refunded.txt", include_str!("../templates/refunded.txt")),
+            ("verify.html", include_str!("../templates/verify.html")),
+            ("verify.txt", include_str!("../templates/verify.txt")),
         ] {
             // The sources are compiled in; a syntax error is a bug the unit tests catch.
             env.add_template(name, source)
@@ -266,6 +304,7 @@ pub fn subject(kind: Kind, facts: &Facts) -> String {
         }
         (Kind::Refunded, _, Some(amount)) => format!("Refund of {amount} for {event}"),
         (Kind::Refunded, _, None) => format!("Refund for {event}"),
+        (Kind::VerifyEmail, ..) => "Confirm your email address for onsale".to_owned(),
     }
 }
 
@@ -391,8 +430,39 @@ mod tests {
                 "request.held",
                 "request.expired",
                 "order.paid",
-                "order.refunded"
+                "order.refunded",
+                "account.verification_requested"
             ]
+        );
+    }
+
+    #[test]
+    fn a_confirmation_email_links_to_the_page_with_the_token_in_the_fragment() {
+        let payload = Payload::parse(
+            Kind::VerifyEmail,
+            &serde_json::json!({
+                "user_id": UserId::new(),
+                "email": "fan@example.com",
+                "token": "abc-DEF_123",
+                "expires_at": "2026-12-09T10:30:00Z",
+            }),
+        )
+        .expect("the payload reads");
+        let facts = Facts::new(&payload, "", "https://tickets.example");
+        let email = Templates::new()
+            .render(Kind::VerifyEmail, &facts)
+            .expect("renders");
+        assert_eq!(email.subject, "Confirm your email address for onsale");
+        let link = "https://tickets.example/verify#token=abc-DEF_123";
+        for part in [&email.text, &email.html] {
+            assert!(part.contains(link), "{part}");
+            assert!(part.contains("10:30 UTC on 9 Dec 2026"), "{part}");
+            assert!(!part.contains("because you booked"), "{part}");
+        }
+        assert!(
+            email.html.contains(&format!("href=\"{link}\"")),
+            "{}",
+            email.html
         );
     }
 

@@ -1,7 +1,8 @@
-//! The Kafka side: the `onsale-notifier` consumer group on the bookings and orders
-//! topics. One record at a time, in partition order; its offset is stored only once
-//! the [`Notifier`] is done with it (sent and logged, skipped, a duplicate, or a dead
-//! letter written), and committed in the background (and once more at shutdown).
+//! The Kafka side: the `onsale-notifier` consumer group on the bookings, orders and
+//! accounts topics ([`TOPICS`]). One record at a time, in partition order; its offset
+//! is stored only once the [`Notifier`] is done with it (sent and logged, skipped, a
+//! duplicate, or a dead letter written), and committed in the background (and once
+//! more at shutdown).
 //!
 //! While one email is retried in place, the consumer keeps polling (librdkafka
 //! counts a member that does not poll for `max.poll.interval.ms`, 5 min, as dead,
@@ -43,6 +44,13 @@ const ENSURE_SETTLE: Duration = Duration::from_secs(3);
 /// A consumer younger than this is not replaced when the brokers go (it has had no
 /// time to learn topic ids; this also bounds replacements while they stay down).
 const REPLACE_AFTER: Duration = Duration::from_secs(1);
+
+/// The topics consumed: what emails a fan (`sales` does not).
+pub const TOPICS: [&str; 3] = [
+    proto::topics::BOOKINGS,
+    proto::topics::ORDERS,
+    proto::topics::ACCOUNTS,
+];
 
 /// The consumer loop's heartbeat, for `/healthz`.
 pub type Health = platform::runtime::Heartbeat;
@@ -230,8 +238,7 @@ impl EventConsumer {
         lost: &mut LostTopics,
     ) {
         lost.last_try = Some(Instant::now());
-        let wanted = [proto::topics::BOOKINGS, proto::topics::ORDERS];
-        match bus::ensure_topics(&self.kafka, &wanted, self.partitions).await {
+        match bus::ensure_topics(&self.kafka, &TOPICS, self.partitions).await {
             Ok(_) => {
                 consumer.unsubscribe();
                 subscribe(consumer, topics);
@@ -245,13 +252,7 @@ impl EventConsumer {
     async fn ensure_topics_until_done(&self, stop: &CancellationToken) -> Option<Vec<String>> {
         let mut delay = Duration::from_millis(500);
         loop {
-            match bus::ensure_topics(
-                &self.kafka,
-                &[proto::topics::BOOKINGS, proto::topics::ORDERS],
-                self.partitions,
-            )
-            .await
-            {
+            match bus::ensure_topics(&self.kafka, &TOPICS, self.partitions).await {
                 Ok(topics) => return Some(topics),
                 Err(error) => {
                     tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot ensure the topics exist");

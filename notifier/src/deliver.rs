@@ -332,11 +332,19 @@ impl Notifier {
     }
 
     /// The fan's address (`gateway.users`) and the event's name (`inventory.events`).
+    /// A confirmation goes to the address it confirms, as the event names it, and
+    /// is about no event.
     async fn lookup(
         &self,
         envelope: &Envelope,
         payload: &Payload,
     ) -> Result<(Mailbox, String), Failure> {
+        if let Payload::Account(account) = payload {
+            let to: Mailbox = account.email.parse().map_err(|e| {
+                Failure::Permanent(format!("the address of account {}: {e}", account.user_id))
+            })?;
+            return Ok((to, String::new()));
+        }
         let fan_id = payload.fan_id();
         let email: Option<String> =
             sqlx::query_scalar("SELECT email FROM gateway.users WHERE user_id = $1")

@@ -40,6 +40,12 @@ pub struct Claims {
     /// change or by ending every session, which refuses every older token.
     #[serde(default)]
     pub ver: i64,
+    /// The account had confirmed its email address when the token was issued
+    /// (`gateway.users.email_verified_at`), so a join can require it without a
+    /// query. Absent (false) in tokens issued before the account confirmed: a
+    /// refresh reads the account again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub evf: bool,
 }
 
 /// The settings a verifier and an issuer must agree on.
@@ -132,22 +138,26 @@ impl TokenIssuer {
     }
 
     /// A token saying `user_id` holds `role`, valid from now for the issuer's TTL,
-    /// outside any session (the tools' and tests' tokens).
+    /// outside any session (the tools' and tests' tokens). It says the email is
+    /// confirmed: whoever signs with the deployment's secret vouches for the bearer
+    /// already, and a tool's user has no address to confirm.
     pub fn issue(
         &self,
         user_id: UserId,
         role: Role,
     ) -> Result<String, jsonwebtoken::errors::Error> {
-        self.issue_in(user_id, role, None, 0)
+        self.issue_in(user_id, role, None, 0, true)
     }
 
-    /// A token of session `sid` at the account's token version `ver`.
+    /// A token of session `sid` at the account's token version `ver`, saying
+    /// whether the account's email address is confirmed (`evf`).
     pub fn issue_in(
         &self,
         user_id: UserId,
         role: Role,
         sid: Option<uuid::Uuid>,
         ver: i64,
+        email_verified: bool,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
@@ -159,6 +169,7 @@ impl TokenIssuer {
             exp: now + self.ttl_seconds as i64,
             sid,
             ver,
+            evf: email_verified,
         };
         let mut header = jsonwebtoken::Header::new(ALGORITHM);
         header.kid = Some(self.kid.clone());
@@ -299,6 +310,8 @@ pub struct Caller {
     pub role: Role,
     /// The session its token belongs to, if any (see [`Claims::sid`]).
     pub session: Option<uuid::Uuid>,
+    /// Its token says the account's email address is confirmed ([`Claims::evf`]).
+    pub email_verified: bool,
 }
 
 impl Caller {
@@ -320,6 +333,7 @@ impl From<Claims> for Caller {
             user_id: claims.sub,
             role: claims.role,
             session: claims.sid,
+            email_verified: claims.evf,
         }
     }
 }

@@ -475,6 +475,7 @@ mod tests {
             exp: 0,
             sid,
             ver,
+            evf: false,
         }
     }
 

@@ -75,6 +75,18 @@ pub enum ErrorCode {
     InvalidCredentials,
     /// The caller's role does not allow this.
     Forbidden,
+    /// Joining a line needs a confirmed email address (`ONSALE_AUTH__REQUIRE_VERIFIED_EMAIL`):
+    /// follow the link in the confirmation email (`POST /v1/auth/verify-email/resend`
+    /// sends another), then refresh the token.
+    EmailUnverified,
+    /// An email confirmation token that is not one this server issued (mistyped,
+    /// cut short, or made up).
+    VerificationTokenInvalid,
+    /// An email confirmation token past its 24 hours: ask for another.
+    VerificationTokenExpired,
+    /// An email confirmation token that was used already (the address it confirmed
+    /// stays confirmed).
+    VerificationTokenUsed,
 
     // 404 / 405 / 409.
     NotFound,
@@ -159,10 +171,11 @@ impl ErrorCode {
             | InvalidMessage
             | InvalidIdempotencyKey
             | InvalidSignature
-            | SignatureExpired => 400,
+            | SignatureExpired
+            | VerificationTokenInvalid => 400,
             Unauthenticated | InvalidToken | InvalidCredentials | SessionEnded | TokenOutdated
             | RefreshTokenReused => 401,
-            Forbidden => 403,
+            Forbidden | EmailUnverified => 403,
             NotFound | VenueNotFound | EventNotFound | UserNotFound | RequestNotFound
             | OrderNotFound | TicketNotFound | SaleNotFound | RefundNotFound | InvoiceNotFound => {
                 404
@@ -186,7 +199,9 @@ impl ErrorCode {
             | RefundWindowClosed
             | TicketNotRefundable
             | EventCancelled
-            | LastAdmin => 409,
+            | LastAdmin
+            | VerificationTokenUsed => 409,
+            VerificationTokenExpired => 410,
             PayloadTooLarge => 413,
             UnsupportedMediaType => 415,
             InvalidRequest | VenueHasNoSeats | DuplicateSection | DuplicateRowLabel
@@ -253,6 +268,10 @@ impl ErrorCode {
             RefreshTokenReused => "refresh_token_reused",
             InvalidCredentials => "invalid_credentials",
             Forbidden => "forbidden",
+            EmailUnverified => "email_unverified",
+            VerificationTokenInvalid => "verification_token_invalid",
+            VerificationTokenExpired => "verification_token_expired",
+            VerificationTokenUsed => "verification_token_used",
             NotFound => "not_found",
             VenueNotFound => "venue_not_found",
             EventNotFound => "event_not_found",

@@ -51,6 +51,10 @@ pub struct WaitingRoomState {
     pub redis: Redis,
     pub keys: Keys,
     pub verifier: Arc<TokenVerifier>,
+    /// A fan joins only with a token saying its email address is confirmed
+    /// (`evf`; the gateway's `ONSALE_AUTH__REQUIRE_VERIFIED_EMAIL`). Read from the
+    /// token, so the join costs no query more.
+    pub require_verified_email: bool,
     /// Where joins enter the line (it loads seat maps a join finds missing).
     pub joiner: joins::Joiner,
 }

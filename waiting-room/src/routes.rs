@@ -138,7 +138,10 @@ async fn get_audit(
 ///
 /// Before the on-sale the request waits in the pre-queue (`queue_number` and
 /// `position` are `null`) until the draw numbers it. A retry with the same
-/// `Idempotency-Key` returns the same request.
+/// `Idempotency-Key` returns the same request. Where the deployment requires a
+/// confirmed email address, a fan's token must say it is confirmed (403
+/// `email_unverified`: confirm it, then refresh the token); operators and admins
+/// are exempt.
 #[utoipa::path(
     post, path = "/v1/events/{event_id}/requests", tag = "waiting room",
     params(
@@ -148,7 +151,9 @@ async fn get_audit(
     request_body = CreateRequest,
     responses(
         (status = 202, body = Joined),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody, description = "`event_not_found`"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "`email_unverified`: the deployment requires a confirmed email address and the token does not say it is confirmed"),
+        (status = 404, body = ErrorBody, description = "`event_not_found`"),
         (status = 409, body = ErrorBody, description = "`already_in_line`, `sale_closed`, `sold_out`, `idempotency_key_reused`"),
         (status = 422, body = ErrorBody, description = "`invalid_request`, `over_limit`, `unknown_seat`, `unknown_section`, `unknown_price_tier`"),
         (status = 429, body = ErrorBody),
@@ -162,6 +167,13 @@ async fn join(
     headers: HeaderMap,
     Json(body): Json<CreateRequest>,
 ) -> Result<(StatusCode, Json<Joined>), ErrorBody> {
+    if state.require_verified_email && !confirmed_or_staff(caller) {
+        return Err(ErrorBody::new(
+            ErrorCode::EmailUnverified,
+            "confirm your email address first (the link is in the email we sent; \
+             POST /v1/auth/verify-email/resend sends another), then refresh the token",
+        ));
+    }
     let ask = Ask::parse(body)?;
     let idempotency = match headers.get("idempotency-key") {
         Some(value) => Some(requests::idempotency_digest(value.to_str().unwrap_or(" "))?),
@@ -172,6 +184,13 @@ async fn join(
         .join(event_id, caller.user_id, &ask, idempotency.as_deref())
         .await?;
     Ok((StatusCode::ACCEPTED, Json(joined)))
+}
+
+/// Whether `caller` passes the confirmation requirement: its token says the
+/// address is confirmed, or it is staff (operators and admins are made by an admin,
+/// who vouches for them; they test sales before fans can).
+fn confirmed_or_staff(caller: Caller) -> bool {
+    caller.email_verified || caller.role.includes(Role::Operator)
 }
 
 /// The request of a caller who may see it: its fan, or an operator.

@@ -54,6 +54,10 @@ const MESSAGES = {
   ticket_not_refundable: 'One of those tickets cannot be refunded: it is void already, or not this order’s.',
   event_cancelled: 'The event is cancelled: every order is being refunded in full.',
   user_not_found: 'There is no account with that user id.',
+  email_unverified: 'Please confirm your email address first: open the link in the email we sent you.',
+  verification_token_invalid: 'This confirmation link is not valid. Copy the whole link from the email.',
+  verification_token_expired: 'This confirmation link has expired. Sign in and ask for a new one.',
+  verification_token_used: 'This confirmation link was used already: your email address is confirmed.',
 };
 
 /** What an API error means, in words for a fan. */

@@ -18,6 +18,7 @@ fn claims(role: Role, expires_in: i64) -> Claims {
         exp: now + expires_in,
         sid: None,
         ver: 0,
+        evf: false,
     }
 }
 
@@ -61,7 +62,7 @@ async fn a_fan_registers_logs_in_and_sees_itself(pool: PgPool) {
     let me: Value = app.get_json("/v1/auth/me", Some(&token)).await;
     assert_eq!(
         me,
-        json!({"user_id": user_id, "email": "fan@example.com", "role": "fan"})
+        json!({"user_id": user_id, "email": "fan@example.com", "role": "fan", "email_verified": false})
     );
 }
 

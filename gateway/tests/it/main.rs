@@ -23,3 +23,4 @@ mod restore;
 mod sessions;
 mod system;
 mod tickets;
+mod verification;

@@ -149,6 +149,7 @@ async fn pages_carry_a_strict_content_security_policy_and_every_answer_is_unsnif
         "/".to_owned(),
         format!("/e/{event}"),
         "/orders".to_owned(),
+        "/verify".to_owned(),
         format!("/checkin/{event}"),
         "/ops".to_owned(),
         format!("/ops/events/{event}"),

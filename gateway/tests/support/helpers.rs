@@ -44,6 +44,7 @@ pub fn config(prefix: &str) -> Config {
             hash_wait_ms: 2_000,
             signin_failures: 5,
             signin_window_seconds: 60,
+            require_verified_email: false,
         },
         limits: LimitSettings {
             per_ip_per_second: 10_000,

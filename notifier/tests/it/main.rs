@@ -1,7 +1,7 @@
 //! The notifier against the real Postgres (`DATABASE_URL`, a database per test), the
 //! real Kafka-protocol broker (`KAFKA_BROKERS`, topics with a unique suffix per
 //! test) and the in-crate SMTP sink: what reaches the fan, once, through
-//! redeliveries, crashes and SMTP outages.
+//! redeliveries, crashes and SMTP outages. (`verification` needs no broker.)
 
 mod broker;
 mod delivery;
@@ -9,3 +9,4 @@ mod group;
 mod helpers;
 mod outage;
 mod redelivery;
+mod verification;

@@ -51,4 +51,24 @@ pub struct User {
     pub user_id: UserId,
     pub email: String,
     pub role: Role,
+    /// Whether the account confirmed its email address (by the link emailed to it).
+    #[serde(default)]
+    pub email_verified: bool,
+}
+
+/// The body of `POST /v1/auth/verify-email`: the token from the confirmation link.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyEmail {
+    /// As the link's fragment has it (`/verify#token=...`).
+    #[schema(max_length = 128)]
+    pub token: String,
+}
+
+/// Where an account's email confirmation stands.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct EmailVerification {
+    /// The address is confirmed. Tokens issued before the confirmation do not say
+    /// so: `POST /v1/auth/refresh` gives one that does.
+    pub email_verified: bool,
 }

@@ -26,7 +26,8 @@ pub struct Envelope {
     pub kind: String,
     pub schema_version: u32,
     pub occurred_at: DateTime<Utc>,
-    /// The sale it belongs to (also the record's key).
+    /// The sale it belongs to (also the record's key); [`NO_SALE`] for records
+    /// that belong to none (`account.*`).
     pub event_id: EventId,
     /// The booking request it is about, for tracing a fan's path end to end.
     pub request_id: Option<RequestId>,
@@ -37,6 +38,11 @@ pub struct Envelope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
 }
+
+/// The `event_id` of a record that belongs to no sale (the `accounts` topic): the
+/// nil UUID. The envelope keeps the field (version 1 readers parse it) rather than
+/// making it optional.
+pub const NO_SALE: EventId = EventId(uuid::Uuid::nil());
 
 /// The event types onsale publishes, with their topics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -57,10 +63,14 @@ pub enum EventType {
     OrderDeclined,
     /// A payment landed after its hold ended and was refunded (`orders`).
     OrderRefunded,
+    /// An account's email address is to be confirmed: sign-up while confirmation
+    /// is required, or the fan asked again (topic `accounts`,
+    /// [`VerificationPayload`]).
+    AccountVerificationRequested,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 8] = [
+    pub const ALL: [EventType; 9] = [
         EventType::RequestHeld,
         EventType::RequestRejected,
         EventType::RequestExpired,
@@ -69,6 +79,7 @@ impl EventType {
         EventType::OrderPaid,
         EventType::OrderDeclined,
         EventType::OrderRefunded,
+        EventType::AccountVerificationRequested,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +92,7 @@ impl EventType {
             EventType::OrderPaid => "order.paid",
             EventType::OrderDeclined => "order.declined",
             EventType::OrderRefunded => "order.refunded",
+            EventType::AccountVerificationRequested => "account.verification_requested",
         }
     }
 
@@ -94,6 +106,7 @@ impl EventType {
             EventType::OrderPaid | EventType::OrderDeclined | EventType::OrderRefunded => {
                 crate::topics::ORDERS
             }
+            EventType::AccountVerificationRequested => crate::topics::ACCOUNTS,
             _ => crate::topics::BOOKINGS,
         }
     }
@@ -111,6 +124,20 @@ pub struct RequestPayload {
     pub seats: Vec<String>,
     pub hold_expires_at: Option<DateTime<Utc>>,
     pub reason: Option<String>,
+}
+
+/// The payload of `account.verification_requested`: where to send the link and
+/// what it carries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VerificationPayload {
+    pub user_id: UserId,
+    /// The address to confirm, as the account had it when the token was made.
+    pub email: String,
+    /// The confirmation token itself (the gateway keeps only its SHA-256): the
+    /// email links to `{public_url}/verify#token=<token>`, a fragment, so the token
+    /// reaches no server log on the way.
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// The payload of `order.*` events.

@@ -1,10 +1,12 @@
 /* onsale: joining the line (best available, or the seats picked on the map, with
- * one Idempotency-Key per attempt), leaving it, and releasing held seats. */
+ * one Idempotency-Key per attempt), leaving it, and releasing held seats; when the
+ * sale needs a confirmed email address, saying so and sending the link again. */
 
-import { api, retryable, token } from '../api.js';
+import { api, refreshSession, retryable, token } from '../api.js';
 import { $, say, show } from '../dom.js';
 import { message, plural } from '../format.js';
 import { enc, sleep, uuid } from '../util.js';
+import { resendLink } from '../verification.js';
 import { render } from './render.js';
 import { adoptRequest } from './request.js';
 import { paintSeat, renderPicked } from './seatmap.js';
@@ -75,6 +77,8 @@ export async function join(e) {
   button.disabled = true;
   const key = uuid(); // one attempt: every retry of it carries the same key
   say('join-message', 'Joining the line…', 'info');
+  show($('unverified'), false);
+  let refreshedForEmail = false;
   try {
     for (let attempt = 0; attempt < 30; attempt++) {
       const r = await api('POST', `/v1/events/${enc(eventId)}/requests`, { body: ask, idempotencyKey: key });
@@ -105,6 +109,17 @@ export async function join(e) {
         continue;
       }
       const code = r.error.code;
+      if (code === 'email_unverified') {
+        /* confirmed since the token was issued (in another tab, say)? A refreshed
+         * token says so: one more try with it. */
+        if (!refreshedForEmail && (await refreshSession())) {
+          refreshedForEmail = true;
+          continue;
+        }
+        say('join-message', 'Your email address is not confirmed yet.', 'error');
+        show($('unverified'), true);
+        return;
+      }
       if (code === 'already_in_line' && r.error.request_id) {
         say('join-message', message(r.error), 'info');
         const existing = await api('GET', `/v1/requests/${enc(r.error.request_id)}`);
@@ -128,6 +143,20 @@ export async function join(e) {
     joining = false;
     button.disabled = false;
   }
+}
+
+/** Sends the confirmation link again (the "unverified" note's button). */
+export async function resendConfirmation() {
+  const button = $('resend-link');
+  button.disabled = true;
+  say('resend-message', 'Sending…', 'info');
+  const r = await resendLink();
+  say('resend-message', r.text, r.ok ? 'ok' : 'error');
+  if (r.verified) {
+    show($('unverified'), false);
+    say('join-message', 'Your email address is confirmed: join the line now.', 'ok');
+  }
+  button.disabled = false;
 }
 
 /** Leaves the line ('leave') or releases the held seats ('release'), once confirmed. */

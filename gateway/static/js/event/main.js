@@ -9,7 +9,7 @@ import { fmtDateTime, message } from '../format.js';
 import { accountBar, fanSignIn } from '../signin.js';
 import { enc, sleep } from '../util.js';
 import { formatExpiry, pay } from './checkout.js';
-import { join, leave, renderJoinMode } from './join.js';
+import { join, leave, renderJoinMode, resendConfirmation } from './join.js';
 import { live } from './live.js';
 import { render, renderSale, tick } from './render.js';
 import { forgetRequest, restoreRequest } from './request.js';
@@ -71,6 +71,7 @@ async function onAccount(next) {
   state.position = null;
   state.order = null;
   state.ended = false;
+  show($('unverified'), false);
   markMine();
   render();
   loadTickets(true);
@@ -87,6 +88,7 @@ async function main() {
   fanSignIn($('auth'), 'Sign in to join the line');
   wireSeatMap();
   $('join-form').addEventListener('submit', join);
+  $('resend-link').addEventListener('click', resendConfirmation);
   for (const r of document.querySelectorAll('input[name="mode"]')) r.addEventListener('change', renderJoinMode);
   $('leave').addEventListener('click', () => leave('leave'));
   $('release').addEventListener('click', () => leave('release'));
