@@ -44,7 +44,9 @@ async function confirm(value) {
         'Your email address is confirmed',
         again
           ? 'This link was used already, so your address is confirmed. You can join the line for any event.'
-          : 'Thank you. You can now join the line for any event: go back to its page, or sign in there again.',
+          : token()
+            ? 'Thank you. Go back to the event’s page and join the line: it knows you are confirmed.'
+            : 'Thank you. Sign in on the event’s page and join the line.',
         false
       );
       return;
@@ -62,11 +64,13 @@ async function confirm(value) {
 
 async function resend() {
   const button = $('resend-button');
-  button.disabled = true;
+  /* aria-disabled keeps the keyboard's focus on the button */
+  if (button.getAttribute('aria-disabled') === 'true') return;
+  button.setAttribute('aria-disabled', 'true');
   say('resend-message', 'Sending…', 'info');
   const r = await resendLink();
   say('resend-message', r.text, r.ok ? 'ok' : 'error');
-  button.disabled = false;
+  button.removeAttribute('aria-disabled');
 }
 
 accountBar($('account'));

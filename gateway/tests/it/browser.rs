@@ -7,13 +7,17 @@
 //! Needs `node`, `/usr/bin/chromium` (or `CHROMIUM`) and `npm ci` run in
 //! `gateway/tests/browser`; `deploy/test` provides all three. The dashboard's sale is
 //! driven by the load generator's binary (`loadgen sale`), which `cargo test
-//! --workspace` builds beside this test.
+//! --workspace` builds beside this test. Nothing sends mail here: the confirmation
+//! links the outbox holds are copied to a folder the script reads (`MAILBOX`).
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use gateway::config::Config;
+use serde_json::json;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::support::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, spawn_app_with};
 use crate::support::sale::payments_of;
@@ -21,6 +25,16 @@ use crate::support::sale::payments_of;
 /// Runs `script` against a fresh farm; returns its screenshot folder after
 /// asserting it succeeded.
 async fn run_scenario(pool: PgPool, script: &str) -> PathBuf {
+    run_scenario_with(pool, script, |_| {}).await
+}
+
+/// [`run_scenario`] with the gateway's config adjusted by `adjust` (after the
+/// scenarios' own limits).
+async fn run_scenario_with(
+    pool: PgPool,
+    script: &str,
+    adjust: impl FnOnce(&mut Config),
+) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
         dir.join("node_modules/playwright-core").is_dir(),
@@ -32,6 +46,7 @@ async fn run_scenario(pool: PgPool, script: &str) -> PathBuf {
     let app = spawn_app_with(pool, |config| {
         config.limits.per_ip_per_second = 10_000;
         config.limits.per_ip_burst = 10_000;
+        adjust(config);
     })
     .await;
     let (stop_worker, worker) = app.start_worker();
@@ -64,7 +79,18 @@ async fn run_scenario(pool: PgPool, script: &str) -> PathBuf {
         .join(name);
     // Last run's pictures must not stand in for this run's.
     let _ = std::fs::remove_dir_all(&screenshots);
+    // The fans' mail, as far as the scenarios read it: the confirmation links.
+    let mailbox =
+        std::env::temp_dir().join(format!("onsale-mailbox-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&mailbox).expect("the mailbox folder");
+    let stop_mail = CancellationToken::new();
+    let mail = tokio::spawn(deliver_links(
+        app.pool.clone(),
+        mailbox.clone(),
+        stop_mail.clone(),
+    ));
     let (base, shots, script) = (app.base.clone(), screenshots.clone(), script.to_owned());
+    let inbox = mailbox.clone();
     let output = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg(script)
@@ -74,11 +100,15 @@ async fn run_scenario(pool: PgPool, script: &str) -> PathBuf {
             .env("ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("SCREENSHOTS", &shots)
             .env("LOADGEN", loadgen)
+            .env("MAILBOX", inbox)
             .output()
     })
     .await
     .expect("the browser task")
     .expect("node runs (is Node.js installed?)");
+    stop_mail.cancel();
+    mail.await.expect("mailbox task");
+    let _ = std::fs::remove_dir_all(&mailbox);
     stop_scheduler.cancel();
     scheduler.await.expect("scheduler task");
     stop_refunds.cancel();
@@ -99,6 +129,37 @@ async fn run_scenario(pool: PgPool, script: &str) -> PathBuf {
         output.status
     );
     screenshots
+}
+
+/// Copies every confirmation link the outbox holds into `dir` as it is written,
+/// one `<seq>.json` ({"email", "token"}) each, until `stop`: the inbox a script
+/// reads where a fan would read their email. Each file appears whole (written
+/// aside, then renamed).
+async fn deliver_links(pool: PgPool, dir: PathBuf, stop: CancellationToken) {
+    let mut after = 0_i64;
+    loop {
+        let links: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT seq, payload->>'email', payload->>'token' FROM outbox.messages
+             WHERE kind = 'account.verification_requested' AND seq > $1
+             ORDER BY seq",
+        )
+        .bind(after)
+        .fetch_all(&pool)
+        .await
+        .expect("the outbox's confirmation links");
+        for (seq, email, token) in links {
+            let aside = dir.join(format!("{seq}.json.part"));
+            let mail = json!({"email": email, "token": token}).to_string();
+            std::fs::write(&aside, mail).expect("a link into the mailbox");
+            std::fs::rename(&aside, dir.join(format!("{seq}.json")))
+                .expect("a link into the mailbox");
+            after = seq;
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
 }
 
 fn assert_shots(dir: &std::path::Path, shots: &[&str]) {
@@ -206,6 +267,25 @@ async fn a_fans_session_refreshes_silently_and_ends_everywhere_in_a_browser(pool
             "01-refreshed-silently.png",
             "02-signed-out-elsewhere.png",
             "03-signed-out.png",
+        ],
+    );
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn a_fan_confirms_their_email_and_then_joins_in_a_browser(pool: PgPool) {
+    let shots = run_scenario_with(pool, "verify.mjs", |config| {
+        config.auth.require_verified_email = true;
+    })
+    .await;
+    assert_shots(
+        &shots,
+        &[
+            "01-unconfirmed-390.png",
+            "01b-unconfirmed-as-tapped-390.png",
+            "02-link-sent-390.png",
+            "03-confirmed-390.png",
+            "04-in-line-390.png",
+            "04b-in-line-viewport-390.png",
         ],
     );
 }

@@ -118,6 +118,7 @@ export async function join(e) {
         }
         say('join-message', 'Your email address is not confirmed yet.', 'error');
         show($('unverified'), true);
+        $('unverified').scrollIntoView({ block: 'nearest' });
         return;
       }
       if (code === 'already_in_line' && r.error.request_id) {
@@ -148,15 +149,19 @@ export async function join(e) {
 /** Sends the confirmation link again (the "unverified" note's button). */
 export async function resendConfirmation() {
   const button = $('resend-link');
-  button.disabled = true;
+  /* aria-disabled, not disabled: a disabled button drops the keyboard's focus to
+   * the top of the page */
+  if (button.getAttribute('aria-disabled') === 'true') return;
+  button.setAttribute('aria-disabled', 'true');
   say('resend-message', 'Sending…', 'info');
   const r = await resendLink();
   say('resend-message', r.text, r.ok ? 'ok' : 'error');
+  button.removeAttribute('aria-disabled');
   if (r.verified) {
     show($('unverified'), false);
     say('join-message', 'Your email address is confirmed: join the line now.', 'ok');
+    $('join-button')?.focus();
   }
-  button.disabled = false;
 }
 
 /** Leaves the line ('leave') or releases the held seats ('release'), once confirmed. */
