@@ -545,6 +545,57 @@ async fn behind_haproxy_a_sale_survives_losing_a_gateway_and_a_realtime_node() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_haproxy_two_gateways_let_an_address_through_at_its_rate_once() {
+    // 1 request a second per address, a burst of 10, shared by the tier.
+    let farm = Balanced::start(&[
+        ("ONSALE_LIMITS__PER_IP_PER_SECOND", "1".into()),
+        ("ONSALE_LIMITS__PER_IP_BURST", "10".into()),
+    ])
+    .await;
+    // A client of its own address (the balancer says so in X-Forwarded-For); the
+    // balancer sends its requests to each gateway in turn.
+    let client = fan_client(Ipv4Addr::new(127, 0, 0, 77));
+    let started = Instant::now();
+    let (mut admitted, mut refused) = (0u64, 0u64);
+    for _ in 0..40 {
+        let response = client
+            .get(farm.lb.url("/v1/events"))
+            .send()
+            .await
+            .expect("an answer");
+        match response.status() {
+            StatusCode::OK => admitted += 1,
+            StatusCode::TOO_MANY_REQUESTS => refused += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // Unshared, each gateway would admit its burst: 20 of 40.
+    let allowed = 10 + started.elapsed().as_secs() + 1;
+    assert!(admitted >= 10, "{admitted} admitted");
+    assert!(
+        admitted <= allowed,
+        "{admitted} admitted through two gateways, {allowed} allowed"
+    );
+    assert_eq!(admitted + refused, 40);
+    // Both gateways answered (round robin): each counted refusals of its own.
+    for gateway in &farm.gateways {
+        let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", gateway.ops_port))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            metrics
+                .lines()
+                .any(|line| line.starts_with("onsale_rate_limited_total")),
+            "{} refused nothing",
+            gateway.name
+        );
+    }
+}
+
 async fn wait_ready(service: &mut Service) {
     let started = Instant::now();
     loop {

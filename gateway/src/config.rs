@@ -86,15 +86,18 @@ impl AuthSettings {
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct LimitSettings {
-    /// Sustained requests per second from one client address, and its burst. Each
-    /// gateway node keeps its own buckets: behind a load balancer that spreads a
-    /// client over N nodes, the client's budget is up to N times this (set it to the
-    /// total divided by N; docs/SCALING.md says why it is not shared in Redis).
+    /// Sustained requests per second from one client address, and its burst, for
+    /// the whole tier when `shared` (else per gateway node).
     pub per_ip_per_second: u32,
     pub per_ip_burst: u32,
     /// Sustained requests per second from one signed-in account, and its burst.
     pub per_user_per_second: u32,
     pub per_user_burst: u32,
+    /// Whether the buckets are shared by every gateway (in Redis, batched: one
+    /// script call per batch of requests) on top of each node's own. Off, each node
+    /// keeps its own only, and N nodes let a client through N times its rate.
+    #[serde(default = "default_shared")]
+    pub shared: bool,
     /// Largest request body accepted, in bytes.
     pub body_bytes: usize,
     /// How often idle rate-limiter keys are forgotten.
@@ -106,6 +109,10 @@ pub struct LimitSettings {
     /// The header those proxies write: `x-forwarded-for` (default) or `forwarded`.
     #[serde(default = "default_forwarded_header")]
     pub forwarded_header: String,
+}
+
+fn default_shared() -> bool {
+    true
 }
 
 fn default_forwarded_header() -> String {
@@ -129,7 +136,7 @@ impl Config {
             "limits": {
                 "per_ip_per_second": 50, "per_ip_burst": 100,
                 "per_user_per_second": 10, "per_user_burst": 20,
-                "body_bytes": 65536, "housekeeping_seconds": 30,
+                "body_bytes": 65536, "housekeeping_seconds": 30, "shared": true,
             },
             "payments": payments::Settings::defaults(),
             "live": realtime::Settings::defaults(),

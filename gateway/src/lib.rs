@@ -24,6 +24,7 @@ pub mod pages;
 pub mod restore;
 pub mod routes;
 pub mod sessions;
+pub mod shared_limits;
 pub mod signin;
 pub mod tokens;
 pub mod verification;
@@ -133,7 +134,13 @@ pub fn router(
     let revocations = platform::sessions::Revocations::new();
     let verifier =
         Arc::new(TokenVerifier::new(&config.auth.token).with_revocations(revocations.clone()));
-    let limits = Arc::new(RateLimits::new(&config.limits));
+    let shared_limits = config.limits.shared.then(|| {
+        shared_limits::SharedLimits::start(
+            redis.clone(),
+            &Keys::new(config.redis.key_prefix.clone()),
+        )
+    });
+    let limits = Arc::new(RateLimits::new(&config.limits, shared_limits));
     let state = GatewayState {
         pool: pool.clone(),
         redis: redis.clone(),
@@ -524,7 +531,7 @@ impl Application {
                 let mut purge = tokio::time::interval(IDEMPOTENCY_PURGE_EVERY);
                 loop {
                     tokio::select! {
-                        _ = tick.tick() => limits.housekeep(),
+                        _ = tick.tick() => limits.housekeep().await,
                         _ = purge.tick() => {
                             match idempotency::purge_expired(&pool).await {
                                 Ok(0) => {}

@@ -5,7 +5,13 @@
 //! drops keys whose buckets are full again, and runs on an interval. Addresses are
 //! the TCP peer's, or, behind trusted proxies, the hop they vouch for
 //! ([`crate::client_address`]); never whatever a client writes in `X-Forwarded-For`.
-//! IPv6 clients are keyed by their /64. The buckets are this node's own.
+//! IPv6 clients are keyed by their /64.
+//!
+//! Two layers: this node's own buckets ([`KeyedLimiter`], in memory, checked first:
+//! a flood from one client is refused without asking anyone), then, with
+//! `limits.shared` on (the default), the tier's buckets in Redis
+//! ([`crate::shared_limits`]), so that N gateways behind a load balancer let a client
+//! through at its rate once, not N times.
 
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
@@ -25,6 +31,7 @@ use proto::UserId;
 
 use crate::client_address::{TrustedProxies, bucket};
 use crate::config::LimitSettings;
+use crate::shared_limits::{Bucket, SharedLimits};
 
 /// A keyed GCRA limiter with its clock, so waits can be told in seconds.
 pub struct KeyedLimiter<K: Hash + Eq + Clone, C: Clock = DefaultClock> {
@@ -71,11 +78,21 @@ pub struct RateLimits {
     pub per_ip: KeyedLimiter<IpAddr>,
     pub per_user: KeyedLimiter<UserId>,
     pub trusted: TrustedProxies,
+    /// The tier's buckets, when shared.
+    pub shared: Option<SharedLimits>,
+    settings: LimitSettings,
 }
 
+/// The client's address bucket, as `per_ip` found it (for `per_user`, which asks
+/// the tier for both at once).
+#[derive(Clone, Copy, Debug)]
+struct ClientBucket(IpAddr);
+
 impl RateLimits {
-    pub fn new(settings: &LimitSettings) -> Self {
+    pub fn new(settings: &LimitSettings, shared: Option<SharedLimits>) -> Self {
         Self {
+            shared,
+            settings: settings.clone(),
             per_ip: KeyedLimiter::new(
                 settings.per_ip_per_second,
                 settings.per_ip_burst,
@@ -95,11 +112,37 @@ impl RateLimits {
         }
     }
 
-    pub fn housekeep(&self) {
+    pub async fn housekeep(&self) {
         let ips = self.per_ip.housekeep();
         let users = self.per_user.housekeep();
         metrics::gauge!("onsale_rate_limiter_keys", "limiter" => "ip").set(ips as f64);
         metrics::gauge!("onsale_rate_limiter_keys", "limiter" => "user").set(users as f64);
+        if let Some(shared) = &self.shared
+            && let Err(error) = shared.housekeep().await
+        {
+            tracing::warn!(%error, "forgetting full shared rate-limit buckets failed");
+        }
+    }
+
+    /// The tier's buckets for this request: its address, and its account if signed in.
+    fn shared_buckets(&self, address: Option<IpAddr>, user: Option<UserId>) -> Vec<Bucket> {
+        let s = &self.settings;
+        let mut buckets = Vec::with_capacity(2);
+        if let Some(address) = address {
+            buckets.push(Bucket::new(
+                format!("ip:{address}"),
+                s.per_ip_per_second,
+                s.per_ip_burst,
+            ));
+        }
+        if let Some(user) = user {
+            buckets.push(Bucket::new(
+                format!("user:{user}"),
+                s.per_user_per_second,
+                s.per_user_burst,
+            ));
+        }
+        buckets
     }
 }
 
@@ -109,27 +152,50 @@ pub use platform::http::too_many;
 pub async fn per_ip(
     State(limits): State<Arc<RateLimits>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    let client = limits.trusted.client(peer.ip(), request.headers());
-    match limits.per_ip.check(&bucket(client)) {
-        Ok(()) => next.run(request).await,
+    let client = bucket(limits.trusted.client(peer.ip(), request.headers()));
+    match limits.per_ip.check(&client) {
+        Ok(()) => {
+            request.extensions_mut().insert(ClientBucket(client));
+            next.run(request).await
+        }
         Err(wait) => too_many(wait, "address"),
     }
 }
 
 /// Middleware: one bucket per verified account (requests without a token pass;
-/// they are limited by address alone). Runs after authentication.
+/// they are limited by address alone); then the tier's buckets of the address and
+/// the account, in one check. Runs after authentication.
 pub async fn per_user(
     State(limits): State<Arc<RateLimits>>,
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(caller) = request.extensions().get::<Caller>()
-        && let Err(wait) = limits.per_user.check(&caller.user_id)
+    let user = request.extensions().get::<Caller>().map(|c| c.user_id);
+    if let Some(user) = user
+        && let Err(wait) = limits.per_user.check(&user)
     {
         return too_many(wait, "account");
+    }
+    if let Some(shared) = &limits.shared {
+        let address = request.extensions().get::<ClientBucket>().map(|b| b.0);
+        let buckets = limits.shared_buckets(address, user);
+        let whose: Vec<&'static str> = [address.map(|_| "address"), user.map(|_| "account")]
+            .into_iter()
+            .flatten()
+            .collect();
+        if !buckets.is_empty() {
+            let waits = shared.check(buckets).await;
+            if let Some((wait, whose)) = waits
+                .into_iter()
+                .zip(whose)
+                .find(|(wait, _)| !wait.is_zero())
+            {
+                return too_many(wait, whose);
+            }
+        }
     }
     next.run(request).await
 }

@@ -205,6 +205,12 @@ impl Keys {
     pub fn active_events(&self) -> String {
         format!("{}:active", self.prefix)
     }
+
+    /// The tier's rate-limit buckets (one hash, one slot: a batch of checks is one
+    /// script call).
+    pub fn rate_buckets(&self) -> String {
+        format!("{}:{{rl}}:buckets", self.prefix)
+    }
 }
 
 #[cfg(test)]

@@ -69,6 +69,10 @@ scripts! {
     REDEEM => "redeem.lua",
     /// A refund: sold seats go back on sale, each once.
     UNSELL => "unsell.lua",
+    /// A batch of rate-limit checks, shared by every gateway.
+    GCRA => "gcra.lua",
+    /// Forgets rate-limit buckets that are full again.
+    GCRA_FORGET => "gcra_forget.lua",
 }
 
 /// `unsell.lua` for a refund of `seats` sold to `request` (of `fan`); a sold-out

@@ -53,6 +53,7 @@ pub fn config(prefix: &str) -> Config {
             per_user_burst: 10_000,
             body_bytes: 64 * 1024,
             housekeeping_seconds: 30,
+            shared: true,
             trusted_proxies: String::new(),
             forwarded_header: "x-forwarded-for".into(),
         },
