@@ -164,6 +164,7 @@ pub fn router(
     // balancer may route their path to realtime nodes instead (docs/REALTIME.md).
     let store = platform::store::Store::open(config.redis.url.expose_secret())
         .context("parsing redis.url")?;
+    let store_for_joins = store.clone();
     let hub = realtime::Hub::new(
         store.clone(),
         redis.clone(),
@@ -189,7 +190,7 @@ pub fn router(
         keys: keys.clone(),
         verifier: verifier.clone(),
         require_verified_email: config.auth.require_verified_email,
-        joiner: waiting_room::Joiner::start(
+        joiner: waiting_room::Joiner::start_with(
             pool.clone(),
             redis.clone(),
             keys.clone(),
@@ -198,6 +199,11 @@ pub fn router(
                 redis: redis.clone(),
                 keys: keys.clone(),
             })),
+            waiting_room::joins::Durability {
+                replicas: config.redis.replicas_to_wait,
+                timeout: Duration::from_millis(config.redis.replica_wait_ms),
+                store: Some(store_for_joins),
+            },
         ),
     };
     let restore = restore::RestoreState {

@@ -39,6 +39,8 @@ pub async fn connect() -> anyhow::Result<Stack> {
     let settings = RedisSettings {
         url: SecretString::from(redis_url.clone()),
         key_prefix: String::new(),
+        replicas_to_wait: 0,
+        replica_wait_ms: 500,
     };
     let redis = platform::runtime::connect_redis(&settings).await?;
     let store = platform::store::Store::open(redis_url.as_str())?;

@@ -17,6 +17,20 @@ pub struct RedisSettings {
     pub url: SecretString,
     /// Prefix of every key (see [`proto::Keys`]).
     pub key_prefix: String,
+    /// Replicas that must hold a batch of joins (`WAIT`) before its fans are told
+    /// their queue numbers: a failover to a replica then cannot lose a number it
+    /// handed out and hand it out again. 0 (the default): no waiting, for a server
+    /// without replicas. Set it to the replicas each master has.
+    #[serde(default)]
+    pub replicas_to_wait: u32,
+    /// How long a batch waits for them; past it, its joins are answered 503 and
+    /// kept in line (asked again, they are answered once replicated).
+    #[serde(default = "default_replica_wait_ms")]
+    pub replica_wait_ms: u64,
+}
+
+fn default_replica_wait_ms() -> u64 {
+    500
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -281,6 +281,30 @@ impl Redis {
         }
     }
 
+    /// `WAIT replicas timeout` on the master of `near`'s slot: how many replicas
+    /// hold every write this connection sent so far. Send it on a connection of its
+    /// own ([`Store::blocking`]): the server holds the connection's next commands
+    /// until it answers.
+    pub async fn wait_for_replicas(
+        &mut self,
+        near: &str,
+        replicas: u32,
+        timeout: Duration,
+    ) -> RedisResult<u32> {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicas).arg(timeout.as_millis() as u64);
+        match self {
+            Redis::Cluster(connection) => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                    Route::with_key(near, SlotAddr::Master),
+                ));
+                let reply = connection.route_command(wait, routing).await?;
+                Ok(redis::from_redis_value(reply)?)
+            }
+            _ => wait.query_async(self).await,
+        }
+    }
+
     /// Every key matching `pattern`, on every master. For tests, audits and
     /// operators' tools, never a request's path: it walks the whole keyspace.
     pub async fn scan_everywhere(&mut self, pattern: &str) -> RedisResult<Vec<String>> {

@@ -216,6 +216,51 @@ impl PrivateRedisCluster {
         }
     }
 
+    /// The port of a replica of the master on `master` (as the replicas report it).
+    pub fn replica_of(&self, master: u16) -> u16 {
+        *self
+            .ports
+            .iter()
+            .find(|port| {
+                self.children[self.index(**port)].is_some() && {
+                    let info = cli(**port, &["INFO", "replication"]);
+                    let wanted = format!("master_port:{master}");
+                    info.contains("role:slave") && info.lines().any(|line| line.trim() == wanted)
+                }
+            })
+            .unwrap_or_else(|| panic!("no replica of {master}"))
+    }
+
+    /// Freezes the node on `port` (SIGSTOP): it answers nothing and replicates
+    /// nothing until [`PrivateRedisCluster::resume`].
+    pub fn pause(&self, port: u16) {
+        self.signal(port, "-STOP");
+    }
+
+    /// Cuts the master on `port` off from its replicas (`CLIENT KILL TYPE replica`):
+    /// what it writes next stays in its own backlog. A paused replica cannot
+    /// connect again until it is resumed.
+    pub fn cut_replicas_of(&self, port: u16) {
+        cli(port, &["CLIENT", "KILL", "TYPE", "replica"]);
+    }
+
+    /// Lets a paused node go on (SIGCONT).
+    pub fn resume(&self, port: u16) {
+        self.signal(port, "-CONT");
+    }
+
+    fn signal(&self, port: u16, signal: &str) {
+        let child = self.children[self.index(port)]
+            .as_ref()
+            .expect("the node is running");
+        let sent = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(sent.success(), "kill {signal} {port} failed");
+    }
+
     fn index(&self, port: u16) -> usize {
         self.ports
             .iter()

@@ -276,6 +276,17 @@ struct Entrance {
     calls: Arc<AtomicU64>,
 }
 
+/// How a batch of joins is made to survive a failover before its fans are told.
+#[derive(Clone, Default)]
+pub struct Durability {
+    /// Replicas that must hold the batch's writes (`WAIT`); 0: none (one server).
+    pub replicas: u32,
+    pub timeout: std::time::Duration,
+    /// Where each lane opens a connection of its own (a `WAIT` holds up the
+    /// connection it is sent on); needed when `replicas` > 0.
+    pub store: Option<platform::store::Store>,
+}
+
 impl Joiner {
     /// Starts the batching tasks on the current Tokio runtime. `seat_maps` loads an
     /// event's seat map when a join finds none in Redis.
@@ -284,6 +295,23 @@ impl Joiner {
         redis: Redis,
         keys: Keys,
         seat_maps: Option<Arc<dyn SeatMaps>>,
+    ) -> Self {
+        Self::start_with(pool, redis, keys, seat_maps, Durability::default())
+    }
+
+    /// [`Joiner::start`], with each batch's writes on `durability.replicas`
+    /// replicas before its fans are told: a failover to a replica that had not
+    /// received them would roll the event's `next` counter back and hand the same
+    /// queue numbers out again (and lose the requests). A batch not replicated
+    /// within the timeout is answered 503 `service_unavailable`; its joins stay in
+    /// the line, and asked again (the lane's connection waits for its earlier
+    /// writes too) are answered once replicated.
+    pub fn start_with(
+        pool: PgPool,
+        redis: Redis,
+        keys: Keys,
+        seat_maps: Option<Arc<dyn SeatMaps>>,
+        durability: Durability,
     ) -> Self {
         let calls = Arc::new(AtomicU64::new(0));
         let lanes = (0..LANES)
@@ -295,6 +323,7 @@ impl Joiner {
                     redis.clone(),
                     keys.clone(),
                     calls.clone(),
+                    durability.clone(),
                 ));
                 queue
             })
@@ -368,10 +397,17 @@ async fn batch_joins(
     redis: Redis,
     keys: Keys,
     calls: Arc<AtomicU64>,
+    durability: Durability,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let (journal_tx, journal_rx) = mpsc::channel(JOURNAL_BATCHES);
     tokio::spawn(journal_writer(pool.clone(), journal_rx));
+    // Waiting for replicas: the lane's scripts and its WAITs go on a connection of
+    // its own, so a WAIT holds up this lane only, and covers the scripts before it.
+    let redis = match (&durability.store, durability.replicas) {
+        (Some(store), 1..) => own_connection(store).await.unwrap_or(redis),
+        _ => redis,
+    };
     while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
         metrics::histogram!("onsale_join_batch_size").record(batch.len() as f64);
         let run = tokio::spawn(send_batch(
@@ -380,6 +416,7 @@ async fn batch_joins(
             std::mem::take(&mut batch),
             calls.clone(),
             journal_tx.clone(),
+            durability.clone(),
         ));
         if let Err(error) = run.await {
             tracing::error!(%error, "a join batch failed; its joins were answered with an error");
@@ -387,14 +424,34 @@ async fn batch_joins(
     }
 }
 
+/// A lane's own connection, tried until it opens (a lane without one would WAIT on
+/// the shared connection and hold up every other command on it).
+async fn own_connection(store: &platform::store::Store) -> Option<Redis> {
+    let mut delay = std::time::Duration::from_millis(100);
+    for _ in 0..20 {
+        match store.blocking().await {
+            Ok(redis) => return Some(redis),
+            Err(error) => {
+                tracing::warn!(%error, "a join lane cannot open its own connection; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
+    tracing::error!("a join lane shares the connection: its WAITs hold up other commands");
+    None
+}
+
 /// Decides one batch, a script call per event in order of each event's first join,
-/// journals what was accepted, and answers every join in it.
+/// waits for its replicas if asked to, journals what was accepted, and answers
+/// every join in it.
 async fn send_batch(
     mut redis: Redis,
     keys: Keys,
     mut batch: Vec<Pending>,
     calls: Arc<AtomicU64>,
     journal: mpsc::Sender<Decided>,
+    durability: Durability,
 ) {
     while let Some(event_id) = batch.first().map(|p: &Pending| p.join.event_id) {
         let (these, rest): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut batch)
@@ -412,6 +469,29 @@ async fn send_batch(
                 continue;
             }
         };
+        if durability.replicas > 0 {
+            // Bounded here too: the lane's own connection has no response timeout.
+            let held = tokio::time::timeout(
+                durability.timeout + std::time::Duration::from_secs(1),
+                redis.wait_for_replicas(
+                    &keys.sale(event_id),
+                    durability.replicas,
+                    durability.timeout,
+                ),
+            )
+            .await;
+            if !matches!(held, Ok(Ok(n)) if n >= durability.replicas) {
+                metrics::counter!("onsale_join_batches_unreplicated_total").increment(1);
+                tracing::warn!(%event_id, joins = these.len(), replicas = ?held,
+                    "a join batch did not reach its replicas in time; its fans are asked to retry");
+                for pending in these {
+                    let _ = pending.reply.send(Err(Error::Unavailable(
+                        "the line could not be copied to a replica in time; ask again".into(),
+                    )));
+                }
+                continue;
+            }
+        }
         // The numbers are given: the journal writer records them (overlapping the
         // next batches' scripts) and answers this batch's fans once it has.
         if let Err(unsent) = journal

@@ -238,3 +238,129 @@ async fn an_event_s_slot_moved_to_another_master_mid_sale_loses_nothing(pool: Pg
     );
     all_decided_each_seat_once(&sale, fans, stop, worker).await;
 }
+
+/// Joins `fans` new fans through `joiner`, one after another; the queue numbers
+/// of those answered, and how many were refused.
+async fn join_fans(
+    joiner: &waiting_room::joins::Joiner,
+    sale: &Sale,
+    fans: usize,
+) -> (Vec<u64>, usize) {
+    let ask = one_seat_each(1).remove(0);
+    let (mut numbers, mut refused) = (Vec::new(), 0);
+    for _ in 0..fans {
+        match joiner.join(sale.event_id, UserId::new(), &ask, None).await {
+            Ok(joined) => numbers.push(joined.queue_number.expect("a number after the on-sale")),
+            Err(_) => refused += 1,
+        }
+    }
+    (numbers, refused)
+}
+
+/// The failover that loses writes: fans join, the event master's replica freezes
+/// and is cut off (replication stops; nobody waits for it), more fans join, the master dies and
+/// the replica, thawed, takes its slots with the line as it was before the freeze.
+/// Then the old master comes back as a replica and more fans join. Returns every
+/// queue number a fan was given, in order, and how many joins were refused.
+async fn failover_losing_writes(
+    pool: &PgPool,
+    durability: impl FnOnce(&str) -> waiting_room::joins::Durability,
+) -> (Vec<u64>, usize) {
+    let mut cluster = PrivateRedisCluster::start_with_replicas(1);
+    let url = cluster.url();
+    let sale = small_sale(pool, &url).await;
+    let joiner = waiting_room::joins::Joiner::start_with(
+        sale.pool.clone(),
+        sale.redis.clone(),
+        sale.keys.clone(),
+        None,
+        durability(&url),
+    );
+    let master = cluster.port_of(&sale.keys.sale(sale.event_id));
+    let replica = cluster.replica_of(master);
+
+    let (mut given, mut refused) = join_fans(&joiner, &sale, 6).await;
+    // Frozen, and cut off: the master's next writes reach no replica (a frozen
+    // replica's socket would still take them in and apply them once thawed).
+    cluster.pause(replica);
+    cluster.cut_replicas_of(master);
+    let (numbers, no) = join_fans(&joiner, &sale, 4).await;
+    given.extend(numbers);
+    refused += no;
+    cluster.kill(master);
+    cluster.resume(replica);
+    // Until the replica has taken the slot (joins refused meanwhile).
+    let started = Instant::now();
+    while cluster.port_of(&sale.keys.sale(sale.event_id)) == master {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the replica never took over"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.start_again(master);
+        cluster
+    })
+    .await
+    .expect("the old master is back");
+    // Fans join until six are answered (the old master, now a replica, syncs first).
+    let started = Instant::now();
+    let mut after = Vec::new();
+    while after.len() < 6 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "joins were refused for a minute after the failover"
+        );
+        let (numbers, no) = join_fans(&joiner, &sale, 1).await;
+        after.extend(numbers);
+        if no > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    given.extend(after);
+    drop(cluster);
+    (given, refused)
+}
+
+fn duplicates(numbers: &[u64]) -> Vec<u64> {
+    let mut seen = std::collections::BTreeSet::new();
+    numbers
+        .iter()
+        .filter(|n| !seen.insert(**n))
+        .copied()
+        .collect()
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn without_waiting_for_a_replica_a_failover_hands_queue_numbers_out_twice(pool: PgPool) {
+    // The hazard, shown: joins told their numbers while the replica was frozen are
+    // lost with the master, the counter rolls back, and the next fans get the
+    // same numbers.
+    let (given, refused) =
+        failover_losing_writes(&pool, |_| waiting_room::joins::Durability::default()).await;
+    assert_eq!(refused, 0, "nothing waits, nothing is refused");
+    assert!(
+        !duplicates(&given).is_empty(),
+        "the failover lost no number: {given:?}"
+    );
+}
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn waiting_for_a_replica_no_failover_hands_a_queue_number_out_twice(pool: PgPool) {
+    let (given, refused) = failover_losing_writes(&pool, |url| waiting_room::joins::Durability {
+        replicas: 1,
+        timeout: Duration::from_millis(300),
+        store: Some(platform::store::Store::open(url).expect("url")),
+    })
+    .await;
+    // The joins made while the replica was frozen were refused (their fans ask
+    // again), and every number told to a fan was told once.
+    assert_eq!(refused, 4, "{given:?}");
+    assert_eq!(duplicates(&given), Vec::<u64>::new(), "{given:?}");
+    assert_eq!(given.len(), 12);
+    assert!(
+        given.windows(2).all(|w| w[0] < w[1]),
+        "numbers in order of joining: {given:?}"
+    );
+}

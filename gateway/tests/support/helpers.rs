@@ -28,6 +28,8 @@ pub fn config(prefix: &str) -> Config {
         redis: RedisSettings {
             url: SecretString::from(redis_url()),
             key_prefix: prefix.to_owned(),
+            replicas_to_wait: 0,
+            replica_wait_ms: 500,
         },
         auth: AuthSettings {
             token: TokenSettings {
