@@ -252,7 +252,13 @@ impl EventConsumer {
     async fn ensure_topics_until_done(&self, stop: &CancellationToken) -> Option<Vec<String>> {
         let mut delay = Duration::from_millis(500);
         loop {
-            match bus::ensure_topics(&self.kafka, &TOPICS, self.partitions).await {
+            // Cancellable: an unreachable broker would hold a stop up for as long
+            // as the admin client waits.
+            let ensured = tokio::select! {
+                () = stop.cancelled() => return None,
+                ensured = bus::ensure_topics(&self.kafka, &TOPICS, self.partitions) => ensured,
+            };
+            match ensured {
                 Ok(topics) => return Some(topics),
                 Err(error) => {
                     tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot ensure the topics exist");

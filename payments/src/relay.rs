@@ -172,7 +172,13 @@ pub async fn run(pool: PgPool, kafka: KafkaSettings, stop: CancellationToken) {
             break;
         }
         if !topics_ready {
-            match bus::ensure_topics(&kafka, proto::topics::ALL, 3).await {
+            // Cancellable: an unreachable broker would hold a stop up for as long
+            // as the admin client waits.
+            let ensured = tokio::select! {
+                () = stop.cancelled() => break,
+                ensured = bus::ensure_topics(&kafka, proto::topics::ALL, 3) => ensured,
+            };
+            match ensured {
                 Ok(_) => topics_ready = true,
                 Err(error) => {
                     tracing::warn!(%error, "outbox relay: broker not ready; domain events wait in the outbox");
@@ -182,7 +188,13 @@ pub async fn run(pool: PgPool, kafka: KafkaSettings, stop: CancellationToken) {
         let wait = if !topics_ready {
             backoff
         } else {
-            match publish_batch(&pool, &producer, &kafka).await {
+            // Cancellable too: rows sent but not yet marked are sent again by the
+            // next relay (consumers are idempotent on the envelope id).
+            let published = tokio::select! {
+                () = stop.cancelled() => break,
+                published = publish_batch(&pool, &producer, &kafka) => published,
+            };
+            match published {
                 Ok(n) if n as i64 == BATCH => {
                     backoff = Duration::from_millis(100);
                     continue;

@@ -293,3 +293,23 @@ async fn delivered_records_and_old_webhook_ids_are_purged_after_the_retention(po
             .expect("webhooks");
     assert_eq!(webhooks, ["new"]);
 }
+
+#[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
+async fn the_relay_stops_at_once_when_no_broker_answers(pool: PgPool) {
+    // Nothing listens on port 1: the admin client would wait for its own timeouts,
+    // and a stop (SIGTERM) must not wait with it.
+    let kafka = KafkaSettings {
+        brokers: "127.0.0.1:1".into(),
+        topic_suffix: String::new(),
+    };
+    let stop = CancellationToken::new();
+    let relay = tokio::spawn(payments::relay::run(pool, kafka, stop.clone()));
+    // Time for the relay to be inside its topic check, which (unreachable broker)
+    // would not return for tens of seconds; what is asserted is how soon it stops.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(3), relay)
+        .await
+        .expect("the relay stopped within 3 s of its stop")
+        .expect("the relay task");
+}
