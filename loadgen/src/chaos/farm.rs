@@ -169,6 +169,88 @@ pub struct OwnRedis {
     child: Child,
 }
 
+/// A Redis Cluster of the run's own (`--own-cluster`): three masters with a replica
+/// each, which the nemesis fails over, losing writes: the event's master is cut off
+/// from its replica (frozen first, so it cannot take them in), takes writes for a
+/// moment, and is killed; the replica, thawed, takes its slots without them; the old
+/// master comes back as its replica.
+pub struct OwnCluster {
+    cluster: testkit::PrivateRedisCluster,
+    /// A key of the event: its master is the one failed over.
+    pub event_key: Option<String>,
+}
+
+impl OwnCluster {
+    pub async fn start() -> anyhow::Result<Self> {
+        let cluster =
+            tokio::task::spawn_blocking(|| testkit::PrivateRedisCluster::start_with_replicas(1))
+                .await
+                .context("starting the run's own cluster")?;
+        Ok(Self {
+            cluster,
+            event_key: None,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        self.cluster.url()
+    }
+
+    /// One failover of the event's master that loses its last writes.
+    async fn fail_over(&mut self, rng: &mut StdRng) -> anyhow::Result<()> {
+        let Some(key) = self.event_key.clone() else {
+            return Ok(());
+        };
+        let cut_for = Duration::from_millis(rng.random_range(100..800));
+        let cluster = &mut self.cluster;
+        let master = tokio::task::block_in_place(|| cluster.port_of(&key));
+        let replica = tokio::task::block_in_place(|| cluster.replica_of(master));
+        tokio::task::block_in_place(|| {
+            cluster.pause(replica);
+            cluster.cut_replicas_of(master);
+        });
+        tokio::time::sleep(cut_for).await;
+        tokio::task::block_in_place(|| {
+            cluster.kill(master);
+            cluster.resume(replica);
+        });
+        let started = tokio::time::Instant::now();
+        while tokio::task::block_in_place(|| cluster.port_of(&key)) == master {
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("no replica took over from {master} within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The old master comes back, as the new one's replica.
+        tokio::task::block_in_place(|| cluster.start_again(master));
+        Ok(())
+    }
+}
+
+/// The run's own Redis, whichever kind.
+pub enum Own {
+    Server(OwnRedis),
+    Cluster(OwnCluster),
+}
+
+impl Own {
+    /// The fault this Redis takes: a restart, or a failover; its name.
+    async fn strike(&mut self, rng: &mut StdRng) -> anyhow::Result<&'static str> {
+        match self {
+            Own::Server(redis) => redis.restart().await.map(|()| RESTART),
+            Own::Cluster(cluster) => cluster.fail_over(rng).await.map(|()| FAILOVER),
+        }
+    }
+
+    /// Seconds between two such faults at least.
+    fn spacing(&self) -> u64 {
+        match self {
+            Own::Server(_) => 6,
+            Own::Cluster(_) => 15,
+        }
+    }
+}
+
 impl OwnRedis {
     pub async fn start(dir: PathBuf) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -237,6 +319,8 @@ impl Drop for OwnRedis {
 }
 
 /// Kinds of fault the nemesis injects, counted in the report.
+pub const FAILOVER: &str =
+    "redis failover losing writes (replica cut off, master killed, replica promoted)";
 pub const STOP: &str = "worker SIGSTOP (longer than its lease, then SIGCONT)";
 pub const KILL: &str = "worker SIGKILL (and a new worker)";
 pub const LOSS: &str = "every Redis key of the event deleted mid-sale, then restored";
@@ -352,7 +436,7 @@ pub async fn nemesis(
     rng: &mut StdRng,
     pool: &sqlx::PgPool,
     mut operator: Option<&mut Operator>,
-    mut own_redis: Option<&mut OwnRedis>,
+    mut own_redis: Option<&mut Own>,
     own_postgres: Option<std::sync::Arc<testkit::PrivatePostgres>>,
     stop: CancellationToken,
 ) -> anyhow::Result<BTreeMap<&'static str, usize>> {
@@ -399,13 +483,14 @@ pub async fn nemesis(
             *injected.entry(LOSS).or_default() += 1;
             struck(LOSS);
         } else if let Some(redis) = own_redis.as_deref_mut()
-            && last_restart.elapsed() > Duration::from_secs(6)
-            && (rng.random_bool(0.2) || last_restart.elapsed() > Duration::from_secs(12))
+            && last_restart.elapsed() > Duration::from_secs(redis.spacing())
+            && (rng.random_bool(0.2)
+                || last_restart.elapsed() > Duration::from_secs(2 * redis.spacing()))
         {
-            redis.restart().await?;
+            let fault = redis.strike(rng).await?;
             last_restart = tokio::time::Instant::now();
-            *injected.entry(RESTART).or_default() += 1;
-            struck(RESTART);
+            *injected.entry(fault).or_default() += 1;
+            struck(fault);
         } else if let Some(postgres) = own_postgres.as_ref()
             && last_pg_restart.elapsed() > Duration::from_secs(6)
             && (rng.random_bool(0.2) || last_pg_restart.elapsed() > Duration::from_secs(12))

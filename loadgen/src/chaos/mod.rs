@@ -65,6 +65,12 @@ pub struct ChaosArgs {
     /// `REDIS_URL`, and let the nemesis kill and restart it.
     #[arg(long)]
     own_redis: bool,
+    /// Run on a Redis Cluster of the run's own (three masters, a replica each), the
+    /// gateway's joins waiting for their replica (`ONSALE_REDIS__REPLICAS_TO_WAIT=1`),
+    /// and let the nemesis fail the event's master over, losing what it had not
+    /// replicated. Key losses are left out.
+    #[arg(long, conflicts_with = "own_redis")]
+    own_cluster: bool,
     /// Scanners at the door, racing on the same tickets.
     #[arg(long, default_value_t = 4)]
     scanners: usize,
@@ -154,6 +160,10 @@ pub(crate) async fn gateway(stack: &Stack) -> anyhow::Result<String> {
     config["ops_listen"] = json!("127.0.0.1:0");
     config["database"]["url"] = json!(stack.database_url);
     config["redis"] = json!({"url": stack.redis_url, "key_prefix": stack.keys.prefix()});
+    // A cluster of the run's own has a replica per master: joins wait for it.
+    if stack.store.is_cluster() && std::env::var_os("CHAOS_NO_REPLICA_WAIT").is_none() {
+        config["redis"]["replicas_to_wait"] = json!(1);
+    }
     config["auth"]["jwt_secret"] = json!(SECRET);
     config["payments"]["webhook_secret"] = json!(SECRET);
     // Pending cards are told by webhook a second later (the run's payments loops
@@ -293,19 +303,43 @@ async fn with_redis(
     args: ChaosArgs,
     postgres: Option<std::sync::Arc<testkit::PrivatePostgres>>,
 ) -> anyhow::Result<()> {
+    if args.own_cluster {
+        let mut own = farm::Own::Cluster(farm::OwnCluster::start().await?);
+        let farm::Own::Cluster(cluster) = &own else {
+            unreachable!("made a cluster above")
+        };
+        println!(
+            "chaos: a redis cluster of the run's own at {}",
+            cluster.url()
+        );
+        let original = (
+            stack.redis_url.clone(),
+            stack.store.clone(),
+            stack.redis.clone(),
+        );
+        stack.redis_url = cluster.url();
+        stack.store = platform::store::Store::open(stack.redis_url.as_str())?;
+        stack.redis = stack.store.shared().await?;
+        let outcome = run(stack, args, Some(&mut own), postgres).await;
+        (stack.redis_url, stack.store, stack.redis) = original;
+        return outcome;
+    }
     if !args.own_redis {
         return run(stack, args, None, postgres).await;
     }
     // The run's own Redis stands in for REDIS_URL's until the run ends, whatever
     // its outcome; then the stack points back at REDIS_URL's for the cleanup.
     let dir = std::env::temp_dir().join(format!("onsale-chaos-{}", uuid::Uuid::new_v4().simple()));
-    let mut own = farm::OwnRedis::start(dir).await?;
+    let mut own = farm::Own::Server(farm::OwnRedis::start(dir).await?);
     let original = (
         stack.redis_url.clone(),
         stack.store.clone(),
         stack.redis.clone(),
     );
-    stack.redis_url = own.url();
+    let farm::Own::Server(server) = &own else {
+        unreachable!("made a server above")
+    };
+    stack.redis_url = server.url();
     stack.store = platform::store::Store::open(stack.redis_url.as_str())?;
     stack.redis = stack.store.shared().await?;
     let outcome = run(stack, args, Some(&mut own), postgres).await;
@@ -316,13 +350,16 @@ async fn with_redis(
 async fn run(
     stack: &mut Stack,
     args: ChaosArgs,
-    mut own_redis: Option<&mut farm::OwnRedis>,
+    mut own_redis: Option<&mut farm::Own>,
     own_postgres: Option<std::sync::Arc<testkit::PrivatePostgres>>,
 ) -> anyhow::Result<()> {
     let mut rng = StdRng::seed_from_u64(args.seed);
     let binary = farm::worker_binary(args.worker_bin.as_deref())?;
     let venue_id = setup::venue_named(&stack.pool, &SECTIONS, 2, 10).await?;
     let event_id = setup::event(stack, venue_id, 4).await?;
+    if let Some(farm::Own::Cluster(cluster)) = own_redis.as_deref_mut() {
+        cluster.event_key = Some(stack.keys.sale(event_id));
+    }
     let sold = presell(stack, event_id).await?;
     // The API's floor on hold time is a minute; the run wants seats to churn, in
     // Postgres too (a restore reloads the sale from there).
@@ -463,7 +500,9 @@ async fn run(
     };
     // The loss is one script that scans the keyspace: on a Redis of the run's own
     // that is a few thousand keys; on a shared one it could block everyone else.
-    let operator = (!args.no_key_loss && own_redis.is_some()).then_some(&mut operator);
+    let operator = (!args.no_key_loss
+        && matches!(own_redis.as_deref(), Some(farm::Own::Server(_))))
+    .then_some(&mut operator);
     let mut injected = farm::nemesis(
         &mut farm,
         &mut rng,
