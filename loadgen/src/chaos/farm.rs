@@ -175,7 +175,10 @@ pub struct OwnRedis {
 /// moment, and is killed; the replica, thawed, takes its slots without them; the old
 /// master comes back as its replica.
 pub struct OwnCluster {
-    cluster: testkit::PrivateRedisCluster,
+    /// Driven from blocking threads (its calls wait on `redis-cli` and on the
+    /// cluster's state), never from the runtime's workers.
+    cluster: std::sync::Arc<std::sync::Mutex<testkit::PrivateRedisCluster>>,
+    url: String,
     /// A key of the event: its master is the one failed over.
     pub event_key: Option<String>,
 }
@@ -187,13 +190,30 @@ impl OwnCluster {
                 .await
                 .context("starting the run's own cluster")?;
         Ok(Self {
-            cluster,
+            url: cluster.url(),
+            cluster: std::sync::Arc::new(std::sync::Mutex::new(cluster)),
             event_key: None,
         })
     }
 
     pub fn url(&self) -> String {
-        self.cluster.url()
+        self.url.clone()
+    }
+
+    /// Runs `step` on the cluster on a blocking thread.
+    async fn on_cluster<T: Send + 'static>(
+        &self,
+        step: impl FnOnce(&mut testkit::PrivateRedisCluster) -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let cluster = self.cluster.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut cluster = cluster
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            step(&mut cluster)
+        })
+        .await
+        .context("a cluster step panicked")
     }
 
     /// One failover of the event's master that loses its last writes.
@@ -202,27 +222,33 @@ impl OwnCluster {
             return Ok(());
         };
         let cut_for = Duration::from_millis(rng.random_range(100..800));
-        let cluster = &mut self.cluster;
-        let master = tokio::task::block_in_place(|| cluster.port_of(&key));
-        let replica = tokio::task::block_in_place(|| cluster.replica_of(master));
-        tokio::task::block_in_place(|| {
-            cluster.pause(replica);
-            cluster.cut_replicas_of(master);
-        });
+        let owner = key.clone();
+        let master = self.on_cluster(move |c| c.port_of(&owner)).await?;
+        let replica = self.on_cluster(move |c| c.replica_of(master)).await?;
+        self.on_cluster(move |c| {
+            c.pause(replica);
+            c.cut_replicas_of(master);
+        })
+        .await?;
         tokio::time::sleep(cut_for).await;
-        tokio::task::block_in_place(|| {
-            cluster.kill(master);
-            cluster.resume(replica);
-        });
+        self.on_cluster(move |c| {
+            c.kill(master);
+            c.resume(replica);
+        })
+        .await?;
         let started = tokio::time::Instant::now();
-        while tokio::task::block_in_place(|| cluster.port_of(&key)) == master {
+        loop {
+            let owner = key.clone();
+            if self.on_cluster(move |c| c.port_of(&owner)).await? != master {
+                break;
+            }
             if started.elapsed() > Duration::from_secs(30) {
                 bail!("no replica took over from {master} within 30 s");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         // The old master comes back, as the new one's replica.
-        tokio::task::block_in_place(|| cluster.start_again(master));
+        self.on_cluster(move |c| c.start_again(master)).await?;
         Ok(())
     }
 }
