@@ -198,12 +198,11 @@ impl Config {
                 "limits.* rates and bursts must be positive".into(),
             ));
         }
-        l.trusted_proxies
-            .parse::<crate::client_address::TrustedProxies>()
-            .map_err(SettingsError::Invalid)?;
-        l.forwarded_header
-            .parse::<crate::client_address::ForwardedHeader>()
-            .map_err(SettingsError::Invalid)?;
+        crate::client_address::TrustedProxies::from_settings(
+            &l.trusted_proxies,
+            &l.forwarded_header,
+        )
+        .map_err(SettingsError::Invalid)?;
         if l.body_bytes < 1024 {
             return Err(SettingsError::Invalid(
                 "limits.body_bytes must be at least 1024".into(),

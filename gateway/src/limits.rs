@@ -104,11 +104,11 @@ impl RateLimits {
                 DefaultClock::default(),
             ),
             // Checked by `Config::validate`; a bad list trusts no one.
-            trusted: settings
-                .trusted_proxies
-                .parse::<TrustedProxies>()
-                .unwrap_or_default()
-                .reading(settings.forwarded_header.parse().unwrap_or_default()),
+            trusted: TrustedProxies::from_settings(
+                &settings.trusted_proxies,
+                &settings.forwarded_header,
+            )
+            .unwrap_or_default(),
         }
     }
 

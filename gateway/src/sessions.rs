@@ -38,19 +38,19 @@ impl Ended {
 }
 
 /// A refresh token's storage form.
-fn digest(token: &str) -> Vec<u8> {
+pub(crate) fn digest(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
 /// A new refresh token: 256 random bits.
-fn new_token() -> String {
+pub(crate) fn new_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// A refresh token's longest plausible length: anything longer is not ours.
-const MAX_TOKEN_CHARS: usize = 128;
+pub(crate) const MAX_TOKEN_CHARS: usize = 128;
 
 /// A new session for `user_id`, refreshable until `expires_at`: its id and first
 /// refresh token.

@@ -20,34 +20,19 @@ use std::time::Duration;
 
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use proto::wire::events::{EventType, NO_SALE, VerificationPayload};
 use proto::{ErrorBody, ErrorCode, UserId};
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 
 use crate::accounts::AccountError;
+use crate::sessions::{MAX_TOKEN_CHARS, digest, new_token};
 
 /// How long a confirmation link works.
 pub const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Tokens (each an email) an account may be given in any hour.
 pub const PER_HOUR: i64 = 3;
-
-/// The longest token accepted: ours are 43 characters.
-const MAX_TOKEN_CHARS: usize = 128;
-
-fn digest(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
-}
-
-fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
 
 /// Makes a confirmation token for `user_id` at `email` and writes the event that
 /// emails it, in the caller's transaction (the account's own, at sign-up).

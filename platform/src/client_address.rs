@@ -73,6 +73,14 @@ impl FromStr for TrustedProxies {
 }
 
 impl TrustedProxies {
+    /// The proxies of a service's settings (`limits.trusted_proxies`,
+    /// `limits.forwarded_header`), or what is wrong with them.
+    pub fn from_settings(list: &str, header: &str) -> Result<Self, String> {
+        Ok(list
+            .parse::<Self>()?
+            .reading(header.parse::<ForwardedHeader>()?))
+    }
+
     /// The same proxies, read through `header`.
     pub fn reading(self, header: ForwardedHeader) -> Self {
         Self { header, ..self }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use platform::auth::{TokenSettings, TokenVerifier};
-use platform::client_address::{ForwardedHeader, TrustedProxies};
+use platform::client_address::TrustedProxies;
 use platform::runner::Runner;
 use platform::runtime::OpsServer;
 use platform::settings::{DatabaseSettings, RedisSettings, SettingsError};
@@ -52,10 +52,7 @@ pub struct ProxySettings {
 
 impl ProxySettings {
     pub fn proxies(&self) -> Result<TrustedProxies, String> {
-        Ok(self
-            .trusted_proxies
-            .parse::<TrustedProxies>()?
-            .reading(self.forwarded_header.parse::<ForwardedHeader>()?))
+        TrustedProxies::from_settings(&self.trusted_proxies, &self.forwarded_header)
     }
 }
 

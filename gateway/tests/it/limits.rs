@@ -110,6 +110,22 @@ async fn an_untrusted_peer_cannot_pick_its_bucket_with_x_forwarded_for(pool: PgP
     );
 }
 
+/// Two gateways of one tier (one Redis key prefix) with `adjust`ed settings, as
+/// behind a load balancer that sends a client's requests to each in turn.
+async fn two_gateways(
+    pool: &PgPool,
+    adjust: impl Fn(&mut gateway::config::Config),
+) -> (TestApp, TestApp) {
+    let first = spawn_app_with(pool.clone(), &adjust).await;
+    let prefix = first.keys.prefix().to_owned();
+    let second = spawn_app_with(pool.clone(), |config| {
+        adjust(config);
+        config.redis.key_prefix = prefix;
+    })
+    .await;
+    (first, second)
+}
+
 /// `GET path` on `app`, its status.
 async fn status(app: &TestApp, path: &str, token: Option<&str>) -> StatusCode {
     app.get(path, token).await.status()
@@ -117,21 +133,13 @@ async fn status(app: &TestApp, path: &str, token: Option<&str>) -> StatusCode {
 
 #[sqlx::test(migrator = "proto::migrations::MIGRATOR")]
 async fn two_gateways_let_an_address_and_an_account_through_at_their_rate_once(pool: PgPool) {
-    // Two gateways of one tier (one Redis key prefix), as behind a load balancer
-    // that sends a client's requests to each in turn.
     let limited = |config: &mut gateway::config::Config| {
         config.limits.per_ip_per_second = 1;
         config.limits.per_ip_burst = 6;
         config.limits.per_user_per_second = 1;
         config.limits.per_user_burst = 4;
     };
-    let first = spawn_app_with(pool.clone(), limited).await;
-    let prefix = first.keys.prefix().to_owned();
-    let second = spawn_app_with(pool.clone(), |config| {
-        limited(config);
-        config.redis.key_prefix = prefix;
-    })
-    .await;
+    let (first, second) = two_gateways(&pool, limited).await;
     let started = std::time::Instant::now();
     let mut admitted = 0;
     for i in 0..12 {
@@ -156,13 +164,7 @@ async fn two_gateways_let_an_account_through_at_its_rate_once(pool: PgPool) {
         config.limits.per_user_per_second = 1;
         config.limits.per_user_burst = 4;
     };
-    let first = spawn_app_with(pool.clone(), limited).await;
-    let prefix = first.keys.prefix().to_owned();
-    let second = spawn_app_with(pool.clone(), |config| {
-        limited(config);
-        config.redis.key_prefix = prefix;
-    })
-    .await;
+    let (first, second) = two_gateways(&pool, limited).await;
     let token = minted_fan_token();
     let started = std::time::Instant::now();
     let mut admitted = 0;
@@ -204,13 +206,7 @@ async fn with_sharing_off_each_gateway_keeps_its_own_buckets(pool: PgPool) {
         config.limits.per_ip_burst = 6;
         config.limits.shared = false;
     };
-    let first = spawn_app_with(pool.clone(), unshared).await;
-    let prefix = first.keys.prefix().to_owned();
-    let second = spawn_app_with(pool.clone(), |config| {
-        unshared(config);
-        config.redis.key_prefix = prefix;
-    })
-    .await;
+    let (first, second) = two_gateways(&pool, unshared).await;
     let mut admitted = 0;
     for i in 0..12 {
         let app = if i % 2 == 0 { &first } else { &second };
